@@ -1,0 +1,37 @@
+# Top-level entry points: `make demo` and `make test` (README). Both install dependencies first.
+BUILD ?= build
+JOBS  ?= $(shell nproc)
+# Debian packages the build and tests need. python3-torch is only for regenerating golden files.
+DEB_PKGS := build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
+            libyaml-cpp-dev libboost-dev libgtest-dev libopenblas-dev libopenblas0-pthread \
+            nlohmann-json3-dev
+
+.PHONY: deps build test unit demo clean golden
+
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$(echo $$missing | tr '\n' ' ')"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "make deps: all packages present"; fi
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+unit: build
+	cd $(BUILD) && ctest --output-on-failure -L unit -j $(JOBS)
+
+demo: build
+	./scripts/demo.sh $(BUILD)/moe
+
+# Regenerate the PyTorch golden files (needs Debian's python3-torch; not part of `make deps`).
+golden:
+	/usr/bin/python3 tests/golden/make_golden.py tests/golden
+
+clean:
+	rm -rf $(BUILD)

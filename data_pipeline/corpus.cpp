@@ -1,0 +1,170 @@
+#include "data_pipeline/corpus.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include <stdio.h>  // POSIX getline
+
+#include <nlohmann/json.hpp>
+
+#include "framework/error.h"
+
+namespace fs = std::filesystem;
+
+namespace moe {
+namespace {
+
+bool is_jsonl(const fs::path& p) { return p.extension() == ".jsonl"; }
+
+uint64_t file_size(const fs::path& p) {
+  std::error_code ec;
+  auto n = fs::file_size(p, ec);
+  if (ec) throw error(p.string(), ": cannot read (", ec.message(), ")");
+  return n;
+}
+
+std::string read_whole(const std::string& path, uint64_t expected) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw error(path, ": cannot open (", std::strerror(errno), ")");
+  std::string s(expected, '\0');
+  size_t got = std::fread(s.data(), 1, s.size(), f);
+  // The file may have changed since it was listed; read whatever it holds now.
+  char buf[1 << 16];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) s.append(buf, n), got += n;
+  bool bad = std::ferror(f);
+  std::fclose(f);
+  if (bad) throw error(path, ": read error");
+  s.resize(got);
+  return s;
+}
+
+// nlohmann's messages start with "[json.exception.parse_error.101] "; the rest is what users need.
+std::string short_what(const std::exception& e) {
+  std::string w = e.what();
+  if (w.rfind("[json.exception", 0) == 0)
+    if (auto p = w.find("] "); p != std::string::npos) w = w.substr(p + 2);
+  return w;
+}
+
+}  // namespace
+
+std::vector<CorpusFile> list_corpus(const std::vector<std::string>& inputs) {
+  std::vector<CorpusFile> files;
+  for (const auto& in : inputs) {
+    fs::path p(in);
+    std::error_code ec;
+    auto st = fs::status(p, ec);
+    if (!fs::exists(st)) throw error(in, ": no such file or directory");
+    if (fs::is_regular_file(st)) {
+      files.push_back({in, is_jsonl(p), file_size(p)});
+    } else if (fs::is_directory(st)) {
+      std::vector<std::string> found;
+      fs::recursive_directory_iterator it(p, ec), end;
+      if (ec) throw error(in, ": cannot list (", ec.message(), ")");
+      for (; it != end; it.increment(ec)) {
+        if (ec) throw error(in, ": cannot list (", ec.message(), ")");
+        auto ext = it->path().extension();
+        if ((ext == ".txt" || ext == ".jsonl") && it->is_regular_file()) found.push_back(it->path().string());
+      }
+      if (ec) throw error(in, ": cannot list (", ec.message(), ")");
+      std::sort(found.begin(), found.end());
+      for (auto& f : found) files.push_back({f, is_jsonl(f), file_size(f)});
+    } else {
+      throw error(in, ": not a regular file or folder");
+    }
+  }
+  if (files.empty()) {
+    std::string list;
+    for (const auto& in : inputs) list += (list.empty() ? "" : " ") + in;
+    throw error(list.empty() ? std::string("no --input given") : list,
+                ": no .txt or .jsonl files found (expected text files or folders holding them)");
+  }
+  return files;
+}
+
+DocumentReader::DocumentReader(const std::vector<CorpusFile>& files, std::string text_key)
+    : files_(files), text_key_(std::move(text_key)) {}
+
+DocumentReader::~DocumentReader() {
+  if (jsonl_) std::fclose(jsonl_);
+  std::free(line_buf_);
+}
+
+std::string DocumentReader::where(const Document& d) const {
+  const std::string& path = files_[d.file].path;
+  return d.line ? path + ":" + std::to_string(d.line) : path;
+}
+
+bool DocumentReader::next_batch(size_t max_bytes, std::vector<Document>& out) {
+  out.clear();
+  size_t bytes = 0;
+  while (bytes < max_bytes) {
+    Document d;
+    if (!next(d)) break;
+    bytes += d.text.size();
+    out.push_back(std::move(d));
+  }
+  return !out.empty();
+}
+
+// Reads one line without its '\n' (and a trailing '\r'); false at end of file. POSIX getline keeps
+// embedded NUL bytes, which fgets would silently cut at.
+bool DocumentReader::read_line(std::string& line) {
+  ssize_t n = ::getline(&line_buf_, &line_cap_, jsonl_);
+  if (n < 0) {
+    if (std::ferror(jsonl_)) throw error(files_[file_].path, ":", line_ + 1, ": read error");
+    return false;
+  }
+  bytes_read_ += uint64_t(n);
+  if (n > 0 && line_buf_[n - 1] == '\n') --n;
+  if (n > 0 && line_buf_[n - 1] == '\r') --n;
+  line.assign(line_buf_, size_t(n));
+  return true;
+}
+
+bool DocumentReader::next(Document& d) {
+  while (file_ < files_.size()) {
+    const CorpusFile& f = files_[file_];
+    if (!f.jsonl) {
+      d.file = uint32_t(file_);
+      d.line = 0;
+      d.text = read_whole(f.path, f.bytes);
+      bytes_read_ += d.text.size();
+      ++file_;
+      return true;
+    }
+    if (!jsonl_) {
+      jsonl_ = std::fopen(f.path.c_str(), "rb");
+      if (!jsonl_) throw error(f.path, ": cannot open (", std::strerror(errno), ")");
+      line_ = 0;
+    }
+    std::string line;
+    while (read_line(line)) {
+      ++line_;
+      if (line.find_first_not_of(" \t") == std::string::npos) continue;  // blank lines separate nothing
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(line);
+      } catch (const nlohmann::json::exception& e) {
+        throw error(f.path, ":", line_, ": not valid JSON: ", short_what(e), " (expected one JSON object per line)");
+      }
+      auto it = j.is_object() ? j.find(text_key_) : j.end();
+      if (it == j.end() || !it->is_string())
+        throw error(f.path, ":", line_, ": no string field \"", text_key_, "\" (expected {\"", text_key_,
+                    "\": \"...\"} per line; --text-key picks the field)");
+      d.file = uint32_t(file_);
+      d.line = line_;
+      d.text = it->get<std::string>();
+      return true;
+    }
+    std::fclose(jsonl_);
+    jsonl_ = nullptr;
+    ++file_;
+  }
+  return false;
+}
+
+}  // namespace moe

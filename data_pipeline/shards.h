@@ -1,0 +1,79 @@
+// The packed-token shard format (docs/formats.md). A preprocessed folder holds one sub-folder per
+// split (`train/`, `val/`), each with:
+//   manifest.json      tokenizer name + hash, vocab_size, token dtype (u16 | u32), documents,
+//                      tokens, and per shard: file name, tokens, documents, sha256 of .bin and .idx
+//   shard-00000.bin    little-endian token ids, documents separated by the tokenizer's EOS id
+//   shard-00000.idx    little-endian uint64 document start offsets (in tokens) within the shard,
+//                      followed by the shard's token count
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace moe {
+
+// A read-only, memory-mapped split. open() validates the manifest and that every shard's size
+// matches it (cheap); verify() additionally checks sha256s (what `moe inspect` does).
+class TokenDataset {
+ public:
+  // `dir` is a split folder (has manifest.json), or a preprocessed folder plus `split`.
+  static TokenDataset open(const std::string& dir, const std::string& split = "train");
+  ~TokenDataset();
+  TokenDataset(TokenDataset&&) noexcept;
+  TokenDataset& operator=(TokenDataset&&) noexcept;
+
+  int64_t num_tokens() const;             // over all shards
+  uint32_t token(int64_t i) const;        // global index across shards
+  // Copies tokens [begin, begin+n) (may span shards) widened to int32.
+  void read(int64_t begin, int64_t n, int32_t* out) const;
+  int64_t vocab_size() const;
+  const std::string& tokenizer_name() const;
+  const std::string& tokenizer_hash() const;
+  const std::string& dir() const;
+  const nlohmann::json& manifest() const;
+  void verify() const;  // throws moe::Error naming the shard whose checksum differs
+
+ private:
+  TokenDataset();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Deterministic sampler of [B, T+1] windows. The split is cut into n = (tokens-1)/T windows at
+// stride T; each epoch visits them in a permutation keyed by (seed, epoch). Global sample g
+// (g = step * global_batch + i) is window perm_{g / n}[g % n], so a batch is a pure function of
+// (seed, step, rank, world) and resuming needs only the step.
+class BatchSampler {
+ public:
+  BatchSampler(const TokenDataset& data, int seq_len, uint64_t seed);
+  int64_t windows_per_epoch() const;
+  // Fills tokens[B*(T+1)] with global samples [first_sample, first_sample + B).
+  void fill(int64_t first_sample, int B, int32_t* tokens) const;
+
+ private:
+  const TokenDataset* data_;
+  int seq_len_;
+  uint64_t seed_;
+  int64_t windows_;
+  mutable int64_t cached_epoch_ = -1;
+  mutable std::vector<int64_t> perm_;
+};
+
+struct PreprocessOptions {
+  std::vector<std::string> inputs;  // files or folders (.txt; .jsonl with text_key)
+  std::string tokenizer = "byte";
+  std::string output;
+  std::string text_key = "text";
+  double val_fraction = 0.05;
+  int workers = 0;  // 0 = all cores
+  bool overwrite = false;
+  int64_t shard_tokens = 1 << 28;  // tokens per shard before starting a new one
+};
+
+// Writes output/train and output/val. Returns a summary (documents, tokens per split, seconds).
+nlohmann::json preprocess(const PreprocessOptions& opt);
+
+}  // namespace moe

@@ -1,0 +1,30 @@
+// Tokenizers turn text into token ids and back. This issue ships the byte tokenizer; the BPE /
+// tokenizer.json / SentencePiece ones plug in behind the same interface.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace moe {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  virtual std::vector<uint32_t> encode(std::string_view text) const = 0;
+  virtual std::string decode(const std::vector<uint32_t>& ids) const = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual uint32_t eos_id() const = 0;
+  // "byte", or the tokenizer file's path; recorded in the shard manifest.
+  virtual std::string name() const = 0;
+  // Stable fingerprint (hex sha256 of the definition) recorded in the manifest, so training and
+  // generation can refuse data made with a different tokenizer.
+  virtual std::string hash() const = 0;
+};
+
+// "byte": ids 0..255 are the raw bytes; vocab 256. Byte 0 (NUL never occurs in text) doubles as
+// the end-of-document separator. Throws moe::Error for an unknown spec or unreadable file.
+std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec);
+
+}  // namespace moe

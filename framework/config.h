@@ -1,0 +1,118 @@
+// The run configuration: typed sections mirroring the YAML file (DESIGN.md, docs/cli.md).
+// load_config() parses and validates; every error names the file and line of the offending key.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+struct RouterConfig {
+  std::string score = "sigmoid";  // sigmoid | softmax
+  double bias_update_rate = 0.001;  // aux-loss-free balancing step (0 = off)
+  double aux_loss_coef = 0.0001;    // sequence-wise balance loss (0 = off)
+  double z_loss_coef = 0.0;         // router z-loss (0 = off)
+  double routed_scaling = 1.0;
+  int groups = 1;                   // n_group
+  int groups_per_token = 1;         // topk_group
+  bool operator==(const RouterConfig&) const = default;
+};
+
+struct ModelConfig {
+  int vocab_size = 256;
+  int hidden = 192;
+  int layers = 4;
+  int dense_layers = 1;  // first_k_dense_replace
+  int dense_inter = 512;
+  int heads = 6;
+  int q_lora_rank = 96;  // 0 = no q compression (q_proj directly)
+  int kv_lora_rank = 64;
+  int qk_nope_dim = 32;
+  int qk_rope_dim = 16;
+  int v_head_dim = 32;
+  int shared_experts = 1;
+  int routed_experts = 8;
+  int experts_per_token = 2;
+  int expert_inter = 128;
+  RouterConfig router;
+  double rope_theta = 10000;
+  double rms_norm_eps = 1e-6;
+  double init_std = 0.02;
+  int mtp_depth = 0;
+  bool tie_embeddings = false;
+  bool operator==(const ModelConfig&) const = default;
+};
+
+struct RunConfig {
+  std::string name = "run";
+  std::string out_dir = "runs/run";
+  uint64_t seed = 1337;
+  bool operator==(const RunConfig&) const = default;
+};
+
+struct DataConfig {
+  std::string path;  // a preprocessed folder (with train/ and val/ splits)
+  int seq_len = 256;
+  bool operator==(const DataConfig&) const = default;
+};
+
+struct TrainConfig {
+  int micro_batch = 16;
+  int grad_accum = 1;
+  int64_t steps = 2000;
+  double lr = 3e-4;
+  double min_lr = 3e-5;
+  int64_t warmup = 100;
+  std::string schedule = "cosine";  // cosine | constant | linear
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;  // 0 = off
+  std::string precision = "fp32";  // fp32 | bf16 | fp8
+  bool recompute = false;
+  int64_t eval_every = 200;  // 0 = only at the end
+  int eval_batches = 20;
+  int64_t log_every = 10;
+  int threads = 0;  // CPU threads per process, 0 = all cores
+  bool operator==(const TrainConfig&) const = default;
+};
+
+struct ParallelConfig {
+  int ep = 1;
+  bool operator==(const ParallelConfig&) const = default;
+};
+
+struct CheckpointConfig {
+  int64_t every = 500;  // 0 = only at the end
+  int keep_last = 3;    // 0 = keep all
+  std::string resume = "auto";  // auto | never | <path to a checkpoint>
+  bool operator==(const CheckpointConfig&) const = default;
+};
+
+struct Config {
+  RunConfig run;
+  ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  ParallelConfig parallel;
+  CheckpointConfig checkpoint;
+  std::string device = "auto";  // auto | cpu | cuda
+  std::string source;            // the file it came from, for messages
+  bool operator==(const Config&) const = default;
+};
+
+// Parses a YAML file, applies `--set a.b=v` overrides (each "a.b=v"), validates. Throws moe::Error
+// "<file>:<line>: <what> (expected <what>)" on any problem; overrides are reported as "--set a.b".
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Parses YAML text (for checkpoints, which store the config they were trained with); source_name
+// stands for the file in messages and becomes Config::source.
+Config parse_config(const std::string& yaml_text, const std::string& source_name,
+                    const std::vector<std::string>& overrides = {});
+// The config as YAML text, every key (round-trips through parse_config exactly, source aside).
+std::string config_to_yaml(const Config& c);
+
+// Derived sizes used across the code.
+inline int qk_head_dim(const ModelConfig& m) { return m.qk_nope_dim + m.qk_rope_dim; }
+
+}  // namespace moe

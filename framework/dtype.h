@@ -1,0 +1,55 @@
+// Element types. f32 is the master/compute type on the CPU; bf16 and fp8 are storage types rounded
+// exactly as on the GPU (round-to-nearest-even), so every precision can be emulated on the CPU.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "framework/kernels/hd.h"
+
+namespace moe {
+
+enum class DType : uint8_t { F32, BF16, F8E4M3, F8E5M2, U16, U32, I32 };
+
+inline int64_t dtype_size(DType t) {
+  switch (t) {
+    case DType::F32: case DType::U32: case DType::I32: return 4;
+    case DType::BF16: case DType::U16: return 2;
+    case DType::F8E4M3: case DType::F8E5M2: return 1;
+  }
+  return 0;
+}
+
+inline const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "f32";
+    case DType::BF16: return "bf16";
+    case DType::F8E4M3: return "fp8_e4m3";
+    case DType::F8E5M2: return "fp8_e5m2";
+    case DType::U16: return "u16";
+    case DType::U32: return "u32";
+    case DType::I32: return "i32";
+  }
+  return "?";
+}
+
+// bf16 bit pattern from f32 with round-to-nearest-even; NaN stays a (quiet) NaN.
+MOE_HD inline uint16_t f32_to_bf16_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+MOE_HD inline float bf16_bits_to_f32(uint16_t b) {
+  uint32_t u = uint32_t(b) << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+// Rounds an f32 to the nearest bf16 value, returned as f32 (what a bf16 store + load gives).
+MOE_HD inline float round_bf16(float f) { return bf16_bits_to_f32(f32_to_bf16_bits(f)); }
+
+}  // namespace moe

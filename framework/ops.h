@@ -1,0 +1,42 @@
+// CPU ops over whole tensors (raw pointers + dimensions). Rows are spread over the thread pool;
+// the per-row math lives in framework/kernels/rows.h and is shared with the CUDA backend.
+// Letters: N rows (tokens), D features, V vocabulary.
+#pragma once
+#include <cstdint>
+
+namespace moe {
+
+// y[N,D] = rmsnorm(x[N,D]) * w[D]; rstd[N] saved.
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t N, int64_t D, float eps);
+// dx[N,D] assigned (or added when accumulate), dw[D] accumulated.
+void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
+                      int64_t N, int64_t D, bool accumulate_dx = false);
+
+// h[n] = silu(g[n]) * u[n], over n elements laid out as rows of `cols` inside rows of stride `ld`.
+void swiglu_forward(float* h, const float* g, const float* u, int64_t n);
+void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n);
+
+// out[N,D] = table[ids[N], :]
+void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t D);
+// dtable[ids[n], :] += dout[n, :]
+void embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t N, int64_t D);
+
+// Cross-entropy of logits[N,V] against targets[N]: losses[N] and lse[N] saved; returns the mean.
+double cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, int64_t N,
+                             int64_t V);
+// dlogits[N,V] = scale * (softmax - onehot); may alias logits.
+void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
+                            float scale, int64_t N, int64_t V);
+
+// RoPE tables for positions [0, T): cos/sin[T, dim/2], inv_freq[i] = theta^(-2i/dim).
+void rope_tables(float* cos, float* sin, int64_t T, int dim, double theta);
+// Applies RoPE in place to x viewed as [B, T, heads] vectors: element i of (b, t, h) sits at
+// x[(b*T + t)*row_stride + h*head_stride + i], i < dim. backward applies the transpose.
+void rope_apply(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t heads,
+                int64_t row_stride, int64_t head_stride, int dim, bool backward);
+
+// y += a * x
+void axpy(float* y, const float* x, float a, int64_t n);
+double sum_squares(const float* x, int64_t n);
+
+}  // namespace moe

@@ -1,0 +1,17 @@
+// A small fork-join thread pool. parallel_for splits [0, n) into one contiguous chunk per thread;
+// the calling thread runs chunk 0, so with 1 thread there is no synchronisation at all.
+// OpenBLAS runs single-threaded inside each chunk (set once in set_num_threads): we decide the
+// split, so BLAS threads and ours never fight over the cores.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace moe {
+
+void set_num_threads(int n);  // 0 = hardware concurrency (or $MOE_NUM_THREADS)
+int num_threads();
+
+// fn(begin, end) on disjoint chunks covering [0, n); chunks hold at least `grain` items.
+void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
+
+}  // namespace moe

@@ -1,0 +1,32 @@
+// Command-line flags for the subcommands: `--name value`, `--name=value`, repeatable flags,
+// boolean switches and positionals. Unknown flags and missing values are moe::Error with the flag
+// named, so every subcommand reports bad usage the same way.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+class Args {
+ public:
+  // `value_flags` take a value, `switches` do not; both without the leading "--".
+  Args(int argc, char** argv, const std::vector<std::string>& value_flags,
+       const std::vector<std::string>& switches);
+
+  bool has(const std::string& flag) const;
+  std::string get(const std::string& flag, const std::string& fallback = "") const;
+  std::string required(const std::string& flag) const;
+  std::vector<std::string> all(const std::string& flag) const;  // every occurrence, in order
+  long long get_int(const std::string& flag, long long fallback) const;
+  double get_double(const std::string& flag, double fallback) const;
+  const std::vector<std::string>& positional() const { return positional_; }
+  bool help() const { return help_; }
+
+ private:
+  std::map<std::string, std::vector<std::string>> values_;
+  std::vector<std::string> positional_;
+  bool help_ = false;
+};
+
+}  // namespace moe

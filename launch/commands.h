@@ -1,0 +1,13 @@
+// The `moe` subcommands. Each takes the arguments after its name, returns the process exit code,
+// and throws moe::Error for bad input (main prints "error: <message>" and exits 2).
+#pragma once
+
+namespace moe {
+
+int cmd_train(int argc, char** argv);
+int cmd_preprocess(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
+int cmd_inspect(int argc, char** argv);
+
+}  // namespace moe

@@ -1,0 +1,51 @@
+// moe: one binary, subcommands. Errors from bad input surface here as one line and exit code 2.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+
+#include "framework/error.h"
+#include "launch/commands.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: moe <command> [flags]   (moe <command> --help for its flags)\n"
+    "\n"
+    "commands:\n"
+    "  preprocess   raw text -> packed token shards (train/ and val/ splits)\n"
+    "  train        train a DeepSeek-V3-style MoE from a YAML config\n"
+    "  eval         loss, perplexity and bits per byte of checkpoints on a split\n"
+    "  generate     sample text from a checkpoint\n"
+    "  inspect      verify and summarise a shard folder or a checkpoint\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  std::string cmd = argv[1];
+  int sub_argc = argc - 2;
+  char** sub_argv = argv + 2;
+  try {
+    if (cmd == "train") return moe::cmd_train(sub_argc, sub_argv);
+    if (cmd == "preprocess") return moe::cmd_preprocess(sub_argc, sub_argv);
+    if (cmd == "eval") return moe::cmd_eval(sub_argc, sub_argv);
+    if (cmd == "generate") return moe::cmd_generate(sub_argc, sub_argv);
+    if (cmd == "inspect") return moe::cmd_inspect(sub_argc, sub_argv);
+    fprintf(stderr, "error: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+    return 2;
+  } catch (const moe::Error& e) {
+    fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  } catch (const std::bad_alloc&) {
+    fprintf(stderr, "error: out of memory\n");
+    return 3;
+  } catch (const std::exception& e) {
+    fprintf(stderr, "internal error: %s\n", e.what());
+    return 3;
+  }
+}

@@ -1,0 +1,56 @@
+// Multi-head Latent Attention (DeepSeek-V2/V3), the naive (non-absorbed) training form, matching
+// Hugging Face DeepseekV3Attention:
+//   q   = q_b_proj(q_a_layernorm(q_a_proj(x)))            [N, H, nope+rope]
+//   ckv = kv_a_proj_with_mqa(x) = [kv_c | k_pe]            [N, kv_lora + rope]
+//   kv  = kv_b_proj(kv_a_layernorm(kv_c)) = [k_nope | v]  [N, H, nope+v]
+//   q_pe, k_pe get RoPE (k_pe is one head shared by all), k = [k_nope | k_pe]
+//   o   = softmax(q k^T * (nope+rope)^-0.5, causal) v      [N, H, v]
+//   y   = o_proj(o)
+// The attention core keeps only the log-sum-exp of each row and recomputes probabilities in
+// backward, so memory is O(B H T), not O(B H T^2).
+// Letters: B batch, T sequence, N = B*T tokens, H heads, D hidden, Q q_lora_rank, L kv_lora_rank,
+// R rope dims, d = nope + rope.
+#pragma once
+#include <string>
+
+#include "framework/config.h"
+#include "model/layers.h"
+
+namespace moe {
+
+struct MLAActs {
+  Tensor qa_NQ, qa_norm_NQ, qa_rstd_N;  // q low-rank path (empty when q_lora_rank == 0)
+  Tensor q_NHd;                         // queries, RoPE applied
+  Tensor kv_c_NL, kv_norm_NL, kv_rstd_N;
+  Tensor kvb_NHe;  // kv_b_proj output: per head [k_nope | v]
+  Tensor k_NHd;    // keys, RoPE applied to the shared rope part
+  Tensor o_NHv;    // attention output, o_proj's input
+  Tensor lse_BHT;
+};
+
+struct RopeTables {
+  Tensor cos_TR2, sin_TR2;  // [T, R/2]
+  int64_t T = 0;
+  void build(int64_t T_, int dim, double theta);
+};
+
+struct MLA {
+  Linear q_a_proj, q_b_proj, q_proj, kv_a_proj_with_mqa, kv_b_proj, o_proj;
+  RMSNorm q_a_layernorm, kv_a_layernorm;
+  int64_t H = 0, nope = 0, rope = 0, vdim = 0, q_lora = 0, kv_lora = 0, hidden = 0;
+
+  void init(ParamStore& ps, const std::string& prefix, const ModelConfig& c);
+  // y[N,D] = attn(x[N,D]) for B sequences of T tokens.
+  void forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, const RopeTables& rt,
+               MLAActs& a) const;
+  // dx[N,D] += d attn / dx (accumulated); parameter gradients accumulate.
+  void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
+                const RopeTables& rt, MLAActs& a) const;
+
+ private:
+  void attention_forward(int64_t B, int64_t T, MLAActs& a) const;
+  void attention_backward(float* dq, float* dk, float* dkvb, const float* do_, int64_t B, int64_t T,
+                          const MLAActs& a) const;
+};
+
+}  // namespace moe

@@ -1,0 +1,66 @@
+#include "model/layers.h"
+
+#include "framework/gemm.h"
+#include "framework/ops.h"
+
+namespace moe {
+
+void Linear::init(ParamStore& ps, const std::string& name, int64_t in_features, int64_t out_features, float std) {
+  in = in_features;
+  out = out_features;
+  w = ps.add(name, {out, in}, Init::Normal, std);
+}
+
+void Linear::forward(const ParamStore& ps, float* y, const float* x, int64_t N, bool accumulate) const {
+  linear_forward(y, x, ps.param(w).f32(), N, in, out, accumulate);
+}
+
+void Linear::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N,
+                      bool accumulate_dx) const {
+  linear_backward(dx, ps.grad(w).f32(), dy, x, ps.param(w).f32(), N, in, out, accumulate_dx);
+}
+
+void RMSNorm::init(ParamStore& ps, const std::string& name, int64_t d, float eps_) {
+  dim = d;
+  eps = eps_;
+  w = ps.add(name, {d}, Init::Ones, 0.f, /*decay=*/false);
+}
+
+void RMSNorm::forward(const ParamStore& ps, float* y, float* rstd, const float* x, int64_t N) const {
+  rmsnorm_forward(y, rstd, x, ps.param(w).f32(), N, dim, eps);
+}
+
+void RMSNorm::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, const float* rstd,
+                       int64_t N, bool accumulate_dx) const {
+  rmsnorm_backward(dx, ps.grad(w).f32(), dy, x, ps.param(w).f32(), rstd, N, dim, accumulate_dx);
+}
+
+void SwiGLUMLP::init(ParamStore& ps, const std::string& prefix, int64_t hidden, int64_t inter, float std) {
+  gate_proj.init(ps, prefix + ".gate_proj.weight", hidden, inter, std);
+  up_proj.init(ps, prefix + ".up_proj.weight", hidden, inter, std);
+  down_proj.init(ps, prefix + ".down_proj.weight", inter, hidden, std);
+}
+
+void SwiGLUMLP::forward(const ParamStore& ps, float* y, const float* x, int64_t N, MLPActs& a,
+                        bool accumulate) const {
+  int64_t I = gate_proj.out;
+  a.gate_NI.ensure({N, I});
+  a.up_NI.ensure({N, I});
+  a.h_NI.ensure({N, I});
+  gate_proj.forward(ps, a.gate_NI.f32(), x, N);
+  up_proj.forward(ps, a.up_NI.f32(), x, N);
+  swiglu_forward(a.h_NI.f32(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
+  down_proj.forward(ps, y, a.h_NI.f32(), N, accumulate);
+}
+
+void SwiGLUMLP::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N, MLPActs& a,
+                         bool accumulate_dx) const {
+  int64_t I = gate_proj.out;
+  Tensor dh = Tensor::empty({N, I}), dg = Tensor::empty({N, I}), du = Tensor::empty({N, I});
+  down_proj.backward(ps, dh.f32(), dy, a.h_NI.f32(), N);
+  swiglu_backward(dg.f32(), du.f32(), dh.f32(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
+  gate_proj.backward(ps, dx, dg.f32(), x, N, accumulate_dx);
+  up_proj.backward(ps, dx, du.f32(), x, N, /*accumulate_dx=*/true);
+}
+
+}  // namespace moe

@@ -1,0 +1,48 @@
+// Small building blocks bound to parameters in a ParamStore: Linear (no bias, W [out, in] as in
+// Hugging Face), RMSNorm and the SwiGLU MLP (dense FFN, shared experts and each routed expert).
+// Letters: N tokens, D hidden, I intermediate.
+#pragma once
+#include <string>
+
+#include "model/params.h"
+
+namespace moe {
+
+struct Linear {
+  int w = -1;
+  int64_t in = 0, out = 0;
+  void init(ParamStore& ps, const std::string& name, int64_t in_features, int64_t out_features, float std);
+  // y[N,out] = x[N,in] @ W^T  (y += ... when accumulate)
+  void forward(const ParamStore& ps, float* y, const float* x, int64_t N, bool accumulate = false) const;
+  // dx[N,in] = dy @ W (dx may be null; += when accumulate_dx); dW += dy^T @ x
+  void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N,
+                bool accumulate_dx = false) const;
+};
+
+struct RMSNorm {
+  int w = -1;
+  int64_t dim = 0;
+  float eps = 1e-6f;
+  void init(ParamStore& ps, const std::string& name, int64_t d, float eps_);
+  void forward(const ParamStore& ps, float* y, float* rstd, const float* x, int64_t N) const;
+  void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, const float* rstd, int64_t N,
+                bool accumulate_dx = false) const;
+};
+
+// What SwiGLU's backward needs: the two projections before the activation and the product.
+struct MLPActs {
+  Tensor gate_NI, up_NI, h_NI;
+};
+
+// down(silu(gate(x)) * up(x)); names <prefix>.{gate_proj, up_proj, down_proj}.weight
+struct SwiGLUMLP {
+  Linear gate_proj, up_proj, down_proj;
+  void init(ParamStore& ps, const std::string& prefix, int64_t hidden, int64_t inter, float std);
+  // y[N,D] (+)= mlp(x[N,D]); acts sized here.
+  void forward(const ParamStore& ps, float* y, const float* x, int64_t N, MLPActs& a, bool accumulate = false) const;
+  // dx[N,D] (+)= d mlp / dx; parameter gradients accumulate. Scratch reuses a's buffers' shapes.
+  void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N, MLPActs& a,
+                bool accumulate_dx = false) const;
+};
+
+}  // namespace moe

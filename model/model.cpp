@@ -1,0 +1,203 @@
+#include "model/model.h"
+
+#include <algorithm>
+
+#include "framework/gemm.h"
+#include "framework/ops.h"
+
+namespace moe {
+
+namespace {
+constexpr int64_t kHeadChunk = 1024;  // rows of logits alive at once
+}
+
+void Block::init(ParamStore& ps, int layer, const ModelConfig& c) {
+  std::string p = "model.layers." + std::to_string(layer);
+  float eps = float(c.rms_norm_eps);
+  input_layernorm.init(ps, p + ".input_layernorm.weight", c.hidden, eps);
+  self_attn.init(ps, p + ".self_attn", c);
+  post_attention_layernorm.init(ps, p + ".post_attention_layernorm.weight", c.hidden, eps);
+  is_moe = layer >= c.dense_layers;
+  if (is_moe)
+    moe.init(ps, p + ".mlp", c);
+  else
+    mlp.init(ps, p + ".mlp", c.hidden, c.dense_inter, float(c.init_std));
+}
+
+void Block::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, const RopeTables& rt,
+                    BlockActs& a, float* load_E) const {
+  const int64_t N = B * T, D = input_layernorm.dim;
+  a.ln1_ND.ensure({N, D}); a.ln1_rstd_N.ensure({N});
+  a.attn_out_ND.ensure({N, D}); a.h_ND.ensure({N, D});
+  a.ln2_ND.ensure({N, D}); a.ln2_rstd_N.ensure({N});
+  input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, N);
+  self_attn.forward(ps, a.attn_out_ND.f32(), a.ln1_ND.f32(), B, T, rt, a.attn);
+  float *h = a.h_ND.f32(), *ao = a.attn_out_ND.f32();
+  for (int64_t i = 0; i < N * D; ++i) h[i] = x[i] + ao[i];
+  post_attention_layernorm.forward(ps, a.ln2_ND.f32(), a.ln2_rstd_N.f32(), h, N);
+  if (is_moe)
+    moe.forward(ps, y, a.ln2_ND.f32(), B, T, a.moe, load_E);
+  else
+    mlp.forward(ps, y, a.ln2_ND.f32(), N, a.mlp);
+  for (int64_t i = 0; i < N * D; ++i) y[i] += h[i];
+}
+
+void Block::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
+                     const RopeTables& rt, BlockActs& a, float loss_scale) const {
+  const int64_t N = B * T, D = input_layernorm.dim;
+  // x_out = h + mlp(ln2(h)):  dh = dy + ln2^T mlp^T dy
+  Tensor dln2 = Tensor::empty({N, D}), dh = Tensor::empty({N, D});
+  if (is_moe)
+    moe.backward(ps, dln2.f32(), dy, a.ln2_ND.f32(), B, T, a.moe, loss_scale);
+  else
+    mlp.backward(ps, dln2.f32(), dy, a.ln2_ND.f32(), N, a.mlp);
+  post_attention_layernorm.backward(ps, dh.f32(), dln2.f32(), a.h_ND.f32(), a.ln2_rstd_N.f32(), N);
+  float* pdh = dh.f32();
+  for (int64_t i = 0; i < N * D; ++i) pdh[i] += dy[i];
+  // h = x + attn(ln1(x)):  dx = dh + ln1^T attn^T dh
+  Tensor dln1 = Tensor::zeros({N, D});
+  self_attn.backward(ps, dln1.f32(), pdh, a.ln1_ND.f32(), B, T, rt, a.attn);
+  input_layernorm.backward(ps, dx, dln1.f32(), x, a.ln1_rstd_N.f32(), N);
+  for (int64_t i = 0; i < N * D; ++i) dx[i] += pdh[i];
+}
+
+DeepSeekV3::DeepSeekV3(const ModelConfig& c) : cfg_(c) {
+  embed_tokens = ps_.add("model.embed_tokens.weight", {c.vocab_size, c.hidden}, Init::Normal, float(c.init_std));
+  blocks_.resize(c.layers);
+  for (int l = 0; l < c.layers; ++l) {
+    blocks_[l].init(ps_, l, c);
+    if (blocks_[l].is_moe) moe_blocks_.push_back(l);
+  }
+  norm_.init(ps_, "model.norm.weight", c.hidden, float(c.rms_norm_eps));
+  lm_head = c.tie_embeddings ? embed_tokens
+                             : ps_.add("lm_head.weight", {c.vocab_size, c.hidden}, Init::Normal, float(c.init_std));
+  ps_.allocate();
+  load_ = Tensor::zeros({int64_t(moe_blocks_.size()), int64_t(c.routed_experts)});
+}
+
+void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load) {
+  const int64_t N = B * T, D = cfg_.hidden;
+  const int L = cfg_.layers;
+  if (rope_.T != T) rope_.build(T, cfg_.qk_rope_dim, cfg_.rope_theta);
+  resid_.resize(L + 1);
+  acts_.resize(recompute_ ? 1 : L);
+  for (int l = 0; l <= L; ++l) resid_[l].ensure({N, D});
+  embedding_forward(resid_[0].f32(), ids_.data(), ps_.param(embed_tokens).f32(), N, D);
+  aux_sum_ = z_sum_ = 0;
+  int moe_i = 0;
+  for (int l = 0; l < L; ++l) {
+    BlockActs& a = acts_[recompute_ ? 0 : l];
+    float* load = nullptr;
+    if (blocks_[l].is_moe) load = count_load ? load_.f32() + int64_t(moe_i++) * cfg_.routed_experts : nullptr;
+    blocks_[l].forward(ps_, resid_[l + 1].f32(), resid_[l].f32(), B, T, rope_, a, load);
+    if (blocks_[l].is_moe) {
+      aux_sum_ += a.moe.router.aux_loss;
+      z_sum_ += a.moe.router.z_loss;
+    }
+  }
+}
+
+void DeepSeekV3::final_norm(int64_t N) {
+  xf_ND.ensure({N, int64_t(cfg_.hidden)});
+  xf_rstd_N.ensure({N});
+  norm_.forward(ps_, xf_ND.f32(), xf_rstd_N.f32(), resid_[cfg_.layers].f32(), N);
+}
+
+ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T) {
+  const int64_t N = B * T, D = cfg_.hidden, V = cfg_.vocab_size;
+  B_ = B; T_ = T;
+  ids_.assign(ids, ids + N);
+  targets_.assign(targets, targets + N);
+  run_blocks(B, T, /*count_load=*/true);
+  final_norm(N);
+  lse_N.ensure({N});
+  losses_N.ensure({N});
+  Tensor logits = Tensor::empty({std::min(N, kHeadChunk), V});
+  const float* W = ps_.param(lm_head).f32();
+  double total = 0;
+  for (int64_t r0 = 0; r0 < N; r0 += kHeadChunk) {
+    int64_t n = std::min(kHeadChunk, N - r0);
+    linear_forward(logits.f32(), xf_ND.f32() + r0 * D, W, n, D, V);
+    total += cross_entropy_forward(losses_N.f32() + r0, lse_N.f32() + r0, logits.f32(), targets_.data() + r0, n, V) * n;
+  }
+  ForwardStats s;
+  s.loss = total / double(N);
+  s.aux_loss = aux_sum_;
+  s.z_loss = z_sum_;
+  s.tokens = N;
+  return s;
+}
+
+void DeepSeekV3::backward(float loss_scale) {
+  const int64_t B = B_, T = T_, N = B * T, D = cfg_.hidden, V = cfg_.vocab_size;
+  const int L = cfg_.layers;
+  // Head: recompute each logits chunk, turn it into dlogits in place, then dxf and dW.
+  Tensor dxf = Tensor::empty({N, D}), logits = Tensor::empty({std::min(N, kHeadChunk), V});
+  const float* W = ps_.param(lm_head).f32();
+  float* dW = ps_.grad(lm_head).f32();
+  for (int64_t r0 = 0; r0 < N; r0 += kHeadChunk) {
+    int64_t n = std::min(kHeadChunk, N - r0);
+    const float* xf = xf_ND.f32() + r0 * D;
+    linear_forward(logits.f32(), xf, W, n, D, V);
+    cross_entropy_backward(logits.f32(), logits.f32(), lse_N.f32() + r0, targets_.data() + r0,
+                           loss_scale / float(N), n, V);
+    linear_backward(dxf.f32() + r0 * D, dW, logits.f32(), xf, W, n, D, V);
+  }
+  Tensor dx = Tensor::empty({N, D}), dprev = Tensor::empty({N, D});
+  norm_.backward(ps_, dx.f32(), dxf.f32(), resid_[L].f32(), xf_rstd_N.f32(), N);
+  for (int l = L - 1; l >= 0; --l) {
+    BlockActs& a = acts_[recompute_ ? 0 : l];
+    if (recompute_) blocks_[l].forward(ps_, dprev.f32(), resid_[l].f32(), B, T, rope_, a, nullptr);
+    blocks_[l].backward(ps_, dprev.f32(), dx.f32(), resid_[l].f32(), B, T, rope_, a, loss_scale);
+    std::swap(dx, dprev);
+  }
+  embedding_backward(ps_.grad(embed_tokens).f32(), ids_.data(), dx.f32(), N, D);
+}
+
+Tensor DeepSeekV3::last_logits(const int32_t* ids, int64_t B, int64_t T) {
+  const int64_t N = B * T, D = cfg_.hidden, V = cfg_.vocab_size;
+  B_ = B; T_ = T;
+  ids_.assign(ids, ids + N);
+  run_blocks(B, T, /*count_load=*/false);
+  final_norm(N);
+  Tensor last = Tensor::empty({B, D}), logits = Tensor::empty({B, V});
+  for (int64_t b = 0; b < B; ++b)
+    std::copy_n(xf_ND.f32() + ((b + 1) * T - 1) * D, D, last.f32() + b * D);
+  linear_forward(logits.f32(), last.f32(), ps_.param(lm_head).f32(), B, D, V);
+  return logits;
+}
+
+void DeepSeekV3::update_router_bias(float rate) {
+  for (size_t i = 0; i < moe_blocks_.size(); ++i)
+    blocks_[moe_blocks_[i]].moe.gate.update_bias(ps_, load_.f32() + i * cfg_.routed_experts, rate);
+  load_.zero_();
+}
+
+ParamCounts count_params(const ModelConfig& c) {
+  const int64_t D = c.hidden, H = c.heads, d = c.qk_nope_dim + c.qk_rope_dim;
+  int64_t q = c.q_lora_rank > 0 ? D * c.q_lora_rank + c.q_lora_rank + int64_t(c.q_lora_rank) * H * d : D * H * d;
+  int64_t attn = q + D * (c.kv_lora_rank + c.qk_rope_dim) + c.kv_lora_rank +
+                 int64_t(c.kv_lora_rank) * H * (c.qk_nope_dim + c.v_head_dim) + H * c.v_head_dim * D + 2 * D;
+  int64_t expert = 3 * D * c.expert_inter;
+  int64_t moe_common = int64_t(c.routed_experts) * D + expert * c.shared_experts;
+  int64_t embed = int64_t(c.vocab_size) * D * (c.tie_embeddings ? 1 : 2) + D;
+  int64_t dense = c.dense_layers * (attn + 3 * D * c.dense_inter);
+  int moe_layers = c.layers - c.dense_layers;
+  ParamCounts pc;
+  pc.total = embed + dense + moe_layers * (attn + moe_common + expert * c.routed_experts);
+  pc.active = embed + dense + moe_layers * (attn + moe_common + expert * c.experts_per_token);
+  return pc;
+}
+
+double flops_per_token(const ModelConfig& c, int64_t seq_len) {
+  const double h = c.heads, d = c.hidden, nope = c.qk_nope_dim, rope = c.qk_rope_dim, v = c.v_head_dim;
+  double q = c.q_lora_rank > 0 ? d * c.q_lora_rank + double(c.q_lora_rank) * h * (nope + rope) : d * h * (nope + rope);
+  double attn = q + d * (c.kv_lora_rank + rope) + double(c.kv_lora_rank) * h * (nope + v) + h * v * d;
+  double moe = d * c.routed_experts + 3.0 * d * c.expert_inter * (c.experts_per_token + c.shared_experts);
+  double dense = 3.0 * d * c.dense_inter;
+  double matmul = c.dense_layers * (attn + dense) + (c.layers - c.dense_layers) * (attn + moe) + d * c.vocab_size;
+  double causal_attn = double(c.layers) * h * double(seq_len) * (nope + rope + v);
+  return 6.0 * matmul + 6.0 * causal_attn;
+}
+
+}  // namespace moe

@@ -1,0 +1,102 @@
+// DeepSeek-V3 causal language model (Hugging Face DeepseekV3ForCausalLM):
+//   x = embed_tokens(ids)
+//   per block l: h = x + self_attn(input_layernorm(x)); x = h + mlp(post_attention_layernorm(h))
+//     (mlp is a dense SwiGLU for l < dense_layers, else the MoE layer)
+//   logits = lm_head(norm(x)); loss = mean cross-entropy
+// Forward saves what backward needs (or, with recompute, only each block's input, re-running the
+// block in backward). The LM head and loss run in row chunks so [N, V] logits never exist at once.
+// Letters: B sequences, T tokens each, N = B*T, D hidden, V vocabulary, E routed experts.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "framework/config.h"
+#include "model/attention.h"
+#include "model/moe_layer.h"
+
+namespace moe {
+
+struct BlockActs {
+  Tensor ln1_ND, ln1_rstd_N, attn_out_ND, h_ND, ln2_ND, ln2_rstd_N;
+  MLAActs attn;
+  MoEActs moe;
+  MLPActs mlp;
+};
+
+struct Block {
+  RMSNorm input_layernorm, post_attention_layernorm;
+  MLA self_attn;
+  bool is_moe = false;
+  SwiGLUMLP mlp;
+  MoELayer moe;
+
+  void init(ParamStore& ps, int layer, const ModelConfig& c);
+  void forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, const RopeTables& rt,
+               BlockActs& a, float* load_E) const;
+  // dx (assigned) from dy; parameter gradients accumulate.
+  void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
+                const RopeTables& rt, BlockActs& a, float loss_scale) const;
+};
+
+struct ForwardStats {
+  double loss = 0;      // mean cross-entropy (nats per token)
+  double aux_loss = 0;  // sum over MoE layers of the balance loss
+  double z_loss = 0;    // sum over MoE layers of the router z-loss
+  int64_t tokens = 0;
+};
+
+class DeepSeekV3 {
+ public:
+  explicit DeepSeekV3(const ModelConfig& c);
+  const ModelConfig& config() const { return cfg_; }
+  ParamStore& params() { return ps_; }
+  const ParamStore& params() const { return ps_; }
+  void set_recompute(bool on) { recompute_ = on; }
+
+  // ids, targets [B*T]. Returns the losses; keeps activations for backward.
+  ForwardStats forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T);
+  // Gradients of loss_scale * (loss + aux + z) accumulate into params().grads().
+  void backward(float loss_scale);
+  // Logits [B, V] of the last position of each sequence (for generation).
+  Tensor last_logits(const int32_t* ids, int64_t B, int64_t T);
+
+  // Tokens routed to each expert since the last reset, [moe_layers, E] (for logging, the bias
+  // update and cross-rank reduction by the trainer).
+  Tensor& expert_load() { return load_; }
+  int moe_layers() const { return int(moe_blocks_.size()); }
+  // Aux-loss-free balancing from expert_load(), then resets it.
+  void update_router_bias(float rate);
+
+ private:
+  void run_blocks(int64_t B, int64_t T, bool count_load);
+  void final_norm(int64_t N);
+
+  ModelConfig cfg_;
+  ParamStore ps_;
+  int embed_tokens = -1, lm_head = -1;
+  std::vector<Block> blocks_;
+  std::vector<int> moe_blocks_;  // block index of each MoE layer
+  RMSNorm norm_;
+  RopeTables rope_;
+  bool recompute_ = false;
+
+  // Saved state of the last forward.
+  int64_t B_ = 0, T_ = 0;
+  std::vector<int32_t> ids_, targets_;
+  std::vector<Tensor> resid_;      // resid_[l] = input of block l; resid_[L] = last block's output
+  std::vector<BlockActs> acts_;    // one per block, or one shared when recomputing
+  Tensor xf_ND, xf_rstd_N, lse_N, losses_N;
+  Tensor load_;
+  double aux_sum_ = 0, z_sum_ = 0;
+};
+
+// Number of parameters, total and active per token (shared + K routed experts), for logging/MFU.
+struct ParamCounts {
+  int64_t total = 0, active = 0;
+};
+ParamCounts count_params(const ModelConfig& c);
+// Training FLOPs per token (6 * active matmul params + causal attention), as in torch_ref.py.
+double flops_per_token(const ModelConfig& c, int64_t seq_len);
+
+}  // namespace moe
