@@ -23,8 +23,10 @@ struct NamedTensor {
   Tensor tensor;  // CPU, contiguous
 };
 
-// Saves and commits; then deletes all but the newest `keep_last` committed checkpoints (0 = keep
-// all). Returns the committed folder's path.
+// Saves and commits (creating `root` if needed); then removes leftover step-*.tmp folders and all
+// but the newest `keep_last` committed checkpoints (0 = keep all; never the one just written).
+// Names must be unique and contain no '/'; `meta` is a JSON object (or null) and gets "step" set.
+// Returns the committed folder's path, root + "/step-%08d".
 std::string save_checkpoint(const std::string& root, int64_t step, const std::vector<NamedTensor>& tensors,
                             const std::string& config_yaml, const nlohmann::json& meta, int keep_last);
 

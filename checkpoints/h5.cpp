@@ -88,6 +88,12 @@ hid_t check(hid_t id, const std::string& path, const std::string& what) {
   throw error(path, ": ", what, " (HDF5: ", why, ")");
 }
 
+Plist file_access(const std::string& path) {
+  Plist fapl(check(H5Pcreate(H5P_FILE_ACCESS), path, "H5Pcreate"));
+  check(H5Pset_file_locking(fapl.get(), true, true), path, "H5Pset_file_locking");
+  return fapl;
+}
+
 void check_name(const std::string& name) {
   MOE_CHECK(!name.empty() && name != "." && name.find('/') == std::string::npos,
             "checkpoint tensor name '", name, "' must be non-empty and contain no '/'");

@@ -44,6 +44,12 @@ using Dataset = Handle<H5Dclose>;
 using Space = Handle<H5Sclose>;
 using Attr = Handle<H5Aclose>;
 using Type = Handle<H5Tclose>;
+using Plist = Handle<H5Pclose>;
+
+// File-access properties for every open/create: file locking where the filesystem supports it,
+// silently none where it does not (NFS and Lustre mounts often refuse flock, which would
+// otherwise fail every save with "unable to lock file").
+Plist file_access(const std::string& path);
 
 // Throws moe::Error "<path>: <what> (HDF5: <last_error>)" when id/status < 0; returns it otherwise.
 hid_t check(hid_t id, const std::string& path, const std::string& what);

@@ -47,7 +47,8 @@ CheckpointReader::CheckpointReader(const std::string& dir) : dir_(resolve_checkp
 
   h5::init();
   std::string state = dir_ + "/" + kState;
-  file_ = h5::check(H5Fopen(state.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), state, "cannot open as HDF5");
+  h5::Plist fapl = h5::file_access(state);
+  file_ = h5::check(H5Fopen(state.c_str(), H5F_ACC_RDONLY, fapl.get()), state, "cannot open as HDF5");
 }
 
 CheckpointReader::~CheckpointReader() {

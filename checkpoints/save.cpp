@@ -37,7 +37,8 @@ void write_state(const fs::path& file, int64_t step, const std::vector<NamedTens
     MOE_CHECK(seen.insert(nt.name).second, "tensor '", nt.name, "' is saved twice");
   }
   {
-    h5::File f(h5::check(H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT), path,
+    h5::Plist fapl = h5::file_access(path);
+    h5::File f(h5::check(H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get()), path,
                          "cannot create HDF5 file"));
     h5::write_i64_attr(f.get(), path, "step", step);
     for (const NamedTensor& nt : tensors) h5::write_tensor(f.get(), path, nt.name, nt.tensor);
@@ -58,8 +59,10 @@ void switch_latest(const fs::path& root, const std::string& target) {
 // Removes leftovers of crashed saves, then all but the newest keep_last committed checkpoints.
 void clean_up(const fs::path& root, int64_t just_saved, int keep_last) {
   std::vector<fs::path> stale;
-  for (const auto& entry : fs::directory_iterator(root))
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(root, ec))
     if (is_tmp_dir(entry.path().filename().string())) stale.push_back(entry.path());
+  if (ec) throw error(root.string(), ": cannot list (", ec.message(), ")");
   for (const fs::path& p : stale) remove_all_or_throw(p);
   if (keep_last <= 0) return;
   std::vector<std::string> committed = list_checkpoints(root.string());
@@ -69,6 +72,7 @@ void clean_up(const fs::path& root, int64_t just_saved, int keep_last) {
     if (parse_step_dir(dir.filename().string()) == just_saved) continue;
     // Renamed first so a crash mid-delete leaves a .tmp (cleaned next time), never a half folder.
     fs::path doomed = dir.string() + ".deleted.tmp";
+    remove_all_or_throw(doomed);
     rename_or_throw(dir, doomed);
     remove_all_or_throw(doomed);
   }
@@ -106,7 +110,11 @@ std::string save_checkpoint(const std::string& root_str, int64_t step, const std
   // Saving a step that already exists (a rerun after resuming from an earlier step) replaces it;
   // the old folder goes out of the way by rename, so step-N is never missing a committed version
   // for longer than the two renames.
-  if (fs::exists(fs::symlink_status(final_dir))) rename_or_throw(final_dir, root / (name + ".replaced.tmp"));
+  if (fs::exists(fs::symlink_status(final_dir))) {
+    fs::path replaced = root / (name + ".replaced.tmp");
+    remove_all_or_throw(replaced);
+    rename_or_throw(final_dir, replaced);
+  }
   rename_or_throw(tmp, final_dir);
   switch_latest(root, name);
   fsync_path(root.string());

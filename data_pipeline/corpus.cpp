@@ -19,26 +19,11 @@ namespace {
 
 bool is_jsonl(const fs::path& p) { return p.extension() == ".jsonl"; }
 
-uint64_t file_size(const fs::path& p) {
+uint64_t size_of(const fs::path& p) {
   std::error_code ec;
   auto n = fs::file_size(p, ec);
   if (ec) throw error(p.string(), ": cannot read (", ec.message(), ")");
   return n;
-}
-
-std::string read_whole(const std::string& path, uint64_t expected) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw error(path, ": cannot open (", std::strerror(errno), ")");
-  std::string s(expected, '\0');
-  size_t got = std::fread(s.data(), 1, s.size(), f);
-  // The file may have changed since it was listed; read whatever it holds now.
-  char buf[1 << 16];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) s.append(buf, n), got += n;
-  bool bad = std::ferror(f);
-  std::fclose(f);
-  if (bad) throw error(path, ": read error");
-  s.resize(got);
-  return s;
 }
 
 // nlohmann's messages start with "[json.exception.parse_error.101] "; the rest is what users need.
@@ -59,7 +44,7 @@ std::vector<CorpusFile> list_corpus(const std::vector<std::string>& inputs) {
     auto st = fs::status(p, ec);
     if (!fs::exists(st)) throw error(in, ": no such file or directory");
     if (fs::is_regular_file(st)) {
-      files.push_back({in, is_jsonl(p), file_size(p)});
+      files.push_back({in, is_jsonl(p), size_of(p)});
     } else if (fs::is_directory(st)) {
       std::vector<std::string> found;
       fs::recursive_directory_iterator it(p, ec), end;
@@ -71,7 +56,7 @@ std::vector<CorpusFile> list_corpus(const std::vector<std::string>& inputs) {
       }
       if (ec) throw error(in, ": cannot list (", ec.message(), ")");
       std::sort(found.begin(), found.end());
-      for (auto& f : found) files.push_back({f, is_jsonl(f), file_size(f)});
+      for (auto& f : found) files.push_back({f, is_jsonl(f), size_of(f)});
     } else {
       throw error(in, ": not a regular file or folder");
     }
@@ -85,11 +70,11 @@ std::vector<CorpusFile> list_corpus(const std::vector<std::string>& inputs) {
   return files;
 }
 
-DocumentReader::DocumentReader(const std::vector<CorpusFile>& files, std::string text_key)
-    : files_(files), text_key_(std::move(text_key)) {}
+DocumentReader::DocumentReader(const std::vector<CorpusFile>& files, std::string text_key, size_t piece_bytes)
+    : files_(files), text_key_(std::move(text_key)), piece_bytes_(piece_bytes) {}
 
 DocumentReader::~DocumentReader() {
-  if (jsonl_) std::fclose(jsonl_);
+  if (f_) std::fclose(f_);
   std::free(line_buf_);
 }
 
@@ -110,12 +95,43 @@ bool DocumentReader::next_batch(size_t max_bytes, std::vector<Document>& out) {
   return !out.empty();
 }
 
+void DocumentReader::open_current() {
+  const std::string& path = files_[file_].path;
+  f_ = std::fopen(path.c_str(), "rb");
+  if (!f_) throw error(path, ": cannot open (", std::strerror(errno), ")");
+  line_ = 0;
+}
+
+void DocumentReader::close_current() {
+  std::fclose(f_);
+  f_ = nullptr;
+  ++file_;
+}
+
+// The next piece of the open .txt file: piece_bytes_ bytes, or all of it when that is 0.
+void DocumentReader::read_text(Document& d) {
+  const std::string& path = files_[file_].path;
+  d.text.clear();
+  size_t want = piece_bytes_ ? piece_bytes_ : size_t(-1);
+  char buf[1 << 16];
+  while (d.text.size() < want) {
+    size_t n = std::fread(buf, 1, std::min(sizeof buf, want - d.text.size()), f_);
+    if (n == 0) break;
+    d.text.append(buf, n);
+  }
+  if (std::ferror(f_)) throw error(path, ": read error (", std::strerror(errno), ")");
+  bytes_read_ += d.text.size();
+  int c = std::getc(f_);  // is there more? (a file ending exactly at a piece boundary is done)
+  d.last = c == EOF;
+  if (!d.last) std::ungetc(c, f_);
+}
+
 // Reads one line without its '\n' (and a trailing '\r'); false at end of file. POSIX getline keeps
 // embedded NUL bytes, which fgets would silently cut at.
 bool DocumentReader::read_line(std::string& line) {
-  ssize_t n = ::getline(&line_buf_, &line_cap_, jsonl_);
+  ssize_t n = ::getline(&line_buf_, &line_cap_, f_);
   if (n < 0) {
-    if (std::ferror(jsonl_)) throw error(files_[file_].path, ":", line_ + 1, ": read error");
+    if (std::ferror(f_)) throw error(files_[file_].path, ":", line_ + 1, ": read error");
     return false;
   }
   bytes_read_ += uint64_t(n);
@@ -125,44 +141,43 @@ bool DocumentReader::read_line(std::string& line) {
   return true;
 }
 
+// The next document of the open .jsonl file; false at its end.
+bool DocumentReader::next_jsonl(Document& d) {
+  const std::string& path = files_[file_].path;
+  std::string line;
+  while (read_line(line)) {
+    ++line_;
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;  // blank lines separate nothing
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      throw error(path, ":", line_, ": not valid JSON: ", short_what(e), " (expected one JSON object per line)");
+    }
+    auto it = j.is_object() ? j.find(text_key_) : j.end();
+    if (it == j.end() || !it->is_string())
+      throw error(path, ":", line_, ": no string field \"", text_key_, "\" (expected {\"", text_key_,
+                  "\": \"...\"} per line; --text-key picks the field)");
+    d.line = line_;
+    d.last = true;
+    d.text = it->get<std::string>();
+    return true;
+  }
+  return false;
+}
+
 bool DocumentReader::next(Document& d) {
   while (file_ < files_.size()) {
-    const CorpusFile& f = files_[file_];
-    if (!f.jsonl) {
-      d.file = uint32_t(file_);
+    if (!f_) open_current();
+    d.file = uint32_t(file_);
+    if (!files_[file_].jsonl) {
       d.line = 0;
-      d.text = read_whole(f.path, f.bytes);
-      bytes_read_ += d.text.size();
-      ++file_;
+      read_text(d);
+      if (d.last) close_current();
       return true;
     }
-    if (!jsonl_) {
-      jsonl_ = std::fopen(f.path.c_str(), "rb");
-      if (!jsonl_) throw error(f.path, ": cannot open (", std::strerror(errno), ")");
-      line_ = 0;
-    }
-    std::string line;
-    while (read_line(line)) {
-      ++line_;
-      if (line.find_first_not_of(" \t") == std::string::npos) continue;  // blank lines separate nothing
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::exception& e) {
-        throw error(f.path, ":", line_, ": not valid JSON: ", short_what(e), " (expected one JSON object per line)");
-      }
-      auto it = j.is_object() ? j.find(text_key_) : j.end();
-      if (it == j.end() || !it->is_string())
-        throw error(f.path, ":", line_, ": no string field \"", text_key_, "\" (expected {\"", text_key_,
-                    "\": \"...\"} per line; --text-key picks the field)");
-      d.file = uint32_t(file_);
-      d.line = line_;
-      d.text = it->get<std::string>();
-      return true;
-    }
-    std::fclose(jsonl_);
-    jsonl_ = nullptr;
-    ++file_;
+    if (next_jsonl(d)) return true;
+    close_current();
   }
   return false;
 }

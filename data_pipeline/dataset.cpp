@@ -10,7 +10,6 @@
 #include <sstream>
 
 #include "data_pipeline/mmap_file.h"
-#include "data_pipeline/shard_writer.h"
 #include "data_pipeline/shards.h"
 #include "framework/error.h"
 #include "framework/sha256.h"
@@ -34,7 +33,7 @@ struct Shard {
 // Manifest fields with their type checked; errors name the manifest and the key.
 class ManifestReader {
  public:
-  ManifestReader(const json& j, std::string path) : j_(j), path_(std::move(path)) {}
+  explicit ManifestReader(std::string path) : path_(std::move(path)) {}
   const json& get(const json& obj, const std::string& key, const std::string& where, json::value_t type,
                   const char* expected) const {
     auto it = obj.find(key);
@@ -52,7 +51,6 @@ class ManifestReader {
   }
 
  private:
-  const json& j_;
   std::string path_;
 };
 
@@ -119,7 +117,7 @@ void TokenDataset::Impl::load_manifest(const std::string& path) {
     throw error(path, ": not valid JSON (", e.what(), ")");
   }
   if (!manifest.is_object()) throw error(path, ": not a JSON object (expected the manifest written by moe preprocess)");
-  ManifestReader m(manifest, path);
+  ManifestReader m(path);
   int64_t version = m.count(manifest, "format_version");
   if (version != 1) throw error(path, ": format_version ", version, " is not supported (expected 1)");
   tokenizer = m.str(manifest, "tokenizer");
@@ -226,6 +224,7 @@ void TokenDataset::verify() const {
         if (sha256_file(s.idx) != s.sha_idx) throw error(s.idx, ": sha256 differs from manifest.json ", kRerun);
         // Document offsets: 0 first, strictly increasing, the shard's token count last.
         MappedFile idx(s.idx);
+        if (idx.size() != size_t(s.documents + 1) * 8) throw error(s.idx, ": changed size while being verified");
         std::vector<uint64_t> off(size_t(s.documents + 1));
         std::memcpy(off.data(), idx.data(), off.size() * 8);
         bool ok = off.back() == uint64_t(s.tokens) && (s.documents == 0 || off[0] == 0);

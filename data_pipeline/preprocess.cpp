@@ -140,11 +140,9 @@ nlohmann::json run(const PreprocessOptions& opt, const fs::path& out, const fs::
   for (const auto& in : opt.inputs) inputs += (inputs.empty() ? "" : " ") + in;
   if (writer.tokens() == 0)
     throw error(inputs, ": corpus is empty (", counts.documents, " documents, all empty; expected some text)");
+  // Every document is at least 2 tokens (text + EOS) and F <= 0.5, so train keeps at least one.
   const int64_t total = writer.tokens();
   const int64_t val = opt.val_fraction > 0 ? std::max<int64_t>(1, int64_t(std::ceil(opt.val_fraction * double(total)))) : 0;
-  if (val >= total)
-    throw error(inputs, ": corpus has only ", total, " tokens, too few to hold out --val-fraction ",
-                opt.val_fraction, " (expected more text, or --val-fraction 0)");
   progress.note("writing indexes and checksums");
   auto [train_m, val_m] = writer.finish(val);
 

@@ -69,7 +69,10 @@ class StartsReader {
 };
 
 struct ShardOut {
+  ShardOut(std::string d, int64_t k, int64_t b, int64_t e) : dir(std::move(d)), local(k), begin(b), end(e) {}
+  std::string path(const char* ext) const { return dir + "/" + shard_name(local, ext); }
   std::string dir;
+  int64_t local;       // shard number within its split
   int64_t begin, end;  // global token range
   int64_t documents = 0;
   std::string sha_bin, sha_idx;
@@ -178,16 +181,16 @@ std::pair<nlohmann::ordered_json, nlohmann::ordered_json> ShardWriter::finish(in
   for (int64_t k = last + 1; k * S < total; ++k) fs::remove(train + "/" + shard_name(k, ".bin"));
 
   std::vector<ShardOut> shards;
-  for (int64_t k = 0; k <= last; ++k) shards.push_back({train, k * S, std::min(cut, (k + 1) * S)});
+  for (int64_t k = 0; k <= last; ++k) shards.emplace_back(train, k, k * S, std::min(cut, (k + 1) * S));
   const size_t n_train = shards.size();
-  for (int64_t b = cut; b < total; b += S) shards.push_back({val, b, std::min(total, b + S)});
+  for (int64_t b = cut; b < total; b += S) shards.emplace_back(val, (b - cut) / S, b, std::min(total, b + S));
 
   {
     StartsReader starts(dir_ + "/doc-starts.u64");
     for (size_t i = 0; i < shards.size(); ++i) {
       auto idx = starts.shard_index(shards[i].begin, shards[i].end);
       shards[i].documents = int64_t(idx.size()) - 1;
-      std::string path = shards[i].dir + "/" + shard_name(int64_t(i < n_train ? i : i - n_train), ".idx");
+      std::string path = shards[i].path(".idx");
       FILE* f = open_file(path, "wb");
       write_all(f, idx.data(), idx.size() * 8, path);
       close_file(f, path);
@@ -200,9 +203,8 @@ std::pair<nlohmann::ordered_json, nlohmann::ordered_json> ShardWriter::finish(in
   parallel_for(int64_t(shards.size()), [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       try {
-        int64_t local = i < int64_t(n_train) ? i : i - int64_t(n_train);
-        shards[i].sha_bin = sha256_file(shards[i].dir + "/" + shard_name(local, ".bin"));
-        shards[i].sha_idx = sha256_file(shards[i].dir + "/" + shard_name(local, ".idx"));
+        shards[i].sha_bin = sha256_file(shards[i].path(".bin"));
+        shards[i].sha_idx = sha256_file(shards[i].path(".idx"));
       } catch (...) {
         errors[i] = std::current_exception();
       }
@@ -225,7 +227,7 @@ std::pair<nlohmann::ordered_json, nlohmann::ordered_json> ShardWriter::finish(in
     for (size_t i = first; i < end; ++i) {
       docs += shards[i].documents;
       toks += shards[i].end - shards[i].begin;
-      list.push_back({{"file", shard_name(int64_t(i - first), ".bin")},
+      list.push_back({{"file", shard_name(shards[i].local, ".bin")},
                       {"tokens", shards[i].end - shards[i].begin},
                       {"documents", shards[i].documents},
                       {"sha256_bin", shards[i].sha_bin},

@@ -27,6 +27,7 @@ class ByteTokenizer final : public Tokenizer {
   uint32_t eos_id() const override { return 0; }
   std::string name() const override { return "byte"; }
   std::string hash() const override { return sha256_hex("moe-byte-tokenizer-v1"); }
+  bool encodes_piecewise() const override { return true; }
 };
 
 }  // namespace

@@ -21,6 +21,9 @@ class Tokenizer {
   // Stable fingerprint (hex sha256 of the definition) recorded in the manifest, so training and
   // generation can refuse data made with a different tokenizer.
   virtual std::string hash() const = 0;
+  // True when encode(a + b) == encode(a) + encode(b) for every split of the text: preprocess may
+  // then tokenise a long document in pieces (bounded memory, parallel).
+  virtual bool encodes_piecewise() const { return false; }
 };
 
 // "byte": ids 0..255 are the raw bytes; vocab 256. Byte 0 (NUL never occurs in text) doubles as

@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
     if (cmd == "eval") return moe::cmd_eval(sub_argc, sub_argv);
     if (cmd == "generate") return moe::cmd_generate(sub_argc, sub_argv);
     if (cmd == "inspect") return moe::cmd_inspect(sub_argc, sub_argv);
-    fprintf(stderr, "error: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+    fprintf(stderr, "error: unknown command '%s' (expected preprocess, train, eval, generate or inspect; see moe --help)\n", cmd.c_str());
     return 2;
   } catch (const moe::Error& e) {
     fprintf(stderr, "error: %s\n", e.what());

@@ -103,12 +103,12 @@ void DeepSeekV3::final_norm(int64_t N) {
   norm_.forward(ps_, xf_ND.f32(), xf_rstd_N.f32(), resid_[cfg_.layers].f32(), N);
 }
 
-ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T) {
+ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load) {
   const int64_t N = B * T, D = cfg_.hidden, V = cfg_.vocab_size;
   B_ = B; T_ = T;
   ids_.assign(ids, ids + N);
   targets_.assign(targets, targets + N);
-  run_blocks(B, T, /*count_load=*/true);
+  run_blocks(B, T, count_load);
   final_norm(N);
   lse_N.ensure({N});
   losses_N.ensure({N});

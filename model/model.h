@@ -54,8 +54,9 @@ class DeepSeekV3 {
   const ParamStore& params() const { return ps_; }
   void set_recompute(bool on) { recompute_ = on; }
 
-  // ids, targets [B*T]. Returns the losses; keeps activations for backward.
-  ForwardStats forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T);
+  // ids, targets [B*T]. Returns the losses; keeps activations for backward. Expert loads are
+  // counted for the bias update only when count_load (training, not evaluation).
+  ForwardStats forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load = true);
   // Gradients of loss_scale * (loss + aux + z) accumulate into params().grads().
   void backward(float loss_scale);
   // Logits [B, V] of the last position of each sequence (for generation).

@@ -1,0 +1,64 @@
+#include <cstdio>
+
+#include "checkpoints/checkpoint.h"
+#include "data_pipeline/shards.h"
+#include "framework/threads.h"
+#include "launch/args.h"
+#include "launch/commands.h"
+#include "launch/evaluate.h"
+#include "launch/model_io.h"
+
+namespace moe {
+
+int cmd_eval(int argc, char** argv) {
+  Args a(argc, argv, {"checkpoint", "data", "split", "batches", "micro-batch", "threads"}, {"json"});
+  if (a.help()) {
+    puts("usage: moe eval --checkpoint PATH --data DIR [--split val] [--batches N] [--json]\n"
+         "\n"
+         "Mean cross-entropy of a checkpoint on consecutive windows of a split (from its start).\n"
+         "PATH is a step-N folder, a 'latest' link, or a checkpoints folder (then every committed\n"
+         "checkpoint is evaluated, oldest first, one line each).\n"
+         "\n"
+         "  --checkpoint PATH   checkpoint or checkpoints folder (required)\n"
+         "  --data DIR          output of moe preprocess, or one split folder (required)\n"
+         "  --split NAME        split to evaluate (default val)\n"
+         "  --batches N         at most N batches (default 0 = the whole split)\n"
+         "  --micro-batch B     sequences per batch (default: the run's train.micro_batch)\n"
+         "  --threads N         CPU threads (default: all cores)\n"
+         "  --json              one JSON object per checkpoint: step, loss, perplexity, bits_per_byte, tokens");
+    return 0;
+  }
+  if (!a.positional().empty()) throw error("moe eval: unexpected argument '", a.positional()[0], "' (see --help)");
+  std::string path = a.required("checkpoint");
+  TokenDataset data = TokenDataset::open(a.required("data"), a.get("split", "val"));
+  int64_t batches = a.get_int("batches", 0);
+  if (batches < 0) throw error("--batches: ", batches, " (expected >= 0)");
+  set_num_threads(int(a.get_int("threads", 0)));
+
+  // A checkpoints root holds step-* folders: evaluate each. Anything else names one checkpoint.
+  std::vector<std::string> dirs = list_checkpoints(path);
+  if (dirs.empty()) dirs = {resolve_checkpoint(path)};
+  std::vector<int32_t> token_bytes = token_byte_lengths(data);
+  for (const std::string& dir : dirs) {
+    CheckpointReader ckpt(dir);
+    Config cfg = parse_config(ckpt.config_yaml(), dir + "/config.yaml");
+    if (data.vocab_size() > cfg.model.vocab_size)
+      throw error(data.dir(), ": tokenized with vocab_size ", data.vocab_size(), " but the model in ", dir, " has ",
+                  cfg.model.vocab_size);
+    auto model = load_model(ckpt);
+    int B = int(a.get_int("micro-batch", cfg.train.micro_batch));
+    if (B < 1) throw error("--micro-batch: ", B, " (expected >= 1)");
+    EvalResult r = evaluate(*model, data, token_bytes, B, cfg.data.seq_len, batches);
+    if (a.has("json"))
+      printf("{\"checkpoint\": \"%s\", \"step\": %lld, \"loss\": %.6f, \"perplexity\": %.6f, \"bits_per_byte\": %.6f, "
+             "\"tokens\": %lld}\n",
+             dir.c_str(), (long long)ckpt.step(), r.loss, r.perplexity, r.bits_per_byte, (long long)r.tokens);
+    else
+      printf("%s | step %lld | loss %.4f | perplexity %.3f | bits/byte %.4f | %lld tokens\n", dir.c_str(),
+             (long long)ckpt.step(), r.loss, r.perplexity, r.bits_per_byte, (long long)r.tokens);
+    fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace moe

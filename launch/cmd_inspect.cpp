@@ -1,0 +1,174 @@
+// `moe inspect PATH [--json]`: verify and summarise a shard folder or a checkpoint. What PATH is
+// is decided from what it holds, so one command covers everything `preprocess` and `train` write.
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "checkpoints/checkpoint.h"
+#include "data_pipeline/shards.h"
+#include "framework/config.h"
+#include "framework/error.h"
+#include "launch/args.h"
+#include "launch/commands.h"
+
+namespace moe {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::ordered_json;
+
+const char* kInspectUsage =
+    "usage: moe inspect PATH [--json]\n"
+    "\n"
+    "Verifies every checksum and summarises PATH, which is one of:\n"
+    "  a preprocessed folder (train/ and val/ with manifests) or one split folder (manifest.json)\n"
+    "  a checkpoint folder (step-N), a 'latest' link, or a checkpoints folder (its newest checkpoint)\n"
+    "\n"
+    "  --json   print one JSON object instead of text\n"
+    "A checksum mismatch is an error (exit 2).\n";
+
+bool path_exists(const fs::path& p) {
+  std::error_code ec;
+  return fs::exists(p, ec);
+}
+
+bool is_split_folder(const fs::path& p) { return path_exists(p / "manifest.json"); }
+bool is_preprocessed_folder(const fs::path& p) {
+  return path_exists(p / "train" / "manifest.json") || path_exists(p / "val" / "manifest.json");
+}
+
+// A checkpoint, a `latest` link, or a folder of step-N checkpoints (resolve_checkpoint says which
+// and reports uncommitted ones); anything else is not ours to guess about.
+bool looks_like_checkpoint(const fs::path& p) {
+  std::string name = p.filename().string();
+  if (name == "latest") return true;  // even dangling: resolve_checkpoint explains
+  std::error_code ec;
+  if (!fs::is_directory(p, ec)) return false;
+  if (name.rfind("step-", 0) == 0 || path_exists(p / "COMMITTED") || path_exists(p / "state.h5")) return true;
+  for (const auto& e : fs::directory_iterator(p, ec)) {
+    std::string n = e.path().filename().string();
+    if (n == "latest" || n.rfind("step-", 0) == 0) return true;
+  }
+  return false;
+}
+
+std::string with_commas(int64_t n) {
+  std::string s = std::to_string(n < 0 ? -n : n), out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i && (s.size() - i) % 3 == 0) out += ',';
+    out += s[i];
+  }
+  return n < 0 ? "-" + out : out;
+}
+
+std::string human_bytes(int64_t b) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+  double v = double(b);
+  int u = 0;
+  while (v >= 1000 && u < 4) v /= 1000, ++u;
+  char buf[32];
+  snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+  return buf;
+}
+
+int inspect_shards(const fs::path& p, bool json) {
+  std::vector<TokenDataset> splits;
+  if (is_split_folder(p)) {
+    splits.push_back(TokenDataset::open(p.string()));
+  } else {
+    for (const char* split : {"train", "val"}) splits.push_back(TokenDataset::open(p.string(), split));
+  }
+  ordered_json out = {{"kind", "shards"}, {"path", p.string()}, {"splits", ordered_json::array()}};
+  for (const TokenDataset& d : splits) {
+    d.verify();  // throws naming the shard whose checksum differs
+    const nlohmann::json& m = d.manifest();
+    out["splits"].push_back({{"split", m.value("split", fs::path(d.dir()).filename().string())},
+                             {"tokens", d.num_tokens()},
+                             {"documents", m.value("documents", int64_t(0))},
+                             {"shards", m.contains("shards") ? m["shards"].size() : 0},
+                             {"vocab_size", d.vocab_size()},
+                             {"tokenizer", d.tokenizer_name()},
+                             {"ok", true}});
+  }
+  if (json) {
+    printf("%s\n", out.dump().c_str());
+    return 0;
+  }
+  printf("shards     %s\n", p.string().c_str());
+  printf("%-6s %15s %12s %7s %8s  %-12s %s\n", "split", "tokens", "documents", "shards", "vocab", "tokenizer",
+         "checksums");
+  for (const auto& s : out["splits"])
+    printf("%-6s %15s %12s %7s %8s  %-12s ok\n", s["split"].get<std::string>().c_str(),
+           with_commas(s["tokens"].get<int64_t>()).c_str(), with_commas(s["documents"].get<int64_t>()).c_str(),
+           with_commas(s["shards"].get<int64_t>()).c_str(), with_commas(s["vocab_size"].get<int64_t>()).c_str(),
+           s["tokenizer"].get<std::string>().c_str());
+  return 0;
+}
+
+int inspect_checkpoint(const std::string& path, bool json) {
+  CheckpointReader r(path);
+  r.verify();
+  int64_t tensors = 0, params = 0, optimizer = 0;
+  for (const std::string& name : r.names()) {
+    if (name.rfind("optimizer.", 0) == 0) {
+      ++optimizer;
+    } else {
+      ++tensors;
+      params += shape_numel(r.shape(name));
+    }
+  }
+  int64_t bytes = int64_t(fs::file_size(r.dir() + "/state.h5"));
+  Config c = parse_config(r.config_yaml(), r.dir() + "/config.yaml");
+  const ModelConfig& m = c.model;
+  ordered_json model = {{"vocab_size", m.vocab_size},         {"hidden", m.hidden},
+                        {"layers", m.layers},                 {"dense_layers", m.dense_layers},
+                        {"heads", m.heads},                   {"routed_experts", m.routed_experts},
+                        {"experts_per_token", m.experts_per_token}, {"shared_experts", m.shared_experts},
+                        {"mtp_depth", m.mtp_depth}};
+  if (json) {
+    ordered_json out = {{"kind", "checkpoint"}, {"path", r.dir()},         {"step", r.step()},
+                        {"tensors", tensors},   {"parameters", params},    {"optimizer_tensors", optimizer},
+                        {"state_bytes", bytes}, {"run", c.run.name},       {"model", model},
+                        {"meta", r.meta()},     {"ok", true}};
+    printf("%s\n", out.dump().c_str());
+    return 0;
+  }
+  printf("checkpoint  %s\n", r.dir().c_str());
+  printf("step        %s\n", with_commas(r.step()).c_str());
+  printf("tensors     %s (%s parameters), %s optimizer\n", with_commas(tensors).c_str(), with_commas(params).c_str(),
+         with_commas(optimizer).c_str());
+  printf("state.h5    %s\n", human_bytes(bytes).c_str());
+  printf("run         %s (seed %llu)\n", c.run.name.c_str(), (unsigned long long)c.run.seed);
+  printf("model       %d layers (%d dense), hidden %d, %d heads, %d routed experts (top %d) + %d shared, vocab %d\n",
+         m.layers, m.dense_layers, m.hidden, m.heads, m.routed_experts, m.experts_per_token, m.shared_experts,
+         m.vocab_size);
+  printf("meta        %s\n", r.meta().dump().c_str());
+  printf("checksums   ok\n");
+  return 0;
+}
+
+}  // namespace
+
+int cmd_inspect(int argc, char** argv) {
+  Args a(argc, argv, {}, {"json"});
+  if (a.help()) {
+    fputs(kInspectUsage, stdout);
+    return 0;
+  }
+  if (a.positional().size() != 1) throw error("inspect: expected one PATH, got ", a.positional().size(), " (see --help)");
+  std::string path = a.positional()[0];
+  bool json = a.has("json");
+  fs::path p(path);
+  std::error_code ec;
+  if (!path_exists(p) && !fs::is_symlink(fs::symlink_status(p, ec)))
+    throw error(path, ": no such file or folder (expected a shard folder or a checkpoint)");
+  if (is_split_folder(p) || is_preprocessed_folder(p)) return inspect_shards(p, json);
+  if (looks_like_checkpoint(p)) return inspect_checkpoint(path, json);
+  throw error(path, ": neither a shard folder (manifest.json, or train/ and val/ with manifests) nor a checkpoint "
+                    "(a step-N folder, a 'latest' link or a checkpoints folder)");
+}
+
+}  // namespace moe

@@ -1,0 +1,55 @@
+// moe preprocess: flags -> PreprocessOptions; prints the summary as one JSON line on stdout.
+#include <cstdio>
+
+#include "data_pipeline/shards.h"
+#include "framework/error.h"
+#include "launch/args.h"
+#include "launch/commands.h"
+
+namespace moe {
+namespace {
+
+const char* kUsage =
+    "usage: moe preprocess --input PATH... --tokenizer T --output DIR [flags]\n"
+    "\n"
+    "Tokenises raw text into packed token shards: DIR/train/ and DIR/val/ (docs/formats.md).\n"
+    "\n"
+    "  --input PATH...      files or folders, in this order; folders give their *.txt and *.jsonl\n"
+    "                       files, recursively, sorted. A .txt file is one document; each line of a\n"
+    "                       .jsonl file is one (repeat --input, or list several paths after it)\n"
+    "  --tokenizer T        byte (ids 0..255 are bytes, EOS = 0)\n"
+    "  --output DIR         written as DIR.tmp-<pid>, renamed to DIR when complete\n"
+    "  --val-fraction F     the last ceil(F * tokens) tokens become the val split (0..0.5, default 0.05)\n"
+    "  --workers N          tokeniser threads (default 0 = all cores); output is identical for any N\n"
+    "  --text-key K         the .jsonl field holding the text (default text)\n"
+    "  --shard-tokens N     tokens per shard file (default 268435456)\n"
+    "  --overwrite          replace DIR if it is an earlier preprocess output\n";
+
+}  // namespace
+
+int cmd_preprocess(int argc, char** argv) {
+  Args a(argc, argv, {"input", "tokenizer", "output", "val-fraction", "workers", "text-key", "shard-tokens"},
+         {"overwrite"});
+  if (a.help()) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  PreprocessOptions opt;
+  opt.inputs = a.all("input");
+  if (opt.inputs.empty()) throw error("missing required flag --input (see --help)");
+  // `--input corpus/*.txt` expands to several words: the ones after the first are positionals.
+  for (const auto& p : a.positional()) opt.inputs.push_back(p);
+  opt.tokenizer = a.required("tokenizer");
+  opt.output = a.required("output");
+  opt.val_fraction = a.get_double("val-fraction", opt.val_fraction);
+  long long workers = a.get_int("workers", opt.workers);
+  if (workers < 0 || workers > 4096) throw error("--workers ", workers, ": out of range (expected 0 = all cores, or 1..4096)");
+  opt.workers = int(workers);
+  opt.text_key = a.get("text-key", opt.text_key);
+  opt.shard_tokens = a.get_int("shard-tokens", opt.shard_tokens);
+  opt.overwrite = a.has("overwrite");
+  std::printf("%s\n", preprocess(opt).dump().c_str());
+  return 0;
+}
+
+}  // namespace moe

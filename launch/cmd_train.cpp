@@ -1,0 +1,32 @@
+#include <cstdio>
+
+#include "framework/config.h"
+#include "framework/error.h"
+#include "launch/args.h"
+#include "launch/commands.h"
+#include "launch/trainer.h"
+#include "parallel/comm.h"
+
+namespace moe {
+
+int cmd_train(int argc, char** argv) {
+  Args a(argc, argv, {"config", "set"}, {});
+  if (a.help()) {
+    puts("usage: moe train --config FILE.yaml [--set key=value]...\n"
+         "\n"
+         "Trains the model described by the config (docs/cli.md lists every key). Resumes from the newest\n"
+         "committed checkpoint in <run.out_dir>/checkpoints unless checkpoint.resume says otherwise.\n"
+         "Run under mpirun for data parallelism: mpirun -np 4 moe train --config ...\n"
+         "SIGTERM, SIGINT or SIGUSR1: save a checkpoint at the next step boundary and exit.\n"
+         "\n"
+         "  --config FILE   YAML config (required)\n"
+         "  --set K=V       override one key, e.g. --set train.steps=100 (repeatable)");
+    return 0;
+  }
+  if (!a.positional().empty()) throw error("moe train: unexpected argument '", a.positional()[0], "' (see --help)");
+  Config cfg = load_config(a.required("config"), a.all("set"));
+  Comm comm(nullptr, nullptr);
+  return train(cfg, comm);
+}
+
+}  // namespace moe

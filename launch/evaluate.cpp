@@ -1,0 +1,51 @@
+#include "launch/evaluate.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "data_pipeline/tokenizer.h"
+#include "framework/error.h"
+
+namespace moe {
+
+std::vector<int32_t> token_byte_lengths(const TokenDataset& data) {
+  auto tok = make_tokenizer(data.tokenizer_name());
+  std::vector<int32_t> len(size_t(data.vocab_size()));
+  for (int64_t i = 0; i < data.vocab_size(); ++i) len[i] = int32_t(tok->decode({uint32_t(i)}).size());
+  return len;
+}
+
+EvalResult evaluate(DeepSeekV3& model, const TokenDataset& data, const std::vector<int32_t>& token_bytes, int B,
+                    int T, int64_t batches, int rank, int world, void (*reduce)(double*, int, void*),
+                    void* reduce_ctx) {
+  const int64_t windows = (data.num_tokens() - 1) / T;
+  if (windows < 1)
+    throw error(data.dir(), ": split has ", data.num_tokens(), " tokens, fewer than seq_len+1 = ", T + 1);
+  int64_t total_batches = (windows + B - 1) / B;
+  if (batches > 0) total_batches = std::min(total_batches, batches);
+  std::vector<int32_t> window(size_t(T + 1)), ids, tgt;
+  double sums[3] = {0, 0, 0};  // loss * tokens, tokens, bytes
+  for (int64_t b = rank; b < total_batches; b += world) {
+    int64_t first = b * B, n = std::min<int64_t>(B, windows - first);
+    ids.resize(size_t(n * T));
+    tgt.resize(size_t(n * T));
+    for (int64_t i = 0; i < n; ++i) {
+      data.read((first + i) * T, T + 1, window.data());
+      std::copy(window.begin(), window.end() - 1, ids.begin() + i * T);
+      std::copy(window.begin() + 1, window.end(), tgt.begin() + i * T);
+    }
+    ForwardStats s = model.forward(ids.data(), tgt.data(), n, T, /*count_load=*/false);
+    sums[0] += s.loss * double(n * T);
+    sums[1] += double(n * T);
+    for (int32_t t : tgt) sums[2] += token_bytes[t];
+  }
+  if (reduce) reduce(sums, 3, reduce_ctx);
+  EvalResult r;
+  r.tokens = int64_t(sums[1]);
+  r.loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
+  r.perplexity = std::exp(r.loss);
+  r.bits_per_byte = sums[2] > 0 ? sums[0] / sums[2] / std::log(2.0) : 0;
+  return r;
+}
+
+}  // namespace moe

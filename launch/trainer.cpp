@@ -1,0 +1,265 @@
+#include "launch/trainer.h"
+
+#include <chrono>
+#include <csignal>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "checkpoints/checkpoint.h"
+#include "data_pipeline/shards.h"
+#include "framework/error.h"
+#include "framework/gemm.h"
+#include "framework/metrics.h"
+#include "framework/threads.h"
+#include "launch/evaluate.h"
+#include "launch/model_io.h"
+#include "model/model.h"
+#include "model/optimizer.h"
+#include "parallel/comm.h"
+
+namespace fs = std::filesystem;
+
+namespace moe {
+namespace {
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// f32 GEMM throughput of this machine with the threads we use: the denominator of MFU on the CPU.
+double measure_peak_gflops() {
+  const int64_t n = 512;
+  Tensor a = Tensor::zeros({n, n}), b = Tensor::zeros({n, n}), c = Tensor::zeros({n, n});
+  a.fill_(0.5f);
+  b.fill_(0.25f);
+  gemm(false, false, n, n, n, 1.f, a.f32(), n, b.f32(), n, 0.f, c.f32(), n);  // warm up
+  auto t0 = Clock::now();
+  const int reps = 4;
+  for (int i = 0; i < reps; ++i) gemm(false, false, n, n, n, 1.f, a.f32(), n, b.f32(), n, 0.f, c.f32(), n);
+  return 2.0 * n * n * n * reps / seconds_since(t0) / 1e9;
+}
+
+void reduce_doubles(double* x, int n, void* comm) { static_cast<Comm*>(comm)->allreduce_sum(x, n); }
+
+std::string fmt_duration(double s) {
+  char buf[32];
+  int h = int(s / 3600), m = int(std::fmod(s, 3600) / 60), sec = int(std::fmod(s, 60));
+  if (h > 0) snprintf(buf, sizeof buf, "%dh%02dm", h, m);
+  else snprintf(buf, sizeof buf, "%dm%02ds", m, sec);
+  return buf;
+}
+
+class Trainer {
+ public:
+  Trainer(const Config& cfg, Comm& comm)
+      : cfg_(cfg), comm_(comm), train_(TokenDataset::open(cfg.data.path, "train")),
+        val_(TokenDataset::open(cfg.data.path, "val")), model_(cfg.model), opt_(model_.params(), cfg.train),
+        sampler_(train_, cfg.data.seq_len, cfg.run.seed) {
+    for (const TokenDataset* d : {&train_, &val_})
+      if (d->vocab_size() > cfg.model.vocab_size)
+        throw error(cfg.source, ": model.vocab_size is ", cfg.model.vocab_size, " but ", d->dir(),
+                    " was tokenized with vocab_size ", d->vocab_size(), " (expected model.vocab_size >= ",
+                    d->vocab_size(), ")");
+    model_.set_recompute(cfg.train.recompute);
+    token_bytes_ = token_byte_lengths(val_);
+    ckpt_root_ = (fs::path(cfg.run.out_dir) / "checkpoints").string();
+  }
+
+  int run() {
+    const TrainConfig& t = cfg_.train;
+    const int B = t.micro_batch, T = cfg_.data.seq_len, A = t.grad_accum, W = comm_.size();
+    const int64_t global_batch = int64_t(B) * A * W, tokens_per_step = global_batch * T;
+    start_step_ = resume();
+    if (comm_.is_root()) {
+      fs::create_directories(cfg_.run.out_dir);
+      std::ofstream(fs::path(cfg_.run.out_dir) / "config.yaml") << config_to_yaml(cfg_);
+      metrics_ = std::make_unique<MetricsLog>((fs::path(cfg_.run.out_dir) / "metrics.jsonl").string());
+      ParamCounts pc = count_params(cfg_.model);
+      printf("moe train: %s | %.2fM params (%.2fM active) | %d rank(s) x %d thread(s) | global batch %lld x %d tokens\n",
+             cfg_.run.name.c_str(), pc.total / 1e6, pc.active / 1e6, W, num_threads(), (long long)global_batch, T);
+      printf("data: %s (%lld train tokens, %lld val tokens, %lld windows/epoch)\n", cfg_.data.path.c_str(),
+             (long long)train_.num_tokens(), (long long)val_.num_tokens(), (long long)sampler_.windows_per_epoch());
+      if (start_step_ > 0) printf("resumed from %s at step %lld\n", resumed_from_.c_str(), (long long)start_step_);
+      fflush(stdout);
+    }
+    const double peak_gflops = measure_peak_gflops();
+    const double flops_tok = flops_per_token(cfg_.model, T);
+
+    std::vector<int32_t> window(size_t(B) * (T + 1)), ids(size_t(B) * T), tgt(size_t(B) * T);
+    auto run_start = Clock::now();
+    auto log_start = Clock::now();
+    int64_t log_tokens = 0;
+    int64_t step = start_step_;
+    for (; step < t.steps; ++step) {
+      auto step_start = Clock::now();
+      model_.params().zero_grads();
+      double losses[3] = {0, 0, 0};  // ce, aux, z summed over micro-batches
+      for (int a = 0; a < A; ++a) {
+        int64_t first = step * global_batch + (int64_t(a) * W + comm_.rank()) * B;
+        sampler_.fill(first, B, window.data());
+        for (int b = 0; b < B; ++b) {
+          std::copy_n(window.begin() + b * (T + 1), T, ids.begin() + b * T);
+          std::copy_n(window.begin() + b * (T + 1) + 1, T, tgt.begin() + b * T);
+        }
+        ForwardStats s = model_.forward(ids.data(), tgt.data(), B, T);
+        model_.backward(1.f / float(A * W));
+        losses[0] += s.loss; losses[1] += s.aux_loss; losses[2] += s.z_loss;
+      }
+      ParamStore& ps = model_.params();
+      comm_.allreduce_sum(ps.grads(), ps.numel());
+      comm_.allreduce_sum(losses, 3);
+      comm_.allreduce_sum(model_.expert_load().f32(), model_.expert_load().numel());
+      double gnorm = grad_norm(ps);
+      float clip = (t.grad_clip > 0 && gnorm > t.grad_clip) ? float(t.grad_clip / gnorm) : 1.f;
+      double lr = learning_rate(t, step);
+      opt_.step(ps, lr, clip);
+      Tensor load = model_.expert_load();  // view; read before the bias update resets it
+      double load_ratio = max_mean_load(load);
+      model_.update_router_bias(float(cfg_.model.router.bias_update_rate));
+      log_tokens += tokens_per_step;
+      const int64_t done = step + 1;
+
+      if (done % t.log_every == 0 || done == t.steps) {
+        double dt = seconds_since(log_start), tps = log_tokens / dt;
+        double step_time = seconds_since(step_start);
+        double gflops = tps * flops_tok / 1e9 / W;
+        double eta = (t.steps - done) * dt / double(log_tokens / tokens_per_step);
+        double loss = losses[0] / (A * W);
+        if (comm_.is_root()) {
+          printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | mem %.0f MiB | load max/mean %.2f | ETA %s\n",
+                 (long long)done, (long long)t.steps, loss, lr, gnorm, tps, 100.0 * gflops / peak_gflops,
+                 peak_rss_mib(), load_ratio, fmt_duration(eta).c_str());
+          fflush(stdout);
+          metrics_->write({{"step", done}, {"loss", loss}, {"aux_loss", losses[1] / (A * W)},
+                           {"z_loss", losses[2] / (A * W)}, {"lr", lr}, {"grad_norm", gnorm},
+                           {"tokens", done * tokens_per_step}, {"tokens_per_s", tps}, {"step_s", step_time},
+                           {"gflops_per_rank", gflops}, {"mfu", gflops / peak_gflops},
+                           {"peak_rss_mib", peak_rss_mib()}, {"expert_load_max_mean", load_ratio},
+                           {"elapsed_s", seconds_since(run_start)}});
+        }
+        log_start = Clock::now();
+        log_tokens = 0;
+      }
+      bool last = done == t.steps;
+      if ((t.eval_every > 0 && done % t.eval_every == 0) || last) run_eval(done);
+      // Every rank must agree to stop at the same step boundary.
+      double stop_flag = g_stop_signal;
+      comm_.allreduce_sum(&stop_flag, 1);
+      int stop = stop_flag > 0 ? (g_stop_signal ? int(g_stop_signal) : SIGTERM) : 0;
+      if ((cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0) || last || stop) save(done);
+      if (stop) {
+        if (comm_.is_root()) printf("stopping on signal %d after step %lld (checkpoint saved)\n", stop, (long long)done);
+        return 0;
+      }
+    }
+    if (start_step_ >= t.steps && comm_.is_root())
+      printf("nothing to do: checkpoint is at step %lld, train.steps is %lld\n", (long long)start_step_,
+             (long long)t.steps);
+    return 0;
+  }
+
+ private:
+  static double max_mean_load(const Tensor& load) {
+    if (load.numel() == 0) return 1.0;
+    const int64_t L = load.dim(0), E = load.dim(1);
+    double worst = 0;
+    for (int64_t l = 0; l < L; ++l) {
+      double mx = 0, sum = 0;
+      for (int64_t e = 0; e < E; ++e) mx = std::max(mx, double(load.f32()[l * E + e])), sum += load.f32()[l * E + e];
+      if (sum > 0) worst = std::max(worst, mx / (sum / E));
+    }
+    return worst;
+  }
+
+  void run_eval(int64_t step) {
+    EvalResult r = evaluate(model_, val_, token_bytes_, cfg_.train.micro_batch, cfg_.data.seq_len,
+                            cfg_.train.eval_batches, comm_.rank(), comm_.size(), reduce_doubles, &comm_);
+    if (!comm_.is_root()) return;
+    printf("eval step %lld | val loss %.4f | ppl %.2f | bits/byte %.4f | %lld tokens\n", (long long)step, r.loss,
+           r.perplexity, r.bits_per_byte, (long long)r.tokens);
+    fflush(stdout);
+    metrics_->write({{"step", step}, {"val_loss", r.loss}, {"val_perplexity", r.perplexity},
+                     {"val_bits_per_byte", r.bits_per_byte}, {"val_tokens", r.tokens}});
+  }
+
+  void save(int64_t step) {
+    if (!comm_.is_root()) return;  // every rank holds the full state in data parallelism
+    nlohmann::json meta = {{"tokens", step * int64_t(cfg_.train.micro_batch) * cfg_.train.grad_accum * comm_.size() *
+                                          cfg_.data.seq_len},
+                           {"optimizer_steps", opt_.steps_taken()},
+                           {"tokenizer", train_.tokenizer_name()},
+                           {"tokenizer_hash", train_.tokenizer_hash()},
+                           {"sampler", {{"seed", cfg_.run.seed}, {"next_step", step}}},
+                           {"world_size", comm_.size()}};
+    auto t0 = Clock::now();
+    std::string dir = save_checkpoint(ckpt_root_, step, checkpoint_tensors(model_, &opt_), config_to_yaml(cfg_), meta,
+                                      cfg_.checkpoint.keep_last);
+    printf("checkpoint %s (%.1f s)\n", dir.c_str(), seconds_since(t0));
+    fflush(stdout);
+  }
+
+  // The step to start from: 0, or the step of the checkpoint we resumed.
+  int64_t resume() {
+    const std::string& mode = cfg_.checkpoint.resume;
+    std::string dir;
+    if (mode == "never") {
+      dir = "";
+    } else if (mode == "auto") {
+      dir = find_resume_checkpoint(ckpt_root_);
+    } else {
+      dir = resolve_checkpoint(mode);
+    }
+    if (dir.empty()) {
+      model_.params().initialize(cfg_.run.seed);
+      return 0;
+    }
+    CheckpointReader ckpt(dir);
+    Config saved = parse_config(ckpt.config_yaml(), dir + "/config.yaml");
+    if (!(saved.model == cfg_.model))
+      throw error(cfg_.source, ": model section differs from the checkpoint being resumed (", dir,
+                  "/config.yaml); use checkpoint.resume: never or a new run.out_dir");
+    load_checkpoint_tensors(ckpt, model_, &opt_);
+    opt_.set_steps_taken(ckpt.meta().value("optimizer_steps", ckpt.step()));
+    resumed_from_ = dir;
+    return ckpt.step();
+  }
+
+  Config cfg_;
+  Comm& comm_;
+  TokenDataset train_, val_;
+  DeepSeekV3 model_;
+  AdamW opt_;
+  BatchSampler sampler_;
+  std::vector<int32_t> token_bytes_;
+  std::string ckpt_root_, resumed_from_;
+  std::unique_ptr<MetricsLog> metrics_;
+  int64_t start_step_ = 0;
+};
+
+}  // namespace
+
+int train(const Config& cfg, Comm& comm) {
+  if (cfg.data.path.empty()) throw error(cfg.source, ": data.path is empty (expected a folder made by moe preprocess)");
+  if (cfg.train.precision != "fp32")
+    throw error(cfg.source, ": train.precision ", cfg.train.precision,
+                " is not available in this build yet (expected fp32; bf16/fp8 come with the precision issues)");
+  if (cfg.model.mtp_depth != 0)
+    throw error(cfg.source, ": model.mtp_depth ", cfg.model.mtp_depth, " is not implemented yet (expected 0)");
+  if (cfg.device == "cuda") throw error(cfg.source, ": device cuda: this build has no CUDA backend yet (expected cpu or auto)");
+  if (cfg.parallel.ep != 1)
+    throw error(cfg.source, ": parallel.ep ", cfg.parallel.ep, " needs expert parallelism, not in this build yet (expected 1)");
+  set_num_threads(cfg.train.threads);
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGUSR1, on_stop_signal);
+  Trainer trainer(cfg, comm);
+  return trainer.run();
+}
+
+}  // namespace moe

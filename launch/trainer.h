@@ -1,0 +1,17 @@
+// The training loop of `moe train`: data-parallel over MPI ranks (each rank draws its slice of
+// the global batch; gradients are summed across ranks before the optimizer step), periodic
+// evaluation, logging to stdout and <out_dir>/metrics.jsonl, checkpoints with resume, and a clean
+// stop on SIGTERM / SIGINT / SIGUSR1 (checkpoint at the next step boundary, then exit).
+#pragma once
+#include <memory>
+
+#include "framework/config.h"
+
+namespace moe {
+
+class Comm;
+
+// Returns the process exit code (0 when the run finished or stopped cleanly on a signal).
+int train(const Config& cfg, Comm& comm);
+
+}  // namespace moe
