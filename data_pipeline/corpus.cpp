@@ -37,30 +37,33 @@ std::string short_what(const std::exception& e) {
 }  // namespace
 
 std::vector<CorpusFile> list_corpus(const std::vector<std::string>& inputs) {
-  std::vector<CorpusFile> files;
+  std::vector<std::string> paths;
   for (const auto& in : inputs) {
     fs::path p(in);
     std::error_code ec;
     auto st = fs::status(p, ec);
     if (!fs::exists(st)) throw error(in, ": no such file or directory");
     if (fs::is_regular_file(st)) {
-      files.push_back({in, is_jsonl(p), size_of(p)});
+      paths.push_back(p.lexically_normal().string());
     } else if (fs::is_directory(st)) {
-      std::vector<std::string> found;
       fs::recursive_directory_iterator it(p, ec), end;
       if (ec) throw error(in, ": cannot list (", ec.message(), ")");
       for (; it != end; it.increment(ec)) {
         if (ec) throw error(in, ": cannot list (", ec.message(), ")");
         auto ext = it->path().extension();
-        if ((ext == ".txt" || ext == ".jsonl") && it->is_regular_file()) found.push_back(it->path().string());
+        if ((ext == ".txt" || ext == ".jsonl") && it->is_regular_file()) paths.push_back(it->path().lexically_normal().string());
       }
       if (ec) throw error(in, ": cannot list (", ec.message(), ")");
-      std::sort(found.begin(), found.end());
-      for (auto& f : found) files.push_back({f, is_jsonl(f), size_of(f)});
     } else {
       throw error(in, ": not a regular file or folder");
     }
   }
+  // One order whatever the order of the flags or of the directory listing; a file named twice
+  // (say, a folder and a file in it) counts once.
+  std::sort(paths.begin(), paths.end());
+  paths.erase(std::unique(paths.begin(), paths.end()), paths.end());
+  std::vector<CorpusFile> files;
+  for (auto& f : paths) files.push_back({f, is_jsonl(f), size_of(f)});
   if (files.empty()) {
     std::string list;
     for (const auto& in : inputs) list += (list.empty() ? "" : " ") + in;

@@ -16,9 +16,9 @@ struct CorpusFile {
   uint64_t bytes = 0;
 };
 
-// Expands `inputs` in the order given: a file is taken as is (.jsonl by extension, anything else is
-// text); a folder contributes its *.txt and *.jsonl files, recursively, sorted by path. Throws
-// moe::Error for a missing path or when no file is found.
+// Expands `inputs` to the corpus files, sorted by path (duplicates dropped): a file is taken as is
+// (.jsonl by extension, anything else is text); a folder contributes its *.txt and *.jsonl files,
+// recursively. Throws moe::Error for a missing path or when no file is found.
 std::vector<CorpusFile> list_corpus(const std::vector<std::string>& inputs);
 
 // A document, or one piece of it: the pieces of a document come in order, the last with last = true.

@@ -55,7 +55,8 @@ class ManifestReader {
 };
 
 // A split folder is one with manifest.json; a preprocessed folder holds one per split.
-std::string resolve_split_dir(const std::string& dir, const std::string& split) {
+std::string resolve_split_dir(std::string dir, const std::string& split) {
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();  // "data/x/" names shards "data/x/train/..."
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw error(dir, ": no such data folder (expected the output of moe preprocess)");
   if (fs::exists(fs::path(dir) / "manifest.json", ec)) return dir;
@@ -114,7 +115,9 @@ void TokenDataset::Impl::load_manifest(const std::string& path) {
   try {
     manifest = json::parse(text.str());
   } catch (const json::exception& e) {
-    throw error(path, ": not valid JSON (", e.what(), ")");
+    std::string what = e.what();  // "[json.exception.parse_error.101] parse error at ..."
+    if (auto p = what.find("] "); what[0] == '[' && p != std::string::npos) what = what.substr(p + 2);
+    throw error(path, ": not valid JSON (", what, ")");
   }
   if (!manifest.is_object()) throw error(path, ": not a JSON object (expected the manifest written by moe preprocess)");
   ManifestReader m(path);

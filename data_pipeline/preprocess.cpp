@@ -28,6 +28,8 @@ namespace {
 
 // Text per batch: bounds memory (the ids take 4 bytes per token) while giving every worker work.
 constexpr size_t kBatchBytes = size_t(16) << 20;
+// Long .txt documents are read in pieces of this size when the tokenizer allows it.
+constexpr size_t kPieceBytes = size_t(1) << 20;
 
 using Clock = std::chrono::steady_clock;
 
@@ -55,7 +57,7 @@ class Progress {
   Clock::time_point start_ = Clock::now();
   uint64_t total_;
   bool tty_, shown_ = false;
-  double last_ = 0;
+  double last_ = -1e9;  // so the first line comes at 2 s
 };
 
 // Strips trailing slashes so that "data/x/" gives the sibling "data/x.tmp-N", not "data/x/.tmp-N".
@@ -82,11 +84,12 @@ struct Counts {
 
 void tokenize_corpus(const Tokenizer& tok, DocumentReader& reader, ShardWriter& writer, Progress& progress,
                      Counts& counts) {
-  std::vector<Document> batch;
+  std::vector<Document> batch;  // documents or pieces of them, in order
   std::vector<std::vector<uint32_t>> ids;
-  std::vector<int64_t> eos_at;  // position of an EOS id inside a document, -1 when none
+  std::vector<int64_t> eos_at;  // position of an EOS id inside a piece, -1 when none
   std::vector<std::exception_ptr> errors;
   const uint32_t eos = tok.eos_id();
+  int64_t doc_tokens = 0;  // of the current document so far
   while (reader.next_batch(kBatchBytes, batch)) {
     const int64_t n = int64_t(batch.size());
     ids.assign(size_t(n), {});
@@ -107,14 +110,17 @@ void tokenize_corpus(const Tokenizer& tok, DocumentReader& reader, ShardWriter& 
     for (int64_t i = 0; i < n; ++i) {
       if (errors[i]) std::rethrow_exception(errors[i]);
       if (eos_at[i] >= 0)
-        throw error(reader.where(batch[i]), ": token ", eos_at[i], " is the end-of-document id ", eos,
+        throw error(reader.where(batch[i]), ": token ", doc_tokens + eos_at[i], " is the end-of-document id ", eos,
                     " (a NUL byte for the byte tokenizer; expected text without it)");
+      writer.add_tokens(ids[i]);
+      doc_tokens += int64_t(ids[i].size());
+      if (!batch[i].last) continue;
       ++counts.documents;
-      if (ids[i].empty()) {
+      if (doc_tokens == 0)
         ++counts.empty;  // an empty document would only add a lone EOS
-        continue;
-      }
-      writer.add_document(ids[i]);
+      else
+        writer.end_document();
+      doc_tokens = 0;
     }
     progress.update(reader.bytes_read());
   }
@@ -131,7 +137,7 @@ nlohmann::json run(const PreprocessOptions& opt, const fs::path& out, const fs::
   fs::remove_all(tmp);  // ours by name: only a dead run with our pid can have left it
   fs::create_directories(tmp);
   ShardWriter writer(tmp.string(), {tok->name(), tok->hash(), tok->vocab_size(), tok->eos_id()}, opt.shard_tokens);
-  DocumentReader reader(files, opt.text_key);
+  DocumentReader reader(files, opt.text_key, tok->encodes_piecewise() ? kPieceBytes : 0);
   Progress progress(bytes);
   Counts counts;
   tokenize_corpus(*tok, reader, writer, progress, counts);
@@ -180,7 +186,7 @@ nlohmann::json preprocess(const PreprocessOptions& opt) {
   if (!(opt.val_fraction >= 0 && opt.val_fraction <= 0.5))
     throw error("--val-fraction ", opt.val_fraction, ": out of range (expected 0 <= F <= 0.5)");
   if (opt.workers < 0) throw error("--workers ", opt.workers, ": negative (expected 0 = all cores, or a count)");
-  if (opt.shard_tokens < 1) throw error("shard_tokens ", opt.shard_tokens, ": expected at least 1");
+  if (opt.shard_tokens < 1) throw error("--shard-tokens ", opt.shard_tokens, ": expected at least 1");
   if (opt.text_key.empty()) throw error("--text-key: empty (expected the JSON field holding the text)");
 
   const fs::path out = clean_output(opt.output);

@@ -130,26 +130,36 @@ ShardWriter::~ShardWriter() {
   if (starts_) std::fclose(starts_);
 }
 
-void ShardWriter::add_document(const std::vector<uint32_t>& ids) {
-  uint64_t start = uint64_t(tokens_);
-  write_all(starts_, &start, 8, dir_ + "/doc-starts.u64");
-  size_t n = ids.size() + 1;
-  buf_.resize(n * size_t(width_));
+void ShardWriter::add_tokens(const std::vector<uint32_t>& ids) {
+  if (ids.empty()) return;
+  if (!in_document_) {
+    uint64_t start = uint64_t(tokens_);
+    write_all(starts_, &start, 8, dir_ + "/doc-starts.u64");
+    in_document_ = true;
+  }
+  buf_.resize(ids.size() * size_t(width_));
   uint8_t* p = buf_.data();
-  auto put = [&](uint32_t t) {
+  for (uint32_t t : ids) {
     MOE_CHECK(int64_t(t) < header_.vocab_size, "tokenizer produced id ", t);
     for (int b = 0; b < width_; ++b) *p++ = uint8_t(t >> (8 * b));
-  };
-  for (uint32_t t : ids) put(t);
-  put(header_.eos_id);
-  stream_.write(buf_.data(), int64_t(n));
-  tokens_ += int64_t(n);
+  }
+  stream_.write(buf_.data(), int64_t(ids.size()));
+  tokens_ += int64_t(ids.size());
+}
+
+void ShardWriter::end_document() {
+  MOE_CHECK(in_document_, "end_document() without tokens");
+  uint8_t eos[4];
+  for (int b = 0; b < width_; ++b) eos[b] = uint8_t(header_.eos_id >> (8 * b));
+  stream_.write(eos, 1);
+  tokens_ += 1;
   documents_ += 1;
+  in_document_ = false;
 }
 
 std::pair<nlohmann::ordered_json, nlohmann::ordered_json> ShardWriter::finish(int64_t val_tokens) {
   const int64_t total = tokens_, cut = total - val_tokens, S = shard_tokens_;
-  MOE_CHECK(val_tokens >= 0 && cut > 0, "val_tokens ", val_tokens, " of ", total);
+  MOE_CHECK(!in_document_ && val_tokens >= 0 && cut > 0, "val_tokens ", val_tokens, " of ", total);
   stream_.close();
   close_file(starts_, dir_ + "/doc-starts.u64");
   const std::string train = dir_ + "/train", val = dir_ + "/val";

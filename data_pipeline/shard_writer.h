@@ -55,8 +55,9 @@ class ShardWriter {
   ShardWriter(const ShardWriter&) = delete;
   ShardWriter& operator=(const ShardWriter&) = delete;
 
-  // Appends ids followed by the EOS id.
-  void add_document(const std::vector<uint32_t>& ids);
+  // A document is one or more add_tokens() calls, then end_document() (which appends the EOS id).
+  void add_tokens(const std::vector<uint32_t>& ids);
+  void end_document();
   int64_t tokens() const { return tokens_; }
   int64_t documents() const { return documents_; }
   // Requires 0 <= val_tokens < tokens(). Writes <dir>/train and <dir>/val; returns their manifests.
@@ -70,6 +71,7 @@ class ShardWriter {
   RollingShardFile stream_;
   FILE* starts_ = nullptr;  // uint64 global start offset of every document
   std::vector<uint8_t> buf_;
+  bool in_document_ = false;
   int64_t tokens_ = 0, documents_ = 0;
 };
 

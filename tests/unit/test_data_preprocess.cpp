@@ -112,6 +112,22 @@ TEST(Preprocess, SplitsLongStreamsIntoShards) {
   EXPECT_EQ(m["shards"][2]["tokens"], 2);
   EXPECT_EQ(read_file(t / "out/val/shard-00000.bin"), u16le(std::string("yz\0", 3)));
 
+  // A cut on a shard boundary (10 = 2 x 5): the train shards stay whole, val starts a fresh shard.
+  o.shard_tokens = 5;
+  o.output = t / "out5";
+  preprocess(o);
+  EXPECT_EQ(read_file(t / "out5/train/shard-00000.bin"), u16le("hello"));
+  EXPECT_EQ(read_file(t / "out5/train/shard-00001.bin"), u16le(std::string("\0ab\0x", 5)));
+  EXPECT_EQ(read_file(t / "out5/train/shard-00001.idx"), u64le({0, 1, 4, 5}));
+  EXPECT_FALSE(fs::exists(t / "out5/train/shard-00002.bin"));
+  EXPECT_EQ(read_file(t / "out5/val/shard-00000.bin"), u16le(std::string("yz\0", 3)));
+
+  // A document starting exactly at a shard boundary is listed once, at offset 0.
+  o.shard_tokens = 6;
+  o.output = t / "out6";
+  preprocess(o);
+  EXPECT_EQ(read_file(t / "out6/train/shard-00001.idx"), u64le({0, 3, 4}));
+
   auto d = TokenDataset::open(t / "out");
   std::vector<int32_t> all(10);
   d.read(0, 10, all.data());
@@ -143,6 +159,31 @@ TEST(Preprocess, ValSplitSizes) {
   EXPECT_TRUE(v["shards"].empty());
 }
 
+// The byte tokenizer lets preprocess read long .txt files in 1 MiB pieces; a document must come out
+// whole: one EOS, one index entry, errors counted from its start.
+TEST(Preprocess, LongDocumentsAreReadInPieces) {
+  TempDir t;
+  const size_t MiB = size_t(1) << 20;
+  std::string big;
+  for (size_t i = 0; i < 2 * MiB + 123; ++i) big += char('a' + i * 31 % 26);
+  write_file(t / "in/a.txt", big);
+  write_file(t / "in/b.txt", std::string(MiB, 'b'));  // ends exactly at a piece boundary
+  write_file(t / "in/c.txt", "c");
+  auto o = options(t);
+  o.val_fraction = 0.0;
+  auto s = preprocess(o);
+  EXPECT_EQ(s["documents"], 3);
+  const uint64_t a = big.size() + 1, b = MiB + 1;
+  EXPECT_EQ(read_file(t / "out/train/shard-00000.idx"), u64le({0, a, a + b, a + b + 2}));
+  std::string want = big + '\0' + std::string(MiB, 'b') + '\0' + "c" + '\0';
+  EXPECT_EQ(read_file(t / "out/train/shard-00000.bin"), u16le(want));
+
+  big[MiB + 5] = '\0';
+  write_file(t / "in/a.txt", big);
+  o.overwrite = true;
+  EXPECT_EQ(error_of([&] { preprocess(o); }).rfind(t / "in/a.txt: token " + std::to_string(MiB + 5) + " is the end-of-document id 0", 0), 0u);
+}
+
 std::map<std::string, std::string> tree(const fs::path& root) {
   std::map<std::string, std::string> files;
   for (auto& e : fs::recursive_directory_iterator(root))
@@ -168,6 +209,18 @@ TEST(Preprocess, SameBytesForAnyWorkerCount) {
   auto a = tree(t / "w1"), b = tree(t / "w4");
   EXPECT_GT(a.size(), 6u);  // several shards per split
   EXPECT_EQ(a, b);
+}
+
+TEST(Preprocess, InputsAreReadInSortedPathOrder) {
+  TempDir t;
+  small_corpus(t);
+  auto o = options(t);
+  o.inputs = {t / "in/sub", t / "in/a.txt", t / "in"};  // a.txt and sub/b.jsonl named twice
+  preprocess(o);
+  o.inputs = {t / "in"};
+  o.output = t / "out2";
+  preprocess(o);
+  EXPECT_EQ(tree(t / "out"), tree(t / "out2"));
 }
 
 TEST(Preprocess, InputErrors) {

@@ -77,6 +77,12 @@ TEST(BatchSampler, EachEpochVisitsEveryWindowOnce) {
     EXPECT_EQ(int64_t(seen.size()), n) << "epoch " << epoch;
   }
   EXPECT_NE(order[0], order[1]);  // a fresh permutation per epoch
+  // Pinned (computed independently from docs/formats.md's formula): a change here would silently
+  // change which batches a resumed run sees.
+  EXPECT_EQ(std::vector<int64_t>(order[0].begin(), order[0].begin() + 10),
+            (std::vector<int64_t>{13, 29, 110, 15, 66, 91, 88, 93, 68, 33}));
+  EXPECT_EQ(std::vector<int64_t>(order[1].begin(), order[1].begin() + 10),
+            (std::vector<int64_t>{97, 98, 119, 19, 55, 61, 1, 59, 34, 82}));
   std::vector<int64_t> identity(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) identity[size_t(i)] = i;
   EXPECT_NE(order[0], identity);
