@@ -9,5 +9,6 @@ int cmd_preprocess(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_inspect(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
 
 }  // namespace moe

@@ -20,7 +20,8 @@ const char* kUsage =
     "  train        train a DeepSeek-V3-style MoE from a YAML config\n"
     "  eval         loss, perplexity and bits per byte of checkpoints on a split\n"
     "  generate     sample text from a checkpoint\n"
-    "  inspect      verify and summarise a shard folder or a checkpoint\n";
+    "  inspect      verify and summarise a shard folder or a checkpoint\n"
+    "  bench        benchmarks that print JSON lines (train)\n";
 
 }  // namespace
 
@@ -42,7 +43,8 @@ int main(int argc, char** argv) {
     if (cmd == "eval") return moe::cmd_eval(sub_argc, sub_argv);
     if (cmd == "generate") return moe::cmd_generate(sub_argc, sub_argv);
     if (cmd == "inspect") return moe::cmd_inspect(sub_argc, sub_argv);
-    fprintf(stderr, "error: unknown command '%s' (expected preprocess, train, eval, generate or inspect; see moe --help)\n", cmd.c_str());
+    if (cmd == "bench") return moe::cmd_bench(sub_argc, sub_argv);
+    fprintf(stderr, "error: unknown command '%s' (expected preprocess, train, eval, generate, inspect or bench; see moe --help)\n", cmd.c_str());
     return 2;
   } catch (const moe::Error& e) {
     fprintf(stderr, "error: %s\n", e.what());

@@ -6,6 +6,7 @@
 
 #include "framework/gemm.h"
 #include "framework/ops.h"
+#include "framework/profiler.h"
 #include "framework/threads.h"
 
 namespace moe {
@@ -91,6 +92,7 @@ constexpr int64_t kBlock = 64;
 }
 
 void MLA::attention_forward(int64_t B, int64_t T, MLAActs& a) const {
+  MOE_PHASE("attention");
   const int64_t d = nope + rope, e = nope + vdim;
   const float scale = 1.0f / std::sqrt(float(d));
   a.o_NHv.ensure({B * T, H, vdim});
@@ -128,6 +130,7 @@ void MLA::attention_forward(int64_t B, int64_t T, MLAActs& a) const {
 
 void MLA::attention_backward(float* dq, float* dk, float* dkvb, const float* dout, int64_t B, int64_t T,
                              const MLAActs& a) const {
+  MOE_PHASE("attention");
   const int64_t d = nope + rope, e = nope + vdim;
   const float scale = 1.0f / std::sqrt(float(d));
   const float *q = a.q_NHd.f32(), *k = a.k_NHd.f32(), *kvb = a.kvb_NHe.f32(), *lse = a.lse_BHT.f32();

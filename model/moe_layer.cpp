@@ -2,6 +2,7 @@
 
 #include "framework/gemm.h"
 #include "framework/ops.h"
+#include "framework/profiler.h"
 #include "framework/threads.h"
 
 namespace moe {
@@ -25,6 +26,7 @@ static void for_each_expert(const std::vector<int64_t>& offsets, F&& fn) {
 
 void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, MoEActs& a,
                        float* load_E) const {
+  MOE_PHASE("moe_routing");  // router, dispatch and combine; expert GEMMs are charged to "gemm"
   const int64_t N = B * T, P = N * K;
   gate.forward(ps, x, B, T, a.router, load_E);
 
@@ -74,6 +76,7 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
 
 void MoELayer::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
                         MoEActs& a, float loss_scale) const {
+  MOE_PHASE("moe_routing");
   const int64_t N = B * T, P = N * K;
   const float* ys = a.ys_PD.f32();
   const float* w = a.router.weights_NK.f32();

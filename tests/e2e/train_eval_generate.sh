@@ -60,4 +60,9 @@ head -c 6 "$TMP/g1.txt" | grep -q "ROMEO:" || fail "generation does not start wi
 
 "$MOE" inspect "$TMP/run/checkpoints/latest" > /dev/null || fail "inspect checkpoint"
 "$MOE" inspect "$TMP/data" > /dev/null || fail "inspect shards"
+# A corpus without a validation split trains, and says evaluation is skipped.
+"$MOE" preprocess --input "$TMP/corpus.txt" --tokenizer byte --output "$TMP/noval" --val-fraction 0 > /dev/null
+"$MOE" train --config "$SRC/configs/tiny.yaml" --set data.path="$TMP/noval" --set run.out_dir="$TMP/run-noval" \
+  --set train.steps=2 > "$TMP/noval.log" || fail "training without a val split"
+grep -q "evaluation is skipped" "$TMP/noval.log" || fail "no warning about the missing val split"
 echo "ok"

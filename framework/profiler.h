@@ -1,0 +1,31 @@
+// Per-phase wall-clock accounting for `moe bench train` and the training log: where does a step's
+// time go (GEMM, attention, MoE routing/dispatch, the rest)? Phases nest; each second is charged
+// to exactly one phase, the innermost open one, so the split adds up to the total.
+// Accounting is per thread: the thread that drives the step sees the split (the pool's workers
+// run inside its phases).
+#pragma once
+#include <map>
+#include <string>
+
+namespace moe {
+
+class Profiler {
+ public:
+  // Opens `phase` until the returned scope ends. Cheap (two clock reads) and always on.
+  class Scope {
+   public:
+    explicit Scope(const char* phase);
+    ~Scope();
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+  };
+  static void reset();
+  // Seconds per phase since the last reset; time outside any phase is "other".
+  static std::map<std::string, double> seconds();
+};
+
+}  // namespace moe
+
+#define MOE_PHASE_CAT2(a, b) a##b
+#define MOE_PHASE_CAT(a, b) MOE_PHASE_CAT2(a, b)
+#define MOE_PHASE(name) ::moe::Profiler::Scope MOE_PHASE_CAT(moe_phase_, __LINE__)(name)

@@ -1,0 +1,106 @@
+// `moe bench <what>`: benchmarks that print one JSON line per result (never assertions).
+//   train      training steps of a config on random tokens: tokens/s, step time, peak memory and
+//              where the time goes (per-phase split from framework/profiler.h)
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "framework/config.h"
+#include "framework/error.h"
+#include "framework/metrics.h"
+#include "framework/profiler.h"
+#include "framework/rng.h"
+#include "framework/threads.h"
+#include "launch/args.h"
+#include "launch/commands.h"
+#include "model/model.h"
+#include "model/optimizer.h"
+
+namespace moe {
+namespace {
+
+int bench_train(int argc, char** argv) {
+  Args a(argc, argv, {"config", "set", "steps", "warmup", "threads"}, {});
+  if (a.help()) {
+    puts("usage: moe bench train --config FILE.yaml [--set key=value]... [--steps N] [--warmup W] [--threads T]\n"
+         "\n"
+         "Times N training steps (forward, backward, AdamW; after W untimed warm-up steps) of the config's\n"
+         "model on random tokens of shape [train.micro_batch, data.seq_len], single process, and prints one\n"
+         "JSON line: tokens_per_s, step_ms, peak_rss_mib, gflops and the per-phase time split.");
+    return 0;
+  }
+  Config cfg = load_config(a.required("config"), a.all("set"));
+  const int64_t steps = a.get_int("steps", 10), warmup = a.get_int("warmup", 2);
+  if (steps < 1) throw error("--steps: ", steps, " (expected >= 1)");
+  if (warmup < 0) throw error("--warmup: ", warmup, " (expected >= 0)");
+  set_num_threads(int(a.get_int("threads", cfg.train.threads)));
+  const int64_t B = cfg.train.micro_batch, T = cfg.data.seq_len, V = cfg.model.vocab_size;
+
+  DeepSeekV3 model(cfg.model);
+  model.set_recompute(cfg.train.recompute);
+  model.params().initialize(cfg.run.seed);
+  AdamW opt(model.params(), cfg.train);
+  std::vector<int32_t> ids(size_t(B * T)), tgt(size_t(B * T));
+  for (int64_t i = 0; i < B * T; ++i) {
+    ids[i] = int32_t(rng_bits(cfg.run.seed, 1, uint64_t(i)) % uint64_t(V));
+    tgt[i] = int32_t(rng_bits(cfg.run.seed, 2, uint64_t(i)) % uint64_t(V));
+  }
+  double loss = 0;
+  auto step = [&] {
+    model.params().zero_grads();
+    ForwardStats s = model.forward(ids.data(), tgt.data(), B, T);
+    model.backward(1.f);
+    {
+      MOE_PHASE("optimizer");
+      opt.step(model.params(), cfg.train.lr, 1.f);
+      model.update_router_bias(float(cfg.model.router.bias_update_rate));
+    }
+    loss = s.loss;
+  };
+  for (int64_t i = 0; i < warmup; ++i) step();
+  Profiler::reset();
+  auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < steps; ++i) step();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double tps = double(B * T * steps) / secs;
+  ParamCounts pc = count_params(cfg.model);
+  nlohmann::json phases;
+  for (auto& [name, s] : Profiler::seconds()) phases[name] = std::round(1000.0 * s / secs) / 1000.0;
+  nlohmann::json out = {{"bench", "train"},
+                        {"config", cfg.source},
+                        {"threads", num_threads()},
+                        {"params", pc.total},
+                        {"active_params", pc.active},
+                        {"batch", B},
+                        {"seq_len", T},
+                        {"steps", steps},
+                        {"tokens_per_s", std::round(tps)},
+                        {"step_ms", std::round(10000.0 * secs / steps) / 10.0},
+                        {"gflops", std::round(10.0 * tps * flops_per_token(cfg.model, T) / 1e9) / 10.0},
+                        {"peak_rss_mib", std::round(peak_rss_mib())},
+                        {"loss", loss},
+                        {"time_split", phases}};
+  puts(out.dump().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  const char* usage =
+      "usage: moe bench <train> [flags]   (moe bench <what> --help for its flags)\n"
+      "  train   training throughput of a config on random tokens, with the per-phase time split";
+  if (argc < 1 || !strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
+    puts(usage);
+    return argc < 1 ? 2 : 0;
+  }
+  std::string what = argv[0];
+  if (what == "train") return bench_train(argc - 1, argv + 1);
+  throw error("moe bench: unknown benchmark '", what, "' (expected train)");
+}
+
+}  // namespace moe
