@@ -1,5 +1,6 @@
 #include "data_pipeline/tokenizer.h"
 
+#include "data_pipeline/bpe.h"
 #include "framework/error.h"
 #include "framework/sha256.h"
 
@@ -34,9 +35,10 @@ class ByteTokenizer final : public Tokenizer {
 
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec) {
   if (spec == "byte") return std::make_unique<ByteTokenizer>();
-  throw error("tokenizer '", spec,
-              "': only 'byte' is supported in this build (tokenizer.json / SentencePiece come with "
-              "the tokenizer issue)");
+  if (spec.ends_with(".json")) return load_bpe_tokenizer(spec);
+  if (spec.ends_with(".model"))
+    throw error(spec, ": SentencePiece .model files are not supported yet (expected byte or a byte-level BPE tokenizer.json)");
+  throw error("tokenizer '", spec, "': unknown kind (expected byte, a tokenizer.json file, or a SentencePiece .model)");
 }
 
 }  // namespace moe

@@ -1,5 +1,6 @@
-// Tokenizers turn text into token ids and back. This issue ships the byte tokenizer; the BPE /
-// tokenizer.json / SentencePiece ones plug in behind the same interface.
+// Tokenizers turn text into token ids and back: the byte tokenizer and byte-level BPE from a
+// Hugging Face tokenizer.json (data_pipeline/bpe.h), behind one interface. SentencePiece .model
+// files are not supported yet.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -27,7 +28,9 @@ class Tokenizer {
 };
 
 // "byte": ids 0..255 are the raw bytes; vocab 256. Byte 0 (NUL never occurs in text) doubles as
-// the end-of-document separator. Throws moe::Error for an unknown spec or unreadable file.
+// the end-of-document separator. "<path>.json": byte-level BPE (GPT-2 / Llama-3 style), EOS the
+// first of <|endoftext|>, <|end_of_text|>, </s>. Throws moe::Error for an unknown spec or an
+// unreadable, malformed or unsupported file.
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec);
 
 }  // namespace moe

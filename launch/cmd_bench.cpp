@@ -1,6 +1,8 @@
 // `moe bench <what>`: benchmarks that print one JSON line per result (never assertions).
 //   train      training steps of a config on random tokens: tokens/s, step time, peak memory and
 //              where the time goes (per-phase split from framework/profiler.h)
+//   comm       collective bandwidth over MPI ranks (cmd_bench_comm.cpp)
+//   tokenizer  encode throughput (cmd_bench_tokenizer.cpp)
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -92,15 +94,19 @@ int bench_train(int argc, char** argv) {
 
 int cmd_bench(int argc, char** argv) {
   const char* usage =
-      "usage: moe bench <train> [flags]   (moe bench <what> --help for its flags)\n"
-      "  train   training throughput of a config on random tokens, with the per-phase time split";
+      "usage: moe bench <train|comm|tokenizer> [flags]   (moe bench <what> --help for its flags)\n"
+      "  train       training throughput of a config on random tokens, with the per-phase time split\n"
+      "  comm        all-gather / reduce-scatter / all-reduce / all-to-all-v bandwidth (under mpirun)\n"
+      "  tokenizer   encode throughput of a tokenizer on a file";
   if (argc < 1 || !strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
     puts(usage);
     return argc < 1 ? 2 : 0;
   }
   std::string what = argv[0];
   if (what == "train") return bench_train(argc - 1, argv + 1);
-  throw error("moe bench: unknown benchmark '", what, "' (expected train)");
+  if (what == "comm") return cmd_bench_comm(argc - 1, argv + 1);
+  if (what == "tokenizer") return cmd_bench_tokenizer(argc - 1, argv + 1);
+  throw error("moe bench: unknown benchmark '", what, "' (expected train, comm or tokenizer)");
 }
 
 }  // namespace moe

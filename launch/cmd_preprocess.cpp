@@ -17,7 +17,7 @@ const char* kUsage =
     "  --input PATH...      files or folders (folders give their *.txt and *.jsonl files,\n"
     "                       recursively); read in sorted path order. A .txt file is one document;\n"
     "                       each line of a .jsonl file is one (repeat --input, or list paths after it)\n"
-    "  --tokenizer T        byte (ids 0..255 are bytes, EOS = 0)\n"
+    "  --tokenizer T        byte (ids 0..255 are bytes, EOS = 0) or a byte-level BPE tokenizer.json\n"
     "  --output DIR         written as DIR.tmp-<pid>, renamed to DIR when complete\n"
     "  --val-fraction F     the last ceil(F * tokens) tokens become the val split (0..0.5, default 0.05)\n"
     "  --workers N          tokeniser threads (default 0 = all cores); output is identical for any N\n"

@@ -26,7 +26,16 @@ int cmd_train(int argc, char** argv) {
   if (!a.positional().empty()) throw error("moe train: unexpected argument '", a.positional()[0], "' (see --help)");
   Config cfg = load_config(a.required("config"), a.all("set"));
   Comm comm(nullptr, nullptr);
-  return train(cfg, comm);
+  if (comm.size() == 1) return train(cfg, comm);
+  // With several ranks, one rank's failure must end the whole job now, with its message, instead
+  // of leaving the others waiting in a collective.
+  try {
+    return train(cfg, comm);
+  } catch (const Error& e) {
+    comm.abort(e.what(), 2);
+  } catch (const std::exception& e) {
+    comm.abort(std::string("internal error: ") + e.what(), 3);
+  }
 }
 
 }  // namespace moe

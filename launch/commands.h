@@ -10,5 +10,8 @@ int cmd_eval(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_inspect(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_tokenizer(int argc, char** argv);        // train | encode | decode
+int cmd_bench_tokenizer(int argc, char** argv);  // `moe bench tokenizer`, args after "tokenizer"
+int cmd_bench_comm(int argc, char** argv);       // `moe bench comm`, args after "comm"
 
 }  // namespace moe

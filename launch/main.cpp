@@ -16,6 +16,7 @@ const char* kUsage =
     "usage: moe <command> [flags]   (moe <command> --help for its flags)\n"
     "\n"
     "commands:\n"
+    "  tokenizer    train a BPE tokenizer.json; encode / decode text with one\n"
     "  preprocess   raw text -> packed token shards (train/ and val/ splits)\n"
     "  train        train a DeepSeek-V3-style MoE from a YAML config\n"
     "  eval         loss, perplexity and bits per byte of checkpoints on a split\n"
@@ -40,11 +41,12 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "train") return moe::cmd_train(sub_argc, sub_argv);
     if (cmd == "preprocess") return moe::cmd_preprocess(sub_argc, sub_argv);
+    if (cmd == "tokenizer") return moe::cmd_tokenizer(sub_argc, sub_argv);
     if (cmd == "eval") return moe::cmd_eval(sub_argc, sub_argv);
     if (cmd == "generate") return moe::cmd_generate(sub_argc, sub_argv);
     if (cmd == "inspect") return moe::cmd_inspect(sub_argc, sub_argv);
     if (cmd == "bench") return moe::cmd_bench(sub_argc, sub_argv);
-    fprintf(stderr, "error: unknown command '%s' (expected preprocess, train, eval, generate, inspect or bench; see moe --help)\n", cmd.c_str());
+    fprintf(stderr, "error: unknown command '%s' (expected tokenizer, preprocess, train, eval, generate, inspect or bench; see moe --help)\n", cmd.c_str());
     return 2;
   } catch (const moe::Error& e) {
     fprintf(stderr, "error: %s\n", e.what());

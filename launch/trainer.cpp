@@ -125,8 +125,11 @@ class Trainer {
       float clip = (t.grad_clip > 0 && gnorm > t.grad_clip) ? float(t.grad_clip / gnorm) : 1.f;
       double lr = learning_rate(t, step);
       opt_.step(ps, lr, clip);
-      Tensor load = model_.expert_load();  // view; read before the bias update resets it
+      const Tensor& load = model_.expert_load();  // read before the bias update resets it
       double load_ratio = max_mean_load(load);
+      nlohmann::json load_rows = nlohmann::json::array();  // tokens per expert, one row per MoE layer
+      for (int64_t l = 0; l < load.dim(0); ++l)
+        load_rows.push_back(std::vector<float>(load.f32() + l * load.dim(1), load.f32() + (l + 1) * load.dim(1)));
       model_.update_router_bias(float(cfg_.model.router.bias_update_rate));
       log_tokens += tokens_per_step;
       const int64_t done = step + 1;
@@ -147,6 +150,7 @@ class Trainer {
                            {"tokens", done * tokens_per_step}, {"tokens_per_s", tps}, {"step_s", step_time},
                            {"gflops_per_rank", gflops}, {"mfu", gflops / peak_gflops},
                            {"peak_rss_mib", peak_rss_mib()}, {"expert_load_max_mean", load_ratio},
+                           {"expert_load", load_rows},
                            {"elapsed_s", seconds_since(run_start)}});
         }
         log_start = Clock::now();
@@ -186,8 +190,11 @@ class Trainer {
   void run_eval(int64_t step) {
     // A corpus preprocessed with --val-fraction 0 (or a tiny one) has nothing to evaluate on.
     if (val_.num_tokens() < cfg_.data.seq_len + 1) return;
-    EvalResult r = evaluate(model_, val_, token_bytes_, cfg_.train.micro_batch, cfg_.data.seq_len,
-                            cfg_.train.eval_batches, comm_.rank(), comm_.size(), reduce_doubles, &comm_);
+    // eval_batches counts global batches, so every layout of the same global batch (ranks, micro
+    // batches, accumulation) evaluates the same windows.
+    const int64_t batches = int64_t(cfg_.train.eval_batches) * cfg_.train.grad_accum * comm_.size();
+    EvalResult r = evaluate(model_, val_, token_bytes_, cfg_.train.micro_batch, cfg_.data.seq_len, batches,
+                            comm_.rank(), comm_.size(), reduce_doubles, &comm_);
     if (!comm_.is_root()) return;
     printf("eval step %lld | val loss %.4f | ppl %.2f | bits/byte %.4f | %lld tokens\n", (long long)step, r.loss,
            r.perplexity, r.bits_per_byte, (long long)r.tokens);

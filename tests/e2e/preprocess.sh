@@ -68,7 +68,7 @@ printf '{"text": "fine"}\nnot json\n' >"$tmp/bad.jsonl"
 expect_error "$tmp/bad.jsonl:2: not valid JSON" "$MOE" preprocess --input "$tmp/bad.jsonl" --tokenizer byte --output "$tmp/e3"
 expect_error "--val-fraction 0.9: out of range" \
   "$MOE" preprocess --input "$tmp/corpus" --tokenizer byte --output "$tmp/e4" --val-fraction 0.9
-expect_error "only 'byte' is supported" "$MOE" preprocess --input "$tmp/corpus" --tokenizer gpt2.json --output "$tmp/e5"
+expect_error "gpt2.json: cannot read tokenizer file" "$MOE" preprocess --input "$tmp/corpus" --tokenizer gpt2.json --output "$tmp/e5"
 expect_error "missing required flag --output" "$MOE" preprocess --input "$tmp/corpus" --tokenizer byte
 for e in e1 e2 e3 e4 e5; do [ ! -e "$tmp/$e" ] || fail "$e was written despite the error"; done
 [ -z "$(ls -d "$tmp"/*.tmp-* 2>/dev/null)" ] || fail "temporary folder left behind after an error"
