@@ -19,8 +19,11 @@ fi
 
 for t in "${THREADS[@]}"; do
   ours=$("$MOE" bench train --config configs/bench-cpu.yaml --steps "$STEPS" --threads "$t")
-  # The peer's own JSON line plus its peak RSS (torch_ref.py reports GPU memory only).
-  peer=$(OMP_NUM_THREADS=$t /usr/bin/python3 -c '
+  # The peer as the issue runs it (OMP_NUM_THREADS only: Debian's PyTorch then also lets
+  # OpenBLAS start its own threads, oversubscribing the cores) and tuned (OpenBLAS single-threaded
+  # inside PyTorch's OpenMP threads), each with its peak RSS (torch_ref.py reports GPU memory only).
+  run_peer() {
+    env "$@" /usr/bin/python3 -c '
 import json, resource, runpy, sys, io, contextlib
 sys.argv = ["torch_ref.py", "--device", "cpu", "--config", "shakespeare", "--steps", sys.argv[1]]
 out = io.StringIO()
@@ -28,14 +31,20 @@ with contextlib.redirect_stdout(out):
     runpy.run_path("bench/torch_ref.py", run_name="__main__")
 row = json.loads(out.getvalue().strip().splitlines()[-1])
 row["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-print(json.dumps(row))' "$STEPS")
+print(json.dumps(row))' "$STEPS"
+  }
+  peer=$(run_peer OMP_NUM_THREADS=$t)
+  tuned=$(run_peer OMP_NUM_THREADS=$t OPENBLAS_NUM_THREADS=1)
   echo "$ours"
   echo "$peer"
-  /usr/bin/python3 - "$ours" "$peer" "$t" <<'PY'
+  echo "$tuned"
+  /usr/bin/python3 - "$ours" "$peer" "$tuned" "$t" <<'PY'
 import json, sys
-ours, peer, t = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
-print(json.dumps({"threads": int(t), "moe_tokens_per_s": ours["tokens_per_s"], "torch_tokens_per_s": peer["tokens_per_s"],
-                  "speedup": round(ours["tokens_per_s"] / peer["tokens_per_s"], 2),
+ours, peer, tuned = (json.loads(a) for a in sys.argv[1:4])
+print(json.dumps({"threads": int(sys.argv[4]), "moe_tokens_per_s": ours["tokens_per_s"],
+                  "torch_tokens_per_s": peer["tokens_per_s"], "speedup": round(ours["tokens_per_s"] / peer["tokens_per_s"], 2),
+                  "torch_tuned_tokens_per_s": tuned["tokens_per_s"],
+                  "speedup_vs_tuned": round(ours["tokens_per_s"] / tuned["tokens_per_s"], 2),
                   "moe_peak_rss_mib": ours["peak_rss_mib"], "torch_peak_rss_mib": peer["peak_rss_mib"]}))
 PY
 done

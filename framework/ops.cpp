@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "framework/kernels/rows.h"
+#include "framework/scratch.h"
 #include "framework/threads.h"
 
 namespace moe {
@@ -19,15 +20,17 @@ void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, con
   // Each chunk accumulates dw into its own partial; partials are summed in chunk order, so the
   // result does not depend on thread timing.
   int chunks = num_threads();
-  std::vector<float> partial(size_t(chunks) * D, 0.f);
-  std::vector<float> row(accumulate_dx ? size_t(chunks) * D : 0);
+  ScratchScope scope;
+  float* partial = scratch_floats(int64_t(chunks) * D);
+  float* row = scratch_floats(int64_t(chunks) * D);
+  std::fill(partial, partial + int64_t(chunks) * D, 0.f);
   parallel_for(chunks, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       int64_t r0 = N * c / chunks, r1 = N * (c + 1) / chunks;
-      float* pw = partial.data() + c * D;
+      float* pw = partial + c * D;
       for (int64_t r = r0; r < r1; ++r) {
         if (accumulate_dx) {
-          float* tmp = row.data() + c * D;
+          float* tmp = row + c * D;
           kern::rmsnorm_row_backward(tmp, pw, dy + r * D, x + r * D, w, rstd[r], D);
           for (int64_t i = 0; i < D; ++i) dx[r * D + i] += tmp[i];
         } else {
@@ -102,15 +105,16 @@ void rope_apply(float* x, const float* cos, const float* sin, int64_t B, int64_t
                 int64_t row_stride, int64_t head_stride, int dim, bool backward) {
   int half = dim / 2;
   parallel_for(B * T, [&](int64_t r0, int64_t r1) {
-    std::vector<float> tmp(dim);
+    ScratchScope scope;
+    float* tmp = scratch_floats(dim);
     for (int64_t r = r0; r < r1; ++r) {
       int64_t t = r % T;
       for (int64_t h = 0; h < heads; ++h) {
         float* v = x + r * row_stride + h * head_stride;
         if (backward)
-          kern::rope_backward(v, cos + t * half, sin + t * half, dim, tmp.data());
+          kern::rope_backward(v, cos + t * half, sin + t * half, dim, tmp);
         else
-          kern::rope_forward(v, cos + t * half, sin + t * half, dim, tmp.data());
+          kern::rope_forward(v, cos + t * half, sin + t * half, dim, tmp);
       }
     }
   }, 64);

@@ -29,7 +29,7 @@ class Pool {
   }
   int size() const { return n_; }
 
-  void run(int chunks, const std::function<void(int)>& task) {
+  void run(int chunks, FunctionRef<void(int)> task) {
     if (chunks <= 1) {
       task(0);
       return;
@@ -52,7 +52,7 @@ class Pool {
   void loop(int id) {
     uint64_t seen = 0;
     for (;;) {
-      const std::function<void(int)>* task;
+      const FunctionRef<void(int)>* task;
       int chunks;
       {
         std::unique_lock<std::mutex> lk(mu_);
@@ -74,7 +74,7 @@ class Pool {
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
-  const std::function<void(int)>* task_ = nullptr;
+  const FunctionRef<void(int)>* task_ = nullptr;
   int chunks_ = 0, pending_ = 0;
   uint64_t generation_ = 0;
   bool stop_ = false;
@@ -109,7 +109,7 @@ void set_num_threads(int n) {
 
 int num_threads() { return get_pool().size(); }
 
-void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
+void parallel_for(int64_t n, FunctionRef<void(int64_t, int64_t)> fn, int64_t grain) {
   if (n <= 0) return;
   Pool& p = get_pool();
   int64_t chunks = std::min<int64_t>(p.size(), std::max<int64_t>(1, n / std::max<int64_t>(1, grain)));

@@ -4,7 +4,7 @@
 // split, so BLAS threads and ours never fight over the cores.
 #pragma once
 #include <cstdint>
-#include <functional>
+#include "framework/function_ref.h"
 
 namespace moe {
 
@@ -12,6 +12,6 @@ void set_num_threads(int n);  // 0 = hardware concurrency (or $MOE_NUM_THREADS)
 int num_threads();
 
 // fn(begin, end) on disjoint chunks covering [0, n); chunks hold at least `grain` items.
-void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
+void parallel_for(int64_t n, FunctionRef<void(int64_t, int64_t)> fn, int64_t grain = 1);
 
 }  // namespace moe

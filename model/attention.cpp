@@ -5,8 +5,10 @@
 #include <vector>
 
 #include "framework/gemm.h"
+#include "framework/kernels/rows.h"
 #include "framework/ops.h"
 #include "framework/profiler.h"
+#include "framework/scratch.h"
 #include "framework/threads.h"
 
 namespace moe {
@@ -54,7 +56,8 @@ void MLA::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int
   rope_apply(a.q_NHd.f32() + nope, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, H, H * d, d, int(rope), false);
 
   // Compressed keys/values: [kv_c | k_pe].
-  Tensor ckv = Tensor::empty({N, C});
+  ScratchScope scope;
+  Tensor ckv = scratch({N, C});
   kv_a_proj_with_mqa.forward(ps, ckv.f32(), x, N);
   a.kv_c_NL.ensure({N, kv_lora});
   a.kv_norm_NL.ensure({N, kv_lora});
@@ -100,7 +103,8 @@ void MLA::attention_forward(int64_t B, int64_t T, MLAActs& a) const {
   const float *q = a.q_NHd.f32(), *k = a.k_NHd.f32(), *kvb = a.kvb_NHe.f32();
   float *o = a.o_NHv.f32(), *lse = a.lse_BHT.f32();
   parallel_for(B * H, [&](int64_t i0, int64_t i1) {
-    std::vector<float> S(size_t(kBlock * T));
+    ScratchScope scope;
+    float* S = scratch_floats(kBlock * T);
     for (int64_t bh = i0; bh < i1; ++bh) {
       int64_t b = bh / H, h = bh % H;
       const float* qb = q + (b * T * H + h) * d;
@@ -109,20 +113,21 @@ void MLA::attention_forward(int64_t B, int64_t T, MLAActs& a) const {
       float* ob = o + (b * T * H + h) * vdim;
       for (int64_t r0 = 0; r0 < T; r0 += kBlock) {
         const int64_t rows = std::min(kBlock, T - r0), keys = r0 + rows;
-        gemm_serial(false, true, rows, keys, d, scale, qb + r0 * H * d, H * d, kb, H * d, 0.f, S.data(), keys);
+        gemm_serial(false, true, rows, keys, d, scale, qb + r0 * H * d, H * d, kb, H * d, 0.f, S, keys);
         for (int64_t r = 0; r < rows; ++r) {  // causal softmax of query t over keys 0..t
           const int64_t t = r0 + r;
-          float* s = S.data() + r * keys;
+          float* s = S + r * keys;
           float m = -INFINITY;
           for (int64_t j = 0; j <= t; ++j) m = std::max(m, s[j]);
           float sum = 0.f;
-          for (int64_t j = 0; j <= t; ++j) sum += (s[j] = std::exp(s[j] - m));
+          for (int64_t j = 0; j <= t; ++j) s[j] = kern::fast_expf(s[j] - m);
+          for (int64_t j = 0; j <= t; ++j) sum += s[j];
           float inv = 1.f / sum;
           for (int64_t j = 0; j <= t; ++j) s[j] *= inv;
           for (int64_t j = t + 1; j < keys; ++j) s[j] = 0.f;
           lse[bh * T + t] = m + std::log(sum);
         }
-        gemm_serial(false, false, rows, vdim, keys, 1.f, S.data(), keys, vb, H * e, 0.f, ob + r0 * H * vdim, H * vdim);
+        gemm_serial(false, false, rows, vdim, keys, 1.f, S, keys, vb, H * e, 0.f, ob + r0 * H * vdim, H * vdim);
       }
     }
   });
@@ -135,7 +140,8 @@ void MLA::attention_backward(float* dq, float* dk, float* dkvb, const float* dou
   const float scale = 1.0f / std::sqrt(float(d));
   const float *q = a.q_NHd.f32(), *k = a.k_NHd.f32(), *kvb = a.kvb_NHe.f32(), *lse = a.lse_BHT.f32();
   parallel_for(B * H, [&](int64_t i0, int64_t i1) {
-    std::vector<float> P(size_t(kBlock * T)), dP(size_t(kBlock * T));
+    ScratchScope scope;
+    float *P = scratch_floats(kBlock * T), *dP = scratch_floats(kBlock * T);
     for (int64_t bh = i0; bh < i1; ++bh) {
       int64_t b = bh / H, h = bh % H;
       const int64_t qoff = (b * T * H + h) * d, voff = (b * T * H + h) * e + nope, ooff = (b * T * H + h) * vdim;
@@ -148,30 +154,30 @@ void MLA::attention_backward(float* dq, float* dk, float* dkvb, const float* dou
         const float* qblk = q + qoff + r0 * H * d;
         const float* doblk = dout + ooff + r0 * H * vdim;
         // Recompute probabilities from the saved log-sum-exp.
-        gemm_serial(false, true, rows, keys, d, scale, qblk, H * d, k + qoff, H * d, 0.f, P.data(), keys);
+        gemm_serial(false, true, rows, keys, d, scale, qblk, H * d, k + qoff, H * d, 0.f, P, keys);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t t = r0 + r;
-          float* p = P.data() + r * keys;
+          float* p = P + r * keys;
           const float l = lse[bh * T + t];
-          for (int64_t j = 0; j <= t; ++j) p[j] = std::exp(p[j] - l);
+          for (int64_t j = 0; j <= t; ++j) p[j] = kern::fast_expf(p[j] - l);
           for (int64_t j = t + 1; j < keys; ++j) p[j] = 0.f;
         }
         // dV += P^T dO ; dP = dO V^T
-        gemm_serial(true, false, keys, vdim, rows, 1.f, P.data(), keys, doblk, H * vdim, 1.f, dkvb + voff, H * e);
-        gemm_serial(false, true, rows, keys, vdim, 1.f, doblk, H * vdim, kvb + voff, H * e, 0.f, dP.data(), keys);
+        gemm_serial(true, false, keys, vdim, rows, 1.f, P, keys, doblk, H * vdim, 1.f, dkvb + voff, H * e);
+        gemm_serial(false, true, rows, keys, vdim, 1.f, doblk, H * vdim, kvb + voff, H * e, 0.f, dP, keys);
         // dS = P * (dP - rowsum(P * dP)), stored over dP
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t t = r0 + r;
-          const float* p = P.data() + r * keys;
-          float* g = dP.data() + r * keys;
+          const float* p = P + r * keys;
+          float* g = dP + r * keys;
           float D = 0.f;
           for (int64_t j = 0; j <= t; ++j) D += p[j] * g[j];
           for (int64_t j = 0; j <= t; ++j) g[j] = p[j] * (g[j] - D);
           for (int64_t j = t + 1; j < keys; ++j) g[j] = 0.f;
         }
         // dQ = scale dS K ; dK += scale dS^T Q
-        gemm_serial(false, false, rows, d, keys, scale, dP.data(), keys, k + qoff, H * d, 0.f, dq + qoff + r0 * H * d, H * d);
-        gemm_serial(true, false, keys, d, rows, scale, dP.data(), keys, qblk, H * d, 1.f, dk + qoff, H * d);
+        gemm_serial(false, false, rows, d, keys, scale, dP, keys, k + qoff, H * d, 0.f, dq + qoff + r0 * H * d, H * d);
+        gemm_serial(true, false, keys, d, rows, scale, dP, keys, qblk, H * d, 1.f, dk + qoff, H * d);
       }
     }
   });
@@ -180,14 +186,15 @@ void MLA::attention_backward(float* dq, float* dk, float* dkvb, const float* dou
 void MLA::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
                    const RopeTables& rt, MLAActs& a) const {
   const int64_t N = B * T, d = nope + rope, e = nope + vdim, C = kv_lora + rope;
-  Tensor dO = Tensor::empty({N, H, vdim});
+  ScratchScope scope;
+  Tensor dO = scratch({N, H, vdim});
   o_proj.backward(ps, dO.f32(), dy, a.o_NHv.f32(), N);
 
-  Tensor dq = Tensor::empty({N, H, d}), dk = Tensor::empty({N, H, d}), dkvb = Tensor::empty({N, H, e});
+  Tensor dq = scratch({N, H, d}), dk = scratch({N, H, d}), dkvb = scratch({N, H, e});
   attention_backward(dq.f32(), dk.f32(), dkvb.f32(), dO.f32(), B, T, a);
 
   // Keys: nope part goes to kv_b's output, the rope part is summed over heads (shared k_pe).
-  Tensor dckv = Tensor::empty({N, C});
+  Tensor dckv = scratch({N, C});
   float *pdk = dk.f32(), *pdkvb = dkvb.f32(), *pdc = dckv.f32();
   parallel_for(N, [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n) {
@@ -202,7 +209,7 @@ void MLA::backward(const ParamStore& ps, float* dx, const float* dy, const float
   rope_apply(pdc + kv_lora, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, 1, C, 0, int(rope), true);
 
   // kv path: kv_b_proj <- kv_a_layernorm <- kv_c part of kv_a_proj_with_mqa.
-  Tensor dkv_norm = Tensor::empty({N, kv_lora}), dkv_c = Tensor::empty({N, kv_lora});
+  Tensor dkv_norm = scratch({N, kv_lora}), dkv_c = scratch({N, kv_lora});
   kv_b_proj.backward(ps, dkv_norm.f32(), pdkvb, a.kv_norm_NL.f32(), N);
   kv_a_layernorm.backward(ps, dkv_c.f32(), dkv_norm.f32(), a.kv_c_NL.f32(), a.kv_rstd_N.f32(), N);
   for (int64_t n = 0; n < N; ++n)
@@ -212,7 +219,7 @@ void MLA::backward(const ParamStore& ps, float* dx, const float* dy, const float
   // q path.
   rope_apply(dq.f32() + nope, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, H, H * d, d, int(rope), true);
   if (q_lora > 0) {
-    Tensor dqa_norm = Tensor::empty({N, q_lora}), dqa = Tensor::empty({N, q_lora});
+    Tensor dqa_norm = scratch({N, q_lora}), dqa = scratch({N, q_lora});
     q_b_proj.backward(ps, dqa_norm.f32(), dq.f32(), a.qa_norm_NQ.f32(), N);
     q_a_layernorm.backward(ps, dqa.f32(), dqa_norm.f32(), a.qa_NQ.f32(), a.qa_rstd_N.f32(), N);
     q_a_proj.backward(ps, dx, dqa.f32(), x, N, /*accumulate_dx=*/true);

@@ -2,6 +2,7 @@
 
 #include "framework/gemm.h"
 #include "framework/ops.h"
+#include "framework/scratch.h"
 
 namespace moe {
 
@@ -56,7 +57,8 @@ void SwiGLUMLP::forward(const ParamStore& ps, float* y, const float* x, int64_t 
 void SwiGLUMLP::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N, MLPActs& a,
                          bool accumulate_dx) const {
   int64_t I = gate_proj.out;
-  Tensor dh = Tensor::empty({N, I}), dg = Tensor::empty({N, I}), du = Tensor::empty({N, I});
+  ScratchScope scope;
+  Tensor dh = scratch({N, I}), dg = scratch({N, I}), du = scratch({N, I});
   down_proj.backward(ps, dh.f32(), dy, a.h_NI.f32(), N);
   swiglu_backward(dg.f32(), du.f32(), dh.f32(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
   gate_proj.backward(ps, dx, dg.f32(), x, N, accumulate_dx);

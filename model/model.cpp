@@ -4,6 +4,7 @@
 
 #include "framework/gemm.h"
 #include "framework/ops.h"
+#include "framework/scratch.h"
 
 namespace moe {
 
@@ -46,7 +47,8 @@ void Block::backward(const ParamStore& ps, float* dx, const float* dy, const flo
                      const RopeTables& rt, BlockActs& a, float loss_scale) const {
   const int64_t N = B * T, D = input_layernorm.dim;
   // x_out = h + mlp(ln2(h)):  dh = dy + ln2^T mlp^T dy
-  Tensor dln2 = Tensor::empty({N, D}), dh = Tensor::empty({N, D});
+  ScratchScope scope;
+  Tensor dln2 = scratch({N, D}), dh = scratch({N, D});
   if (is_moe)
     moe.backward(ps, dln2.f32(), dy, a.ln2_ND.f32(), B, T, a.moe, loss_scale);
   else
@@ -55,7 +57,8 @@ void Block::backward(const ParamStore& ps, float* dx, const float* dy, const flo
   float* pdh = dh.f32();
   for (int64_t i = 0; i < N * D; ++i) pdh[i] += dy[i];
   // h = x + attn(ln1(x)):  dx = dh + ln1^T attn^T dh
-  Tensor dln1 = Tensor::zeros({N, D});
+  Tensor dln1 = scratch({N, D});
+  dln1.zero_();
   self_attn.backward(ps, dln1.f32(), pdh, a.ln1_ND.f32(), B, T, rt, a.attn);
   input_layernorm.backward(ps, dx, dln1.f32(), x, a.ln1_rstd_N.f32(), N);
   for (int64_t i = 0; i < N * D; ++i) dx[i] += pdh[i];
@@ -112,7 +115,8 @@ ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int
   final_norm(N);
   lse_N.ensure({N});
   losses_N.ensure({N});
-  Tensor logits = Tensor::empty({std::min(N, kHeadChunk), V});
+  ScratchScope scope;
+  Tensor logits = scratch({std::min(N, kHeadChunk), V});
   const float* W = ps_.param(lm_head).f32();
   double total = 0;
   for (int64_t r0 = 0; r0 < N; r0 += kHeadChunk) {
@@ -132,7 +136,8 @@ void DeepSeekV3::backward(float loss_scale) {
   const int64_t B = B_, T = T_, N = B * T, D = cfg_.hidden, V = cfg_.vocab_size;
   const int L = cfg_.layers;
   // Head: recompute each logits chunk, turn it into dlogits in place, then dxf and dW.
-  Tensor dxf = Tensor::empty({N, D}), logits = Tensor::empty({std::min(N, kHeadChunk), V});
+  ScratchScope scope;
+  Tensor dxf = scratch({N, D}), logits = scratch({std::min(N, kHeadChunk), V});
   const float* W = ps_.param(lm_head).f32();
   float* dW = ps_.grad(lm_head).f32();
   for (int64_t r0 = 0; r0 < N; r0 += kHeadChunk) {
@@ -143,7 +148,7 @@ void DeepSeekV3::backward(float loss_scale) {
                            loss_scale / float(N), n, V);
     linear_backward(dxf.f32() + r0 * D, dW, logits.f32(), xf, W, n, D, V);
   }
-  Tensor dx = Tensor::empty({N, D}), dprev = Tensor::empty({N, D});
+  Tensor dx = scratch({N, D}), dprev = scratch({N, D});
   norm_.backward(ps_, dx.f32(), dxf.f32(), resid_[L].f32(), xf_rstd_N.f32(), N);
   for (int l = L - 1; l >= 0; --l) {
     BlockActs& a = acts_[recompute_ ? 0 : l];

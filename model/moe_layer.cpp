@@ -3,6 +3,7 @@
 #include "framework/gemm.h"
 #include "framework/ops.h"
 #include "framework/profiler.h"
+#include "framework/scratch.h"
 #include "framework/threads.h"
 
 namespace moe {
@@ -36,9 +37,9 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
   for (int64_t e = 0; e < E; ++e) a.offsets[e + 1] += a.offsets[e];
   a.slot_of.resize(size_t(P));
   a.pos_of.resize(size_t(P));
-  std::vector<int64_t> fill(a.offsets.begin(), a.offsets.end() - 1);
+  a.fill.assign(a.offsets.begin(), a.offsets.end() - 1);
   for (int64_t i = 0; i < P; ++i) {
-    int64_t p = fill[a.router.idx_NK[i]]++;
+    int64_t p = a.fill[a.router.idx_NK[i]]++;
     a.slot_of[p] = int32_t(i);
     a.pos_of[i] = int32_t(p);
   }
@@ -82,7 +83,8 @@ void MoELayer::backward(const ParamStore& ps, float* dx, const float* dy, const 
   const float* w = a.router.weights_NK.f32();
 
   // Combine backward: dw[n,k] = dy[n] . ys[p];  dys[p] = w[n,k] * dy[n].
-  Tensor dw = Tensor::empty({N, K}), dys = Tensor::empty({P, D});
+  ScratchScope scope;
+  Tensor dw = scratch({N, K}), dys = scratch({P, D});
   float *pdw = dw.f32(), *pdys = dys.f32();
   parallel_for(N, [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n)
@@ -98,7 +100,7 @@ void MoELayer::backward(const ParamStore& ps, float* dx, const float* dy, const 
   }, 64);
 
   // Experts backward over their rows; dxs in expert order.
-  Tensor dxs = Tensor::empty({P, D});
+  Tensor dxs = scratch({P, D});
   for_each_expert(a.offsets, [&](int64_t e, int64_t p0, int64_t n) {
     MLPActs view{a.experts.gate_NI.rows(p0, p0 + n), a.experts.up_NI.rows(p0, p0 + n), a.experts.h_NI.rows(p0, p0 + n)};
     experts[e].backward(ps, dxs.f32() + p0 * D, pdys + p0 * D, a.xs_PD.f32() + p0 * D, n, view);

@@ -20,7 +20,7 @@ struct MoEActs {
   // Dispatch plan: copy p (in expert order) is token slot_of[p] / K, choice slot_of[p] % K;
   // pos_of[n*K + k] is the inverse. offsets[e]..offsets[e+1] are expert e's copies.
   std::vector<int32_t> slot_of, pos_of;
-  std::vector<int64_t> offsets;
+  std::vector<int64_t> offsets, fill;  // fill: next free copy of each expert while planning
   Tensor xs_PD;   // permuted inputs
   MLPActs experts;  // over all P copies, rows in expert order
   Tensor ys_PD;   // expert outputs before weighting

@@ -6,6 +6,7 @@
 
 #include "framework/gemm.h"
 #include "framework/kernels/rows.h"
+#include "framework/scratch.h"
 #include "framework/threads.h"
 
 namespace moe {
@@ -118,7 +119,8 @@ void Router::backward(const ParamStore& ps, float* dx, const float* dweights, co
     for (int64_t n = 0; n < N; ++n)
       for (int64_t k = 0; k < K; ++k) f[(n / T) * E + a.idx_NK[n * K + k]] += float(E) / float(K * T);
   }
-  Tensor dlogits = Tensor::empty({N, E});
+  ScratchScope scope;
+  Tensor dlogits = scratch({N, E});
   float* dl = dlogits.f32();
   parallel_for(N, [&](int64_t n0, int64_t n1) {
     std::vector<float> ds(E);

@@ -1,0 +1,32 @@
+// Scratch memory for temporaries inside a training step, from a per-thread LIFO arena: the first
+// step grows it to the high-water mark, later steps allocate nothing. A ScratchScope releases
+// everything taken since it opened; tensors from scratch() must not outlive their scope.
+//   ScratchScope scope;
+//   Tensor dq = scratch({N, H, d});   // uninitialised f32, 64-byte aligned
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "framework/tensor.h"
+
+namespace moe {
+
+class ScratchScope {
+ public:
+  ScratchScope();
+  ~ScratchScope();
+  ScratchScope(const ScratchScope&) = delete;
+  ScratchScope& operator=(const ScratchScope&) = delete;
+
+ private:
+  size_t chunk_, used_;
+};
+
+// An uninitialised f32 tensor from the calling thread's arena (needs an open ScratchScope).
+Tensor scratch(const Shape& shape);
+// Raw floats from the same arena, for per-thread buffers inside parallel_for bodies.
+float* scratch_floats(int64_t n);
+// Bytes the calling thread's arena holds (for tests and memory reports).
+size_t scratch_capacity();
+
+}  // namespace moe
