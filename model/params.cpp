@@ -7,7 +7,7 @@ namespace moe {
 
 int ParamStore::add(const std::string& name, const Shape& shape, Init init, float init_std, bool decay,
                     bool trainable) {
-  MOE_CHECK(!params_.defined() || params_.numel() == 0, "add after allocate: ", name);
+  MOE_CHECK(!allocated_, "parameter ", name, " added after allocate()");
   MOE_CHECK(find(name) < 0, "duplicate parameter ", name);
   ParamInfo p{name, shape, total_, init, init_std, decay, trainable};
   // Keep every parameter 64-byte aligned inside the flat buffer.
@@ -19,6 +19,7 @@ int ParamStore::add(const std::string& name, const Shape& shape, Init init, floa
 void ParamStore::allocate() {
   params_ = Tensor::zeros({total_});
   grads_ = Tensor::zeros({total_});
+  allocated_ = true;
 }
 
 void ParamStore::initialize(uint64_t seed) {

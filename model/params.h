@@ -45,6 +45,7 @@ class ParamStore {
  private:
   std::vector<ParamInfo> infos_;
   int64_t total_ = 0;
+  bool allocated_ = false;
   Tensor params_, grads_;
 };
 
