@@ -27,13 +27,16 @@ State& state() {
 
 }  // namespace
 
-Profiler::Scope::Scope(const char* phase) {
+Profiler::Scope::Scope(const char* phase, bool leaf) {
   State& s = state();
+  if (leaf && s.stack.size() > 1) return;  // charged to the enclosing phase
   s.charge();
   s.stack.push_back(phase);
+  pushed_ = true;
 }
 
 Profiler::Scope::~Scope() {
+  if (!pushed_) return;
   State& s = state();
   s.charge();
   s.stack.pop_back();

@@ -14,10 +14,15 @@ class Profiler {
   // Opens `phase` until the returned scope ends. Cheap (two clock reads) and always on.
   class Scope {
    public:
-    explicit Scope(const char* phase);
+    // A `leaf` phase (e.g. "gemm") is charged to the enclosing phase when there is one, so the GEMMs
+    // of the experts count as "experts" and only the dense layers' GEMMs as "gemm".
+    explicit Scope(const char* phase, bool leaf = false);
     ~Scope();
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;
+
+   private:
+    bool pushed_ = false;
   };
   static void reset();
   // Seconds per phase since the last reset; time outside any phase is "other".
@@ -29,3 +34,4 @@ class Profiler {
 #define MOE_PHASE_CAT2(a, b) a##b
 #define MOE_PHASE_CAT(a, b) MOE_PHASE_CAT2(a, b)
 #define MOE_PHASE(name) ::moe::Profiler::Scope MOE_PHASE_CAT(moe_phase_, __LINE__)(name)
+#define MOE_LEAF_PHASE(name) ::moe::Profiler::Scope MOE_PHASE_CAT(moe_phase_, __LINE__)(name, true)

@@ -27,7 +27,7 @@ static void for_each_expert(const std::vector<int64_t>& offsets, F&& fn) {
 
 void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, MoEActs& a,
                        float* load_E) const {
-  MOE_PHASE("moe_routing");  // router, dispatch and combine; expert GEMMs are charged to "gemm"
+  MOE_PHASE("moe_routing");  // router, dispatch and combine; the experts' own work is "experts"
   const int64_t N = B * T, P = N * K;
   gate.forward(ps, x, B, T, a.router, load_E);
 
@@ -58,14 +58,16 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
   a.experts.up_NI.ensure({P, I});
   a.experts.h_NI.ensure({P, I});
   for_each_expert(a.offsets, [&](int64_t e, int64_t p0, int64_t n) {
+    MOE_PHASE("experts");
     MLPActs view{a.experts.gate_NI.rows(p0, p0 + n), a.experts.up_NI.rows(p0, p0 + n), a.experts.h_NI.rows(p0, p0 + n)};
     experts[e].forward(ps, a.ys_PD.f32() + p0 * D, xs + p0 * D, n, view);
   });
 
   // Combine: y = shared(x) + sum_k w * ys.
-  if (has_shared)
+  if (has_shared) {
+    MOE_PHASE("experts");
     shared_experts.forward(ps, y, x, N, a.shared);
-  else
+  } else
     std::fill(y, y + N * D, 0.f);
   const float* ys = a.ys_PD.f32();
   const float* w = a.router.weights_NK.f32();
@@ -102,14 +104,16 @@ void MoELayer::backward(const ParamStore& ps, float* dx, const float* dy, const 
   // Experts backward over their rows; dxs in expert order.
   Tensor dxs = scratch({P, D});
   for_each_expert(a.offsets, [&](int64_t e, int64_t p0, int64_t n) {
+    MOE_PHASE("experts");
     MLPActs view{a.experts.gate_NI.rows(p0, p0 + n), a.experts.up_NI.rows(p0, p0 + n), a.experts.h_NI.rows(p0, p0 + n)};
     experts[e].backward(ps, dxs.f32() + p0 * D, pdys + p0 * D, a.xs_PD.f32() + p0 * D, n, view);
   });
 
   // Shared experts write dx; routed copies are un-permuted and added in fixed k order.
-  if (has_shared)
+  if (has_shared) {
+    MOE_PHASE("experts");
     shared_experts.backward(ps, dx, dy, x, N, a.shared);
-  else
+  } else
     std::fill(dx, dx + N * D, 0.f);
   const float* pdxs = dxs.f32();
   parallel_for(N, [&](int64_t n0, int64_t n1) {
