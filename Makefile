@@ -4,7 +4,7 @@ JOBS  ?= $(shell nproc)
 # Debian packages the build and tests need. python3-torch is only for regenerating golden files.
 DEB_PKGS := build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
             libyaml-cpp-dev libboost-dev libgtest-dev libopenblas-dev libopenblas0-pthread \
-            nlohmann-json3-dev
+            nlohmann-json3-dev zlib1g-dev libzstd-dev
 
 .PHONY: deps build test unit demo clean golden
 

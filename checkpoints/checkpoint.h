@@ -1,7 +1,8 @@
-// Checkpoints (docs/formats.md): <root>/step-00000100/ holds
+// Checkpoints (docs/checkpoints.md): <root>/step-00000100/ holds
 //   state.h5     one dataset per tensor, full logical shape, named as given (Hugging Face names
 //                for parameters, "optimizer.exp_avg.<name>" / "optimizer.exp_avg_sq.<name>" for
-//                the AdamW moments); f32 unless the tensor says otherwise
+//                the AdamW moments); f32 unless the tensor says otherwise; root attributes
+//                format_version, step, world_size
 //   config.yaml  the config the run was trained with
 //   meta.json    step, tokens seen, sampler state, anything the trainer wants back
 //   COMMITTED    written last: sha256 of every other file
@@ -18,17 +19,31 @@
 
 namespace moe {
 
+// The layout version written to state.h5's root attribute "format_version". Readers refuse a
+// newer one; checkpoints from before the attribute existed read as version 0 (same layout).
+inline constexpr int64_t kCheckpointFormatVersion = 1;
+
 struct NamedTensor {
   std::string name;
   Tensor tensor;  // CPU, contiguous
 };
 
-// Saves and commits (creating `root` if needed); then removes leftover step-*.tmp folders and all
-// but the newest `keep_last` committed checkpoints (0 = keep all; never the one just written).
-// Names must be unique and contain no '/'; `meta` is a JSON object (or null) and gets "step" set.
-// Returns the committed folder's path, root + "/step-%08d".
+// Which committed checkpoints a save leaves behind: the newest keep_last (0 = all), plus every
+// milestone, a step that is a multiple of keep_every (0 = none). Never the one just written.
+struct Retention {
+  Retention(int keep_last = 0, int64_t keep_every = 0) : keep_last(keep_last), keep_every(keep_every) {}
+  int keep_last;
+  int64_t keep_every;
+};
+
+// Saves and commits (creating `root` if needed); then removes leftover step-*.tmp folders and the
+// checkpoints `retention` does not keep. A save that fails throws moe::Error, removes its own
+// step-N.tmp and touches no committed checkpoint. Names must be unique and contain no '/'; `meta`
+// is a JSON object (or null) and gets "step" set; world_size (the number of ranks the state was
+// trained on) is recorded for readers. Returns the committed folder's path, root + "/step-%08d".
 std::string save_checkpoint(const std::string& root, int64_t step, const std::vector<NamedTensor>& tensors,
-                            const std::string& config_yaml, const nlohmann::json& meta, int keep_last);
+                            const std::string& config_yaml, const nlohmann::json& meta, Retention retention,
+                            int world_size = 1);
 
 // Resolves what the user gave: a checkpoint folder, the `latest` link, or a checkpoints root (→ its
 // newest committed checkpoint). Throws moe::Error if nothing committed is there.
@@ -51,6 +66,8 @@ class CheckpointReader {
   CheckpointReader& operator=(const CheckpointReader&) = delete;
   const std::string& dir() const { return dir_; }
   int64_t step() const;
+  int64_t format_version() const { return format_version_; }  // 0 for checkpoints older than the attribute
+  int64_t world_size() const { return world_size_; }          // 0 if not recorded
   const std::string& config_yaml() const { return config_yaml_; }
   const nlohmann::json& meta() const { return meta_; }
   std::vector<std::string> names() const;
@@ -65,7 +82,7 @@ class CheckpointReader {
  private:
   std::string dir_, config_yaml_;
   nlohmann::json meta_, committed_;  // committed_: COMMITTED's {step, files: {name: sha256}}
-  int64_t step_ = 0;
+  int64_t step_ = 0, format_version_ = 0, world_size_ = 0;
   long long file_ = -1;  // hid_t of state.h5
 };
 

@@ -77,6 +77,14 @@ void init() {
 std::string last_error() {
   std::string msg;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost, &msg);
+  // The file driver's messages run over lines with times, addresses and offsets ("file write
+  // failed: time = ...\n, ..., errno = 28, error message = 'No space left on device', ..."): keep
+  // what failed and the system's reason.
+  const std::string tag = "error message = '";
+  size_t at = msg.find(tag), end = at == std::string::npos ? at : msg.find('\'', at + tag.size());
+  if (end != std::string::npos) msg = msg.substr(0, msg.find(':')) + ": " + msg.substr(at + tag.size(), end - at - tag.size());
+  for (char& c : msg)
+    if (c == '\n') c = ' ';
   return msg;
 }
 
@@ -99,19 +107,27 @@ void check_name(const std::string& name) {
             "checkpoint tensor name '", name, "' must be non-empty and contain no '/'");
 }
 
-void write_tensor(hid_t file, const std::string& path, const std::string& name, const Tensor& t) {
+Dataset create_dataset(hid_t file, const std::string& path, const std::string& name, const Tensor& t) {
   check_name(name);
-  MOE_CHECK(t.device() == Device::CPU && t.defined(), "tensor '", name, "' must be a defined CPU tensor");
+  MOE_CHECK(t.device() == Device::CPU && (t.defined() || t.numel() == 0), "tensor '", name, "' must be a CPU tensor");
   Types ty = types_of(t.dtype());
   std::vector<hsize_t> dims(t.shape().begin(), t.shape().end());
   Space space(check(t.ndim() == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(t.ndim(), dims.data(), nullptr),
                     path, "cannot create dataspace for '" + name + "'"));
-  Dataset ds(check(H5Dcreate2(file, name.c_str(), ty.file, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+  Plist dcpl(check(H5Pcreate(H5P_DATASET_CREATE), path, "H5Pcreate"));
+  check(H5Pset_obj_track_times(dcpl.get(), false), path, "H5Pset_obj_track_times");
+  check(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY), path, "H5Pset_alloc_time");
+  check(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), path, "H5Pset_fill_time");
+  Dataset ds(check(H5Dcreate2(file, name.c_str(), ty.file, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
                    path, "cannot create dataset '" + name + "'"));
   if (needs_dtype_attr(t.dtype())) write_string_attr(ds.get(), path, "dtype", dtype_name(t.dtype()));
-  if (t.numel() > 0)
-    check(H5Dwrite(ds.get(), ty.mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw()), path,
-          "cannot write dataset '" + name + "'");
+  return ds;
+}
+
+void write_dataset(hid_t dataset, const std::string& path, const std::string& name, const Tensor& t) {
+  if (t.numel() == 0) return;
+  check(H5Dwrite(dataset, types_of(t.dtype()).mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw()), path,
+        "cannot write dataset '" + name + "'");
 }
 
 Shape dataset_shape(hid_t dataset, const std::string& path) {
@@ -154,6 +170,17 @@ void write_i64_attr(hid_t obj, const std::string& path, const char* attr, int64_
   Attr a(check(H5Acreate2(obj, attr, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), path,
                std::string("cannot create attribute '") + attr + "'"));
   check(H5Awrite(a.get(), H5T_NATIVE_INT64, &value), path, std::string("cannot write attribute '") + attr + "'");
+}
+
+std::optional<int64_t> read_i64_attr(hid_t obj, const std::string& path, const char* attr) {
+  htri_t exists = check(H5Aexists(obj, attr), path, std::string("cannot look for attribute '") + attr + "'");
+  if (exists == 0) return std::nullopt;
+  Attr a(check(H5Aopen(obj, attr, H5P_DEFAULT), path, std::string("cannot open attribute '") + attr + "'"));
+  Type type(check(H5Aget_type(a.get()), path, "H5Aget_type"));
+  if (H5Tget_class(type.get()) != H5T_INTEGER) throw error(path, ": attribute '", attr, "' is not an integer");
+  int64_t value = 0;
+  check(H5Aread(a.get(), H5T_NATIVE_INT64, &value), path, std::string("cannot read attribute '") + attr + "'");
+  return value;
 }
 
 }  // namespace moe::h5

@@ -4,6 +4,7 @@
 #pragma once
 #include <hdf5.h>
 
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -33,6 +34,7 @@ class Handle {
     if (id_ >= 0) Close(id_);
   }
   hid_t get() const { return id_; }
+  hid_t release() { return std::exchange(id_, H5I_INVALID_HID); }  // the caller closes it now
   bool valid() const { return id_ >= 0; }
 
  private:
@@ -58,9 +60,13 @@ hid_t check(hid_t id, const std::string& path, const std::string& what);
 // create groups and is rejected (MOE_CHECK: names come from our own parameter list).
 void check_name(const std::string& name);
 
-// Creates dataset `name` with the tensor's full logical shape and dtype, then writes it. A later
-// distributed save creates the same dataset and writes only its rank's rows as a hyperslab.
-void write_tensor(hid_t file, const std::string& path, const std::string& name, const Tensor& t);
+// Creates dataset `name` with the tensor's full logical shape and dtype. Its place in the file is
+// allocated now and never filled, so writing the data later (write_dataset) changes no HDF5
+// metadata. A later distributed save creates the same dataset and each rank writes its rows as a
+// hyperslab. No modification times are recorded: the same tensors always give the same file bytes.
+Dataset create_dataset(hid_t file, const std::string& path, const std::string& name, const Tensor& t);
+// Writes all of `t` (the tensor create_dataset was given) into the dataset.
+void write_dataset(hid_t dataset, const std::string& path, const std::string& name, const Tensor& t);
 
 Shape dataset_shape(hid_t dataset, const std::string& path);
 // f32, i32, u16, u32 from the HDF5 type; bf16 and fp8 (stored as u16 / u8) from a "dtype" attribute.
@@ -68,7 +74,9 @@ DType dataset_dtype(hid_t dataset, const std::string& path, const std::string& n
 // Reads the whole dataset into `out` (CPU, shape and dtype already checked by the caller).
 void read_tensor(hid_t dataset, const std::string& path, const std::string& name, Tensor& out);
 
-// Scalar int64 attribute on an object (the file root's "step").
+// Scalar int64 attributes on an object (the file root's "format_version", "step", "world_size").
 void write_i64_attr(hid_t obj, const std::string& path, const char* attr, int64_t value);
+// The attribute's value, or nullopt if the object has no such attribute.
+std::optional<int64_t> read_i64_attr(hid_t obj, const std::string& path, const char* attr);
 
 }  // namespace moe::h5

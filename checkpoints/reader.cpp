@@ -48,7 +48,13 @@ CheckpointReader::CheckpointReader(const std::string& dir) : dir_(resolve_checkp
   h5::init();
   std::string state = dir_ + "/" + kState;
   h5::Plist fapl = h5::file_access(state);
-  file_ = h5::check(H5Fopen(state.c_str(), H5F_ACC_RDONLY, fapl.get()), state, "cannot open as HDF5");
+  h5::File f(h5::check(H5Fopen(state.c_str(), H5F_ACC_RDONLY, fapl.get()), state, "cannot open as HDF5"));
+  format_version_ = h5::read_i64_attr(f.get(), state, "format_version").value_or(0);
+  if (format_version_ > kCheckpointFormatVersion)
+    throw error(state, ": format_version ", format_version_, " is newer than this build reads (expected <= ",
+                kCheckpointFormatVersion, "; update moe)");
+  world_size_ = h5::read_i64_attr(f.get(), state, "world_size").value_or(0);
+  file_ = f.release();  // the destructor closes it from here on
 }
 
 CheckpointReader::~CheckpointReader() {

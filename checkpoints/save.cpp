@@ -1,6 +1,8 @@
 // save_checkpoint: write everything into step-N.tmp/, COMMITTED last, then publish with renames.
 // The order is what makes a crash at any point harmless: a folder named step-N (no .tmp) only ever
 // appears complete and fsync'd, and `latest` only ever points at such a folder.
+#include <sys/statvfs.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -29,21 +31,50 @@ void remove_all_or_throw(const fs::path& p) {
   if (ec) throw error(p.string(), ": cannot remove (", ec.message(), ")");
 }
 
-void write_state(const fs::path& file, int64_t step, const std::vector<NamedTensor>& tensors) {
+// HDF5 1.10 cannot recover from a failed metadata flush: the close fails too ("slist already
+// enabled") and the library crashes when it shuts down at exit. So all metadata (every dataset,
+// its file space allocated but not filled) is created and flushed first, while it is small; a disk
+// that fills up during the data then fails a raw write, after which the file closes cleanly.
+void write_state(const fs::path& file, int64_t step, int world_size, const std::vector<NamedTensor>& tensors) {
   std::string path = file.string();
   std::set<std::string> seen;
   for (const NamedTensor& nt : tensors) {
     h5::check_name(nt.name);
     MOE_CHECK(seen.insert(nt.name).second, "tensor '", nt.name, "' is saved twice");
   }
-  {
-    h5::Plist fapl = h5::file_access(path);
-    h5::File f(h5::check(H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get()), path,
-                         "cannot create HDF5 file"));
-    h5::write_i64_attr(f.get(), path, "step", step);
-    for (const NamedTensor& nt : tensors) h5::write_tensor(f.get(), path, nt.name, nt.tensor);
-  }  // closed (and so flushed) before the fsync
+  h5::Plist fapl = h5::file_access(path);
+  // No sieve buffer: HDF5 would collect small datasets' data in it and flush it later, ignoring a
+  // failed write (seen with ENOSPC). Without it every write goes to the file in its H5Dwrite, which
+  // reports the failure.
+  h5::check(H5Pset_sieve_buf_size(fapl.get(), 0), path, "H5Pset_sieve_buf_size");
+  hid_t f = h5::check(H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get()), path, "cannot create HDF5 file");
+  try {
+    h5::write_i64_attr(f, path, "format_version", kCheckpointFormatVersion);
+    h5::write_i64_attr(f, path, "step", step);
+    h5::write_i64_attr(f, path, "world_size", world_size);
+    std::vector<h5::Dataset> datasets;
+    for (const NamedTensor& nt : tensors) datasets.push_back(h5::create_dataset(f, path, nt.name, nt.tensor));
+    h5::check(H5Fflush(f, H5F_SCOPE_LOCAL), path, "cannot write HDF5 metadata");
+    for (size_t i = 0; i < tensors.size(); ++i)
+      h5::write_dataset(datasets[i].get(), path, tensors[i].name, tensors[i].tensor);
+  } catch (...) {
+    if (H5Fclose(f) < 0) H5Eclear2(H5E_DEFAULT);
+    throw;
+  }
+  h5::check(H5Fclose(f), path, "cannot close HDF5 file");
   fsync_path(path);
+}
+
+// Refuses a save that certainly cannot fit before writing anything (the usual way a disk fills):
+// the tensors' bytes alone are a lower bound on the space needed.
+void check_free_space(const fs::path& root, const std::vector<NamedTensor>& tensors) {
+  struct statvfs st;
+  if (statvfs(root.c_str(), &st) != 0) return;  // unknown: the writes will tell
+  uint64_t free_bytes = uint64_t(st.f_bavail) * st.f_frsize, need = 0;
+  for (const NamedTensor& nt : tensors) need += uint64_t(nt.tensor.nbytes());
+  if (need > free_bytes)
+    throw error(root.string(), ": ", strerror(ENOSPC), " (the checkpoint needs more than ", need, " bytes, ",
+                free_bytes, " are free)");
 }
 
 // Points root/latest at `target` (a sibling name) atomically: a new link, renamed over the old one.
@@ -56,20 +87,21 @@ void switch_latest(const fs::path& root, const std::string& target) {
   rename_or_throw(tmp, root / kLatest);
 }
 
-// Removes leftovers of crashed saves, then all but the newest keep_last committed checkpoints.
-void clean_up(const fs::path& root, int64_t just_saved, int keep_last) {
+// Removes leftovers of crashed saves, then the committed checkpoints `keep` does not cover.
+void clean_up(const fs::path& root, int64_t just_saved, const Retention& keep) {
   std::vector<fs::path> stale;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(root, ec))
     if (is_tmp_dir(entry.path().filename().string())) stale.push_back(entry.path());
   if (ec) throw error(root.string(), ": cannot list (", ec.message(), ")");
   for (const fs::path& p : stale) remove_all_or_throw(p);
-  if (keep_last <= 0) return;
+  if (keep.keep_last <= 0) return;
   std::vector<std::string> committed = list_checkpoints(root.string());
-  int excess = int(committed.size()) - keep_last;
+  int excess = int(committed.size()) - keep.keep_last;
   for (int i = 0; i < excess; ++i) {
     fs::path dir = committed[i];
-    if (parse_step_dir(dir.filename().string()) == just_saved) continue;
+    int64_t step = parse_step_dir(dir.filename().string()).value_or(-1);
+    if (step == just_saved || (keep.keep_every > 0 && step % keep.keep_every == 0)) continue;
     // Renamed first so a crash mid-delete leaves a .tmp (cleaned next time), never a half folder.
     fs::path doomed = dir.string() + ".deleted.tmp";
     remove_all_or_throw(doomed);
@@ -78,10 +110,47 @@ void clean_up(const fs::path& root, int64_t just_saved, int keep_last) {
   }
 }
 
+// Writes and fsyncs every file of the checkpoint into `tmp`, COMMITTED last.
+void write_uncommitted(const fs::path& tmp, int64_t step, const std::vector<NamedTensor>& tensors,
+                       const std::string& config_yaml, const nlohmann::json& meta, int world_size) {
+  std::error_code ec;
+  fs::create_directory(tmp, ec);
+  if (ec) throw error(tmp.string(), ": cannot create folder (", ec.message(), ")");
+  write_state(tmp / kState, step, world_size, tensors);
+  write_file_synced((tmp / kConfig).string(), config_yaml);
+  nlohmann::json m = meta.is_null() ? nlohmann::json::object() : meta;
+  m["step"] = step;
+  write_file_synced((tmp / kMeta).string(), m.dump(2) + "\n");
+
+  nlohmann::json committed = {{"step", step}, {"files", nlohmann::json::object()}};
+  for (const char* f : {kState, kConfig, kMeta}) committed["files"][f] = sha256_file((tmp / f).string());
+  write_file_synced((tmp / kCommitted).string(), committed.dump(2) + "\n");
+  fsync_path(tmp.string());
+}
+
+// Publishes tmp as final_dir. Saving a step that already exists (a rerun after resuming from an
+// earlier step) replaces it: the old folder goes out of the way by rename and comes back if the
+// second rename fails, so step-N never lacks a committed version for longer than two renames.
+void publish(const fs::path& tmp, const fs::path& final_dir) {
+  if (!fs::exists(fs::symlink_status(final_dir))) {
+    rename_or_throw(tmp, final_dir);
+    return;
+  }
+  fs::path replaced = final_dir.string() + ".replaced.tmp";
+  remove_all_or_throw(replaced);
+  rename_or_throw(final_dir, replaced);
+  if (std::rename(tmp.c_str(), final_dir.c_str()) != 0) {
+    int e = errno;
+    std::rename(replaced.c_str(), final_dir.c_str());
+    throw error(tmp.string(), ": cannot rename to ", final_dir.string(), " (", strerror(e), ")");
+  }
+}
+
 }  // namespace
 
 std::string save_checkpoint(const std::string& root_str, int64_t step, const std::vector<NamedTensor>& tensors,
-                            const std::string& config_yaml, const nlohmann::json& meta, int keep_last) {
+                            const std::string& config_yaml, const nlohmann::json& meta, Retention retention,
+                            int world_size) {
   MOE_CHECK(step >= 0, "checkpoint step ", step);
   MOE_CHECK(meta.is_object() || meta.is_null(), "checkpoint meta must be a JSON object");
   h5::init();
@@ -93,33 +162,19 @@ std::string save_checkpoint(const std::string& root_str, int64_t step, const std
   std::string name = step_dir_name(step);
   fs::path tmp = root / (name + ".tmp"), final_dir = root / name;
   remove_all_or_throw(tmp);
-  fs::create_directory(tmp, ec);
-  if (ec) throw error(tmp.string(), ": cannot create folder (", ec.message(), ")");
-
-  write_state(tmp / kState, step, tensors);
-  write_file_synced((tmp / kConfig).string(), config_yaml);
-  nlohmann::json m = meta.is_null() ? nlohmann::json::object() : meta;
-  m["step"] = step;
-  write_file_synced((tmp / kMeta).string(), m.dump(2) + "\n");
-
-  nlohmann::json committed = {{"step", step}, {"files", nlohmann::json::object()}};
-  for (const char* f : {kState, kConfig, kMeta}) committed["files"][f] = sha256_file((tmp / f).string());
-  write_file_synced((tmp / kCommitted).string(), committed.dump(2) + "\n");
-  fsync_path(tmp.string());
-
-  // Saving a step that already exists (a rerun after resuming from an earlier step) replaces it;
-  // the old folder goes out of the way by rename, so step-N is never missing a committed version
-  // for longer than the two renames.
-  if (fs::exists(fs::symlink_status(final_dir))) {
-    fs::path replaced = root / (name + ".replaced.tmp");
-    remove_all_or_throw(replaced);
-    rename_or_throw(final_dir, replaced);
+  check_free_space(root, tensors);
+  try {
+    write_uncommitted(tmp, step, tensors, config_yaml, meta, world_size);
+    publish(tmp, final_dir);
+  } catch (...) {
+    // A full disk would otherwise stay full of the partial save; the committed ones are untouched.
+    fs::remove_all(tmp, ec);
+    throw;
   }
-  rename_or_throw(tmp, final_dir);
   switch_latest(root, name);
   fsync_path(root.string());
 
-  clean_up(root, step, keep_last);
+  clean_up(root, step, retention);
   return final_dir.string();
 }
 

@@ -141,11 +141,38 @@ size_t piece_end(std::string_view text, size_t pos, SplitPattern pattern) {
 }
 
 namespace {
+// Class of the character that ends right before p (p >= 1), as the pre-tokenizer scanning from
+// the left sees it: a valid UTF-8 character's lead byte is never part of an earlier character, so
+// looking back from p suffices.
+CharClass class_before(std::string_view t, size_t p) {
+  size_t s = p - 1;
+  if (static_cast<unsigned char>(t[s]) < 0x80) return detail::kAscii.cls[static_cast<unsigned char>(t[s])];
+  for (int k = 0; k < 3 && s > 0 && (static_cast<unsigned char>(t[s]) & 0xC0) == 0x80; ++k) --s;
+  detail::CharInfo c = detail::char_at(t, s);
+  return s + c.len == p ? c.cls : CharClass::Other;
+}
+
+// Both patterns end a piece at such a p and start the next one there, whatever comes before or
+// after (no piece holds a space inside except at its start, and none takes a letter after a
+// newline):
+//  - '\n' after a letter or number: letter and number pieces never take a newline (Llama-3's
+//    punctuation pieces do, hence not after punctuation);
+//  - ' ' after a non-space character and before a letter: " word" is one piece either way
+//    ( ?\p{L}+, Llama-3's [^\r\n\p{L}\p{N}]?\p{L}+);
+//  - a letter after a '\n' that follows a non-space character: the newline is a piece of its own
+//    (or ends a punctuation piece) either way; after more whitespace GPT-2's \s+(?!\S) would
+//    split the run differently at the end of the text.
 bool is_safe_cut(std::string_view text, size_t p) {
-  if (p == 0 || text[p] != '\n') return false;
-  auto b = static_cast<unsigned char>(text[p - 1]);
-  CharClass c = b < 0x80 ? detail::kAscii.cls[b] : CharClass::Other;
-  return c == CharClass::Letter || c == CharClass::Number;
+  if (p == 0 || p >= text.size()) return false;
+  if (text[p] == '\n') {
+    CharClass c = class_before(text, p);
+    return c == CharClass::Letter || c == CharClass::Number;
+  }
+  if (text[p] == ' ')
+    return p + 1 < text.size() && class_before(text, p) != CharClass::Space &&
+           detail::char_at(text, p + 1).cls == CharClass::Letter;
+  return text[p - 1] == '\n' && p >= 2 && class_before(text, p - 1) != CharClass::Space &&
+         detail::char_at(text, p).cls == CharClass::Letter;
 }
 }  // namespace
 

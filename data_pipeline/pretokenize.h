@@ -41,8 +41,10 @@ template <class F>
 void for_each_piece(std::string_view text, const PreTokenizer& pre, F&& f);
 
 // The first position p >= from where cutting `text` in two splits it into exactly the pieces of the
-// whole (for both patterns, with or without split_digits): a '\n' right after an ASCII letter or
-// digit. text.size() when there is none. Lets long texts be pre-tokenized in parallel chunks.
+// whole (for both patterns, with or without split_digits): before a '\n' that follows a letter or
+// number ("x|\n"), before a ' ' between a non-space character and a letter ("x| word"), or before a
+// letter after a '\n' that follows a non-space character ("。\n|x"). text.size() when there is none.
+// Lets long texts be pre-tokenized in parallel chunks.
 size_t safe_cut(std::string_view text, size_t from);
 // The last such position in text, or 0 when there is none.
 size_t last_safe_cut(std::string_view text);

@@ -1,17 +1,16 @@
-// The writing side of the shard format (docs/formats.md, "Shards"). preprocess appends documents
-// to one token stream; finish() cuts the stream into the train split (its head) and the val split
-// (its last `val_tokens` tokens), writes the .idx files, checksums and manifests.
-//
-// Bounded memory: tokens go straight to `<dir>/train/shard-NNNNN.bin` in shard-sized files and
-// document starts to a temporary `<dir>/doc-starts.u64`; finish() moves the tail into `<dir>/val`
-// (a copy of the val tokens only) and truncates the train shard the cut falls in.
+// The last step of preprocess: the finished token stream (token_stream.h) becomes the two split
+// folders, `train` (the stream's head) and `val` (its last tokens), each with its indexes and a
+// manifest.json (docs/formats.md). One function per output format; each may be run again after a
+// crash and gives the same files.
 #pragma once
 #include <cstdint>
-#include <cstdio>
+#include <functional>
 #include <string>
-#include <vector>
+#include <utility>
 
 #include <nlohmann/json.hpp>
+
+#include "data_pipeline/token_stream.h"
 
 namespace moe {
 
@@ -20,59 +19,41 @@ struct ShardHeader {
   std::string tokenizer_hash;  // Tokenizer::hash()
   int64_t vocab_size = 0;
   uint32_t eos_id = 0;
+  int width = 2;  // bytes per token on disk
 };
 
-// "shard-00007.bin" for (7, ".bin").
-std::string shard_name(int64_t k, const char* ext);
-// Bytes per token on disk: 2 ("u16") when every id fits, else 4 ("u32").
+// Bytes per token on disk by default: 2 when every id fits uint16, else 4.
 int token_width(int64_t vocab_size);
 
-// Appends little-endian tokens to shard-00000.bin, shard-00001.bin, ... in `dir`, starting a new
-// file every `shard_tokens` tokens.
-class RollingShardFile {
- public:
-  RollingShardFile(std::string dir, int width, int64_t shard_tokens);
-  ~RollingShardFile();
-  RollingShardFile(const RollingShardFile&) = delete;
-  RollingShardFile& operator=(const RollingShardFile&) = delete;
-  void write(const uint8_t* bytes, int64_t tokens);
-  void close();
-  const std::vector<int64_t>& shard_tokens() const { return sizes_; }
-
- private:
-  std::string dir_;
-  int width_;
-  int64_t shard_tokens_;
-  FILE* f_ = nullptr;
-  std::vector<int64_t> sizes_;  // tokens in each file so far
+// What finishing needs besides the stream. val_record is what an earlier, interrupted finish
+// stored through save_val once the val split was complete (null the first time): the val files are
+// then kept as they are, because the train side of the stream may already be cut.
+struct FinishInput {
+  std::string dir;  // the run's .tmp folder
+  ShardHeader header;
+  int64_t shard_tokens = 0;
+  StreamState stream;
+  int64_t cut = 0;          // val = stream tokens [cut, stream.tokens)
+  uint64_t text_bytes = 0;  // of the whole corpus; the val share is counted from its tokens
+  // Text bytes of a run of tokens (EOS ids count 0): the tokenizer's decode, in effect.
+  std::function<uint64_t(const uint32_t*, size_t)> bytes_of;
+  const nlohmann::json* val_record = nullptr;
+  std::function<void(const nlohmann::json&)> save_val;
 };
 
-class ShardWriter {
- public:
-  // `dir` must exist and be empty (preprocess's temporary output folder).
-  ShardWriter(std::string dir, ShardHeader header, int64_t shard_tokens);
-  ~ShardWriter();
-  ShardWriter(const ShardWriter&) = delete;
-  ShardWriter& operator=(const ShardWriter&) = delete;
+// Shards format: writes dir/val/shard-*.{bin,idx}, cuts dir/train to the cut, writes its .idx files
+// and both manifests. Returns {train manifest, val manifest}.
+std::pair<nlohmann::ordered_json, nlohmann::ordered_json> finish_shards(const FinishInput& in);
 
-  // A document is one or more add_tokens() calls, then end_document() (which appends the EOS id).
-  void add_tokens(const std::vector<uint32_t>& ids);
-  void end_document();
-  int64_t tokens() const { return tokens_; }
-  int64_t documents() const { return documents_; }
-  // Requires 0 <= val_tokens < tokens(). Writes <dir>/train and <dir>/val; returns their manifests.
-  std::pair<nlohmann::ordered_json, nlohmann::ordered_json> finish(int64_t val_tokens);
+// One split's manifest.json (written atomically); `files` lists {file, tokens, documents,
+// sha256_bin, sha256_idx} in stream order.
+nlohmann::ordered_json write_manifest(const std::string& split_dir, const char* split, const char* format,
+                                      const ShardHeader& h, const char* dtype, uint64_t bytes,
+                                      nlohmann::ordered_json files);
 
- private:
-  std::string dir_;
-  ShardHeader header_;
-  int64_t shard_tokens_;
-  int width_;
-  RollingShardFile stream_;
-  FILE* starts_ = nullptr;  // uint64 global start offset of every document
-  std::vector<uint8_t> buf_;
-  bool in_document_ = false;
-  int64_t tokens_ = 0, documents_ = 0;
-};
+// Reads tokens [lo, hi) of width-byte little-endian ids from `path` (token offset `first` at byte 0)
+// in chunks, calling fn(ids, n) on each.
+void read_tokens(const std::string& path, int width, int64_t first, int64_t lo, int64_t hi,
+                 const std::function<void(const uint32_t*, size_t)>& fn);
 
 }  // namespace moe

@@ -1,10 +1,12 @@
 // The packed-token shard format (docs/formats.md). A preprocessed folder holds one sub-folder per
 // split (`train/`, `val/`), each with:
-//   manifest.json      tokenizer name + hash, vocab_size, token dtype (u16 | u32), documents,
-//                      tokens, and per shard: file name, tokens, documents, sha256 of .bin and .idx
+//   manifest.json      format (shards | megatron), tokenizer name + hash, vocab_size, token dtype
+//                      (u16 | u32, megatron: u16 | i32), documents, tokens, text bytes, and per
+//                      file: name, tokens, documents, sha256 of .bin and .idx
 //   shard-00000.bin    little-endian token ids, documents separated by the tokenizer's EOS id
 //   shard-00000.idx    little-endian uint64 document start offsets (in tokens) within the shard,
 //                      followed by the shard's token count
+// or, for --format megatron, data_text_document.{bin,idx}: a Megatron-LM pair (megatron.h).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -19,7 +21,9 @@ namespace moe {
 // matches it (cheap); verify() additionally checks sha256s (what `moe inspect` does).
 class TokenDataset {
  public:
-  // `dir` is a split folder (has manifest.json), or a preprocessed folder plus `split`.
+  // `dir` is a split folder (has manifest.json), a preprocessed folder plus `split`, or a bare
+  // Megatron-LM pair (PREFIX, PREFIX.bin/.idx, or a folder holding pairs): that is the train split,
+  // other splits of it are empty; it has no tokenizer name, and vocab_size() is its largest id + 1.
   static TokenDataset open(const std::string& dir, const std::string& split = "train");
   ~TokenDataset();
   TokenDataset(TokenDataset&&) noexcept;
@@ -63,17 +67,26 @@ class BatchSampler {
 };
 
 struct PreprocessOptions {
-  std::vector<std::string> inputs;  // files or folders (.txt; .jsonl with text_key)
+  std::vector<std::string> inputs;  // files or folders (.txt; .jsonl with text_key; either as .gz or .zst)
   std::string tokenizer = "byte";
   std::string output;
   std::string text_key = "text";
   double val_fraction = 0.05;
   int workers = 0;  // 0 = all cores
   bool overwrite = false;
-  int64_t shard_tokens = 1 << 28;  // tokens per shard before starting a new one
+  int64_t shard_tokens = 1 << 28;  // tokens per shard (and between checkpoints)
+  bool split_docs = false;         // .txt: blank-line-separated documents, not one per file
+  bool skip_bad_lines = false;     // count malformed .jsonl lines instead of failing on the first
+  std::string format = "shards";   // shards | megatron
+  std::string dtype = "auto";      // token ids on disk: auto | u16 | u32 (i32 for megatron)
+  double progress_seconds = -1;    // between progress lines on stderr; < 0 auto, 0 none
+  // Tests: fail as a crash would (leaving the .tmp folder) right after this many checkpoints (the
+  // val split, once written, counts as one).
+  int64_t crash_after_checkpoints = 0;
 };
 
-// Writes output/train and output/val. Returns a summary (documents, tokens per split, seconds).
+// Writes output/train and output/val (docs/formats.md), resuming an interrupted run with the same
+// arguments. Returns the summary (documents, tokens per split, bad lines, invalid UTF-8, seconds).
 nlohmann::json preprocess(const PreprocessOptions& opt);
 
 }  // namespace moe

@@ -63,7 +63,7 @@ std::vector<Field> schema(Config& c) {
       {"train.threads", &t.threads},
       {"parallel.ep", &c.parallel.ep},
       {"checkpoint.every", &c.checkpoint.every}, {"checkpoint.keep_last", &c.checkpoint.keep_last},
-      {"checkpoint.resume", &c.checkpoint.resume},
+      {"checkpoint.keep_every", &c.checkpoint.keep_every}, {"checkpoint.resume", &c.checkpoint.resume},
       {"device", &c.device},
   };
 }
@@ -370,6 +370,7 @@ void validate(const Config& c, const Rules& r) {
   r.positive("parallel.ep", c.parallel.ep);
   r.at_least("checkpoint.every", c.checkpoint.every, int64_t(0));
   r.at_least("checkpoint.keep_last", c.checkpoint.keep_last, 0);
+  r.at_least("checkpoint.keep_every", c.checkpoint.keep_every, int64_t(0));
   r.need(!c.checkpoint.resume.empty(), {"checkpoint.resume"}, "checkpoint.resume is empty",
          "auto | never | a checkpoint path");
   r.one_of("device", c.device, {"auto", "cpu", "cuda"});

@@ -86,7 +86,8 @@ struct ParallelConfig {
 struct CheckpointConfig {
   int64_t every = 500;  // 0 = only at the end
   int keep_last = 3;    // 0 = keep all
-  std::string resume = "auto";  // auto | never | <path to a checkpoint>
+  int64_t keep_every = 0;  // also keep every checkpoint whose step is a multiple (milestones), 0 = none
+  std::string resume = "auto";  // auto | never (or none) | <path to a checkpoint>
   bool operator==(const CheckpointConfig&) const = default;
 };
 

@@ -23,7 +23,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   MOE_LEAF_PHASE("gemm");
   // Below ~1 MFLOP a thread hand-off costs more than it saves.
-  if (num_threads() == 1 || M * N * K < (1 << 20)) {
+  if (num_threads() == 1 || in_parallel_region() || M * N * K < (1 << 20)) {
     gemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }

@@ -13,6 +13,16 @@
 namespace moe {
 namespace {
 
+// True while this thread runs a chunk of a parallel_for: a nested parallel_for (or threaded gemm)
+// then runs inline on this thread instead of waiting for workers that are all busy.
+thread_local bool t_in_parallel = false;
+
+struct ParallelRegion {
+  bool saved = t_in_parallel;
+  ParallelRegion() { t_in_parallel = true; }
+  ~ParallelRegion() { t_in_parallel = saved; }
+};
+
 class Pool {
  public:
   explicit Pool(int n) : n_(std::max(1, n)) {
@@ -42,7 +52,10 @@ class Pool {
       ++generation_;
     }
     cv_.notify_all();
-    task(0);
+    {
+      ParallelRegion region;
+      task(0);
+    }
     std::unique_lock<std::mutex> lk(mu_);
     done_cv_.wait(lk, [&] { return pending_ == 0; });
     task_ = nullptr;
@@ -63,6 +76,7 @@ class Pool {
         chunks = chunks_;
       }
       if (id < chunks) {
+        ParallelRegion region;
         (*task)(id);
         std::lock_guard<std::mutex> lk(mu_);
         if (--pending_ == 0) done_cv_.notify_one();
@@ -109,8 +123,14 @@ void set_num_threads(int n) {
 
 int num_threads() { return get_pool().size(); }
 
+bool in_parallel_region() { return t_in_parallel; }
+
 void parallel_for(int64_t n, FunctionRef<void(int64_t, int64_t)> fn, int64_t grain) {
   if (n <= 0) return;
+  if (t_in_parallel) {
+    fn(0, n);
+    return;
+  }
   Pool& p = get_pool();
   int64_t chunks = std::min<int64_t>(p.size(), std::max<int64_t>(1, n / std::max<int64_t>(1, grain)));
   if (chunks <= 1) {

@@ -10,6 +10,8 @@ namespace moe {
 
 void set_num_threads(int n);  // 0 = hardware concurrency (or $MOE_NUM_THREADS)
 int num_threads();
+// Whether the calling thread is running a chunk of a parallel_for (nested calls run inline).
+bool in_parallel_region();
 
 // fn(begin, end) on disjoint chunks covering [0, n); chunks hold at least `grain` items.
 void parallel_for(int64_t n, FunctionRef<void(int64_t, int64_t)> fn, int64_t grain = 1);

@@ -106,6 +106,7 @@ int cmd_bench(int argc, char** argv) {
   if (what == "train") return bench_train(argc - 1, argv + 1);
   if (what == "comm") return cmd_bench_comm(argc - 1, argv + 1);
   if (what == "tokenizer") return cmd_bench_tokenizer(argc - 1, argv + 1);
+  if (what == "checkpoint") return cmd_bench_checkpoint(argc - 1, argv + 1);
   throw error("moe bench: unknown benchmark '", what, "' (expected train, comm or tokenizer)");
 }
 

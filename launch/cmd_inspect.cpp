@@ -1,5 +1,6 @@
 // `moe inspect PATH [--json]`: verify and summarise a shard folder or a checkpoint. What PATH is
 // is decided from what it holds, so one command covers everything `preprocess` and `train` write.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -24,7 +25,9 @@ const char* kInspectUsage =
     "usage: moe inspect PATH [--json]\n"
     "\n"
     "Verifies every checksum and summarises PATH, which is one of:\n"
-    "  a preprocessed folder (train/ and val/ with manifests) or one split folder (manifest.json)\n"
+    "  a preprocessed folder (train/ and val/ with manifests) or one split folder (manifest.json):\n"
+    "    checksums, document indexes and token range; documents, tokens, bytes/token per split\n"
+    "  a Megatron-LM .bin/.idx pair (its PREFIX, either file, or a folder holding it)\n"
     "  a checkpoint folder (step-N), a 'latest' link, or a checkpoints folder (its newest checkpoint)\n"
     "\n"
     "  --json   print one JSON object instead of text\n"
@@ -74,37 +77,73 @@ std::string human_bytes(int64_t b) {
   return buf;
 }
 
+// A bare Megatron-LM pair: PREFIX (or PREFIX.bin / PREFIX.idx) with both files present, or a
+// folder holding such pairs and no manifest.
+bool is_megatron_pair(const fs::path& p) {
+  std::string s = p.string();
+  if (s.ends_with(".bin") || s.ends_with(".idx")) s.resize(s.size() - 4);
+  if (path_exists(s + ".idx") && path_exists(s + ".bin")) return true;
+  std::error_code ec;
+  if (!fs::is_directory(p, ec)) return false;
+  for (const auto& e : fs::directory_iterator(p, ec)) {
+    fs::path idx = e.path();
+    if (idx.extension() == ".idx" && path_exists(fs::path(idx).replace_extension(".bin"))) return true;
+  }
+  return false;
+}
+
+std::string bytes_per_token(const nlohmann::json& m, int64_t tokens) {
+  if (!m.contains("bytes") || !m["bytes"].is_number() || tokens == 0) return "-";
+  char buf[32];
+  snprintf(buf, sizeof buf, "%.3f", m["bytes"].get<double>() / double(tokens));
+  return buf;
+}
+
+// Verifies every file of each split (checksums, indexes, token range) and prints a row per split.
 int inspect_shards(const fs::path& p, bool json) {
   std::vector<TokenDataset> splits;
   if (is_split_folder(p)) {
     splits.push_back(TokenDataset::open(p.string()));
-  } else {
+  } else if (is_preprocessed_folder(p)) {
     for (const char* split : {"train", "val"}) splits.push_back(TokenDataset::open(p.string(), split));
+  } else {
+    splits.push_back(TokenDataset::open(p.string(), "train"));  // a bare Megatron pair is one split
   }
   ordered_json out = {{"kind", "shards"}, {"path", p.string()}, {"splits", ordered_json::array()}};
   for (const TokenDataset& d : splits) {
-    d.verify();  // throws naming the shard whose checksum differs
+    d.verify();  // throws naming the file whose checksum, index or tokens are wrong
     const nlohmann::json& m = d.manifest();
-    out["splits"].push_back({{"split", m.value("split", fs::path(d.dir()).filename().string())},
-                             {"tokens", d.num_tokens()},
-                             {"documents", m.value("documents", int64_t(0))},
-                             {"shards", m.contains("shards") ? m["shards"].size() : 0},
-                             {"vocab_size", d.vocab_size()},
-                             {"tokenizer", d.tokenizer_name()},
-                             {"ok", true}});
+    ordered_json row = {{"split", m.value("split", fs::path(d.dir()).filename().string())},
+                        {"format", m.value("format", "shards")},
+                        {"tokens", d.num_tokens()},
+                        {"documents", m.value("documents", int64_t(0))},
+                        {"shards", m.contains("shards") ? m["shards"].size() : 0},
+                        {"vocab_size", d.vocab_size()},
+                        {"tokenizer", d.tokenizer_name()}};
+    if (m.contains("bytes")) {
+      row["bytes"] = m["bytes"];
+      if (d.num_tokens() > 0) row["bytes_per_token"] = std::round(m["bytes"].get<double>() / double(d.num_tokens()) * 1000) / 1000;
+    }
+    row["ok"] = true;
+    out["splits"].push_back(row);
   }
   if (json) {
     printf("%s\n", out.dump().c_str());
     return 0;
   }
   printf("shards     %s\n", p.string().c_str());
-  printf("%-6s %15s %12s %7s %8s  %-12s %s\n", "split", "tokens", "documents", "shards", "vocab", "tokenizer",
-         "checksums");
-  for (const auto& s : out["splits"])
-    printf("%-6s %15s %12s %7s %8s  %-12s ok\n", s["split"].get<std::string>().c_str(),
-           with_commas(s["tokens"].get<int64_t>()).c_str(), with_commas(s["documents"].get<int64_t>()).c_str(),
-           with_commas(s["shards"].get<int64_t>()).c_str(), with_commas(s["vocab_size"].get<int64_t>()).c_str(),
-           s["tokenizer"].get<std::string>().c_str());
+  printf("%-6s %-8s %15s %12s %7s %15s %11s %8s  %-12s %s\n", "split", "format", "tokens", "documents", "shards",
+         "bytes", "bytes/token", "vocab", "tokenizer", "checks");
+  for (size_t i = 0; i < out["splits"].size(); ++i) {
+    const auto& s = out["splits"][i];
+    std::string bytes = s.contains("bytes") ? with_commas(s["bytes"].get<int64_t>()) : "-";
+    std::string tok = s["tokenizer"].get<std::string>();
+    printf("%-6s %-8s %15s %12s %7s %15s %11s %8s  %-12s ok\n", s["split"].get<std::string>().c_str(),
+           s["format"].get<std::string>().c_str(), with_commas(s["tokens"].get<int64_t>()).c_str(),
+           with_commas(s["documents"].get<int64_t>()).c_str(), with_commas(s["shards"].get<int64_t>()).c_str(),
+           bytes.c_str(), bytes_per_token(splits[i].manifest(), s["tokens"].get<int64_t>()).c_str(),
+           with_commas(s["vocab_size"].get<int64_t>()).c_str(), tok.empty() ? "-" : tok.c_str());
+  }
   return 0;
 }
 
@@ -163,9 +202,9 @@ int cmd_inspect(int argc, char** argv) {
   bool json = a.has("json");
   fs::path p(path);
   std::error_code ec;
-  if (!path_exists(p) && !fs::is_symlink(fs::symlink_status(p, ec)))
+  if (!path_exists(p) && !is_megatron_pair(p) && !fs::is_symlink(fs::symlink_status(p, ec)))
     throw error(path, ": no such file or folder (expected a shard folder or a checkpoint)");
-  if (is_split_folder(p) || is_preprocessed_folder(p)) return inspect_shards(p, json);
+  if (is_split_folder(p) || is_preprocessed_folder(p) || is_megatron_pair(p)) return inspect_shards(p, json);
   if (looks_like_checkpoint(p)) return inspect_checkpoint(path, json);
   throw error(path, ": neither a shard folder (manifest.json, or train/ and val/ with manifests) nor a checkpoint "
                     "(a step-N folder, a 'latest' link or a checkpoints folder)");

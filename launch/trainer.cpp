@@ -1,12 +1,15 @@
 #include "launch/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
+#include "checkpoints/async_save.h"
 #include "checkpoints/checkpoint.h"
 #include "data_pipeline/shards.h"
 #include "framework/error.h"
@@ -35,12 +38,12 @@ double seconds_since(Clock::time_point t0) {
 // f32 GEMM throughput of this machine with the threads we use: the denominator of MFU on the CPU.
 // Best of several short trials, so a momentary hiccup does not inflate every MFU figure after it.
 double measure_peak_gflops() {
-  const int64_t n = 512;
+  const int64_t n = 1024;  // big enough that thread wake-ups do not count
   Tensor a = Tensor::empty({n, n}), b = Tensor::empty({n, n}), c = Tensor::empty({n, n});
   a.fill_(0.5f);
   b.fill_(0.25f);
   double best = 0;
-  for (int trial = 0; trial < 8; ++trial) {
+  for (int trial = 0; trial < 3; ++trial) {
     auto t0 = Clock::now();
     gemm(false, false, n, n, n, 1.f, a.f32(), n, b.f32(), n, 0.f, c.f32(), n);
     best = std::max(best, 2.0 * n * n * n / seconds_since(t0) / 1e9);
@@ -49,6 +52,41 @@ double measure_peak_gflops() {
 }
 
 void reduce_doubles(double* x, int n, void* comm) { static_cast<Comm*>(comm)->allreduce_sum(x, n); }
+
+// metrics.jsonl tells the history that led to the current state. A run that died after its last
+// checkpoint logged steps the resumed run will log again, so on start every row after the step we
+// start from is dropped (and a line torn by a kill). Returns the rows kept. The file is rewritten
+// and renamed into place, so a crash here loses nothing.
+int64_t keep_metrics_up_to(const fs::path& path, int64_t step) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return 0;
+  std::string line, kept;
+  int64_t rows = 0, dropped = 0;
+  while (std::getline(in, line)) {
+    nlohmann::json row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    bool keep = in.good() && row.is_object() && row.contains("step") && row["step"].is_number_integer() &&
+                row["step"].get<int64_t>() <= step;  // !good(): the last line had no newline
+    if (!keep) {
+      ++dropped;
+      continue;
+    }
+    kept += line + "\n";
+    ++rows;
+  }
+  if (dropped == 0) return rows;
+  fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << kept;
+    if (!out.flush()) throw error(tmp.string(), ": cannot write");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw error(tmp.string(), ": cannot rename to ", path.string(), " (", ec.message(), ")");
+  printf("%s: dropped %lld row(s) after step %lld (logged by a run that ended before saving them)\n",
+         path.string().c_str(), (long long)dropped, (long long)step);
+  return rows;
+}
 
 std::string fmt_duration(double s) {
   char buf[32];
@@ -82,7 +120,11 @@ class Trainer {
     if (comm_.is_root()) {
       fs::create_directories(cfg_.run.out_dir);
       std::ofstream(fs::path(cfg_.run.out_dir) / "config.yaml") << config_to_yaml(cfg_);
-      metrics_ = std::make_unique<MetricsLog>((fs::path(cfg_.run.out_dir) / "metrics.jsonl").string());
+      fs::path metrics_path = fs::path(cfg_.run.out_dir) / "metrics.jsonl";
+      metrics_rows_ = keep_metrics_up_to(metrics_path, start_step_);
+      metrics_ = std::make_unique<MetricsLog>(metrics_path.string());
+      saver_ = std::make_unique<AsyncSaver>(ckpt_root_, Retention(cfg_.checkpoint.keep_last, cfg_.checkpoint.keep_every),
+                                            comm_.size());
       ParamCounts pc = count_params(cfg_.model);
       printf("moe train: %s | %.2fM params (%.2fM active) | %d rank(s) x %d thread(s) | global batch %lld x %d tokens\n",
              cfg_.run.name.c_str(), pc.total / 1e6, pc.active / 1e6, W, num_threads(), (long long)global_batch, T);
@@ -145,24 +187,27 @@ class Trainer {
                  (long long)done, (long long)t.steps, loss, lr, gnorm, tps, 100.0 * gflops / peak_gflops,
                  peak_rss_mib(), load_ratio, fmt_duration(eta).c_str());
           fflush(stdout);
-          metrics_->write({{"step", done}, {"loss", loss}, {"aux_loss", losses[1] / (A * W)},
-                           {"z_loss", losses[2] / (A * W)}, {"lr", lr}, {"grad_norm", gnorm},
-                           {"tokens", done * tokens_per_step}, {"tokens_per_s", tps}, {"step_s", step_time},
-                           {"gflops_per_rank", gflops}, {"mfu", gflops / peak_gflops},
-                           {"peak_rss_mib", peak_rss_mib()}, {"expert_load_max_mean", load_ratio},
-                           {"expert_load", load_rows},
-                           {"elapsed_s", seconds_since(run_start)}});
+          log_metrics({{"step", done}, {"loss", loss}, {"aux_loss", losses[1] / (A * W)},
+                       {"z_loss", losses[2] / (A * W)}, {"lr", lr}, {"grad_norm", gnorm},
+                       {"tokens", done * tokens_per_step}, {"tokens_per_s", tps}, {"step_s", step_time},
+                       {"gflops_per_rank", gflops}, {"mfu", gflops / peak_gflops},
+                       {"peak_rss_mib", peak_rss_mib()}, {"expert_load_max_mean", load_ratio},
+                       {"expert_load", load_rows},
+                       {"elapsed_s", seconds_since(run_start)}});
         }
         log_start = Clock::now();
         log_tokens = 0;
       }
       bool last = done == t.steps;
       if ((t.eval_every > 0 && done % t.eval_every == 0) || last) run_eval(done);
+      // A background save that finished is reported here; one that failed ends the run (exit 2).
+      if (comm_.is_root()) report_save(saver_->poll());
       // Every rank must agree to stop at the same step boundary.
       double stop_flag = g_stop_signal;
       comm_.allreduce_sum(&stop_flag, 1);
       int stop = stop_flag > 0 ? (g_stop_signal ? int(g_stop_signal) : SIGTERM) : 0;
-      if ((cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0) || last || stop) save(done);
+      // The last save and a save on a signal are on disk before the process exits.
+      if ((cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0) || last || stop) save(done, last || stop);
       if (stop) {
         if (comm_.is_root()) printf("stopping on signal %d after step %lld (checkpoint saved)\n", stop, (long long)done);
         return 0;
@@ -199,23 +244,45 @@ class Trainer {
     printf("eval step %lld | val loss %.4f | ppl %.2f | bits/byte %.4f | %lld tokens\n", (long long)step, r.loss,
            r.perplexity, r.bits_per_byte, (long long)r.tokens);
     fflush(stdout);
-    metrics_->write({{"step", step}, {"val_loss", r.loss}, {"val_perplexity", r.perplexity},
-                     {"val_bits_per_byte", r.bits_per_byte}, {"val_tokens", r.tokens}});
+    log_metrics({{"step", step}, {"val_loss", r.loss}, {"val_perplexity", r.perplexity},
+                 {"val_bits_per_byte", r.bits_per_byte}, {"val_tokens", r.tokens}});
   }
 
-  void save(int64_t step) {
-    if (!comm_.is_root()) return;  // every rank holds the full state in data parallelism
+  void log_metrics(const nlohmann::json& row) {
+    metrics_->write(row);
+    ++metrics_rows_;
+  }
+
+  // Rank 0 saves (every rank holds the full state in data parallelism). Training stalls only for
+  // the snapshot copy, plus any wait for the previous save (at most one is in flight); the write
+  // goes on in the background unless `wait` (the final save, a stop on a signal).
+  void save(int64_t step, bool wait) {
+    if (!comm_.is_root()) return;
+    auto t0 = Clock::now();
+    report_save(saver_->wait());
+    double waited = seconds_since(t0);
+    // The RNG is counter-based (seed, stream, index) and the sampler a function of (seed, step):
+    // the seed and the step are the whole random state.
     nlohmann::json meta = {{"tokens", step * int64_t(cfg_.train.micro_batch) * cfg_.train.grad_accum * comm_.size() *
                                           cfg_.data.seq_len},
                            {"optimizer_steps", opt_.steps_taken()},
                            {"tokenizer", train_.tokenizer_name()},
                            {"tokenizer_hash", train_.tokenizer_hash()},
                            {"sampler", {{"seed", cfg_.run.seed}, {"next_step", step}}},
-                           {"world_size", comm_.size()}};
-    auto t0 = Clock::now();
-    std::string dir = save_checkpoint(ckpt_root_, step, checkpoint_tensors(model_, &opt_), config_to_yaml(cfg_), meta,
-                                      cfg_.checkpoint.keep_last);
-    printf("checkpoint %s (%.1f s)\n", dir.c_str(), seconds_since(t0));
+                           {"world_size", comm_.size()},
+                           {"metrics_rows", metrics_rows_}};
+    SaveStall st = saver_->save(step, checkpoint_tensors(model_, &opt_), config_to_yaml(cfg_), std::move(meta));
+    printf("checkpoint step %lld: training stalled %.3f s (snapshot %.3f GB in %.3f s, waited %.3f s for the "
+           "previous save)%s\n",
+           (long long)step, waited + st.copy_s, st.bytes / 1e9, st.copy_s, waited, wait ? "" : ", writing in the background");
+    fflush(stdout);
+    if (wait) report_save(saver_->wait());
+  }
+
+  static void report_save(const std::optional<SaveReport>& r) {
+    if (!r) return;
+    printf("checkpoint %s committed (write %.3f s, %.2f GB/s)\n", r->dir.c_str(), r->write_s,
+           r->bytes / 1e9 / std::max(r->write_s, 1e-9));
     fflush(stdout);
   }
 
@@ -223,7 +290,7 @@ class Trainer {
   int64_t resume() {
     const std::string& mode = cfg_.checkpoint.resume;
     std::string dir;
-    if (mode == "never") {
+    if (mode == "never" || mode == "none") {
       dir = "";
     } else if (mode == "auto") {
       dir = find_resume_checkpoint(ckpt_root_);
@@ -254,6 +321,8 @@ class Trainer {
   std::vector<int32_t> token_bytes_;
   std::string ckpt_root_, resumed_from_;
   std::unique_ptr<MetricsLog> metrics_;
+  int64_t metrics_rows_ = 0;  // rows in metrics.jsonl (recorded in each checkpoint's meta.json)
+  std::unique_ptr<AsyncSaver> saver_;  // rank 0 only
   int64_t start_step_ = 0;
 };
 

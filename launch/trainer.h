@@ -1,7 +1,8 @@
 // The training loop of `moe train`: data-parallel over MPI ranks (each rank draws its slice of
 // the global batch; gradients are summed across ranks before the optimizer step), periodic
-// evaluation, logging to stdout and <out_dir>/metrics.jsonl, checkpoints with resume, and a clean
-// stop on SIGTERM / SIGINT / SIGUSR1 (checkpoint at the next step boundary, then exit).
+// evaluation, logging to stdout and <out_dir>/metrics.jsonl, checkpoints written in the background
+// (docs/checkpoints.md) with resume, and a clean stop on SIGTERM / SIGINT / SIGUSR1 (checkpoint at
+// the next step boundary, then exit).
 #pragma once
 #include <memory>
 

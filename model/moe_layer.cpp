@@ -18,11 +18,21 @@ void MoELayer::init(ParamStore& ps, const std::string& prefix, const ModelConfig
   if (has_shared) shared_experts.init(ps, prefix + ".shared_experts", D, I * c.shared_experts, std);
 }
 
-// Runs fn(e, row_begin, rows) for each expert with tokens; each expert's GEMMs are threaded inside.
+// Runs fn(e, row_begin, rows) for each expert with tokens. Experts are spread over the thread pool
+// in contiguous runs of about equal rows (an expert goes to the thread its middle row falls in),
+// and each expert's GEMMs run whole on that thread: one large single-threaded call beats two
+// halves that synchronise after every GEMM.
 template <class F>
 static void for_each_expert(const std::vector<int64_t>& offsets, F&& fn) {
-  for (size_t e = 0; e + 1 < offsets.size(); ++e)
-    if (offsets[e + 1] > offsets[e]) fn(int64_t(e), offsets[e], offsets[e + 1] - offsets[e]);
+  const int64_t E = int64_t(offsets.size()) - 1, P = offsets.back();
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), E));
+  parallel_for(chunks, [&](int64_t c0, int64_t c1) {
+    for (int64_t e = 0; e < E; ++e) {
+      if (offsets[e + 1] == offsets[e]) continue;
+      int64_t owner = std::min(chunks - 1, (offsets[e] + offsets[e + 1]) / 2 * chunks / std::max<int64_t>(P, 1));
+      if (owner >= c0 && owner < c1) fn(e, offsets[e], offsets[e + 1] - offsets[e]);
+    }
+  });
 }
 
 void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, MoEActs& a,
@@ -57,11 +67,13 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
   a.experts.gate_NI.ensure({P, I});
   a.experts.up_NI.ensure({P, I});
   a.experts.h_NI.ensure({P, I});
-  for_each_expert(a.offsets, [&](int64_t e, int64_t p0, int64_t n) {
+  {
     MOE_PHASE("experts");
-    MLPActs view{a.experts.gate_NI.rows(p0, p0 + n), a.experts.up_NI.rows(p0, p0 + n), a.experts.h_NI.rows(p0, p0 + n)};
-    experts[e].forward(ps, a.ys_PD.f32() + p0 * D, xs + p0 * D, n, view);
-  });
+    for_each_expert(a.offsets, [&](int64_t e, int64_t p0, int64_t n) {
+      MLPActs view{a.experts.gate_NI.rows(p0, p0 + n), a.experts.up_NI.rows(p0, p0 + n), a.experts.h_NI.rows(p0, p0 + n)};
+      experts[e].forward(ps, a.ys_PD.f32() + p0 * D, xs + p0 * D, n, view);
+    });
+  }
 
   // Combine: y = shared(x) + sum_k w * ys.
   if (has_shared) {
@@ -103,11 +115,13 @@ void MoELayer::backward(const ParamStore& ps, float* dx, const float* dy, const 
 
   // Experts backward over their rows; dxs in expert order.
   Tensor dxs = scratch({P, D});
-  for_each_expert(a.offsets, [&](int64_t e, int64_t p0, int64_t n) {
+  {
     MOE_PHASE("experts");
-    MLPActs view{a.experts.gate_NI.rows(p0, p0 + n), a.experts.up_NI.rows(p0, p0 + n), a.experts.h_NI.rows(p0, p0 + n)};
-    experts[e].backward(ps, dxs.f32() + p0 * D, pdys + p0 * D, a.xs_PD.f32() + p0 * D, n, view);
-  });
+    for_each_expert(a.offsets, [&](int64_t e, int64_t p0, int64_t n) {
+      MLPActs view{a.experts.gate_NI.rows(p0, p0 + n), a.experts.up_NI.rows(p0, p0 + n), a.experts.h_NI.rows(p0, p0 + n)};
+      experts[e].backward(ps, dxs.f32() + p0 * D, pdys + p0 * D, a.xs_PD.f32() + p0 * D, n, view);
+    });
+  }
 
   // Shared experts write dx; routed copies are un-permuted and added in fixed k order.
   if (has_shared) {

@@ -59,6 +59,22 @@ TEST_F(CkptCommit, RetentionKeepsTheNewest) {
   EXPECT_EQ(list_checkpoints(root()).size(), 3u);
 }
 
+TEST_F(CkptCommit, KeepEveryKeepsMilestones) {
+  for (int64_t s : {5, 10, 15, 20, 25, 30, 35})
+    save_checkpoint(root(), s, {{"w", ramp({4}, float(s))}}, "", nullptr, Retention(2, 10));
+  // The newest two (30, 35) plus every multiple of 10.
+  EXPECT_EQ(list_checkpoints(root()), (std::vector<std::string>{step_dir(10), step_dir(20), step_dir(30), step_dir(35)}));
+}
+
+TEST_F(CkptCommit, FailedSaveRemovesItsTmpAndKeepsThePrevious) {
+  save(1);
+  // Two tensors with one name: the save fails halfway through writing state.h5.
+  EXPECT_THROW(save_checkpoint(root(), 2, {{"w", ramp({2}, 0)}, {"w", ramp({2}, 1)}}, "", nullptr, 1), InternalError);
+  EXPECT_FALSE(fs::exists(root() + "/step-00000002.tmp"));
+  EXPECT_EQ(list_checkpoints(root()), std::vector<std::string>{step_dir(1)});
+  EXPECT_EQ(find_resume_checkpoint(root()), step_dir(1));
+}
+
 TEST_F(CkptCommit, RetentionNeverDeletesTheCheckpointJustWritten) {
   save(10);
   save(20);

@@ -280,3 +280,17 @@ TEST_F(ConfigTest, Overrides) {
   EXPECT_EQ(msg.rfind("--set model.layers: malformed override", 0), 0u) << msg;
   EXPECT_NE(msg.find("key=value"), std::string::npos) << msg;
 }
+
+TEST_F(ConfigTest, CheckpointMilestonesAndResumeNone) {
+  moe::Config c = moe::parse_config("checkpoint: {every: 100, keep_last: 2, keep_every: 1000, resume: none}\n", "x");
+  EXPECT_EQ(c.checkpoint.keep_every, 1000);
+  EXPECT_EQ(c.checkpoint.resume, "none");  // the trainer reads it as never
+  EXPECT_EQ(moe::Config().checkpoint.keep_every, 0);  // default: no milestones
+  std::string yaml = moe::config_to_yaml(c);
+  EXPECT_NE(yaml.find("keep_every: 1000"), std::string::npos) << yaml;
+  EXPECT_EQ(moe::parse_config(yaml, "x"), c);
+  expect_error_at("checkpoint:\n  keep_every: -5\n", 2, {"checkpoint.keep_every", ">= 0"});
+  expect_error_at("checkpoint:\n  keep_every: 2.5\n", 2, {"checkpoint.keep_every", "expected an integer"});
+  expect_override_error("run: {name: x}\n", {"checkpoint.keep_evry=3"}, "checkpoint.keep_evry",
+                        {"did you mean 'keep_every'"});
+}

@@ -1,0 +1,149 @@
+#include "checkpoints/async_save.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <utility>
+
+#include "framework/error.h"
+#include "framework/threads.h"
+
+namespace moe {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+bool same_layout(const std::vector<NamedTensor>& a, const std::vector<NamedTensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].name != b[i].name || a[i].tensor.shape() != b[i].tensor.shape() || a[i].tensor.dtype() != b[i].tensor.dtype())
+      return false;
+  return true;
+}
+
+}  // namespace
+
+AsyncSaver::AsyncSaver(std::string root, Retention retention, int world_size)
+    : root_(std::move(root)), retention_(retention), world_size_(world_size) {}
+
+AsyncSaver::~AsyncSaver() {
+  if (!in_flight()) return;
+  try {
+    wait();
+  } catch (const Error& e) {
+    fprintf(stderr, "error: %s\n", e.what());
+  }
+}
+
+AsyncSaver::Arena::Arena(size_t n) : bytes(n) {
+  if (n == 0) return;
+  void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  madvise(p, n, MADV_HUGEPAGE);  // a hint: refused (no THP) is fine
+  data = static_cast<char*>(p);
+}
+
+AsyncSaver::Arena::~Arena() {
+  if (data) munmap(data, bytes);
+}
+
+AsyncSaver::Arena::Arena(Arena&& o) noexcept : data(std::exchange(o.data, nullptr)), bytes(std::exchange(o.bytes, 0)) {}
+
+AsyncSaver::Arena& AsyncSaver::Arena::operator=(Arena&& o) noexcept {
+  std::swap(data, o.data);
+  std::swap(bytes, o.bytes);
+  return *this;
+}
+
+void AsyncSaver::copy_into_snapshot(const std::vector<NamedTensor>& tensors) {
+  if (!same_layout(snapshot_, tensors)) {
+    snapshot_.clear();
+    arena_ = Arena();
+    auto aligned = [](int64_t n) { return (n + 63) / 64 * 64; };
+    int64_t total = 0;
+    for (const NamedTensor& nt : tensors) total += aligned(nt.tensor.nbytes());
+    arena_ = Arena(size_t(total));
+    int64_t off = 0;
+    for (const NamedTensor& nt : tensors) {
+      snapshot_.push_back({nt.name, Tensor::borrow(arena_.data + off, nt.tensor.shape(), nt.tensor.dtype())});
+      off += aligned(nt.tensor.nbytes());
+    }
+  }
+  // The tensors as one stream of bytes; each thread copies one contiguous, equal share of it, with
+  // one memcpy per tensor it overlaps. Calls that large let memcpy use non-temporal stores, which
+  // copy gigabytes about 1.5x faster here than 4 MiB pieces do.
+  const size_t n = tensors.size();
+  std::vector<int64_t> start(n + 1, 0);
+  for (size_t i = 0; i < n; ++i) {
+    const Tensor& src = tensors[i].tensor;
+    MOE_CHECK(src.device() == Device::CPU && (src.defined() || src.nbytes() == 0), "snapshot of '", tensors[i].name,
+              "' needs a CPU tensor");
+    start[i + 1] = start[i] + src.nbytes();
+  }
+  constexpr int64_t kUnit = 1 << 20;  // the shares are whole MiB of the stream
+  parallel_for((start[n] + kUnit - 1) / kUnit, [&](int64_t u0, int64_t u1) {
+    const int64_t b = u0 * kUnit, e = std::min(start[n], u1 * kUnit);
+    size_t i = size_t(std::upper_bound(start.begin(), start.end(), b) - start.begin()) - 1;
+    for (; i < n && start[i] < e; ++i) {
+      const int64_t lo = std::max(b, start[i]), hi = std::min(e, start[i + 1]);
+      if (hi <= lo) continue;
+      std::memcpy(static_cast<char*>(snapshot_[i].tensor.raw()) + (lo - start[i]),
+                  static_cast<const char*>(tensors[i].tensor.raw()) + (lo - start[i]), size_t(hi - lo));
+    }
+  });
+}
+
+SaveStall AsyncSaver::save(int64_t step, const std::vector<NamedTensor>& tensors, std::string config_yaml,
+                           nlohmann::json meta) {
+  MOE_CHECK(!in_flight(), "AsyncSaver::save while the save of step ", report_.step, " is in flight (wait() first)");
+  auto t0 = Clock::now();
+  copy_into_snapshot(tensors);
+  SaveStall stall;
+  for (const NamedTensor& nt : snapshot_) stall.bytes += nt.tensor.nbytes();
+  stall.copy_s = seconds_since(t0);
+
+  report_ = SaveReport{step, "", stall.bytes, 0};
+  error_.clear();
+  done_.store(false);
+  worker_ = std::thread([this, step, yaml = std::move(config_yaml), meta = std::move(meta)] {
+    auto w0 = Clock::now();
+    try {
+      report_.dir = save_checkpoint(root_, step, snapshot_, yaml, meta, retention_, world_size_);
+    } catch (const Error& e) {
+      error_ = e.what();
+    } catch (const std::bad_alloc&) {
+      error_ = "out of memory";
+    } catch (const std::exception& e) {
+      error_ = std::string("internal error: ") + e.what();
+    }
+    report_.write_s = seconds_since(w0);
+    done_.store(true, std::memory_order_release);
+  });
+  return stall;
+}
+
+SaveReport AsyncSaver::collect() {
+  worker_.join();
+  if (!error_.empty())
+    throw error("checkpoint of step ", report_.step, " failed: ", error_,
+                " (nothing was committed for that step; earlier checkpoints are untouched)");
+  return report_;
+}
+
+std::optional<SaveReport> AsyncSaver::poll() {
+  if (!in_flight() || !done_.load(std::memory_order_acquire)) return std::nullopt;
+  return collect();
+}
+
+std::optional<SaveReport> AsyncSaver::wait() {
+  if (!in_flight()) return std::nullopt;
+  return collect();
+}
+
+}  // namespace moe

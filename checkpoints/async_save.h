@@ -1,0 +1,83 @@
+// Asynchronous checkpoint saves. The training thread pays only for copying the state into host
+// memory owned by the saver (the snapshot, allocated once and reused); a background thread then
+// writes and commits that copy with save_checkpoint while training goes on. At most one save is in
+// flight, so there is one snapshot and the host memory cost is one copy of the state.
+//
+// HDF5 (this build: the parallel one, which is not thread-safe) must be used by one thread at a
+// time: while a save is in flight, nothing else in the process may read or write checkpoints.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "checkpoints/checkpoint.h"
+
+namespace moe {
+
+// A committed background save.
+struct SaveReport {
+  int64_t step = 0;
+  std::string dir;     // the committed folder
+  int64_t bytes = 0;   // tensor bytes written
+  double write_s = 0;  // write + fsync + checksums + commit + retention, in the background
+};
+
+// What save() cost the calling thread.
+struct SaveStall {
+  int64_t bytes = 0;  // size of the snapshot
+  double copy_s = 0;  // copying into the snapshot (plus allocating it, the first time)
+};
+
+class AsyncSaver {
+ public:
+  AsyncSaver(std::string root, Retention retention, int world_size);
+  // Waits for a save in flight. Its failure can reach nobody any more, so it is printed to stderr.
+  ~AsyncSaver();
+  AsyncSaver(const AsyncSaver&) = delete;
+  AsyncSaver& operator=(const AsyncSaver&) = delete;
+
+  // Copies `tensors` (CPU, contiguous) into the snapshot on the calling thread, using the thread
+  // pool, and starts writing it in the background; the caller may change its tensors as soon as
+  // this returns. Requires no save in flight: collect the previous one with wait() first.
+  SaveStall save(int64_t step, const std::vector<NamedTensor>& tensors, std::string config_yaml,
+                 nlohmann::json meta);
+  bool in_flight() const { return worker_.joinable(); }
+  // A finished save in flight: its report, or moe::Error naming the step and the reason if it
+  // failed (nothing committed, earlier checkpoints untouched). nullopt while it runs, or if none.
+  std::optional<SaveReport> poll();
+  // Blocks until the save in flight finishes, then as poll(); nullopt if none was in flight.
+  std::optional<SaveReport> wait();
+
+ private:
+  void copy_into_snapshot(const std::vector<NamedTensor>& tensors);
+  SaveReport collect();  // joins the finished worker; throws its error
+
+  // The snapshot: one mapping holding every tensor, on transparent huge pages where the kernel
+  // offers them (page-faulting gigabytes in 4 KiB pages costs seconds on the first save).
+  struct Arena {
+    Arena() = default;
+    explicit Arena(size_t bytes);
+    ~Arena();
+    Arena(Arena&& o) noexcept;
+    Arena& operator=(Arena&& o) noexcept;
+    char* data = nullptr;
+    size_t bytes = 0;
+  };
+
+  std::string root_;
+  Retention retention_;
+  int world_size_;
+  Arena arena_;
+  std::vector<NamedTensor> snapshot_;  // views into arena_
+  std::thread worker_;
+  std::atomic<bool> done_{false};  // set (release) by the worker after report_ / error_
+  SaveReport report_;
+  std::string error_;
+};
+
+}  // namespace moe

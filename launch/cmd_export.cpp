@@ -1,0 +1,44 @@
+// `moe export --checkpoint X --format safetensors --output DIR [--dtype bf16|f32]`: the model of a
+// checkpoint as a Hugging Face folder (checkpoints/hf_export.h does the work).
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "checkpoints/checkpoint.h"
+#include "checkpoints/hf_export.h"
+#include "framework/error.h"
+#include "launch/args.h"
+#include "launch/commands.h"
+
+namespace moe {
+
+int cmd_export(int argc, char** argv) {
+  Args a(argc, argv, {"checkpoint", "format", "output", "dtype"}, {});
+  if (a.help()) {
+    puts("usage: moe export --checkpoint PATH --format safetensors --output DIR [--dtype bf16|f32]\n"
+         "\n"
+         "Writes DIR/model.safetensors (every model parameter under its Hugging Face name, no optimizer\n"
+         "state) and DIR/config.json (DeepseekV3Config) from a checkpoint (a step-N folder, 'latest' or a\n"
+         "checkpoints folder). Weights are rounded to bf16 (nearest even) unless --dtype f32; the routers'\n"
+         "e_score_correction_bias stays f32. Prints one JSON line.");
+    return 0;
+  }
+  if (!a.positional().empty()) throw error("moe export: unexpected argument '", a.positional()[0], "' (see --help)");
+  std::string format = a.get("format", "safetensors");
+  if (format != "safetensors") throw error("--format: '", format, "' (expected safetensors)");
+  std::string dtype_flag = a.get("dtype", "bf16");
+  if (dtype_flag != "bf16" && dtype_flag != "f32") throw error("--dtype: '", dtype_flag, "' (expected bf16 or f32)");
+  DType dtype = dtype_flag == "bf16" ? DType::BF16 : DType::F32;
+  std::string out = a.required("output");
+
+  CheckpointReader ckpt(a.required("checkpoint"));
+  ckpt.verify();  // never export a corrupt checkpoint
+  ExportSummary s = export_hf(ckpt, out, dtype);
+  nlohmann::ordered_json line = {{"checkpoint", ckpt.dir()}, {"step", ckpt.step()},       {"output", out},
+                                 {"dtype", dtype_flag},     {"tensors", s.tensors},       {"parameters", s.parameters},
+                                 {"bytes", s.bytes}};
+  puts(line.dump().c_str());
+  return 0;
+}
+
+}  // namespace moe
