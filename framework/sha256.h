@@ -10,13 +10,15 @@ namespace moe {
 
 class Sha256 {
  public:
-  Sha256();
+  // use_cpu_extensions: the x86 SHA instructions when the build targets them (same result).
+  explicit Sha256(bool use_cpu_extensions = true);
   void update(const void* data, size_t n);
   void update(std::string_view s) { update(s.data(), s.size()); }
   std::string hex();  // finalises; the object must not be updated afterwards
 
  private:
   void block(const uint8_t* p);
+  bool hw_;
   uint32_t h_[8];
   uint8_t buf_[64];
   size_t buf_len_ = 0;

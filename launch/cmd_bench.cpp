@@ -3,6 +3,7 @@
 //              where the time goes (per-phase split from framework/profiler.h)
 //   comm       collective bandwidth over MPI ranks (cmd_bench_comm.cpp)
 //   tokenizer  encode throughput (cmd_bench_tokenizer.cpp)
+//   checkpoint save/load speed and the training stall per save (cmd_bench_checkpoint.cpp)
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -94,10 +95,11 @@ int bench_train(int argc, char** argv) {
 
 int cmd_bench(int argc, char** argv) {
   const char* usage =
-      "usage: moe bench <train|comm|tokenizer> [flags]   (moe bench <what> --help for its flags)\n"
+      "usage: moe bench <train|comm|tokenizer|checkpoint> [flags]   (moe bench <what> --help for its flags)\n"
       "  train       training throughput of a config on random tokens, with the per-phase time split\n"
       "  comm        all-gather / reduce-scatter / all-reduce / all-to-all-v bandwidth (under mpirun)\n"
-      "  tokenizer   encode throughput of a tokenizer on a file";
+      "  tokenizer   encode throughput of a tokenizer on a file\n"
+      "  checkpoint  save / load GB/s and the training stall per save";
   if (argc < 1 || !strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
     puts(usage);
     return argc < 1 ? 2 : 0;
@@ -107,7 +109,7 @@ int cmd_bench(int argc, char** argv) {
   if (what == "comm") return cmd_bench_comm(argc - 1, argv + 1);
   if (what == "tokenizer") return cmd_bench_tokenizer(argc - 1, argv + 1);
   if (what == "checkpoint") return cmd_bench_checkpoint(argc - 1, argv + 1);
-  throw error("moe bench: unknown benchmark '", what, "' (expected train, comm or tokenizer)");
+  throw error("moe bench: unknown benchmark '", what, "' (expected train, comm, tokenizer or checkpoint)");
 }
 
 }  // namespace moe

@@ -1,5 +1,7 @@
 #include <cstdio>
 
+#include <nlohmann/json.hpp>
+
 #include "checkpoints/checkpoint.h"
 #include "data_pipeline/shards.h"
 #include "framework/threads.h"
@@ -49,13 +51,15 @@ int cmd_eval(int argc, char** argv) {
     int B = int(a.get_int("micro-batch", cfg.train.micro_batch));
     if (B < 1) throw error("--micro-batch: ", B, " (expected >= 1)");
     EvalResult r = evaluate(*model, data, token_bytes, B, cfg.data.seq_len, batches);
-    if (a.has("json"))
-      printf("{\"checkpoint\": \"%s\", \"step\": %lld, \"loss\": %.6f, \"perplexity\": %.6f, \"bits_per_byte\": %.6f, "
-             "\"tokens\": %lld}\n",
-             dir.c_str(), (long long)ckpt.step(), r.loss, r.perplexity, r.bits_per_byte, (long long)r.tokens);
-    else
+    if (a.has("json")) {
+      // nlohmann writes a NaN (bits per byte of data without a tokenizer) as null.
+      nlohmann::json row = {{"checkpoint", dir}, {"step", ckpt.step()}, {"loss", r.loss},
+                            {"perplexity", r.perplexity}, {"bits_per_byte", r.bits_per_byte}, {"tokens", r.tokens}};
+      puts(row.dump().c_str());
+    } else {
       printf("%s | step %lld | loss %.4f | perplexity %.3f | bits/byte %.4f | %lld tokens\n", dir.c_str(),
              (long long)ckpt.step(), r.loss, r.perplexity, r.bits_per_byte, (long long)r.tokens);
+    }
     fflush(stdout);
   }
   return 0;

@@ -45,7 +45,7 @@ int32_t sample_token(const float* logits, int64_t V, double temperature, int64_t
 }  // namespace
 
 int cmd_generate(int argc, char** argv) {
-  Args a(argc, argv, {"checkpoint", "prompt", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads"}, {});
+  Args a(argc, argv, {"checkpoint", "prompt", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads", "tokenizer"}, {});
   if (a.help()) {
     puts("usage: moe generate --checkpoint PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]\n"
          "                    [--top-p P] [--seed S]\n"
@@ -59,7 +59,8 @@ int cmd_generate(int argc, char** argv) {
          "  --top-k K          sample among the K most likely tokens, 0 = all (default 0)\n"
          "  --top-p P          nucleus sampling: smallest set with probability >= P (default 1.0)\n"
          "  --seed S           sampling seed (default 0); the same seed gives the same text\n"
-         "  --threads N        CPU threads (default: all cores)");
+         "  --threads N        CPU threads (default: all cores)\n"
+         "  --tokenizer T      tokenizer to use (default: the one recorded in the checkpoint)");
     return 0;
   }
   if (!a.positional().empty()) throw error("moe generate: unexpected argument '", a.positional()[0], "' (see --help)");
@@ -75,7 +76,10 @@ int cmd_generate(int argc, char** argv) {
 
   CheckpointReader ckpt(resolve_checkpoint(a.required("checkpoint")));
   Config cfg = parse_config(ckpt.config_yaml(), ckpt.dir() + "/config.yaml");
-  std::string tok_name = ckpt.meta().value("tokenizer", std::string("byte"));
+  std::string tok_name = a.get("tokenizer", ckpt.meta().value("tokenizer", std::string("byte")));
+  if (tok_name.empty())
+    throw error(ckpt.dir(), ": the checkpoint does not record its tokenizer (trained on a bare Megatron dataset); "
+                "pass --tokenizer (expected byte or a tokenizer.json)");
   auto tok = make_tokenizer(tok_name);
   auto model = load_model(ckpt);
   const int64_t V = cfg.model.vocab_size, ctx = cfg.data.seq_len;

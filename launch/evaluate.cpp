@@ -9,6 +9,8 @@
 namespace moe {
 
 std::vector<int32_t> token_byte_lengths(const TokenDataset& data) {
+  // A bare Megatron .bin/.idx pair does not say which tokenizer made it: no bytes, no bits/byte.
+  if (data.tokenizer_name().empty()) return {};
   auto tok = make_tokenizer(data.tokenizer_name());
   std::vector<int32_t> len(size_t(data.vocab_size()));
   for (int64_t i = 0; i < data.vocab_size(); ++i) len[i] = int32_t(tok->decode({uint32_t(i)}).size());
@@ -37,14 +39,15 @@ EvalResult evaluate(DeepSeekV3& model, const TokenDataset& data, const std::vect
     ForwardStats s = model.forward(ids.data(), tgt.data(), n, T, /*count_load=*/false);
     sums[0] += s.loss * double(n * T);
     sums[1] += double(n * T);
-    for (int32_t t : tgt) sums[2] += token_bytes[t];
+    if (!token_bytes.empty())
+      for (int32_t t : tgt) sums[2] += token_bytes[t];
   }
   if (reduce) reduce(sums, 3, reduce_ctx);
   EvalResult r;
   r.tokens = int64_t(sums[1]);
   r.loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
   r.perplexity = std::exp(r.loss);
-  r.bits_per_byte = sums[2] > 0 ? sums[0] / sums[2] / std::log(2.0) : 0;
+  r.bits_per_byte = sums[2] > 0 ? sums[0] / sums[2] / std::log(2.0) : std::nan("");
   return r;
 }
 

@@ -13,7 +13,8 @@ namespace moe {
 struct EvalResult {
   double loss = 0;           // nats per token
   double perplexity = 0;
-  double bits_per_byte = 0;  // loss * tokens / bytes / ln 2, bytes of the decoded targets
+  double bits_per_byte = 0;  // loss * tokens / bytes / ln 2, bytes of the decoded targets; NaN when
+                             // the data does not name its tokenizer (a bare Megatron pair)
   int64_t tokens = 0;
 };
 
