@@ -167,12 +167,6 @@ class Trainer {
       float clip = (t.grad_clip > 0 && gnorm > t.grad_clip) ? float(t.grad_clip / gnorm) : 1.f;
       double lr = learning_rate(t, step);
       opt_.step(ps, lr, clip);
-      const Tensor& load = model_.expert_load();  // read before the bias update resets it
-      double load_ratio = max_mean_load(load);
-      nlohmann::json load_rows = nlohmann::json::array();  // tokens per expert, one row per MoE layer
-      for (int64_t l = 0; l < load.dim(0); ++l)
-        load_rows.push_back(std::vector<float>(load.f32() + l * load.dim(1), load.f32() + (l + 1) * load.dim(1)));
-      model_.update_router_bias(float(cfg_.model.router.bias_update_rate));
       log_tokens += tokens_per_step;
       const int64_t done = step + 1;
 
@@ -183,6 +177,11 @@ class Trainer {
         double eta = (t.steps - done) * dt / double(log_tokens / tokens_per_step);
         double loss = losses[0] / (A * W);
         if (comm_.is_root()) {
+          const Tensor& load = model_.expert_load();  // this step's, until the bias update resets it
+          double load_ratio = max_mean_load(load);
+          nlohmann::json load_rows = nlohmann::json::array();  // tokens per expert, one row per MoE layer
+          for (int64_t l = 0; l < load.dim(0); ++l)
+            load_rows.push_back(std::vector<float>(load.f32() + l * load.dim(1), load.f32() + (l + 1) * load.dim(1)));
           printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | mem %.0f MiB | load max/mean %.2f | ETA %s\n",
                  (long long)done, (long long)t.steps, loss, lr, gnorm, tps, 100.0 * gflops / peak_gflops,
                  peak_rss_mib(), load_ratio, fmt_duration(eta).c_str());
@@ -198,6 +197,7 @@ class Trainer {
         log_start = Clock::now();
         log_tokens = 0;
       }
+      model_.update_router_bias(float(cfg_.model.router.bias_update_rate));
       bool last = done == t.steps;
       if ((t.eval_every > 0 && done % t.eval_every == 0) || last) run_eval(done);
       // A background save that finished is reported here; one that failed ends the run (exit 2).

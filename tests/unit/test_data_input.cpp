@@ -2,8 +2,6 @@
 // corrupt), the .jsonl field scanner, invalid-UTF-8 counting, document pieces and resume positions
 // (DocumentReader), and write errors on a full disk (OutFile on /dev/full).
 #include <gtest/gtest.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include <random>
 
@@ -14,6 +12,7 @@
 #include "data_pipeline/jsonl.h"
 #include "data_pipeline/out_file.h"
 #include "data_pipeline/pretokenize.h"
+#include "test_data_compress.h"
 #include "test_data_util.h"
 
 namespace moe {
@@ -23,25 +22,8 @@ using test::error_of;
 using test::TempDir;
 using test::write_file;
 
-std::string gzip(const std::string& s) {
-  z_stream z{};
-  deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);  // +16: a gzip wrapper
-  std::string out(deflateBound(&z, uLong(s.size())), '\0');
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(s.data()));
-  z.avail_in = uInt(s.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = uInt(out.size());
-  deflate(&z, Z_FINISH);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
-
-std::string zstd(const std::string& s) {
-  std::string out(ZSTD_compressBound(s.size()), '\0');
-  out.resize(ZSTD_compress(out.data(), out.size(), s.data(), s.size(), 3));
-  return out;
-}
+using test::gzip;
+using test::zstd;
 
 std::string read_all(const std::string& path, size_t chunk = 1000) {
   InputStream in(path, compression_of(path));

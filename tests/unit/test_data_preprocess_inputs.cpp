@@ -2,8 +2,6 @@
 // (kept and counted), the token dtype, text bytes per split, and BPE documents read in pieces
 // giving the ids of the whole document.
 #include <gtest/gtest.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include <map>
 #include <random>
@@ -12,6 +10,7 @@
 #include "data_pipeline/pretokenize.h"
 #include "data_pipeline/shards.h"
 #include "data_pipeline/tokenizer.h"
+#include "test_data_compress.h"
 #include "test_data_util.h"
 
 namespace moe {
@@ -23,25 +22,8 @@ using test::TempDir;
 using test::write_file;
 namespace fs = std::filesystem;
 
-std::string gzip(const std::string& s) {
-  std::string out(compressBound(uLong(s.size())) + 64, '\0');
-  z_stream z{};
-  deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(s.data()));
-  z.avail_in = uInt(s.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = uInt(out.size());
-  deflate(&z, Z_FINISH);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
-
-std::string zstd(const std::string& s) {
-  std::string out(ZSTD_compressBound(s.size()), '\0');
-  out.resize(ZSTD_compress(out.data(), out.size(), s.data(), s.size(), 3));
-  return out;
-}
+using test::gzip;
+using test::zstd;
 
 std::map<std::string, std::string> tree(const fs::path& root) {
   std::map<std::string, std::string> files;
