@@ -12,15 +12,16 @@ namespace {
 constexpr int64_t kHeadChunk = 1024;  // rows of logits alive at once
 }
 
-void Block::init(ParamStore& ps, int layer, const ModelConfig& c) {
+void Block::init(ParamStore& ps, int layer, const ModelConfig& c, const ModelPlacement& placement) {
   std::string p = "model.layers." + std::to_string(layer);
+  unit = ps.begin_unit(p);
   float eps = float(c.rms_norm_eps);
   input_layernorm.init(ps, p + ".input_layernorm.weight", c.hidden, eps);
   self_attn.init(ps, p + ".self_attn", c);
   post_attention_layernorm.init(ps, p + ".post_attention_layernorm.weight", c.hidden, eps);
   is_moe = layer >= c.dense_layers;
   if (is_moe)
-    moe.init(ps, p + ".mlp", c);
+    moe.init(ps, p + ".mlp", c, placement);
   else
     mlp.init(ps, p + ".mlp", c.hidden, c.dense_inter, float(c.init_std));
 }
@@ -64,18 +65,69 @@ void Block::backward(const ParamStore& ps, float* dx, const float* dy, const flo
   for (int64_t i = 0; i < N * D; ++i) dx[i] += pdh[i];
 }
 
-DeepSeekV3::DeepSeekV3(const ModelConfig& c) : cfg_(c) {
+DeepSeekV3::DeepSeekV3(const ModelConfig& c, const ModelPlacement& placement) : cfg_(c), placement_(placement) {
+  embed_unit_ = ps_.begin_unit("model.embed_tokens");
   embed_tokens = ps_.add("model.embed_tokens.weight", {c.vocab_size, c.hidden}, Init::Normal, float(c.init_std));
   blocks_.resize(c.layers);
   for (int l = 0; l < c.layers; ++l) {
-    blocks_[l].init(ps_, l, c);
+    blocks_[l].init(ps_, l, c, placement);
     if (blocks_[l].is_moe) moe_blocks_.push_back(l);
   }
+  head_unit_ = ps_.begin_unit("head");
   norm_.init(ps_, "model.norm.weight", c.hidden, float(c.rms_norm_eps));
   lm_head = c.tie_embeddings ? embed_tokens
                              : ps_.add("lm_head.weight", {c.vocab_size, c.hidden}, Init::Normal, float(c.init_std));
-  ps_.allocate();
+  if (placement.own_storage)
+    ps_.allocate();
+  else
+    ps_.allocate_unbound();
   load_ = Tensor::zeros({int64_t(moe_blocks_.size()), int64_t(c.routed_experts)});
+}
+
+void DeepSeekV3::set_expert_exchange(const ExpertExchange* ex) {
+  for (int l : moe_blocks_) blocks_[l].moe.exchange = ex;
+}
+
+void DeepSeekV3::acquire(int unit, bool grad) {
+  if (!hooks_) return;
+  if (grad) hooks_->acquire_grad(unit);
+  else hooks_->acquire(unit);
+}
+
+void DeepSeekV3::release(int unit, bool grad) {
+  if (!hooks_) return;
+  if (grad) hooks_->release_grad(unit);
+  else hooks_->release(unit);
+}
+
+void DeepSeekV3::acquire_block(int l, bool grad) {
+  if (!hooks_) return;
+  const Block& b = blocks_[l];
+  acquire(b.unit, grad);
+  if (b.is_moe) acquire(b.moe.expert_units[placement_.local_part], grad);
+  // The next block in this pass: its gather can run while this one computes.
+  int next = grad ? l - 1 : l + 1;
+  if (next >= 0 && next < cfg_.layers) {
+    hooks_->prefetch(blocks_[next].unit);
+    if (blocks_[next].is_moe) hooks_->prefetch(blocks_[next].moe.expert_units[placement_.local_part]);
+  }
+}
+
+void DeepSeekV3::release_block(int l, bool grad) {
+  if (!hooks_) return;
+  const Block& b = blocks_[l];
+  if (b.is_moe) release(b.moe.expert_units[placement_.local_part], grad);
+  release(b.unit, grad);
+}
+
+void DeepSeekV3::acquire_head(bool grad) {
+  acquire(head_unit_, grad);
+  if (cfg_.tie_embeddings) acquire(embed_unit_, grad);
+}
+
+void DeepSeekV3::release_head(bool grad) {
+  if (cfg_.tie_embeddings) release(embed_unit_, grad);
+  release(head_unit_, grad);
 }
 
 void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load) {
@@ -85,14 +137,18 @@ void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load) {
   resid_.resize(L + 1);
   acts_.resize(recompute_ ? 1 : L);
   for (int l = 0; l <= L; ++l) resid_[l].ensure({N, D});
+  acquire(embed_unit_, false);
   embedding_forward(resid_[0].f32(), ids_.data(), ps_.param(embed_tokens).f32(), N, D);
+  release(embed_unit_, false);
   aux_sum_ = z_sum_ = 0;
   int moe_i = 0;
   for (int l = 0; l < L; ++l) {
     BlockActs& a = acts_[recompute_ ? 0 : l];
     float* load = nullptr;
     if (blocks_[l].is_moe) load = count_load ? load_.f32() + int64_t(moe_i++) * cfg_.routed_experts : nullptr;
+    acquire_block(l, false);
     blocks_[l].forward(ps_, resid_[l + 1].f32(), resid_[l].f32(), B, T, rope_, a, load);
+    release_block(l, false);
     if (blocks_[l].is_moe) {
       aux_sum_ += a.moe.router.aux_loss;
       z_sum_ += a.moe.router.z_loss;
@@ -112,6 +168,7 @@ ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int
   ids_.assign(ids, ids + N);
   targets_.assign(targets, targets + N);
   run_blocks(B, T, count_load);
+  acquire_head(false);
   final_norm(N);
   lse_N.ensure({N});
   losses_N.ensure({N});
@@ -124,6 +181,7 @@ ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int
     linear_forward(logits.f32(), xf_ND.f32() + r0 * D, W, n, D, V);
     total += cross_entropy_forward(losses_N.f32() + r0, lse_N.f32() + r0, logits.f32(), targets_.data() + r0, n, V) * n;
   }
+  release_head(false);
   ForwardStats s;
   s.loss = total / double(N);
   s.aux_loss = aux_sum_;
@@ -138,6 +196,7 @@ void DeepSeekV3::backward(float loss_scale) {
   // Head: recompute each logits chunk, turn it into dlogits in place, then dxf and dW.
   ScratchScope scope;
   Tensor dxf = scratch({N, D}), logits = scratch({std::min(N, kHeadChunk), V});
+  acquire_head(true);
   const float* W = ps_.param(lm_head).f32();
   float* dW = ps_.grad(lm_head).f32();
   for (int64_t r0 = 0; r0 < N; r0 += kHeadChunk) {
@@ -150,13 +209,18 @@ void DeepSeekV3::backward(float loss_scale) {
   }
   Tensor dx = scratch({N, D}), dprev = scratch({N, D});
   norm_.backward(ps_, dx.f32(), dxf.f32(), resid_[L].f32(), xf_rstd_N.f32(), N);
+  release_head(true);
   for (int l = L - 1; l >= 0; --l) {
     BlockActs& a = acts_[recompute_ ? 0 : l];
+    acquire_block(l, true);
     if (recompute_) blocks_[l].forward(ps_, dprev.f32(), resid_[l].f32(), B, T, rope_, a, nullptr);
     blocks_[l].backward(ps_, dprev.f32(), dx.f32(), resid_[l].f32(), B, T, rope_, a, loss_scale);
+    release_block(l, true);
     std::swap(dx, dprev);
   }
+  acquire(embed_unit_, true);
   embedding_backward(ps_.grad(embed_tokens).f32(), ids_.data(), dx.f32(), N, D);
+  release(embed_unit_, true);
 }
 
 Tensor DeepSeekV3::last_logits(const int32_t* ids, int64_t B, int64_t T) {
@@ -164,11 +228,13 @@ Tensor DeepSeekV3::last_logits(const int32_t* ids, int64_t B, int64_t T) {
   B_ = B; T_ = T;
   ids_.assign(ids, ids + N);
   run_blocks(B, T, /*count_load=*/false);
+  acquire_head(false);
   final_norm(N);
   Tensor last = Tensor::empty({B, D}), logits = Tensor::empty({B, V});
   for (int64_t b = 0; b < B; ++b)
     std::copy_n(xf_ND.f32() + ((b + 1) * T - 1) * D, D, last.f32() + b * D);
   linear_forward(logits.f32(), last.f32(), ps_.param(lm_head).f32(), B, D, V);
+  release_head(false);
   return logits;
 }
 

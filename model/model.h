@@ -14,6 +14,7 @@
 #include "framework/config.h"
 #include "model/attention.h"
 #include "model/moe_layer.h"
+#include "model/placement.h"
 
 namespace moe {
 
@@ -30,8 +31,9 @@ struct Block {
   bool is_moe = false;
   SwiGLUMLP mlp;
   MoELayer moe;
+  int unit = -1;  // norms, attention, dense MLP or router + shared experts (routed experts: moe.expert_units)
 
-  void init(ParamStore& ps, int layer, const ModelConfig& c);
+  void init(ParamStore& ps, int layer, const ModelConfig& c, const ModelPlacement& placement);
   void forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, const RopeTables& rt,
                BlockActs& a, float* load_E) const;
   // dx (assigned) from dy; parameter gradients accumulate.
@@ -48,11 +50,16 @@ struct ForwardStats {
 
 class DeepSeekV3 {
  public:
-  explicit DeepSeekV3(const ModelConfig& c);
+  explicit DeepSeekV3(const ModelConfig& c, const ModelPlacement& placement = {});
   const ModelConfig& config() const { return cfg_; }
   ParamStore& params() { return ps_; }
   const ParamStore& params() const { return ps_; }
   void set_recompute(bool on) { recompute_ = on; }
+  const ModelPlacement& placement() const { return placement_; }
+  // Distributed training (model/placement.h): who gathers parameter units, and how tokens reach
+  // experts on other ranks. Both optional; neither owned.
+  void set_unit_hooks(UnitHooks* hooks) { hooks_ = hooks; }
+  void set_expert_exchange(const ExpertExchange* ex);
 
   // ids, targets [B*T]. Returns the losses; keeps activations for backward. Expert loads are
   // counted for the bias update only when count_load (training, not evaluation).
@@ -72,8 +79,18 @@ class DeepSeekV3 {
  private:
   void run_blocks(int64_t B, int64_t T, bool count_load);
   void final_norm(int64_t N);
+  // UnitHooks calls for a block (its dense unit and the local expert part) or one unit.
+  void acquire_block(int l, bool grad);
+  void release_block(int l, bool grad);
+  void acquire(int unit, bool grad);
+  void release(int unit, bool grad);
+  void acquire_head(bool grad);  // final norm and LM head (the embedding too when tied)
+  void release_head(bool grad);
 
   ModelConfig cfg_;
+  ModelPlacement placement_;
+  UnitHooks* hooks_ = nullptr;
+  int embed_unit_ = -1, head_unit_ = -1;
   ParamStore ps_;
   int embed_tokens = -1, lm_head = -1;
   std::vector<Block> blocks_;

@@ -1,8 +1,9 @@
 // DeepSeekMoE layer (Megatron's route -> dispatch -> compute -> combine):
 //   y = shared_experts(x) + sum_k w[n,k] * expert_{idx[n,k]}(x[n])
-// Dispatch is local here: token copies are permuted into expert order so each expert runs one GEMM
-// over its contiguous rows (dropless). The distributed wrapper replaces dispatch/combine with an
-// all-to-all without the experts knowing.
+// Dispatch: token copies are permuted into expert order so each expert runs one GEMM over its
+// contiguous rows (dropless). With expert parallelism (an ExpertExchange, model/placement.h) the
+// permuted rows go by all-to-all to the ranks owning their experts and come back the same way;
+// routing, weighting and the shared experts stay local. Only dispatch and combine communicate.
 // Letters: N tokens, D hidden, E routed experts, K experts per token, I expert intermediate,
 // P = N*K routed token copies.
 #pragma once
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "model/layers.h"
+#include "model/placement.h"
 #include "model/router.h"
 
 namespace moe {
@@ -22,8 +24,14 @@ struct MoEActs {
   std::vector<int32_t> slot_of, pos_of;
   std::vector<int64_t> offsets, fill;  // fill: next free copy of each expert while planning
   Tensor xs_PD;   // permuted inputs
-  MLPActs experts;  // over all P copies, rows in expert order
+  MLPActs experts;  // over the rows this rank's experts ran, in local expert order
   Tensor ys_PD;   // expert outputs before weighting
+  // Expert parallelism: the exchange's counts, where each (source rank, local expert) block sits
+  // in the received order ([rank][expert]) and in local order ([expert][rank]), and the R rows
+  // received, in local order.
+  ExchangePlan plan;
+  std::vector<int64_t> recv_block, local_block, local_offsets;
+  Tensor xl_RD;
 };
 
 struct MoELayer {
@@ -32,13 +40,27 @@ struct MoELayer {
   SwiGLUMLP shared_experts;
   bool has_shared = false;
   int64_t D = 0, E = 0, K = 0, I = 0;
+  // Experts this process computes: [local_begin, local_begin + local_count).
+  int64_t local_begin = 0, local_count = 0;
+  std::vector<int> expert_units;  // one unit per expert part
+  const ExpertExchange* exchange = nullptr;  // null: every expert is local
 
-  void init(ParamStore& ps, const std::string& prefix, const ModelConfig& c);
+  // Registers the router and shared experts in the current unit, then the routed experts in
+  // `placement.expert_parts` units of their own.
+  void init(ParamStore& ps, const std::string& prefix, const ModelConfig& c, const ModelPlacement& placement);
   // y[N,D] = moe(x[N,D]); expert loads are added to load_E when not null.
   void forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, MoEActs& a, float* load_E) const;
   // dx[N,D] (assigned) ; loss_scale scales the router's auxiliary-loss gradients.
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T, MoEActs& a,
                 float loss_scale) const;
+
+ private:
+  void run_experts(const ParamStore& ps, const std::vector<int64_t>& offsets, const float* x, float* y,
+                   MoEActs& a) const;
+  void run_experts_backward(const ParamStore& ps, const std::vector<int64_t>& offsets, const float* dy, float* dx,
+                            const float* x, MoEActs& a) const;
+  int64_t plan_blocks(MoEActs& a) const;
+  void move_blocks(const MoEActs& a, float* dst, const float* src, bool to_local) const;
 };
 
 }  // namespace moe

@@ -121,7 +121,7 @@ TEST_F(ModuleGrad, MoELayerWithAuxAndZLoss) {
     c.router.score = score;
     ParamStore ps;
     MoELayer moe;
-    moe.init(ps, "mlp", c);
+    moe.init(ps, "mlp", c, ModelPlacement{});
     ps.allocate();
     ps.initialize(5);
     const int64_t D = c.hidden;
