@@ -23,6 +23,7 @@ using nlohmann::ordered_json;
 
 const char* kInspectUsage =
     "usage: moe inspect PATH [--json]\n"
+    "       moe inspect CHECKPOINT --compare OTHER [--tolerance X] [--json]\n"
     "\n"
     "Verifies every checksum and summarises PATH, which is one of:\n"
     "  a preprocessed folder (train/ and val/ with manifests) or one split folder (manifest.json):\n"
@@ -31,6 +32,9 @@ const char* kInspectUsage =
     "  a checkpoint folder (step-N), a 'latest' link, or a checkpoints folder (its newest checkpoint)\n"
     "\n"
     "  --json   print one JSON object instead of text\n"
+    "  --compare OTHER  compare every tensor of two checkpoints (e.g. runs on different layouts):\n"
+    "                   prints each tensor's largest difference relative to its largest value\n"
+    "  --tolerance X    with --compare: exit 1 if any relative difference exceeds X\n"
     "A checksum mismatch is an error (exit 2).\n";
 
 bool path_exists(const fs::path& p) {
@@ -189,10 +193,51 @@ int inspect_checkpoint(const std::string& path, bool json) {
   return 0;
 }
 
+// Largest |a - b| over a tensor, relative to its largest |a| (so a tensor of zeros compares by
+// absolute difference). Names and shapes must agree: a mismatch is an error, not a difference.
+int compare_checkpoints(const std::string& path, const std::string& other, double tolerance, bool json) {
+  CheckpointReader a(path), b(other);
+  a.verify();
+  b.verify();
+  ordered_json rows = ordered_json::array();
+  double worst = 0;
+  std::string worst_name;
+  for (const std::string& name : a.names()) {
+    if (!b.has(name)) throw error(b.dir(), ": has no tensor ", name, " (present in ", a.dir(), ")");
+    if (a.shape(name) != b.shape(name)) throw error(name, ": shapes differ between ", a.dir(), " and ", b.dir());
+    Tensor x = a.read(name), y = b.read(name);
+    if (x.dtype() != DType::F32 || y.dtype() != DType::F32) continue;
+    double diff = 0, scale = 0;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      diff = std::max(diff, double(std::fabs(x.f32()[i] - y.f32()[i])));
+      scale = std::max(scale, double(std::fabs(x.f32()[i])));
+    }
+    double rel = scale > 0 ? diff / scale : diff;
+    rows.push_back({{"name", name}, {"max_abs_diff", diff}, {"max_rel_diff", rel}});
+    if (rel >= worst) worst = rel, worst_name = name;
+  }
+  for (const std::string& name : b.names())
+    if (!a.has(name)) throw error(a.dir(), ": has no tensor ", name, " (present in ", b.dir(), ")");
+  bool ok = tolerance < 0 || worst <= tolerance;
+  if (json) {
+    printf("%s\n", ordered_json({{"kind", "comparison"}, {"a", a.dir()}, {"b", b.dir()}, {"tensors", rows},
+                                  {"max_rel_diff", worst}, {"worst", worst_name}, {"ok", ok}})
+                       .dump()
+                       .c_str());
+  } else {
+    for (const auto& r : rows)
+      printf("%-60s max |a-b| %.3e  relative %.3e\n", r["name"].get<std::string>().c_str(),
+             r["max_abs_diff"].get<double>(), r["max_rel_diff"].get<double>());
+    printf("%zu tensors compared; largest relative difference %.3e (%s)%s\n", rows.size(), worst, worst_name.c_str(),
+           tolerance < 0 ? "" : ok ? ", within tolerance" : ", ABOVE tolerance");
+  }
+  return ok ? 0 : 1;
+}
+
 }  // namespace
 
 int cmd_inspect(int argc, char** argv) {
-  Args a(argc, argv, {}, {"json"});
+  Args a(argc, argv, {"compare", "tolerance"}, {"json"});
   if (a.help()) {
     fputs(kInspectUsage, stdout);
     return 0;
@@ -200,6 +245,8 @@ int cmd_inspect(int argc, char** argv) {
   if (a.positional().size() != 1) throw error("inspect: expected one PATH, got ", a.positional().size(), " (see --help)");
   std::string path = a.positional()[0];
   bool json = a.has("json");
+  if (a.has("compare")) return compare_checkpoints(path, a.get("compare"), a.get_double("tolerance", -1), json);
+  if (a.has("tolerance")) throw error("inspect: --tolerance needs --compare OTHER (see --help)");
   fs::path p(path);
   std::error_code ec;
   if (!path_exists(p) && !is_megatron_pair(p) && !fs::is_symlink(fs::symlink_status(p, ec)))

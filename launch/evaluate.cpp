@@ -27,8 +27,13 @@ EvalResult evaluate(DeepSeekV3& model, const TokenDataset& data, const std::vect
   if (batches > 0) total_batches = std::min(total_batches, batches);
   std::vector<int32_t> window(size_t(T + 1)), ids, tgt;
   double sums[3] = {0, 0, 0};  // loss * tokens, tokens, bytes
-  for (int64_t b = rank; b < total_batches; b += world) {
-    int64_t first = b * B, n = std::min<int64_t>(B, windows - first);
+  // Every rank runs the same number of forwards: under FSDP and expert parallelism a forward is
+  // collective. A rank past the last batch re-runs batch 0 and ignores the result.
+  const int64_t rounds = (total_batches + world - 1) / world;
+  for (int64_t round = 0; round < rounds; ++round) {
+    const int64_t b = round * world + rank;
+    const bool counted = b < total_batches;
+    int64_t first = counted ? b * B : 0, n = std::min<int64_t>(B, windows - first);
     ids.resize(size_t(n * T));
     tgt.resize(size_t(n * T));
     for (int64_t i = 0; i < n; ++i) {
@@ -37,6 +42,7 @@ EvalResult evaluate(DeepSeekV3& model, const TokenDataset& data, const std::vect
       std::copy(window.begin() + 1, window.end(), tgt.begin() + i * T);
     }
     ForwardStats s = model.forward(ids.data(), tgt.data(), n, T, /*count_load=*/false);
+    if (!counted) continue;
     sums[0] += s.loss * double(n * T);
     sums[1] += double(n * T);
     if (!token_bytes.empty())

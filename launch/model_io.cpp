@@ -2,25 +2,39 @@
 
 namespace moe {
 
-namespace {
-
-Tensor slice(const Tensor& flat, const ParamInfo& p) {
-  return Tensor::borrow(flat.f32() + p.offset, p.shape);
+std::vector<NamedTensor> checkpoint_tensors(const ParamStore& ps, const float* params, const float* exp_avg,
+                                            const float* exp_avg_sq) {
+  auto view = [](const float* flat, const ParamInfo& p) { return Tensor::borrow(const_cast<float*>(flat) + p.offset, p.shape); };
+  std::vector<NamedTensor> out;
+  for (const ParamInfo& p : ps.infos()) out.push_back({p.name, view(params, p)});
+  if (exp_avg)
+    for (const ParamInfo& p : ps.infos()) {
+      if (!p.trainable) continue;
+      out.push_back({"optimizer.exp_avg." + p.name, view(exp_avg, p)});
+      out.push_back({"optimizer.exp_avg_sq." + p.name, view(exp_avg_sq, p)});
+    }
+  return out;
 }
-
-}  // namespace
 
 std::vector<NamedTensor> checkpoint_tensors(const DeepSeekV3& model, AdamW* opt) {
   const ParamStore& ps = model.params();
-  std::vector<NamedTensor> out;
-  for (size_t i = 0; i < ps.infos().size(); ++i) out.push_back({ps.infos()[i].name, ps.param(int(i))});
-  if (opt)
-    for (const ParamInfo& p : ps.infos()) {
-      if (!p.trainable) continue;
-      out.push_back({"optimizer.exp_avg." + p.name, slice(opt->exp_avg(), p)});
-      out.push_back({"optimizer.exp_avg_sq." + p.name, slice(opt->exp_avg_sq(), p)});
+  return checkpoint_tensors(ps, ps.params(), opt ? opt->exp_avg().f32() : nullptr,
+                            opt ? opt->exp_avg_sq().f32() : nullptr);
+}
+
+void load_checkpoint_pieces(const CheckpointReader& ckpt, const ParamStore& ps, const std::vector<ShardPiece>& pieces) {
+  for (const ShardPiece& piece : pieces) {
+    const ParamInfo& p = ps.infos()[piece.param];
+    std::pair<std::string, float*> targets[3] = {{p.name, piece.value},
+                                                 {"optimizer.exp_avg." + p.name, piece.exp_avg},
+                                                 {"optimizer.exp_avg_sq." + p.name, piece.exp_avg_sq}};
+    for (auto& [name, dst] : targets) {
+      if (!dst) continue;
+      Tensor full = Tensor::empty(p.shape);
+      ckpt.read(name, full);
+      std::copy(full.f32() + piece.begin, full.f32() + piece.end, dst);
     }
-  return out;
+  }
 }
 
 void load_checkpoint_tensors(const CheckpointReader& ckpt, DeepSeekV3& model, AdamW* opt) {

@@ -8,15 +8,23 @@
 #include "checkpoints/checkpoint.h"
 #include "model/model.h"
 #include "model/optimizer.h"
+#include "parallel/fsdp.h"
 
 namespace moe {
 
 // Parameters under their Hugging Face names; with an optimizer, its moments as
 // "optimizer.exp_avg.<name>" and "optimizer.exp_avg_sq.<name>" (trainable parameters only).
 std::vector<NamedTensor> checkpoint_tensors(const DeepSeekV3& model, AdamW* opt);
+// The same from flat buffers in the ParamStore's layout (ParamInfo::offset), e.g. the state FSDP
+// gathered on rank 0; exp_avg / exp_avg_sq may be null (parameters only).
+std::vector<NamedTensor> checkpoint_tensors(const ParamStore& ps, const float* params, const float* exp_avg,
+                                            const float* exp_avg_sq);
 
 // Reads every tensor of checkpoint_tensors() back; errors name the checkpoint and dataset.
 void load_checkpoint_tensors(const CheckpointReader& ckpt, DeepSeekV3& model, AdamW* opt);
+// Fills one rank's shards (parallel/fsdp.h) from the logical tensors of a checkpoint saved with
+// any layout: each piece is a range of a parameter's flattened tensor.
+void load_checkpoint_pieces(const CheckpointReader& ckpt, const ParamStore& ps, const std::vector<ShardPiece>& pieces);
 
 // A model built from the config stored in the checkpoint, weights loaded.
 std::unique_ptr<DeepSeekV3> load_model(const CheckpointReader& ckpt);

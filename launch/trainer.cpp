@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -21,6 +22,9 @@
 #include "model/model.h"
 #include "model/optimizer.h"
 #include "parallel/comm.h"
+#include "parallel/expert_exchange.h"
+#include "parallel/fsdp.h"
+#include "parallel/mesh.h"
 
 namespace fs = std::filesystem;
 
@@ -88,6 +92,25 @@ int64_t keep_metrics_up_to(const fs::path& path, int64_t step) {
   return rows;
 }
 
+// MOE_FAULT_INJECT=RANK:STEP makes that rank fail at the start of that step (0-based), as a
+// crashed node would: for testing that the whole job ends quickly with the failing rank's message.
+struct InjectedFault {
+  int rank = -1;
+  int64_t step = -1;
+};
+InjectedFault injected_fault() {
+  InjectedFault f;
+  const char* s = std::getenv("MOE_FAULT_INJECT");
+  if (!s || !*s) return f;
+  long long rank = -1, step = -1;
+  char tail = 0;
+  if (std::sscanf(s, "%lld:%lld%c", &rank, &step, &tail) != 2 || rank < 0 || step < 0)
+    throw error("MOE_FAULT_INJECT='", s, "' (expected RANK:STEP, e.g. 1:3)");
+  f.rank = int(rank);
+  f.step = step;
+  return f;
+}
+
 std::string fmt_duration(double s) {
   char buf[32];
   int h = int(s / 3600), m = int(std::fmod(s, 3600) / 60), sec = int(std::fmod(s, 60));
@@ -99,9 +122,14 @@ std::string fmt_duration(double s) {
 class Trainer {
  public:
   Trainer(const Config& cfg, Comm& comm)
-      : cfg_(cfg), comm_(comm), train_(TokenDataset::open(cfg.data.path, "train")),
-        val_(TokenDataset::open(cfg.data.path, "val")), model_(cfg.model), opt_(model_.params(), cfg.train),
-        sampler_(train_, cfg.data.seq_len, cfg.run.seed) {
+      : cfg_(cfg), comm_(comm), mesh_(comm, cfg.parallel.ep, cfg.model.routed_experts),
+        train_(TokenDataset::open(cfg.data.path, "train")), val_(TokenDataset::open(cfg.data.path, "val")),
+        model_(cfg.model, ModelPlacement{mesh_.ep(), mesh_.ep_rank(), /*own_storage=*/false}),
+        fsdp_(model_, comm, mesh_, cfg.train), sampler_(train_, cfg.data.seq_len, cfg.run.seed) {
+    if (mesh_.ep() > 1) {
+      exchange_ = std::make_unique<AllToAllExchange>(mesh_.ep_comm());
+      model_.set_expert_exchange(exchange_.get());
+    }
     for (const TokenDataset* d : {&train_, &val_})
       if (d->vocab_size() > cfg.model.vocab_size)
         throw error(cfg.source, ": model.vocab_size is ", cfg.model.vocab_size, " but ", d->dir(),
@@ -126,8 +154,10 @@ class Trainer {
       saver_ = std::make_unique<AsyncSaver>(ckpt_root_, Retention(cfg_.checkpoint.keep_last, cfg_.checkpoint.keep_every),
                                             comm_.size());
       ParamCounts pc = count_params(cfg_.model);
-      printf("moe train: %s | %.2fM params (%.2fM active) | %d rank(s) x %d thread(s) | global batch %lld x %d tokens\n",
-             cfg_.run.name.c_str(), pc.total / 1e6, pc.active / 1e6, W, num_threads(), (long long)global_batch, T);
+      printf("moe train: %s | %.2fM params (%.2fM active) | %d rank(s) (dp %d x ep %d) x %d thread(s) | global batch "
+             "%lld x %d tokens\n",
+             cfg_.run.name.c_str(), pc.total / 1e6, pc.active / 1e6, W, mesh_.dp(), mesh_.ep(), num_threads(),
+             (long long)global_batch, T);
       printf("data: %s (%lld train tokens, %lld val tokens, %lld windows/epoch)\n", cfg_.data.path.c_str(),
              (long long)train_.num_tokens(), (long long)val_.num_tokens(), (long long)sampler_.windows_per_epoch());
       if (val_.num_tokens() < T + 1)
@@ -144,9 +174,12 @@ class Trainer {
     auto log_start = Clock::now();
     int64_t log_tokens = 0;
     int64_t step = start_step_;
+    const InjectedFault fault = injected_fault();
     for (; step < t.steps; ++step) {
+      if (fault.rank == comm_.rank() && fault.step == step)
+        throw error("injected fault at step ", step, " (MOE_FAULT_INJECT)");
       auto step_start = Clock::now();
-      model_.params().zero_grads();
+      fsdp_.zero_grads();
       double losses[3] = {0, 0, 0};  // ce, aux, z summed over micro-batches
       for (int a = 0; a < A; ++a) {
         int64_t first = step * global_batch + (int64_t(a) * W + comm_.rank()) * B;
@@ -159,14 +192,13 @@ class Trainer {
         model_.backward(1.f / float(A * W));
         losses[0] += s.loss; losses[1] += s.aux_loss; losses[2] += s.z_loss;
       }
-      ParamStore& ps = model_.params();
-      comm_.allreduce_sum(ps.grads(), ps.numel());
+      fsdp_.finish_grads();
       comm_.allreduce_sum(losses, 3);
       comm_.allreduce_sum(model_.expert_load().f32(), model_.expert_load().numel());
-      double gnorm = grad_norm(ps);
+      double gnorm = fsdp_.grad_norm();
       float clip = (t.grad_clip > 0 && gnorm > t.grad_clip) ? float(t.grad_clip / gnorm) : 1.f;
       double lr = learning_rate(t, step);
-      opt_.step(ps, lr, clip);
+      fsdp_.step(lr, clip);
       log_tokens += tokens_per_step;
       const int64_t done = step + 1;
 
@@ -186,7 +218,11 @@ class Trainer {
                  (long long)done, (long long)t.steps, loss, lr, gnorm, tps, 100.0 * gflops / peak_gflops,
                  peak_rss_mib(), load_ratio, fmt_duration(eta).c_str());
           fflush(stdout);
-          log_metrics({{"step", done}, {"loss", loss}, {"aux_loss", losses[1] / (A * W)},
+          ShardMemory mem = fsdp_.memory();
+          log_metrics({{"step", done}, {"state_mib", mem.shard_bytes / 1048576.0},
+                       {"state_fraction", double(mem.shard_bytes) / double(mem.full_bytes)},
+                       {"gathered_peak_mib", mem.peak_gathered_bytes / 1048576.0},
+                       {"expert_load_per_ep_rank", load_per_ep_rank(load)}, {"loss", loss}, {"aux_loss", losses[1] / (A * W)},
                        {"z_loss", losses[2] / (A * W)}, {"lr", lr}, {"grad_norm", gnorm},
                        {"tokens", done * tokens_per_step}, {"tokens_per_s", tps}, {"step_s", step_time},
                        {"gflops_per_rank", gflops}, {"mfu", gflops / peak_gflops},
@@ -220,6 +256,16 @@ class Trainer {
   }
 
  private:
+  // Tokens each expert-parallel rank's experts received this step, summed over MoE layers.
+  std::vector<double> load_per_ep_rank(const Tensor& load) const {
+    std::vector<double> per(size_t(mesh_.ep()), 0.0);
+    if (load.numel() == 0) return per;
+    const int64_t L = load.dim(0), E = load.dim(1), El = E / mesh_.ep();
+    for (int64_t l = 0; l < L; ++l)
+      for (int64_t e = 0; e < E; ++e) per[size_t(e / El)] += load.f32()[l * E + e];
+    return per;
+  }
+
   static double max_mean_load(const Tensor& load) {
     if (load.numel() == 0) return 1.0;
     const int64_t L = load.dim(0), E = load.dim(1);
@@ -257,7 +303,12 @@ class Trainer {
   // the snapshot copy, plus any wait for the previous save (at most one is in flight); the write
   // goes on in the background unless `wait` (the final save, a stop on a signal).
   void save(int64_t step, bool wait) {
+    // Every rank sends its shards; rank 0 gets the whole state in the single-process layout.
+    auto t_gather = Clock::now();
+    std::vector<float> params, exp_avg, exp_avg_sq;
+    fsdp_.gather_full(params, exp_avg, exp_avg_sq);
     if (!comm_.is_root()) return;
+    double gather_s = seconds_since(t_gather);
     auto t0 = Clock::now();
     report_save(saver_->wait());
     double waited = seconds_since(t0);
@@ -265,16 +316,19 @@ class Trainer {
     // the seed and the step are the whole random state.
     nlohmann::json meta = {{"tokens", step * int64_t(cfg_.train.micro_batch) * cfg_.train.grad_accum * comm_.size() *
                                           cfg_.data.seq_len},
-                           {"optimizer_steps", opt_.steps_taken()},
+                           {"optimizer_steps", fsdp_.optimizer().steps_taken()},
                            {"tokenizer", train_.tokenizer_name()},
                            {"tokenizer_hash", train_.tokenizer_hash()},
                            {"sampler", {{"seed", cfg_.run.seed}, {"next_step", step}}},
                            {"world_size", comm_.size()},
+                           {"expert_parallel", mesh_.ep()},
                            {"metrics_rows", metrics_rows_}};
-    SaveStall st = saver_->save(step, checkpoint_tensors(model_, &opt_), config_to_yaml(cfg_), std::move(meta));
-    printf("checkpoint step %lld: training stalled %.3f s (snapshot %.3f GB in %.3f s, waited %.3f s for the "
-           "previous save)%s\n",
-           (long long)step, waited + st.copy_s, st.bytes / 1e9, st.copy_s, waited, wait ? "" : ", writing in the background");
+    SaveStall st = saver_->save(step, checkpoint_tensors(model_.params(), params.data(), exp_avg.data(), exp_avg_sq.data()),
+                                config_to_yaml(cfg_), std::move(meta));
+    printf("checkpoint step %lld: training stalled %.3f s (gather %.3f s, snapshot %.3f GB in %.3f s, waited %.3f s "
+           "for the previous save)%s\n",
+           (long long)step, gather_s + waited + st.copy_s, gather_s, st.bytes / 1e9, st.copy_s, waited,
+           wait ? "" : ", writing in the background");
     fflush(stdout);
     if (wait) report_save(saver_->wait());
   }
@@ -298,7 +352,7 @@ class Trainer {
       dir = resolve_checkpoint(mode);
     }
     if (dir.empty()) {
-      model_.params().initialize(cfg_.run.seed);
+      fsdp_.initialize(cfg_.run.seed);
       return 0;
     }
     CheckpointReader ckpt(dir);
@@ -306,17 +360,20 @@ class Trainer {
     if (!(saved.model == cfg_.model))
       throw error(cfg_.source, ": model section differs from the checkpoint being resumed (", dir,
                   "/config.yaml); use checkpoint.resume: never or a new run.out_dir");
-    load_checkpoint_tensors(ckpt, model_, &opt_);
-    opt_.set_steps_taken(ckpt.meta().value("optimizer_steps", ckpt.step()));
+    // Datasets are logical tensors: each rank reads its shards whatever layout saved them.
+    load_checkpoint_pieces(ckpt, model_.params(), fsdp_.pieces());
+    fsdp_.optimizer().set_steps_taken(ckpt.meta().value("optimizer_steps", ckpt.step()));
     resumed_from_ = dir;
     return ckpt.step();
   }
 
   Config cfg_;
   Comm& comm_;
+  DeviceMesh mesh_;
   TokenDataset train_, val_;
   DeepSeekV3 model_;
-  AdamW opt_;
+  ShardedModel fsdp_;
+  std::unique_ptr<AllToAllExchange> exchange_;
   BatchSampler sampler_;
   std::vector<int32_t> token_bytes_;
   std::string ckpt_root_, resumed_from_;
@@ -336,8 +393,12 @@ int train(const Config& cfg, Comm& comm) {
   if (cfg.model.mtp_depth != 0)
     throw error(cfg.source, ": model.mtp_depth ", cfg.model.mtp_depth, " is not implemented yet (expected 0)");
   if (cfg.device == "cuda") throw error(cfg.source, ": device cuda: this build has no CUDA backend yet (expected cpu or auto)");
-  if (cfg.parallel.ep != 1)
-    throw error(cfg.source, ": parallel.ep ", cfg.parallel.ep, " needs expert parallelism, not in this build yet (expected 1)");
+  // An impossible layout is reported before any work (the same message on every rank).
+  try {
+    mesh_coords(comm.size(), cfg.parallel.ep, cfg.model.routed_experts, comm.rank());
+  } catch (const Error& e) {
+    throw error(cfg.source, ": ", e.what());
+  }
   set_num_threads(cfg.train.threads);
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGINT, on_stop_signal);

@@ -16,21 +16,29 @@ double learning_rate(const TrainConfig& t, int64_t step) {
   return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + std::cos(M_PI * progress));
 }
 
-AdamW::AdamW(const ParamStore& ps, const TrainConfig& t)
-    : m_(Tensor::zeros({ps.numel()})), v_(Tensor::zeros({ps.numel()})), beta1_(t.beta1), beta2_(t.beta2),
-      eps_(t.eps), weight_decay_(t.weight_decay) {}
+std::vector<OptSegment> trainable_segments(const ParamStore& ps) {
+  std::vector<OptSegment> out;
+  for (const ParamInfo& p : ps.infos())
+    if (p.trainable) out.push_back({p.offset, shape_numel(p.shape), p.decay});
+  return out;
+}
 
-void AdamW::step(ParamStore& ps, double lr, float grad_scale) {
+AdamW::AdamW(const ParamStore& ps, const TrainConfig& t) : AdamW(ps.numel(), trainable_segments(ps), t) {}
+
+AdamW::AdamW(int64_t numel, std::vector<OptSegment> segments, const TrainConfig& t)
+    : m_(Tensor::zeros({numel})), v_(Tensor::zeros({numel})), segments_(std::move(segments)), beta1_(t.beta1),
+      beta2_(t.beta2), eps_(t.eps), weight_decay_(t.weight_decay) {}
+
+void AdamW::step(float* w, const float* g, double lr, float grad_scale) {
   ++t_;
   const float b1 = float(beta1_), b2 = float(beta2_), eps = float(eps_);
   const float bc1 = float(1.0 - std::pow(beta1_, double(t_))), bc2 = float(1.0 - std::pow(beta2_, double(t_)));
   const float step_size = float(lr) / bc1;
-  float *w = ps.params(), *g = ps.grads(), *m = m_.f32(), *v = v_.f32();
-  for (const ParamInfo& p : ps.infos()) {
-    if (!p.trainable) continue;
-    const int64_t o = p.offset, n = shape_numel(p.shape);
-    const float decay = p.decay ? float(1.0 - lr * weight_decay_) : 1.f;
-    parallel_for(n, [&](int64_t i0, int64_t i1) {
+  float *m = m_.f32(), *v = v_.f32();
+  for (const OptSegment& sg : segments_) {
+    const int64_t o = sg.begin;
+    const float decay = sg.decay ? float(1.0 - lr * weight_decay_) : 1.f;
+    parallel_for(sg.n, [&](int64_t i0, int64_t i1) {
       for (int64_t i = o + i0; i < o + i1; ++i) {
         float gi = g[i] * grad_scale;
         m[i] = b1 * m[i] + (1.f - b1) * gi;
@@ -41,11 +49,12 @@ void AdamW::step(ParamStore& ps, double lr, float grad_scale) {
   }
 }
 
-double grad_norm(const ParamStore& ps) {
+double sum_squares(const float* g, const std::vector<OptSegment>& segments) {
   double s = 0;
-  for (const ParamInfo& p : ps.infos())
-    if (p.trainable) s += sum_squares(ps.grads() + p.offset, shape_numel(p.shape));
-  return std::sqrt(s);
+  for (const OptSegment& sg : segments) s += sum_squares(g + sg.begin, sg.n);
+  return s;
 }
+
+double grad_norm(const ParamStore& ps) { return std::sqrt(sum_squares(ps.grads(), trainable_segments(ps))); }
 
 }  // namespace moe

@@ -1,0 +1,252 @@
+#include "parallel/fsdp.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "framework/error.h"
+#include "framework/profiler.h"
+
+namespace moe {
+
+ShardedModel::ShardedModel(DeepSeekV3& model, const Comm& world, const DeviceMesh& mesh, const TrainConfig& t)
+    : model_(model), ps_(model.params()), world_(world), mesh_(mesh) {
+  MOE_CHECK(!ps_.params(), "FSDP needs a model built with ModelPlacement::own_storage = false");
+  MOE_CHECK(model.placement().expert_parts == mesh.ep() && model.placement().local_part == mesh.ep_rank(),
+            "model placement does not match the mesh");
+  const auto& units = ps_.units();
+  shard_index_.assign(units.size(), -1);
+  int64_t total = 0;
+  for (size_t u = 0; u < units.size(); ++u) {
+    const ParamUnit& unit = units[u];
+    Shard s;
+    s.unit = int(u);
+    if (unit.kind == UnitKind::Sharded) {
+      s.group = &world;
+    } else if (unit.kind == UnitKind::Expert) {
+      if (unit.expert_part != mesh.ep_rank()) continue;  // another rank's experts
+      s.group = &mesh.dp_comm();
+    }
+    if (s.group && s.group->size() == 1) s.group = nullptr;
+    s.g = s.group ? s.group->size() : 1;
+    s.r = s.group ? s.group->rank() : 0;
+    s.size = (unit.numel + s.g - 1) / s.g;
+    s.size = (s.size + 15) / 16 * 16;  // shards 64-byte aligned
+    s.offset = total;
+    total += s.size;
+    shard_index_[u] = int(shards_.size());
+    shards_.push_back(std::move(s));
+  }
+  params_.assign(size_t(total), 0.f);
+  grads_.assign(size_t(total), 0.f);
+  // A group of one computes straight on its shard.
+  for (Shard& s : shards_)
+    if (!s.group) ps_.bind(s.unit, params_.data() + s.offset, grads_.data() + s.offset);
+
+  std::vector<OptSegment> segments;
+  for (const ShardPiece& p : pieces())
+    if (ps_.infos()[p.param].trainable)
+      segments.push_back({p.value - params_.data(), p.end - p.begin, ps_.infos()[p.param].decay});
+  opt_ = std::make_unique<AdamW>(total, std::move(segments), t);
+  model_.set_unit_hooks(this);
+}
+
+ShardedModel::~ShardedModel() {
+  model_.set_unit_hooks(nullptr);
+  reducing_.clear();  // Request's destructor waits for what is still in flight
+  for (Shard& s : shards_) s.gathering = Request();
+}
+
+std::vector<ShardPiece> ShardedModel::pieces() {
+  std::vector<ShardPiece> out;
+  float *m = opt_ ? opt_->exp_avg().f32() : nullptr, *v = opt_ ? opt_->exp_avg_sq().f32() : nullptr;
+  for (const Shard& s : shards_) {
+    const ParamUnit& unit = ps_.units()[s.unit];
+    const int64_t lo = s.r * s.size, hi = lo + s.size;  // our slice of the unit's flat buffer
+    for (int id : unit.params) {
+      const ParamInfo& p = ps_.infos()[id];
+      int64_t b = std::max(lo, p.unit_offset), e = std::min(hi, p.unit_offset + shape_numel(p.shape));
+      if (b >= e) continue;
+      int64_t at = s.offset + (b - lo);
+      bool t = p.trainable && m;
+      out.push_back({id, b - p.unit_offset, e - p.unit_offset, params_.data() + at, t ? m + at : nullptr,
+                     t ? v + at : nullptr});
+    }
+  }
+  return out;
+}
+
+void ShardedModel::initialize(uint64_t seed) {
+  std::fill(params_.begin(), params_.end(), 0.f);
+  for (const ShardPiece& p : pieces()) ps_.init_values(p.param, p.begin, p.end, p.value, seed);
+}
+
+void ShardedModel::zero_grads() { std::fill(grads_.begin(), grads_.end(), 0.f); }
+
+ShardedModel::Shard* ShardedModel::shard_of(int unit) {
+  int i = shard_index_.at(unit);
+  MOE_CHECK(i >= 0, "unit ", ps_.units()[unit].name, " is not held by this rank");
+  return &shards_[i];
+}
+
+std::vector<float> ShardedModel::take_buffer(int64_t n) {
+  // The smallest free buffer that fits; a new one otherwise.
+  auto best = pool_.end();
+  for (auto it = pool_.begin(); it != pool_.end(); ++it)
+    if (int64_t(it->capacity()) >= n && (best == pool_.end() || it->capacity() < best->capacity())) best = it;
+  std::vector<float> b;
+  if (best != pool_.end()) {
+    b = std::move(*best);
+    pool_.erase(best);
+  }
+  b.resize(size_t(n));
+  count_gathered(n * int64_t(sizeof(float)));
+  return b;
+}
+
+void ShardedModel::give_buffer(std::vector<float>&& b) {
+  count_gathered(-int64_t(b.size() * sizeof(float)));
+  if (b.capacity() == 0) return;
+  pool_.push_back(std::move(b));
+  // Keep a few for reuse (a block's dense part and experts, for forward and backward); free the rest.
+  if (pool_.size() > 4) pool_.erase(pool_.begin());
+}
+
+void ShardedModel::count_gathered(int64_t delta) {
+  gathered_bytes_ += delta;
+  peak_gathered_bytes_ = std::max(peak_gathered_bytes_, gathered_bytes_);
+}
+
+void ShardedModel::prefetch(int unit) {
+  Shard* s = shard_of(unit);
+  if (!s->group || s->gathered) return;
+  s->full = take_buffer(s->g * s->size);
+  s->gathering = s->group->iallgather(params_.data() + s->offset, s->full.data(), s->size);
+  s->gathered = true;
+}
+
+void ShardedModel::acquire(int unit) {
+  Shard* s = shard_of(unit);
+  if (!s->group) return;
+  MOE_PHASE("fsdp_gather");
+  prefetch(unit);  // posts the gather unless prefetch already did
+  s->gathering.wait();
+  ps_.bind(unit, s->full.data(), nullptr);
+}
+
+void ShardedModel::release(int unit) {
+  Shard* s = shard_of(unit);
+  if (!s->group) return;
+  s->gathering.wait();
+  ps_.bind(unit, nullptr, nullptr);
+  give_buffer(std::move(s->full));
+  s->full = {};
+  s->gathered = false;
+}
+
+void ShardedModel::acquire_grad(int unit) {
+  Shard* s = shard_of(unit);
+  if (!s->group) return;
+  acquire(unit);
+  s->full_grad = take_buffer(s->g * s->size);
+  std::fill(s->full_grad.begin(), s->full_grad.end(), 0.f);
+  ps_.bind(unit, s->full.data(), s->full_grad.data());
+}
+
+void ShardedModel::release_grad(int unit) {
+  Shard* s = shard_of(unit);
+  if (!s->group) return;
+  MOE_PHASE("fsdp_reduce");
+  PendingReduce pr;
+  pr.shard = s;
+  pr.grad = std::move(s->full_grad);
+  s->full_grad = {};
+  pr.part = take_buffer(s->size);
+  pr.req = s->group->ireduce_scatter_sum(pr.grad.data(), pr.part.data(), s->size);
+  reducing_.push_back(std::move(pr));
+  release(unit);
+  // One reduction in flight while the next block computes; the older one is finished now.
+  while (reducing_.size() > 1) complete_reduce();
+}
+
+void ShardedModel::complete_reduce() {
+  PendingReduce& pr = reducing_.front();
+  pr.req.wait();
+  float* g = grads_.data() + pr.shard->offset;
+  for (int64_t i = 0; i < pr.shard->size; ++i) g[i] += pr.part[size_t(i)];
+  give_buffer(std::move(pr.grad));
+  give_buffer(std::move(pr.part));
+  reducing_.pop_front();
+}
+
+void ShardedModel::finish_grads() {
+  MOE_PHASE("fsdp_reduce");
+  while (!reducing_.empty()) complete_reduce();
+}
+
+double ShardedModel::grad_norm() const {
+  double s = sum_squares(grads_.data(), opt_->segments());
+  world_.allreduce_sum(&s, 1);
+  return std::sqrt(s);
+}
+
+void ShardedModel::step(double lr, float grad_scale) {
+  MOE_CHECK(reducing_.empty(), "optimizer step with gradient reductions in flight (call finish_grads)");
+  opt_->step(params_.data(), grads_.data(), lr, grad_scale);
+}
+
+// Every rank contributes its shard of each unit to a world all-gather, so the shards of every
+// part reach rank 0 whatever the layout. The parts of one MoE layer's experts are gathered
+// together: each rank holds exactly one of them (its ep rank's), all the same size.
+void ShardedModel::gather_full(std::vector<float>& params, std::vector<float>& exp_avg,
+                               std::vector<float>& exp_avg_sq) const {
+  const bool root = world_.is_root();
+  const int W = world_.size(), ep = mesh_.ep();
+  for (auto* out : {&params, &exp_avg, &exp_avg_sq}) out->assign(root ? size_t(ps_.numel()) : 0, 0.f);
+  const float* sources[3] = {params_.data(), opt_->exp_avg().f32(), opt_->exp_avg_sq().f32()};
+  std::vector<float>* outs[3] = {&params, &exp_avg, &exp_avg_sq};
+  std::vector<float> all;
+  const auto& units = ps_.units();
+  for (size_t u = 0; u < units.size(); ++u) {
+    const ParamUnit& unit = units[u];
+    if (unit.kind == UnitKind::Expert && unit.expert_part != 0) continue;  // gathered with part 0
+    int local = int(u);  // the unit this rank contributes
+    if (unit.kind == UnitKind::Expert) local = int(u) + mesh_.ep_rank();
+    const Shard& s = shards_[shard_index_[local]];
+    for (int k = 0; k < 3; ++k) {
+      const float* mine = sources[k] + s.offset;
+      if (unit.kind == UnitKind::Replicated || W == 1) {
+        if (root) std::copy(mine, mine + unit.numel, outs[k]->data() + unit.offset);
+        continue;
+      }
+      // Ranks whose group is one (replicated units aside) contribute their whole shard.
+      all.resize(size_t(W) * s.size);
+      world_.allgather(mine, all.data(), s.size);
+      if (!root) continue;
+      if (unit.kind == UnitKind::Sharded) {
+        std::copy(all.begin(), all.begin() + unit.numel, outs[k]->begin() + unit.offset);
+        continue;
+      }
+      // World rank w = d * ep + p holds shard d (of dp) of expert part p.
+      const int dp = W / ep;
+      for (int p = 0; p < ep; ++p) {
+        const ParamUnit& part = units[u + p];
+        for (int d = 0; d < dp; ++d) {
+          int64_t lo = d * s.size, n = std::min(s.size, part.numel - lo);
+          if (n > 0) std::copy_n(all.data() + size_t(d * ep + p) * s.size, n, outs[k]->data() + part.offset + lo);
+        }
+      }
+    }
+  }
+}
+
+ShardMemory ShardedModel::memory() const {
+  ShardMemory m;
+  // Parameters, gradients and the two moments: four f32 values per element.
+  m.shard_bytes = int64_t(params_.size()) * 4 * int64_t(sizeof(float));
+  m.peak_gathered_bytes = peak_gathered_bytes_;
+  m.full_bytes = ps_.numel() * 4 * int64_t(sizeof(float));
+  return m;
+}
+
+}  // namespace moe

@@ -1,0 +1,110 @@
+// FSDP (ZeRO-3) for a DeepSeekV3 built with ModelPlacement{ep, ep_rank, own_storage = false}.
+//
+// Every parameter unit (model/params.h) is one flat buffer cut into g equal shards, g the size of
+// the group that shares it: the world for dense units, the dp group (ranks holding the same
+// experts) for a routed-expert part. A rank keeps only its shard of each unit's parameters,
+// gradients and AdamW moments: 1/world of the model, whatever ep is. Around each use the model
+// calls the UnitHooks below:
+//   acquire       all-gather the unit (the next block's gather is posted ahead: prefetch)
+//   release       free the gathered copy
+//   acquire_grad  all-gather + a zeroed gradient buffer the backward accumulates into
+//   release_grad  reduce-scatter the gradient buffer (posted; completed at the next release_grad
+//                 or finish_grads()) and add this rank's part to its shard's gradient
+// Units of a group of one (a single process, or experts with ep = world) are bound straight to
+// their shard: no copies. Sums are rank-ordered (parallel/comm.h), so every layout of the same
+// global batch trains the same model to float round-off. See docs/parallelism.md.
+#pragma once
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "model/model.h"
+#include "model/optimizer.h"
+#include "parallel/comm.h"
+#include "parallel/mesh.h"
+
+namespace moe {
+
+// One rank's share of one parameter: elements [begin, end) of its flattened tensor, and where
+// they sit in the rank's shard storage (exp_avg / exp_avg_sq null for non-trainable buffers).
+struct ShardPiece {
+  int param = -1;
+  int64_t begin = 0, end = 0;
+  float *value = nullptr, *exp_avg = nullptr, *exp_avg_sq = nullptr;
+};
+
+struct ShardMemory {
+  int64_t shard_bytes = 0;       // parameters + gradients + AdamW moments this rank keeps
+  int64_t peak_gathered_bytes = 0;  // largest gathered working set (parameters + gradient buffers)
+  int64_t full_bytes = 0;        // the same state of the whole model in one process
+};
+
+class ShardedModel : public UnitHooks {
+ public:
+  // Binds itself as the model's unit hooks. world and mesh must outlive it.
+  ShardedModel(DeepSeekV3& model, const Comm& world, const DeviceMesh& mesh, const TrainConfig& t);
+  ~ShardedModel() override;
+  ShardedModel(const ShardedModel&) = delete;
+  ShardedModel& operator=(const ShardedModel&) = delete;
+
+  // Every shard from the model's initializer: the same values a single process starts from.
+  void initialize(uint64_t seed);
+  void zero_grads();
+  // Completes the reduce-scatters still in flight; call after the last backward of a step.
+  void finish_grads();
+  // Global L2 norm of the gradients (one all-reduce over the world).
+  double grad_norm() const;
+  void step(double lr, float grad_scale);
+  AdamW& optimizer() { return *opt_; }
+
+  // What this rank holds, for loading a checkpoint into it (any layout it was saved with).
+  std::vector<ShardPiece> pieces();
+  // The whole state on rank 0, in the ParamStore's flat layout (ParamInfo::offset): parameters
+  // and both moments. Collective; other ranks get empty vectors.
+  void gather_full(std::vector<float>& params, std::vector<float>& exp_avg, std::vector<float>& exp_avg_sq) const;
+  ShardMemory memory() const;
+
+  // UnitHooks
+  void acquire(int unit) override;
+  void release(int unit) override;
+  void prefetch(int unit) override;
+  void acquire_grad(int unit) override;
+  void release_grad(int unit) override;
+
+ private:
+  struct Shard {
+    int unit = -1;
+    const Comm* group = nullptr;  // null: the whole unit is here (group of one)
+    int g = 1, r = 0;             // group size, our rank in it
+    int64_t size = 0;             // elements per rank; the unit padded to g * size
+    int64_t offset = 0;           // into the shard storage
+    std::vector<float> full, full_grad;  // gathered copies while in use
+    Request gathering;
+    bool gathered = false;
+  };
+  struct PendingReduce {
+    Request req;
+    Shard* shard = nullptr;
+    std::vector<float> grad, part;  // the full gradient being reduced and our part of the sum
+  };
+
+  Shard* shard_of(int unit);
+  std::vector<float> take_buffer(int64_t n);
+  void give_buffer(std::vector<float>&& b);
+  void complete_reduce();
+  void count_gathered(int64_t delta);
+
+  DeepSeekV3& model_;
+  ParamStore& ps_;
+  const Comm& world_;
+  const DeviceMesh& mesh_;
+  std::vector<Shard> shards_;
+  std::vector<int> shard_index_;  // by unit, -1 where this rank holds nothing
+  std::vector<float> params_, grads_;  // every shard back to back
+  std::unique_ptr<AdamW> opt_;
+  std::deque<PendingReduce> reducing_;
+  std::vector<std::vector<float>> pool_;  // freed gather buffers, reused
+  int64_t gathered_bytes_ = 0, peak_gathered_bytes_ = 0;
+};
+
+}  // namespace moe
