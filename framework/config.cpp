@@ -38,6 +38,7 @@ std::vector<Field> schema(Config& c) {
   TrainConfig& t = c.train;
   return {
       {"run.name", &u.name}, {"run.out_dir", &u.out_dir}, {"run.seed", &u.seed},
+      {"run.rank_logs", &u.rank_logs},
       {"model.vocab_size", &m.vocab_size}, {"model.hidden", &m.hidden}, {"model.layers", &m.layers},
       {"model.dense_layers", &m.dense_layers}, {"model.dense_inter", &m.dense_inter},
       {"model.heads", &m.heads}, {"model.q_lora_rank", &m.q_lora_rank},

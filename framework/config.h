@@ -47,6 +47,7 @@ struct RunConfig {
   std::string name = "run";
   std::string out_dir = "runs/run";
   uint64_t seed = 1337;
+  bool rank_logs = false;  // ranks other than 0 write their own step lines to <out_dir>/logs/rank-R.log
   bool operator==(const RunConfig&) const = default;
 };
 

@@ -140,6 +140,12 @@ class Trainer {
     ckpt_root_ = (fs::path(cfg.run.out_dir) / "checkpoints").string();
   }
 
+  ~Trainer() {
+    if (rank_log_) std::fclose(rank_log_);
+  }
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
   int run() {
     const TrainConfig& t = cfg_.train;
     const int B = t.micro_batch, T = cfg_.data.seq_len, A = t.grad_accum, W = comm_.size();
@@ -165,6 +171,13 @@ class Trainer {
                cfg_.data.path.c_str(), (long long)val_.num_tokens());
       if (start_step_ > 0) printf("resumed from %s at step %lld\n", resumed_from_.c_str(), (long long)start_step_);
       fflush(stdout);
+    }
+    if (!comm_.is_root() && cfg_.run.rank_logs) {
+      fs::path dir = fs::path(cfg_.run.out_dir) / "logs";
+      fs::create_directories(dir);
+      fs::path path = dir / ("rank-" + std::to_string(comm_.rank()) + ".log");
+      rank_log_ = std::fopen(path.c_str(), start_step_ > 0 ? "a" : "w");
+      if (!rank_log_) throw error(path.string(), ": cannot open for writing (run.rank_logs)");
     }
     const double peak_gflops = measure_peak_gflops();
     const double flops_tok = flops_per_token(cfg_.model, T);
@@ -193,6 +206,7 @@ class Trainer {
         losses[0] += s.loss; losses[1] += s.aux_loss; losses[2] += s.z_loss;
       }
       fsdp_.finish_grads();
+      const double local_loss = losses[0] / A;
       comm_.allreduce_sum(losses, 3);
       comm_.allreduce_sum(model_.expert_load().f32(), model_.expert_load().numel());
       double gnorm = fsdp_.grad_norm();
@@ -208,6 +222,12 @@ class Trainer {
         double gflops = tps * flops_tok / 1e9 / W;
         double eta = (t.steps - done) * dt / double(log_tokens / tokens_per_step);
         double loss = losses[0] / (A * W);
+        if (rank_log_) {
+          fprintf(rank_log_, "step %lld | rank %d (dp %d, ep %d) | local loss %.4f | step %.3f s | state %.1f MiB | rss %.0f MiB\n",
+                  (long long)done, comm_.rank(), mesh_.dp_rank(), mesh_.ep_rank(), local_loss, step_time,
+                  fsdp_.memory().shard_bytes / 1048576.0, peak_rss_mib());
+          fflush(rank_log_);
+        }
         if (comm_.is_root()) {
           const Tensor& load = model_.expert_load();  // this step's, until the bias update resets it
           double load_ratio = max_mean_load(load);
@@ -380,6 +400,7 @@ class Trainer {
   std::unique_ptr<MetricsLog> metrics_;
   int64_t metrics_rows_ = 0;  // rows in metrics.jsonl (recorded in each checkpoint's meta.json)
   std::unique_ptr<AsyncSaver> saver_;  // rank 0 only
+  FILE* rank_log_ = nullptr;  // run.rank_logs, ranks other than 0
   int64_t start_step_ = 0;
 };
 

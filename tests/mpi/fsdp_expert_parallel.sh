@@ -20,7 +20,11 @@ for layout in "2 1" "2 2" "4 1" "4 2" "4 4"; do
   set -- $layout
   name="np$1_ep$2"
   timeout 120 mpirun -np "$1" "$MOE" train "${common[@]}" --set run.out_dir="$TMP/$name" --set parallel.ep="$2" \
-    --set train.grad_accum=$((4 / $1)) > "$TMP/$name.log" 2>&1 || { echo "FAIL: $name"; cat "$TMP/$name.log"; exit 1; }
+    --set train.grad_accum=$((4 / $1)) --set run.rank_logs=true > "$TMP/$name.log" 2>&1 ||
+    { echo "FAIL: $name"; cat "$TMP/$name.log"; exit 1; }
+  last=$(($1 - 1))
+  [ "$(grep -c "^step .* | rank $last (dp $((last / $2)), ep $((last % $2)))" "$TMP/$name/logs/rank-$last.log")" = 20 ] ||
+    { echo "FAIL: $name: rank $last's log"; cat "$TMP/$name/logs/rank-$last.log"; exit 1; }
   grep -q "$1 rank(s) (dp $(($1 / $2)) x ep $2)" "$TMP/$name.log" || { echo "FAIL: $name layout line"; cat "$TMP/$name.log"; exit 1; }
   "$MOE" inspect "$TMP/np1/checkpoints/latest" --compare "$TMP/$name/checkpoints/latest" --tolerance 1e-5 > "$TMP/$name.cmp" ||
     { echo "FAIL: $name final state differs"; sort -k6 -g "$TMP/$name.cmp" | tail -5; exit 1; }
