@@ -19,10 +19,11 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-bool same_layout(const std::vector<NamedTensor>& a, const std::vector<NamedTensor>& b) {
+bool same_layout(const std::vector<TensorPiece>& a, const std::vector<TensorPiece>& b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i)
-    if (a[i].name != b[i].name || a[i].tensor.shape() != b[i].tensor.shape() || a[i].tensor.dtype() != b[i].tensor.dtype())
+    if (a[i].name != b[i].name || a[i].shape != b[i].shape || a[i].begin != b[i].begin ||
+        a[i].data.shape() != b[i].data.shape() || a[i].data.dtype() != b[i].data.dtype())
       return false;
   return true;
 }
@@ -61,27 +62,28 @@ AsyncSaver::Arena& AsyncSaver::Arena::operator=(Arena&& o) noexcept {
   return *this;
 }
 
-void AsyncSaver::copy_into_snapshot(const std::vector<NamedTensor>& tensors) {
-  if (!same_layout(snapshot_, tensors)) {
+void AsyncSaver::copy_into_snapshot(const std::vector<TensorPiece>& pieces) {
+  if (!same_layout(snapshot_, pieces)) {
     snapshot_.clear();
     arena_ = Arena();
     auto aligned = [](int64_t n) { return (n + 63) / 64 * 64; };
     int64_t total = 0;
-    for (const NamedTensor& nt : tensors) total += aligned(nt.tensor.nbytes());
+    for (const TensorPiece& p : pieces) total += aligned(p.data.nbytes());
     arena_ = Arena(size_t(total));
     int64_t off = 0;
-    for (const NamedTensor& nt : tensors) {
-      snapshot_.push_back({nt.name, Tensor::borrow(arena_.data + off, nt.tensor.shape(), nt.tensor.dtype())});
-      off += aligned(nt.tensor.nbytes());
+    for (const TensorPiece& p : pieces) {
+      snapshot_.push_back({p.name, p.shape, p.begin, Tensor::borrow(arena_.data + off, p.data.shape(), p.data.dtype())});
+      off += aligned(p.data.nbytes());
     }
   }
+  const std::vector<TensorPiece>& tensors = pieces;
   // The tensors as one stream of bytes; each thread copies one contiguous, equal share of it, with
   // one memcpy per tensor it overlaps. Calls that large let memcpy use non-temporal stores, which
   // copy gigabytes about 1.5x faster here than 4 MiB pieces do.
   const size_t n = tensors.size();
   std::vector<int64_t> start(n + 1, 0);
   for (size_t i = 0; i < n; ++i) {
-    const Tensor& src = tensors[i].tensor;
+    const Tensor& src = tensors[i].data;
     MOE_CHECK(src.device() == Device::CPU && (src.defined() || src.nbytes() == 0), "snapshot of '", tensors[i].name,
               "' needs a CPU tensor");
     start[i + 1] = start[i] + src.nbytes();
@@ -93,28 +95,43 @@ void AsyncSaver::copy_into_snapshot(const std::vector<NamedTensor>& tensors) {
     for (; i < n && start[i] < e; ++i) {
       const int64_t lo = std::max(b, start[i]), hi = std::min(e, start[i + 1]);
       if (hi <= lo) continue;
-      std::memcpy(static_cast<char*>(snapshot_[i].tensor.raw()) + (lo - start[i]),
-                  static_cast<const char*>(tensors[i].tensor.raw()) + (lo - start[i]), size_t(hi - lo));
+      std::memcpy(static_cast<char*>(snapshot_[i].data.raw()) + (lo - start[i]),
+                  static_cast<const char*>(tensors[i].data.raw()) + (lo - start[i]), size_t(hi - lo));
     }
   });
 }
 
 SaveStall AsyncSaver::save(int64_t step, const std::vector<NamedTensor>& tensors, std::string config_yaml,
                            nlohmann::json meta) {
+  std::vector<TensorPiece> pieces;
+  std::vector<DatasetSpec> datasets;
+  for (const NamedTensor& nt : tensors) {
+    pieces.push_back({nt.name, nt.tensor.shape(), 0, nt.tensor});
+    datasets.push_back({nt.name, nt.tensor.shape(), nt.tensor.dtype()});
+  }
+  ShardedSave one;
+  one.recorded_world_size = world_size_;
+  return save_sharded(step, pieces, std::move(datasets), std::move(config_yaml), std::move(meta), one);
+}
+
+SaveStall AsyncSaver::save_sharded(int64_t step, const std::vector<TensorPiece>& pieces,
+                                   std::vector<DatasetSpec> datasets, std::string config_yaml, nlohmann::json meta,
+                                   const ShardedSave& shard) {
   MOE_CHECK(!in_flight(), "AsyncSaver::save while the save of step ", report_.step, " is in flight (wait() first)");
   auto t0 = Clock::now();
-  copy_into_snapshot(tensors);
+  copy_into_snapshot(pieces);
   SaveStall stall;
-  for (const NamedTensor& nt : snapshot_) stall.bytes += nt.tensor.nbytes();
+  for (const TensorPiece& p : snapshot_) stall.bytes += p.data.nbytes();
   stall.copy_s = seconds_since(t0);
 
   report_ = SaveReport{step, "", stall.bytes, 0};
   error_.clear();
   done_.store(false);
-  worker_ = std::thread([this, step, yaml = std::move(config_yaml), meta = std::move(meta)] {
+  worker_ = std::thread([this, step, shard, datasets = std::move(datasets), yaml = std::move(config_yaml),
+                         meta = std::move(meta)] {
     auto w0 = Clock::now();
     try {
-      report_.dir = save_checkpoint(root_, step, snapshot_, yaml, meta, retention_, world_size_);
+      report_.dir = save_checkpoint_sharded(root_, step, snapshot_, datasets, yaml, meta, retention_, shard);
     } catch (const Error& e) {
       error_ = e.what();
     } catch (const std::bad_alloc&) {

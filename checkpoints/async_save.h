@@ -46,6 +46,10 @@ class AsyncSaver {
   // this returns. Requires no save in flight: collect the previous one with wait() first.
   SaveStall save(int64_t step, const std::vector<NamedTensor>& tensors, std::string config_yaml,
                  nlohmann::json meta);
+  // One rank's part of a sharded save (save_checkpoint_sharded): the snapshot holds only this
+  // rank's pieces. Rank 0's report names the committed folder; other ranks' reports have dir "".
+  SaveStall save_sharded(int64_t step, const std::vector<TensorPiece>& pieces, std::vector<DatasetSpec> datasets,
+                         std::string config_yaml, nlohmann::json meta, const ShardedSave& shard);
   bool in_flight() const { return worker_.joinable(); }
   // A finished save in flight: its report, or moe::Error naming the step and the reason if it
   // failed (nothing committed, earlier checkpoints untouched). nullopt while it runs, or if none.
@@ -54,7 +58,7 @@ class AsyncSaver {
   std::optional<SaveReport> wait();
 
  private:
-  void copy_into_snapshot(const std::vector<NamedTensor>& tensors);
+  void copy_into_snapshot(const std::vector<TensorPiece>& pieces);
   SaveReport collect();  // joins the finished worker; throws its error
 
   // The snapshot: one mapping holding every tensor, on transparent huge pages where the kernel
@@ -73,7 +77,7 @@ class AsyncSaver {
   Retention retention_;
   int world_size_;
   Arena arena_;
-  std::vector<NamedTensor> snapshot_;  // views into arena_
+  std::vector<TensorPiece> snapshot_;  // data are views into arena_
   std::thread worker_;
   std::atomic<bool> done_{false};  // set (release) by the worker after report_ / error_
   SaveReport report_;

@@ -45,6 +45,41 @@ std::string save_checkpoint(const std::string& root, int64_t step, const std::ve
                             const std::string& config_yaml, const nlohmann::json& meta, Retention retention,
                             int world_size = 1);
 
+// Sharded saves (FSDP): every rank writes its own pieces of the logical tensors into the same
+// state.h5 as hyperslabs, rank by rank (HDF5 files take one writer at a time; rank 0 first, creating
+// every dataset), and rank 0 commits after the last rank is done. Ranks signal each other through
+// marker files in step-N.tmp/ named with save_id (the same on every rank, new for every save, so
+// markers of a crashed earlier attempt never count); no MPI, so the writes run on background
+// threads. A rank whose write fails leaves a marker with its message, which fails the save on the
+// others too; a rank that waits longer than wait_timeout_s (0 = forever) for the rank before it fails.
+
+// One rank's part of a tensor: elements [begin, begin + data.numel()) of the row-major flattening
+// of tensor `name`, whose full logical shape is `shape` (at most two dimensions unless whole).
+struct TensorPiece {
+  std::string name;
+  Shape shape;
+  int64_t begin = 0;
+  Tensor data;  // CPU, contiguous; its dtype is the dataset's
+};
+struct DatasetSpec {
+  std::string name;
+  Shape shape;
+  DType dtype = DType::F32;
+};
+struct ShardedSave {
+  int rank = 0, world = 1;
+  std::string save_id = "0";
+  double wait_timeout_s = 600;
+  int recorded_world_size = 0;  // state.h5's world_size attribute; 0: world
+};
+
+// `datasets` lists every tensor of the checkpoint (used by rank 0 only). Rank 0 returns the
+// committed folder, other ranks "" once their pieces are written and marked. Otherwise as
+// save_checkpoint (which is this with one rank whose pieces are whole tensors).
+std::string save_checkpoint_sharded(const std::string& root, int64_t step, const std::vector<TensorPiece>& pieces,
+                                    const std::vector<DatasetSpec>& datasets, const std::string& config_yaml,
+                                    const nlohmann::json& meta, Retention retention, const ShardedSave& shard);
+
 // Resolves what the user gave: a checkpoint folder, the `latest` link, or a checkpoints root (→ its
 // newest committed checkpoint). Throws moe::Error if nothing committed is there.
 std::string resolve_checkpoint(const std::string& path);

@@ -108,11 +108,16 @@ void check_name(const std::string& name) {
 }
 
 Dataset create_dataset(hid_t file, const std::string& path, const std::string& name, const Tensor& t) {
-  check_name(name);
   MOE_CHECK(t.device() == Device::CPU && (t.defined() || t.numel() == 0), "tensor '", name, "' must be a CPU tensor");
-  Types ty = types_of(t.dtype());
-  std::vector<hsize_t> dims(t.shape().begin(), t.shape().end());
-  Space space(check(t.ndim() == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(t.ndim(), dims.data(), nullptr),
+  return create_dataset(file, path, name, t.shape(), t.dtype());
+}
+
+Dataset create_dataset(hid_t file, const std::string& path, const std::string& name, const Shape& shape, DType dtype) {
+  check_name(name);
+  Types ty = types_of(dtype);
+  std::vector<hsize_t> dims(shape.begin(), shape.end());
+  const int ndim = int(shape.size());
+  Space space(check(ndim == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(ndim, dims.data(), nullptr),
                     path, "cannot create dataspace for '" + name + "'"));
   Plist dcpl(check(H5Pcreate(H5P_DATASET_CREATE), path, "H5Pcreate"));
   check(H5Pset_obj_track_times(dcpl.get(), false), path, "H5Pset_obj_track_times");
@@ -120,7 +125,7 @@ Dataset create_dataset(hid_t file, const std::string& path, const std::string& n
   check(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), path, "H5Pset_fill_time");
   Dataset ds(check(H5Dcreate2(file, name.c_str(), ty.file, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
                    path, "cannot create dataset '" + name + "'"));
-  if (needs_dtype_attr(t.dtype())) write_string_attr(ds.get(), path, "dtype", dtype_name(t.dtype()));
+  if (needs_dtype_attr(dtype)) write_string_attr(ds.get(), path, "dtype", dtype_name(dtype));
   return ds;
 }
 
@@ -128,6 +133,41 @@ void write_dataset(hid_t dataset, const std::string& path, const std::string& na
   if (t.numel() == 0) return;
   check(H5Dwrite(dataset, types_of(t.dtype()).mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw()), path,
         "cannot write dataset '" + name + "'");
+}
+
+void write_piece(hid_t dataset, const std::string& path, const std::string& name, const Shape& shape, int64_t begin,
+                 const Tensor& data) {
+  const int64_t n = data.numel(), total = shape_numel(shape);
+  MOE_CHECK(begin >= 0 && begin + n <= total, "piece [", begin, ", ", begin + n, ") of '", name, "' outside its ",
+            total, " elements");
+  if (n == 0) return;
+  if (begin == 0 && n == total) return write_dataset(dataset, path, name, data);
+  MOE_CHECK(shape.size() <= 2, "'", name, "': pieces of datasets with more than two dimensions");
+  Space file_space(check(H5Dget_space(dataset), path, "H5Dget_space"));
+  // Rows of C elements (a 1-D dataset is one row): a partial first row, whole rows, a partial last row.
+  const int64_t C = shape.size() == 2 ? shape[1] : total, end = begin + n;
+  const int64_t r0 = begin / C, c0 = begin % C, r1 = end / C, c1 = end % C;
+  bool first = true;
+  auto select = [&](int64_t row, int64_t col, int64_t rows, int64_t cols) {
+    hsize_t start[2] = {hsize_t(row), hsize_t(col)}, count[2] = {hsize_t(rows), hsize_t(cols)};
+    hsize_t* st = shape.size() == 2 ? start : start + 1;  // 1-D: just the column range
+    hsize_t* ct = shape.size() == 2 ? count : count + 1;
+    check(H5Sselect_hyperslab(file_space.get(), first ? H5S_SELECT_SET : H5S_SELECT_OR, st, nullptr, ct, nullptr),
+          path, "cannot select a piece of '" + name + "'");
+    first = false;
+  };
+  if (r0 == r1) {
+    select(r0, c0, 1, c1 - c0);
+  } else {
+    int64_t whole_from = r0;
+    if (c0 > 0) select(r0, c0, 1, C - c0), whole_from = r0 + 1;
+    if (r1 > whole_from) select(whole_from, 0, r1 - whole_from, C);
+    if (c1 > 0) select(r1, 0, 1, c1);
+  }
+  hsize_t mem_n = hsize_t(n);
+  Space mem_space(check(H5Screate_simple(1, &mem_n, nullptr), path, "H5Screate_simple"));
+  check(H5Dwrite(dataset, types_of(data.dtype()).mem, mem_space.get(), file_space.get(), H5P_DEFAULT, data.raw()), path,
+        "cannot write a piece of dataset '" + name + "'");
 }
 
 Shape dataset_shape(hid_t dataset, const std::string& path) {

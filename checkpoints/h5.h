@@ -65,8 +65,14 @@ void check_name(const std::string& name);
 // metadata. A later distributed save creates the same dataset and each rank writes its rows as a
 // hyperslab. No modification times are recorded: the same tensors always give the same file bytes.
 Dataset create_dataset(hid_t file, const std::string& path, const std::string& name, const Tensor& t);
+// The same from a shape and dtype (a sharded save creates every dataset before any data exists).
+Dataset create_dataset(hid_t file, const std::string& path, const std::string& name, const Shape& shape, DType dtype);
 // Writes all of `t` (the tensor create_dataset was given) into the dataset.
 void write_dataset(hid_t dataset, const std::string& path, const std::string& name, const Tensor& t);
+// Writes `data` as elements [begin, begin + data.numel()) of the dataset's row-major flattening:
+// the hyperslab of one rank's shard. Datasets of up to two dimensions (rows cut anywhere).
+void write_piece(hid_t dataset, const std::string& path, const std::string& name, const Shape& shape, int64_t begin,
+                 const Tensor& data);
 
 Shape dataset_shape(hid_t dataset, const std::string& path);
 // f32, i32, u16, u32 from the HDF5 type; bf16 and fp8 (stored as u16 / u8) from a "dtype" attribute.

@@ -3,11 +3,13 @@
 namespace moe {
 
 std::vector<NamedTensor> checkpoint_tensors(const ParamStore& ps, const float* params, const float* exp_avg,
-                                            const float* exp_avg_sq) {
-  auto view = [](const float* flat, const ParamInfo& p) { return Tensor::borrow(const_cast<float*>(flat) + p.offset, p.shape); };
+                                            const float* exp_avg_sq, bool with_optimizer) {
+  auto view = [](const float* flat, const ParamInfo& p) {
+    return Tensor::borrow(flat ? const_cast<float*>(flat) + p.offset : nullptr, p.shape);
+  };
   std::vector<NamedTensor> out;
   for (const ParamInfo& p : ps.infos()) out.push_back({p.name, view(params, p)});
-  if (exp_avg)
+  if (with_optimizer)
     for (const ParamInfo& p : ps.infos()) {
       if (!p.trainable) continue;
       out.push_back({"optimizer.exp_avg." + p.name, view(exp_avg, p)});
@@ -19,7 +21,7 @@ std::vector<NamedTensor> checkpoint_tensors(const ParamStore& ps, const float* p
 std::vector<NamedTensor> checkpoint_tensors(const DeepSeekV3& model, AdamW* opt) {
   const ParamStore& ps = model.params();
   return checkpoint_tensors(ps, ps.params(), opt ? opt->exp_avg().f32() : nullptr,
-                            opt ? opt->exp_avg_sq().f32() : nullptr);
+                            opt ? opt->exp_avg_sq().f32() : nullptr, opt != nullptr);
 }
 
 void load_checkpoint_pieces(const CheckpointReader& ckpt, const ParamStore& ps, const std::vector<ShardPiece>& pieces) {

@@ -15,10 +15,10 @@ namespace moe {
 // Parameters under their Hugging Face names; with an optimizer, its moments as
 // "optimizer.exp_avg.<name>" and "optimizer.exp_avg_sq.<name>" (trainable parameters only).
 std::vector<NamedTensor> checkpoint_tensors(const DeepSeekV3& model, AdamW* opt);
-// The same from flat buffers in the ParamStore's layout (ParamInfo::offset), e.g. the state FSDP
-// gathered on rank 0; exp_avg / exp_avg_sq may be null (parameters only).
+// The same from flat buffers in the ParamStore's layout (ParamInfo::offset); with_optimizer adds
+// the moments. With null buffers the tensors have no data: names and shapes only.
 std::vector<NamedTensor> checkpoint_tensors(const ParamStore& ps, const float* params, const float* exp_avg,
-                                            const float* exp_avg_sq);
+                                            const float* exp_avg_sq, bool with_optimizer);
 
 // Reads every tensor of checkpoint_tensors() back; errors name the checkpoint and dataset.
 void load_checkpoint_tensors(const CheckpointReader& ckpt, DeepSeekV3& model, AdamW* opt);

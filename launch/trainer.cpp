@@ -10,6 +10,8 @@
 #include <fstream>
 #include <optional>
 
+#include <unistd.h>
+
 #include "checkpoints/async_save.h"
 #include "checkpoints/checkpoint.h"
 #include "data_pipeline/shards.h"
@@ -151,14 +153,14 @@ class Trainer {
     const int B = t.micro_batch, T = cfg_.data.seq_len, A = t.grad_accum, W = comm_.size();
     const int64_t global_batch = int64_t(B) * A * W, tokens_per_step = global_batch * T;
     start_step_ = resume();
+    saver_ = std::make_unique<AsyncSaver>(ckpt_root_, Retention(cfg_.checkpoint.keep_last, cfg_.checkpoint.keep_every),
+                                          comm_.size());
     if (comm_.is_root()) {
       fs::create_directories(cfg_.run.out_dir);
       std::ofstream(fs::path(cfg_.run.out_dir) / "config.yaml") << config_to_yaml(cfg_);
       fs::path metrics_path = fs::path(cfg_.run.out_dir) / "metrics.jsonl";
       metrics_rows_ = keep_metrics_up_to(metrics_path, start_step_);
       metrics_ = std::make_unique<MetricsLog>(metrics_path.string());
-      saver_ = std::make_unique<AsyncSaver>(ckpt_root_, Retention(cfg_.checkpoint.keep_last, cfg_.checkpoint.keep_every),
-                                            comm_.size());
       ParamCounts pc = count_params(cfg_.model);
       printf("moe train: %s | %.2fM params (%.2fM active) | %d rank(s) (dp %d x ep %d) x %d thread(s) | global batch "
              "%lld x %d tokens\n",
@@ -257,7 +259,7 @@ class Trainer {
       bool last = done == t.steps;
       if ((t.eval_every > 0 && done % t.eval_every == 0) || last) run_eval(done);
       // A background save that finished is reported here; one that failed ends the run (exit 2).
-      if (comm_.is_root()) report_save(saver_->poll());
+      report_save(saver_->poll());
       // Every rank must agree to stop at the same step boundary.
       double stop_flag = g_stop_signal;
       comm_.allreduce_sum(&stop_flag, 1);
@@ -319,42 +321,72 @@ class Trainer {
     ++metrics_rows_;
   }
 
-  // Rank 0 saves (every rank holds the full state in data parallelism). Training stalls only for
-  // the snapshot copy, plus any wait for the previous save (at most one is in flight); the write
-  // goes on in the background unless `wait` (the final save, a stop on a signal).
+  // Every rank saves its own shards into the checkpoint's logical tensors (save_checkpoint_sharded:
+  // rank by rank into one state.h5; rank 0 commits). Training stalls only for copying this rank's
+  // shards to the snapshot, plus any wait for the previous save (at most one is in flight); the
+  // write goes on in the background unless `wait` (the final save, a stop on a signal).
   void save(int64_t step, bool wait) {
-    // Every rank sends its shards; rank 0 gets the whole state in the single-process layout.
-    auto t_gather = Clock::now();
-    std::vector<float> params, exp_avg, exp_avg_sq;
-    fsdp_.gather_full(params, exp_avg, exp_avg_sq);
-    if (!comm_.is_root()) return;
-    double gather_s = seconds_since(t_gather);
     auto t0 = Clock::now();
     report_save(saver_->wait());
     double waited = seconds_since(t0);
-    // The RNG is counter-based (seed, stream, index) and the sampler a function of (seed, step):
-    // the seed and the step are the whole random state.
-    nlohmann::json meta = {{"tokens", step * int64_t(cfg_.train.micro_batch) * cfg_.train.grad_accum * comm_.size() *
-                                          cfg_.data.seq_len},
-                           {"optimizer_steps", fsdp_.optimizer().steps_taken()},
-                           {"tokenizer", train_.tokenizer_name()},
-                           {"tokenizer_hash", train_.tokenizer_hash()},
-                           {"sampler", {{"seed", cfg_.run.seed}, {"next_step", step}}},
-                           {"world_size", comm_.size()},
-                           {"expert_parallel", mesh_.ep()},
-                           {"metrics_rows", metrics_rows_}};
-    SaveStall st = saver_->save(step, checkpoint_tensors(model_.params(), params.data(), exp_avg.data(), exp_avg_sq.data()),
-                                config_to_yaml(cfg_), std::move(meta));
-    printf("checkpoint step %lld: training stalled %.3f s (gather %.3f s, snapshot %.3f GB in %.3f s, waited %.3f s "
-           "for the previous save)%s\n",
-           (long long)step, gather_s + waited + st.copy_s, gather_s, st.bytes / 1e9, st.copy_s, waited,
-           wait ? "" : ", writing in the background");
-    fflush(stdout);
+    ShardedSave shard;
+    shard.rank = comm_.rank();
+    shard.world = comm_.size();
+    shard.wait_timeout_s = comm_.timeout_s();
+    shard.save_id = save_id(step);
+    const ParamStore& ps = model_.params();
+    std::vector<TensorPiece> pieces;
+    for (const ShardPiece& p : fsdp_.pieces()) {
+      if (p.replicated && !comm_.is_root()) continue;  // every rank holds it; rank 0 writes it
+      const ParamInfo& info = ps.infos()[p.param];
+      const Shape n = {p.end - p.begin};
+      pieces.push_back({info.name, info.shape, p.begin, Tensor::borrow(p.value, n)});
+      if (!p.exp_avg) continue;
+      pieces.push_back({"optimizer.exp_avg." + info.name, info.shape, p.begin, Tensor::borrow(p.exp_avg, n)});
+      pieces.push_back({"optimizer.exp_avg_sq." + info.name, info.shape, p.begin, Tensor::borrow(p.exp_avg_sq, n)});
+    }
+    std::vector<DatasetSpec> datasets;
+    nlohmann::json meta;
+    if (comm_.is_root()) {
+      for (const NamedTensor& t : checkpoint_tensors(ps, nullptr, nullptr, nullptr, /*with_optimizer=*/true))
+        datasets.push_back({t.name, t.tensor.shape(), DType::F32});
+      // The RNG is counter-based (seed, stream, index) and the sampler a function of (seed, step):
+      // the seed and the step are the whole random state.
+      meta = {{"tokens", step * int64_t(cfg_.train.micro_batch) * cfg_.train.grad_accum * comm_.size() *
+                             cfg_.data.seq_len},
+              {"optimizer_steps", fsdp_.optimizer().steps_taken()},
+              {"tokenizer", train_.tokenizer_name()},
+              {"tokenizer_hash", train_.tokenizer_hash()},
+              {"sampler", {{"seed", cfg_.run.seed}, {"next_step", step}}},
+              {"world_size", comm_.size()},
+              {"expert_parallel", mesh_.ep()},
+              {"metrics_rows", metrics_rows_}};
+    }
+    SaveStall st = saver_->save_sharded(step, pieces, std::move(datasets), config_to_yaml(cfg_), std::move(meta), shard);
+    if (comm_.is_root()) {
+      printf("checkpoint step %lld: training stalled %.3f s (snapshot of rank 0's %.3f GB in %.3f s, waited %.3f s "
+             "for the previous save)%s\n",
+             (long long)step, waited + st.copy_s, st.bytes / 1e9, st.copy_s, waited,
+             wait ? "" : ", writing in the background");
+      fflush(stdout);
+    }
     if (wait) report_save(saver_->wait());
   }
 
-  static void report_save(const std::optional<SaveReport>& r) {
-    if (!r) return;
+  // New for every save attempt and the same on every rank, so marker files left by a crashed
+  // earlier attempt at the same step never count.
+  std::string save_id(int64_t step) const {
+    char id[40] = {};
+    if (comm_.is_root())
+      snprintf(id, sizeof id, "%llx-%x-%llx", (long long)step, unsigned(getpid()),
+               (unsigned long long)std::chrono::system_clock::now().time_since_epoch().count());
+    comm_.broadcast(id, sizeof id);
+    return id;
+  }
+
+  // Rank 0 prints a committed save; on every rank a failed one throws (and ends the job).
+  void report_save(const std::optional<SaveReport>& r) const {
+    if (!r || !comm_.is_root()) return;
     printf("checkpoint %s committed (write %.3f s, %.2f GB/s)\n", r->dir.c_str(), r->write_s,
            r->bytes / 1e9 / std::max(r->write_s, 1e-9));
     fflush(stdout);
@@ -399,7 +431,7 @@ class Trainer {
   std::string ckpt_root_, resumed_from_;
   std::unique_ptr<MetricsLog> metrics_;
   int64_t metrics_rows_ = 0;  // rows in metrics.jsonl (recorded in each checkpoint's meta.json)
-  std::unique_ptr<AsyncSaver> saver_;  // rank 0 only
+  std::unique_ptr<AsyncSaver> saver_;
   FILE* rank_log_ = nullptr;  // run.rank_logs, ranks other than 0
   int64_t start_step_ = 0;
 };

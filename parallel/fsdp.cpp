@@ -70,7 +70,7 @@ std::vector<ShardPiece> ShardedModel::pieces() {
       int64_t at = s.offset + (b - lo);
       bool t = p.trainable && m;
       out.push_back({id, b - p.unit_offset, e - p.unit_offset, params_.data() + at, t ? m + at : nullptr,
-                     t ? v + at : nullptr});
+                     t ? v + at : nullptr, unit.kind == UnitKind::Replicated});
     }
   }
   return out;
@@ -193,51 +193,6 @@ double ShardedModel::grad_norm() const {
 void ShardedModel::step(double lr, float grad_scale) {
   MOE_CHECK(reducing_.empty(), "optimizer step with gradient reductions in flight (call finish_grads)");
   opt_->step(params_.data(), grads_.data(), lr, grad_scale);
-}
-
-// Every rank contributes its shard of each unit to a world all-gather, so the shards of every
-// part reach rank 0 whatever the layout. The parts of one MoE layer's experts are gathered
-// together: each rank holds exactly one of them (its ep rank's), all the same size.
-void ShardedModel::gather_full(std::vector<float>& params, std::vector<float>& exp_avg,
-                               std::vector<float>& exp_avg_sq) const {
-  const bool root = world_.is_root();
-  const int W = world_.size(), ep = mesh_.ep();
-  for (auto* out : {&params, &exp_avg, &exp_avg_sq}) out->assign(root ? size_t(ps_.numel()) : 0, 0.f);
-  const float* sources[3] = {params_.data(), opt_->exp_avg().f32(), opt_->exp_avg_sq().f32()};
-  std::vector<float>* outs[3] = {&params, &exp_avg, &exp_avg_sq};
-  std::vector<float> all;
-  const auto& units = ps_.units();
-  for (size_t u = 0; u < units.size(); ++u) {
-    const ParamUnit& unit = units[u];
-    if (unit.kind == UnitKind::Expert && unit.expert_part != 0) continue;  // gathered with part 0
-    int local = int(u);  // the unit this rank contributes
-    if (unit.kind == UnitKind::Expert) local = int(u) + mesh_.ep_rank();
-    const Shard& s = shards_[shard_index_[local]];
-    for (int k = 0; k < 3; ++k) {
-      const float* mine = sources[k] + s.offset;
-      if (unit.kind == UnitKind::Replicated || W == 1) {
-        if (root) std::copy(mine, mine + unit.numel, outs[k]->data() + unit.offset);
-        continue;
-      }
-      // Ranks whose group is one (replicated units aside) contribute their whole shard.
-      all.resize(size_t(W) * s.size);
-      world_.allgather(mine, all.data(), s.size);
-      if (!root) continue;
-      if (unit.kind == UnitKind::Sharded) {
-        std::copy(all.begin(), all.begin() + unit.numel, outs[k]->begin() + unit.offset);
-        continue;
-      }
-      // World rank w = d * ep + p holds shard d (of dp) of expert part p.
-      const int dp = W / ep;
-      for (int p = 0; p < ep; ++p) {
-        const ParamUnit& part = units[u + p];
-        for (int d = 0; d < dp; ++d) {
-          int64_t lo = d * s.size, n = std::min(s.size, part.numel - lo);
-          if (n > 0) std::copy_n(all.data() + size_t(d * ep + p) * s.size, n, outs[k]->data() + part.offset + lo);
-        }
-      }
-    }
-  }
 }
 
 ShardMemory ShardedModel::memory() const {

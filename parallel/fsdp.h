@@ -31,6 +31,7 @@ struct ShardPiece {
   int param = -1;
   int64_t begin = 0, end = 0;
   float *value = nullptr, *exp_avg = nullptr, *exp_avg_sq = nullptr;
+  bool replicated = false;  // every rank holds the same values (non-trainable buffers)
 };
 
 struct ShardMemory {
@@ -59,9 +60,6 @@ class ShardedModel : public UnitHooks {
 
   // What this rank holds, for loading a checkpoint into it (any layout it was saved with).
   std::vector<ShardPiece> pieces();
-  // The whole state on rank 0, in the ParamStore's flat layout (ParamInfo::offset): parameters
-  // and both moments. Collective; other ranks get empty vectors.
-  void gather_full(std::vector<float>& params, std::vector<float>& exp_avg, std::vector<float>& exp_avg_sq) const;
   ShardMemory memory() const;
 
   // UnitHooks
