@@ -214,6 +214,8 @@ class Trainer {
       double gnorm = fsdp_.grad_norm();
       float clip = (t.grad_clip > 0 && gnorm > t.grad_clip) ? float(t.grad_clip / gnorm) : 1.f;
       double lr = learning_rate(t, step);
+      // A save's snapshot may still be copying the state in the background: wait before changing it.
+      copy_wait_s_ += saver_->wait_snapshot();
       fsdp_.step(lr, clip);
       log_tokens += tokens_per_step;
       const int64_t done = step + 1;
@@ -362,12 +364,21 @@ class Trainer {
               {"expert_parallel", mesh_.ep()},
               {"metrics_rows", metrics_rows_}};
     }
-    SaveStall st = saver_->save_sharded(step, pieces, std::move(datasets), config_to_yaml(cfg_), std::move(meta), shard);
+    // Unless the process is about to exit, the snapshot is copied in the background while the next
+    // step's forward and backward run (they do not change the state); the optimizer waits for it.
+    const bool defer = !wait;
+    copy_wait_s_ = 0;
+    SaveStall st = saver_->save_sharded(step, pieces, std::move(datasets), config_to_yaml(cfg_), std::move(meta), shard,
+                                        defer);
     if (comm_.is_root()) {
-      printf("checkpoint step %lld: training stalled %.3f s (snapshot of rank 0's %.3f GB in %.3f s, waited %.3f s "
-             "for the previous save)%s\n",
-             (long long)step, waited + st.copy_s, st.bytes / 1e9, st.copy_s, waited,
-             wait ? "" : ", writing in the background");
+      if (defer)
+        printf("checkpoint step %lld: training stalled %.3f s (waited %.3f s for the previous save); copying rank 0's "
+               "%.3f GB and writing in the background\n",
+               (long long)step, waited + st.copy_s, waited, st.bytes / 1e9);
+      else
+        printf("checkpoint step %lld: training stalled %.3f s (snapshot of rank 0's %.3f GB in %.3f s, waited %.3f s "
+               "for the previous save)\n",
+               (long long)step, waited + st.copy_s, st.bytes / 1e9, st.copy_s, waited);
       fflush(stdout);
     }
     if (wait) report_save(saver_->wait());
@@ -387,7 +398,11 @@ class Trainer {
   // Rank 0 prints a committed save; on every rank a failed one throws (and ends the job).
   void report_save(const std::optional<SaveReport>& r) const {
     if (!r || !comm_.is_root()) return;
-    printf("checkpoint %s committed (write %.3f s, %.2f GB/s)\n", r->dir.c_str(), r->write_s,
+    char copy[160] = "";
+    if (r->copy_s > 0)
+      snprintf(copy, sizeof copy, "snapshot copied in %.3f s in the background, the optimizer waited %.3f s for it; ",
+               r->copy_s, copy_wait_s_);
+    printf("checkpoint %s committed (%swrite %.3f s, %.2f GB/s)\n", r->dir.c_str(), copy, r->write_s,
            r->bytes / 1e9 / std::max(r->write_s, 1e-9));
     fflush(stdout);
   }
@@ -433,6 +448,7 @@ class Trainer {
   int64_t metrics_rows_ = 0;  // rows in metrics.jsonl (recorded in each checkpoint's meta.json)
   std::unique_ptr<AsyncSaver> saver_;
   FILE* rank_log_ = nullptr;  // run.rank_logs, ranks other than 0
+  double copy_wait_s_ = 0;    // this save's stall at the optimizer while its snapshot was copied
   int64_t start_step_ = 0;
 };
 

@@ -45,6 +45,26 @@ TEST_F(CkptAsync, SnapshotIsTakenWhenSaveReturns) {
   EXPECT_EQ(ckpt.meta()["tokens"], 5);
 }
 
+// A deferred copy: save() returns before copying; once wait_snapshot() returns the state may change
+// and the checkpoint still holds the values of the save point. Pieces of a tensor (a rank's shard)
+// land at their offsets.
+TEST_F(CkptAsync, DeferredCopyHoldsTheStateUntilWaitSnapshot) {
+  Tensor w = ramp({64, 8}, 1.f), w0 = ramp({64, 8}, 1.f);
+  AsyncSaver saver(path("ckpt"), Retention(0), 1);
+  EXPECT_LT(saver.wait_snapshot(), 0.1);  // nothing in flight: returns at once
+  // Two pieces of w, cut inside row 21: [0, 170) and [170, 512).
+  std::vector<TensorPiece> pieces = {{"w", w.shape(), 0, Tensor::borrow(w.f32(), {170})},
+                                     {"w", w.shape(), 170, Tensor::borrow(w.f32() + 170, {512 - 170})}};
+  SaveStall st = saver.save_sharded(3, pieces, {{"w", w.shape(), DType::F32}}, "", nullptr, ShardedSave{}, true);
+  EXPECT_EQ(st.bytes, w.nbytes());
+  saver.wait_snapshot();
+  w.fill_(-1.f);  // the optimizer step after the snapshot
+  std::optional<SaveReport> r = saver.wait();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_GT(r->copy_s, 0);
+  EXPECT_TRUE(bitwise_equal(CheckpointReader(r->dir).read("w"), w0));
+}
+
 TEST_F(CkptAsync, PollReportsAFinishedSaveOnce) {
   AsyncSaver saver(path("ckpt"), Retention(1), 1);
   for (int64_t step : {1, 2}) {
