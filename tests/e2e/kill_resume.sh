@@ -3,7 +3,8 @@
 # a checkpoint is being written), restart the same command each time, and the finished run must equal a run that was
 # never interrupted, bit for bit: same state.h5 bytes (parameters and AdamW moments), same exported
 # weights, same eval loss, and a metrics.jsonl with every step exactly once and the same losses.
-# One process, then `mpirun -np 2` (kill -9 of one rank ends the job). Saves every 3 steps, so
+# One process (5 kills), then `mpirun -np 2` with FSDP and expert parallelism (10 kills; kill -9 of one
+# rank ends the job; each rank writes its own shards of the checkpoint). Saves every 3 steps, so
 # kills often land in or near a save. Usage: kill_resume.sh <moe binary> <source dir>
 set -euo pipefail
 MOE=$1; SRC=$2
@@ -28,7 +29,7 @@ def train_cmd(out, mpi):
            "--set", f"run.out_dir={out}", "--set", f"train.steps={STEPS}", "--set", "train.eval_every=9",
            "--set", "checkpoint.every=3", "--set", "checkpoint.keep_last=2", "--set", "train.log_every=1"]
     if mpi:
-        cmd = ["mpirun", "-np", "2"] + cmd + ["--set", "train.micro_batch=2"]
+        cmd = ["mpirun", "-np", "2"] + cmd + ["--set", "train.micro_batch=2", "--set", "parallel.ep=2"]
     return cmd
 
 def descendants(pid):
@@ -178,7 +179,7 @@ def same(ref, out, mpi):
         sys.exit(f"FAIL: metrics.jsonl of the killed run is not the uninterrupted history:\n{train[1]}\n{evals[1]}")
 
 total_kills = mid_save = 0
-for mpi, kills in ((False, 10), (True, 3)):
+for mpi, kills in ((False, 5), (True, 10)):
     ref, out = f"{tmp}/ref{int(mpi)}", f"{tmp}/killed{int(mpi)}"
     startup, step_s = reference(ref, mpi)
     mid_save += killed_run(out, mpi, kills, startup, step_s)
