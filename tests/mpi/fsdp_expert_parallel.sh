@@ -15,18 +15,28 @@ head -c 100000 "$SRC/data/tinyshakespeare.txt" > "$TMP/corpus.txt"
 common=(--config "$SRC/configs/tiny.yaml" --set data.path="$TMP/data" --set train.steps=20 --set train.eval_every=10
         --set checkpoint.every=0 --set train.micro_batch=1)
 
+# Also tied embeddings (the head gathers the embedding unit twice per pass) with recompute (the
+# backward re-runs each block's forward, dispatch included): against one process doing the same.
+variant=(--set model.tie_embeddings=true --set train.recompute=true)
 "$MOE" train "${common[@]}" --set run.out_dir="$TMP/np1" --set train.grad_accum=4 > "$TMP/np1.log"
-for layout in "2 1" "2 2" "4 1" "4 2" "4 4"; do
+"$MOE" train "${common[@]}" "${variant[@]}" --set run.out_dir="$TMP/np1_tied" --set train.grad_accum=4 > "$TMP/np1_tied.log"
+for layout in "2 1" "2 2" "4 1" "4 2" "4 4" "4 2 tied"; do
   set -- $layout
-  name="np$1_ep$2"
-  timeout 120 mpirun -np "$1" "$MOE" train "${common[@]}" --set run.out_dir="$TMP/$name" --set parallel.ep="$2" \
-    --set train.grad_accum=$((4 / $1)) --set run.rank_logs=true > "$TMP/$name.log" 2>&1 ||
+  name="np$1_ep$2${3:+_$3}"
+  ref=np1${3:+_$3}
+  extra=(); [ -n "${3:-}" ] && extra=("${variant[@]}")
+  timeout 120 mpirun -np "$1" "$MOE" train "${common[@]}" "${extra[@]}" --set run.out_dir="$TMP/$name" \
+    --set parallel.ep="$2" --set train.grad_accum=$((4 / $1)) --set run.rank_logs=true > "$TMP/$name.log" 2>&1 ||
     { echo "FAIL: $name"; cat "$TMP/$name.log"; exit 1; }
   last=$(($1 - 1))
   [ "$(grep -c "^step .* | rank $last (dp $((last / $2)), ep $((last % $2)))" "$TMP/$name/logs/rank-$last.log")" = 20 ] ||
     { echo "FAIL: $name: rank $last's log"; cat "$TMP/$name/logs/rank-$last.log"; exit 1; }
   grep -q "$1 rank(s) (dp $(($1 / $2)) x ep $2)" "$TMP/$name.log" || { echo "FAIL: $name layout line"; cat "$TMP/$name.log"; exit 1; }
-  "$MOE" inspect "$TMP/np1/checkpoints/latest" --compare "$TMP/$name/checkpoints/latest" --tolerance 1e-5 > "$TMP/$name.cmp" ||
+  # configs/tiny.yaml as it is: 1e-5. The tied variant's losses agree as closely (~1e-8), but a
+  # rarely routed expert's weights drift to ~1e-5 after 20 steps (AdamW's m/sqrt(v) magnifies
+  # round-off in small gradients), so it gets 5e-5.
+  tol=1e-5; [ -n "${3:-}" ] && tol=5e-5
+  "$MOE" inspect "$TMP/$ref/checkpoints/latest" --compare "$TMP/$name/checkpoints/latest" --tolerance $tol > "$TMP/$name.cmp" ||
     { echo "FAIL: $name final state differs"; sort -k6 -g "$TMP/$name.cmp" | tail -5; exit 1; }
   echo "$name: $(tail -1 "$TMP/$name.cmp")"
 done
@@ -35,9 +45,9 @@ python3 - "$TMP" <<'PY'
 import json, os, sys
 tmp = sys.argv[1]
 load = lambda name: [json.loads(l) for l in open(os.path.join(tmp, name, "metrics.jsonl"))]
-ref = load("np1")
-for name in ("np2_ep1", "np2_ep2", "np4_ep1", "np4_ep2", "np4_ep4"):
-    np_, ep = int(name[2]), int(name[-1])
+for name in ("np2_ep1", "np2_ep2", "np4_ep1", "np4_ep2", "np4_ep4", "np4_ep2_tied"):
+    np_, ep = int(name[2]), int(name[6])
+    ref = load("np1_tied" if name.endswith("tied") else "np1")
     rows = load(name)
     assert len(rows) == len(ref), (name, len(rows), len(ref))
     worst = 0.0
