@@ -53,7 +53,10 @@ void TokenStream::append(const uint32_t* ids, size_t n, bool doc_start, int64_t 
     ++starts_pending_;
   }
   while (n > 0) {
-    if (format_ == OutputFormat::Shards && pending_ == 0) data_ = OutFile::create(shard_path(state_.tokens / S_, true));
+    if (format_ == OutputFormat::Shards && pending_ == 0) {
+      data_ = OutFile::create(shard_path(state_.tokens / S_, true));
+      sha_ = Sha256();
+    }
     const size_t take = size_t(std::min<int64_t>(int64_t(n), S_ - pending_));
     buf_.resize(take * size_t(width_));
     uint8_t* p = buf_.data();
@@ -65,6 +68,7 @@ void TokenStream::append(const uint32_t* ids, size_t n, bool doc_start, int64_t 
       std::memcpy(p, ids, take * 4);
     }
     data_.write(buf_.data(), buf_.size());
+    if (format_ == OutputFormat::Shards) sha_.update(buf_.data(), buf_.size());
     pending_ += int64_t(take);
     ids += take, n -= take, unit_done += int64_t(take);
     if (pending_ == S_)
@@ -84,9 +88,7 @@ void TokenStream::checkpoint(const Record& record) {
   if (format_ == OutputFormat::Shards) {
     data_.close();
     k = state_.tokens / S_;
-    // Read back from the page cache rather than hashed while written: the last shard is usually
-    // cut by finishing (the val split) and hashed again then.
-    state_.shard_sha256.push_back(sha256_file(shard_path(k, true)));
+    state_.shard_sha256.push_back(sha_.hex());
   }
   starts_.sync();
   sync_dir(dir_ + "/train");  // a new .tmp shard's name, before the record points at it

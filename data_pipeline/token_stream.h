@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "data_pipeline/out_file.h"
+#include "framework/sha256.h"
 
 namespace moe {
 
@@ -74,6 +75,7 @@ class TokenStream {
   int64_t pending_ = 0;  // tokens written since
   int64_t starts_pending_ = 0;
   OutFile data_, starts_;
+  Sha256 sha_;  // of the shard being written (Shards format)
   std::vector<uint8_t> buf_;
 };
 
