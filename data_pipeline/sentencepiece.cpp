@@ -40,40 +40,10 @@ class SentencePieceTokenizer final : public Tokenizer {
 
   void load(std::string_view model);
 
-  // Long text goes to libsentencepiece in parts of about kPartBytes cut where the cut rule allows,
-  // which gives the same ids: SentencePiece is ~3x slower on a 1 MB text than on its lines.
-  std::vector<uint32_t> encode(std::string_view text) const override {
-    if (cut_rule_ != CutRule::BeforeSpace || text.size() <= 2 * kPartBytes) return encode_part(text);
-    std::vector<uint32_t> ids;
-    for (size_t from = 0; from < text.size();) {
-      const size_t to = next_cut(cut_rule_, text, std::min(text.size(), from + kPartBytes));
-      const std::string_view part = text.substr(from, to - from);
-      const std::vector<uint32_t> part_ids = from == 0 ? encode_part(part) : encode_continuation(part);
-      ids.insert(ids.end(), part_ids.begin(), part_ids.end());
-      from = to;
-    }
-    return ids;
-  }
+  std::vector<uint32_t> encode(std::string_view text) const override { return encode_long(text, false); }
 
-  // The text after a cut, as it would be encoded inside the whole: encoded behind one character
-  // ('a', printable ASCII like the one before any BeforeSpace cut) whose pieces are then dropped,
-  // so neither a dummy prefix nor the stripping of leading whitespace applies. After a cut the
-  // text starts with a space, and no piece joins 'a' to it: the ids then start with those of "a"
-  // alone, and dropping them needs no spans (the faster path).
-  std::vector<uint32_t> encode_continuation(std::string_view text) const override {
-    std::string s;
-    s.reserve(text.size() + 1);
-    s += 'a';
-    s += text;
-    if (text.starts_with(' ') && (!byte_fallback_ || valid_utf8(text))) {
-      std::vector<uint32_t> ids = encode_plain(s);
-      if (ids.size() >= sentinel_.size() && std::equal(sentinel_.begin(), sentinel_.end(), ids.begin())) {
-        ids.erase(ids.begin(), ids.begin() + ptrdiff_t(sentinel_.size()));
-        return ids;
-      }
-    }
-    return encode_spans(s, 1);
-  }
+  // The text after a cut (CutRule::BeforeSpace), as it would be encoded inside the whole.
+  std::vector<uint32_t> encode_continuation(std::string_view text) const override { return encode_long(text, true); }
 
   std::string decode(const std::vector<uint32_t>& ids) const override {
     for (size_t i = 0; i < ids.size(); ++i) check_id(ids[i], i);
@@ -128,9 +98,44 @@ class SentencePieceTokenizer final : public Tokenizer {
                   byte_of_.size() - 1, ")");
   }
 
+  // Long text goes to libsentencepiece in parts of about kPartBytes cut where the cut rule allows,
+  // which gives the same ids: SentencePiece is ~3x slower on a 1 MB text than on its lines.
+  std::vector<uint32_t> encode_long(std::string_view text, bool continuation) const {
+    if (cut_rule_ != CutRule::BeforeSpace || text.size() <= 2 * kPartBytes)
+      return continuation ? encode_after_cut(text) : encode_part(text);
+    std::vector<uint32_t> ids;
+    for (size_t from = 0; from < text.size();) {
+      const size_t to = next_cut(cut_rule_, text, std::min(text.size(), from + kPartBytes));
+      const std::string_view part = text.substr(from, to - from);
+      const std::vector<uint32_t> part_ids = from == 0 && !continuation ? encode_part(part) : encode_after_cut(part);
+      ids.insert(ids.end(), part_ids.begin(), part_ids.end());
+      from = to;
+    }
+    return ids;
+  }
+
   std::vector<uint32_t> encode_part(std::string_view text) const {
     if (!byte_fallback_ || valid_utf8(text)) return encode_plain(text);
     return encode_spans(text, 0);
+  }
+
+  // Encoded behind one character ('a', printable ASCII like the one before any BeforeSpace cut)
+  // whose pieces are then dropped, so neither a dummy prefix nor the stripping of leading
+  // whitespace applies. After a cut the text starts with a space, and no piece joins 'a' to it:
+  // the ids then start with those of "a" alone, and dropping them needs no spans (the faster path).
+  std::vector<uint32_t> encode_after_cut(std::string_view text) const {
+    std::string s;
+    s.reserve(text.size() + 1);
+    s += 'a';
+    s += text;
+    if (text.starts_with(' ') && (!byte_fallback_ || valid_utf8(text))) {
+      std::vector<uint32_t> ids = encode_plain(s);
+      if (ids.size() >= sentinel_.size() && std::equal(sentinel_.begin(), sentinel_.end(), ids.begin())) {
+        ids.erase(ids.begin(), ids.begin() + ptrdiff_t(sentinel_.size()));
+        return ids;
+      }
+    }
+    return encode_spans(s, 1);
   }
 
   std::vector<uint32_t> encode_plain(std::string_view text) const {

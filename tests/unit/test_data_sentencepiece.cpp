@@ -202,6 +202,16 @@ TEST(SentencePiece, TextAfterACutEncodesAsInTheWhole) {
       }
     }
     EXPECT_GT(cuts, 300) << m;
+    // Long parts, which libsentencepiece gets in smaller parts of its own.
+    const std::string text = soup(rng, 40000);
+    const auto whole = tok->encode(text);
+    for (size_t c = next_cut(CutRule::BeforeSpace, text, 3000); c < text.size();
+         c = next_cut(CutRule::BeforeSpace, text, c + 7000)) {
+      auto a = tok->encode(std::string_view(text).substr(0, c));
+      auto b = tok->encode_continuation(std::string_view(text).substr(c));
+      a.insert(a.end(), b.begin(), b.end());
+      ASSERT_TRUE(a == whole) << m << ": cut at " << c;
+    }
   }
   // The cuts: before a space that follows printable ASCII.
   EXPECT_EQ(next_cut(CutRule::BeforeSpace, "a  b", 0), 1u);
