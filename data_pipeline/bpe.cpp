@@ -138,6 +138,7 @@ class BpeTokenizer final : public Tokenizer {
   uint32_t eos_id() const override { return eos_; }
   std::string name() const override { return name_; }
   std::string hash() const override { return hash_; }
+  CutRule cut_rule() const override { return CutRule::PreTokens; }
 
   void load(const json& j);
 

@@ -7,7 +7,6 @@
 #include <filesystem>
 
 #include "data_pipeline/jsonl.h"
-#include "data_pipeline/pretokenize.h"
 #include "framework/error.h"
 
 namespace fs = std::filesystem;
@@ -45,13 +44,14 @@ size_t char_boundary(std::string_view r, size_t c) {
 // incomplete `r` are never cut off: they may be the "\r\n" that split_docs strips at the end.
 size_t piece_length(std::string_view r, bool complete, const ReaderOptions& o) {
   if (o.piece_bytes == 0) return complete ? r.size() : kNeedMore;
-  const size_t P = o.piece_bytes, W = o.bpe_cuts ? 16 * P : P;
+  const bool anywhere = o.cuts == CutRule::Anywhere;
+  const size_t P = o.piece_bytes, W = anywhere ? P : 16 * P;
   if (complete && r.size() <= P) return r.size();
   if (!complete && r.size() <= W + 2) return kNeedMore;
-  if (!o.bpe_cuts) return char_boundary(r, P);
-  if (size_t c = last_safe_cut(r.substr(0, P))) return c;
+  if (anywhere) return char_boundary(r, P);
+  if (size_t c = last_cut(o.cuts, r.substr(0, P))) return c;
   const size_t lim = std::min(r.size(), W);
-  if (size_t c = safe_cut(r.substr(0, lim), P); c < lim) return c;
+  if (size_t c = next_cut(o.cuts, r.substr(0, lim), P); c < lim) return c;
   if (complete && r.size() <= W) return r.size();
   return char_boundary(r, W);
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "data_pipeline/input_stream.h"
+#include "data_pipeline/tokenizer.h"
 
 namespace moe {
 
@@ -54,12 +55,12 @@ struct ReaderOptions {
   std::string text_key = "text";
   // > 0: text documents longer than this come in pieces of about this size (.jsonl ones never do).
   size_t piece_bytes = 0;
-  // Cut pieces only where byte-level BPE pre-tokenization is unaffected (safe_cut in pretokenize.h),
-  // so encoding the pieces gives the ids of the whole document. Such a cut is looked for in the
-  // first piece_bytes of the rest of the document, then up to 16 x piece_bytes; only text without
-  // one (no line break after a letter or digit in 16 MiB) is cut at a character boundary there.
-  // Without bpe_cuts any character boundary will do.
-  bool bpe_cuts = false;
+  // Where pieces may be cut (tokenizer.h): with a rule other than Anywhere, so that encoding the
+  // pieces gives the ids of the whole document, a cut is looked for in the first piece_bytes of the
+  // rest of the document, then up to 16 x piece_bytes; only text without one (for BPE: no line
+  // break after a letter or digit in 16 MiB) is cut at a character boundary there. Anywhere: any
+  // character boundary will do.
+  CutRule cuts = CutRule::Anywhere;
   bool split_docs = false;  // a .txt file holds documents separated by blank (or whitespace-only) lines
   bool raw_jsonl = false;   // hand out .jsonl lines unparsed, for parsing in parallel later
   size_t max_line_bytes = size_t(64) << 20;

@@ -176,7 +176,8 @@ class Preprocessor {
 
   void save_state() { write_file_atomic((tmp_ / "progress.json").string(), state_.to_json().dump() + "\n"); }
 
-  // Tests: fail after the n-th durable checkpoint (the val split counts as one), as a kill would.
+  // Tests: fail after the n-th durable checkpoint (the end of the input and the val split count as
+  // one each), as a kill would: a stream checkpoint's shard is then recorded but not yet renamed.
   void crash_point() {
     if (++checkpoints_ == opt_.crash_after_checkpoints)
       throw error("preprocess: stopped after ", checkpoints_, " checkpoints (crash_after_checkpoints)");
@@ -193,6 +194,7 @@ class Preprocessor {
     if (fs::exists(saved, ec)) {
       if (std::optional<RunState> s = load_state(saved); s && s->fingerprint == fp) {
         state_ = std::move(*s);
+        if (!megatron_) settle_recorded_shards(tmp_.string(), state_.stream);
         if (state_.stream.tokens > 0) {
           resumed_tokens_ = state_.stream.tokens;
           progress_->note("resuming " + tmp_.string() + " from its last checkpoint (" +
@@ -240,7 +242,7 @@ class Preprocessor {
             }
             text = parsed;
           }
-          u.ids = tok_->encode(text);
+          u.ids = d.at.mid_doc ? tok_->encode_continuation(text) : tok_->encode(text);
           u.text_bytes = text.size();
           u.invalid = count_invalid_utf8(text);
           auto it = std::find(u.ids.begin(), u.ids.end(), eos);
@@ -306,7 +308,7 @@ class Preprocessor {
     ReaderOptions ro;
     ro.text_key = opt_.text_key;
     ro.piece_bytes = kPieceBytes;
-    ro.bpe_cuts = !tok_->encodes_piecewise();
+    ro.cuts = tok_->cut_rule();
     ro.split_docs = opt_.split_docs;
     ro.raw_jsonl = true;
     DocumentReader reader(files_, ro, state_.at);
@@ -346,10 +348,13 @@ class Preprocessor {
       std::swap(cur, prev);
     }
     wait_append();
-    state_.stream = stream.finish();
-    state_.input_done = true;
-    state_.skip = 0;
-    save_state();
+    stream.finish([&](const StreamState& s) {
+      state_.stream = s;
+      state_.input_done = true;
+      state_.skip = 0;
+      save_state();
+      crash_point();
+    });
   }
 
   std::pair<nlohmann::ordered_json, nlohmann::ordered_json> finish() {
@@ -363,7 +368,6 @@ class Preprocessor {
     const int64_t val =
         opt_.val_fraction > 0 ? std::max<int64_t>(1, int64_t(std::ceil(opt_.val_fraction * double(total)))) : 0;
     const uint32_t eos = tok_->eos_id();
-    const uint64_t eos_bytes = tok_->decode({eos}).size();
     FinishInput in;
     in.dir = tmp_.string();
     in.header = header_;
@@ -371,9 +375,15 @@ class Preprocessor {
     in.stream = state_.stream;
     in.cut = total - val;
     in.text_bytes = state_.counts.text_bytes;
+    // Document by document: SentencePiece drops its dummy-prefix space at the start of a text only.
     in.bytes_of = [&](const uint32_t* ids, size_t n) {
-      uint64_t eos_count = uint64_t(std::count(ids, ids + n, eos));
-      return uint64_t(tok_->decode(std::vector<uint32_t>(ids, ids + n)).size()) - eos_count * eos_bytes;
+      uint64_t bytes = 0;
+      for (size_t b = 0; b < n;) {
+        const size_t e = size_t(std::find(ids + b, ids + n, eos) - ids);
+        if (e > b) bytes += tok_->decode(std::vector<uint32_t>(ids + b, ids + e)).size();
+        b = e + 1;
+      }
+      return bytes;
     };
     in.val_record = state_.val.is_null() ? nullptr : &state_.val;
     in.save_val = [&](const json& rec) {

@@ -81,7 +81,7 @@ struct PreprocessOptions {
   std::string dtype = "auto";      // token ids on disk: auto | u16 | u32 (i32 for megatron)
   double progress_seconds = -1;    // between progress lines on stderr; < 0 auto, 0 none
   // Tests: fail as a crash would (leaving the .tmp folder) right after this many checkpoints (the
-  // val split, once written, counts as one).
+  // end of the input and the val split, once written, count as one each).
   int64_t crash_after_checkpoints = 0;
 };
 

@@ -53,7 +53,10 @@ void TokenStream::append(const uint32_t* ids, size_t n, bool doc_start, int64_t 
     ++starts_pending_;
   }
   while (n > 0) {
-    if (format_ == OutputFormat::Shards && pending_ == 0) data_ = OutFile::create(shard_path(state_.tokens / S_, true));
+    if (format_ == OutputFormat::Shards && pending_ == 0) {
+      data_ = OutFile::create(shard_path(state_.tokens / S_, true));
+      sha_ = Sha256();
+    }
     const size_t take = size_t(std::min<int64_t>(int64_t(n), S_ - pending_));
     buf_.resize(take * size_t(width_));
     uint8_t* p = buf_.data();
@@ -65,45 +68,67 @@ void TokenStream::append(const uint32_t* ids, size_t n, bool doc_start, int64_t 
       std::memcpy(p, ids, take * 4);
     }
     data_.write(buf_.data(), buf_.size());
+    if (format_ == OutputFormat::Shards) sha_.update(buf_.data(), buf_.size());
     pending_ += int64_t(take);
     ids += take, n -= take, unit_done += int64_t(take);
-    if (pending_ == S_) checkpoint(unit_done, true);
+    if (pending_ == S_)
+      checkpoint([&](const StreamState& s) {
+        if (on_checkpoint_) on_checkpoint_(s, unit_done);
+      });
   }
 }
 
-void TokenStream::checkpoint(int64_t unit_tokens, bool hash) {
+// The order is what makes a kill at any moment safe: data and document starts durable, then the
+// progress file (via `record`) with the shard's sha256, then the shard's final name. A .bin name
+// therefore always stands for a recorded, complete shard; a recorded shard may still be .bin.tmp
+// (settle_recorded_shards).
+void TokenStream::checkpoint(const Record& record) {
   data_.sync();
+  int64_t k = -1;
   if (format_ == OutputFormat::Shards) {
     data_.close();
-    const int64_t k = state_.tokens / S_;
-    rename_path(shard_path(k, true), shard_path(k, false));
-    // Read back from the page cache rather than hashed while written: the last shard is left to
-    // finishing, which usually cuts it (the val split) and would hash it again.
-    state_.shard_sha256.push_back(hash ? sha256_file(shard_path(k, false)) : "");
+    k = state_.tokens / S_;
+    state_.shard_sha256.push_back(sha_.hex());
   }
   starts_.sync();
-  sync_dir(dir_ + "/train");
+  sync_dir(dir_ + "/train");  // a new .tmp shard's name, before the record points at it
   state_.tokens += pending_;
   state_.doc_starts += starts_pending_;
   pending_ = starts_pending_ = 0;
-  if (on_checkpoint_) on_checkpoint_(state_, unit_tokens);
+  record(state_);
+  // Not synced here: a lost rename is redone by settle_recorded_shards, and the next checkpoint
+  // syncs the folder anyway.
+  if (k >= 0) rename_path(shard_path(k, true), shard_path(k, false));
 }
 
-StreamState TokenStream::finish() {
+StreamState TokenStream::finish(const Record& record) {
   if (pending_ > 0) {
-    // The last shard is shorter; it is complete all the same.
-    auto cb = std::move(on_checkpoint_);
-    on_checkpoint_ = nullptr;
-    checkpoint(0, false);
-    on_checkpoint_ = std::move(cb);
+    checkpoint(record);  // the last shard is shorter; it is complete all the same
   } else {
     starts_.sync();
     state_.doc_starts += starts_pending_;
     starts_pending_ = 0;
+    record(state_);
   }
   if (data_.is_open()) data_.close();
   starts_.close();
   return state_;
+}
+
+void settle_recorded_shards(const std::string& dir, const StreamState& state) {
+  const std::string train = dir + "/train";
+  bool renamed = false;
+  for (size_t k = 0; k < state.shard_sha256.size(); ++k) {
+    const std::string done = train + "/" + shard_name(int64_t(k), ".bin"), tmp = done + ".tmp";
+    std::error_code ec;
+    if (fs::exists(done, ec) || !fs::exists(tmp, ec) || state.shard_sha256[k].empty()) continue;
+    if (sha256_file(tmp) != state.shard_sha256[k])
+      throw error(tmp, ": recorded as complete in ", dir, "/progress.json but its sha256 differs (the disk lost "
+                  "data; delete ", dir, " to start over)");
+    rename_path(tmp, done);
+    renamed = true;
+  }
+  if (renamed) sync_dir(train);
 }
 
 DocStarts::DocStarts(const std::string& path, int64_t count)

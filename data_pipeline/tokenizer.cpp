@@ -1,6 +1,10 @@
 #include "data_pipeline/tokenizer.h"
 
+#include <algorithm>
+
 #include "data_pipeline/bpe.h"
+#include "data_pipeline/pretokenize.h"
+#include "data_pipeline/sentencepiece.h"
 #include "framework/error.h"
 #include "framework/sha256.h"
 
@@ -28,16 +32,59 @@ class ByteTokenizer final : public Tokenizer {
   uint32_t eos_id() const override { return 0; }
   std::string name() const override { return "byte"; }
   std::string hash() const override { return sha256_hex("moe-byte-tokenizer-v1"); }
-  bool encodes_piecewise() const override { return true; }
+  CutRule cut_rule() const override { return CutRule::Anywhere; }
 };
 
+// Printable ASCII (not a space): a SentencePiece piece never ends in one and goes on with "▁"
+// (sentencepiece.cpp checks the vocabulary), and no normalizer joins one with a following space.
+bool is_space_cut(std::string_view t, size_t p) {
+  return p > 0 && p < t.size() && t[p] == ' ' && t[p - 1] > ' ' && t[p - 1] < 0x7F;
+}
+
+bool is_char_start(std::string_view t, size_t p) { return (static_cast<unsigned char>(t[p]) & 0xC0) != 0x80; }
+
 }  // namespace
+
+size_t next_cut(CutRule rule, std::string_view text, size_t from) {
+  switch (rule) {
+    case CutRule::Anywhere:
+      for (size_t p = std::max<size_t>(from, 1); p < text.size(); ++p)
+        if (is_char_start(text, p)) return p;
+      return text.size();
+    case CutRule::PreTokens:
+      return safe_cut(text, from);
+    case CutRule::BeforeSpace:
+      for (size_t p = from; p < text.size(); ++p)
+        if (is_space_cut(text, p)) return p;
+      return text.size();
+    case CutRule::Nowhere:
+      break;
+  }
+  return text.size();
+}
+
+size_t last_cut(CutRule rule, std::string_view text) {
+  switch (rule) {
+    case CutRule::Anywhere:
+      for (size_t p = text.size(); p-- > 1;)
+        if (is_char_start(text, p)) return p;
+      return 0;
+    case CutRule::PreTokens:
+      return last_safe_cut(text);
+    case CutRule::BeforeSpace:
+      for (size_t p = text.size(); p-- > 1;)
+        if (is_space_cut(text, p)) return p;
+      return 0;
+    case CutRule::Nowhere:
+      break;
+  }
+  return 0;
+}
 
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec) {
   if (spec == "byte") return std::make_unique<ByteTokenizer>();
   if (spec.ends_with(".json")) return load_bpe_tokenizer(spec);
-  if (spec.ends_with(".model"))
-    throw error(spec, ": SentencePiece .model files are not supported yet (expected byte or a byte-level BPE tokenizer.json)");
+  if (spec.ends_with(".model")) return load_sentencepiece_tokenizer(spec);
   throw error("tokenizer '", spec, "': unknown kind (expected byte, a tokenizer.json file, or a SentencePiece .model)");
 }
 

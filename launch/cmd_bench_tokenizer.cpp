@@ -1,6 +1,6 @@
 // `moe bench tokenizer --tokenizer T --input FILE [--workers N]`: encode speed, one JSON line.
-// The file is cut at positions where pre-tokenization is unaffected (safe_cut), so the workers
-// together produce exactly the ids of one whole-file encode. Each run starts from a freshly loaded
+// The file is cut where the tokenizer's cut rule allows (tokenizer.h), so the workers together
+// produce exactly the ids of one whole-file encode (a tokenizer with no safe cut is cut anywhere). Each run starts from a freshly loaded
 // tokenizer (empty piece caches): the number is what preprocess sees on new text.
 #include <algorithm>
 #include <chrono>
@@ -13,7 +13,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "data_pipeline/pretokenize.h"
 #include "data_pipeline/tokenizer.h"
 #include "framework/error.h"
 #include "framework/threads.h"
@@ -28,7 +27,7 @@ const char* kUsage =
     "\n"
     "Encodes FILE and prints one JSON line: bytes, tokens, seconds, mb_per_s (best of R runs).\n"
     "\n"
-    "  --tokenizer T   byte or a tokenizer.json\n"
+    "  --tokenizer T   byte, a tokenizer.json or a SentencePiece .model\n"
     "  --input FILE    text to encode (read into memory first; not timed)\n"
     "  --workers N     encoding threads (default 1)\n"
     "  --repeat R      runs, each with a freshly loaded tokenizer (default 3)\n";
@@ -51,10 +50,12 @@ int cmd_bench_tokenizer(int argc, char** argv) {
   set_num_threads(int(workers));
 
   // About 8 parts per worker, so that uneven parts still balance.
+  CutRule rule = make_tokenizer(spec)->cut_rule();
+  if (rule == CutRule::Nowhere) rule = CutRule::Anywhere;
   std::vector<std::string_view> parts;
   const size_t target = std::max<size_t>(4096, text.size() / size_t(8 * workers));
   for (size_t pos = 0; pos < text.size();) {
-    size_t cut = safe_cut(text, std::min(text.size(), pos + target));
+    size_t cut = next_cut(rule, text, std::min(text.size(), pos + target));
     parts.push_back(std::string_view(text).substr(pos, cut - pos));
     pos = cut;
   }
@@ -67,7 +68,10 @@ int cmd_bench_tokenizer(int argc, char** argv) {
     name = tok->name(), vocab = tok->vocab_size();
     auto t0 = std::chrono::steady_clock::now();
     parallel_for(int64_t(parts.size()), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) tokens[size_t(i)] = int64_t(tok->encode(parts[size_t(i)]).size());
+      for (int64_t i = b; i < e; ++i) {
+        const std::string_view part = parts[size_t(i)];
+        tokens[size_t(i)] = int64_t((i == 0 ? tok->encode(part) : tok->encode_continuation(part)).size());
+      }
     });
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }

@@ -79,7 +79,7 @@ int cmd_generate(int argc, char** argv) {
   std::string tok_name = a.get("tokenizer", ckpt.meta().value("tokenizer", std::string("byte")));
   if (tok_name.empty())
     throw error(ckpt.dir(), ": the checkpoint does not record its tokenizer (trained on a bare Megatron dataset); "
-                "pass --tokenizer (expected byte or a tokenizer.json)");
+                "pass --tokenizer (expected byte, a tokenizer.json or a SentencePiece .model)");
   auto tok = make_tokenizer(tok_name);
   auto model = load_model(ckpt);
   const int64_t V = cfg.model.vocab_size, ctx = cfg.data.seq_len;
@@ -97,7 +97,7 @@ int cmd_generate(int argc, char** argv) {
     int32_t next = sample_token(logits.f32(), V, temperature, top_k, top_p, rng_uniform(seed, 0x9e17, uint64_t(i)));
     if (next >= tok->vocab_size()) next = int32_t(tok->eos_id());  // ids the tokenizer never produces
     ids.push_back(uint32_t(next));
-    std::string piece = tok->decode({uint32_t(next)});
+    std::string piece = tok->token_text(uint32_t(next));
     fwrite(piece.data(), 1, piece.size(), stdout);
     fflush(stdout);
   }

@@ -57,7 +57,7 @@ const char* kEncodeUsage =
     "usage: moe tokenizer encode --tokenizer T < text > ids\n"
     "\n"
     "Encodes each line of stdin (without its newline) and prints its token ids separated by spaces,\n"
-    "one output line per input line. T is byte or a tokenizer.json.\n";
+    "one output line per input line. T is byte, a tokenizer.json or a SentencePiece .model.\n";
 
 const char* kDecodeUsage =
     "usage: moe tokenizer decode --tokenizer T < ids > text\n"

@@ -13,7 +13,7 @@ std::vector<int32_t> token_byte_lengths(const TokenDataset& data) {
   if (data.tokenizer_name().empty()) return {};
   auto tok = make_tokenizer(data.tokenizer_name());
   std::vector<int32_t> len(size_t(data.vocab_size()));
-  for (int64_t i = 0; i < data.vocab_size(); ++i) len[i] = int32_t(tok->decode({uint32_t(i)}).size());
+  for (int64_t i = 0; i < data.vocab_size(); ++i) len[i] = int32_t(tok->token_text(uint32_t(i)).size());
   return len;
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # moe preprocess killed with SIGKILL at random moments and started again with the same arguments:
 # the final output is byte-identical to an uninterrupted run, and between kills the .tmp folder
-# never holds a shard file that looks complete but is not.
+# never holds a file that looks complete but is not (check_tmp_folder).
 # usage: bash tests/e2e/preprocess_resume.sh <path-to-moe> <source-dir>
 set -euo pipefail
 MOE=$1
@@ -22,6 +22,35 @@ args=(preprocess --input "$tmp/in" --tokenizer byte --split-docs --shard-tokens 
 
 "$MOE" "${args[@]}" --output "$tmp/ref" --workers 2 >/dev/null
 
+# What a kill may leave in OUT.tmp: files with their final names are complete and known to
+# progress.json. Partial files end in .tmp. A stream shard (train/shard-K.bin) is in progress.json
+# with its sha256 before it gets its name; once the val split is recorded, the last train shard may
+# be cut to length (then its bytes are the reference stream's, from shard K on). Val shards,
+# indexes and manifests equal the reference's.
+ref_stream() { cat "$tmp/ref/train"/shard-*.bin "$tmp/ref/val"/shard-*.bin; }
+check_tmp_folder() {
+  local dir=$1 f k size want
+  [ -d "$dir/train" ] || return 0
+  [ -f "$dir/progress.json" ] || fail "$dir/train exists without progress.json"
+  local -a shas
+  read -r -a shas <<<"$(grep -o '"shard_sha256":\[[^]]*\]' "$dir/progress.json" | grep -o '"[0-9a-f]*"' | tr -d '"' | tr '\n' ' ')"
+  for f in "$dir/train"/shard-*.bin; do
+    [ -e "$f" ] || continue
+    k=$((10#$(basename "$f" .bin | sed 's/shard-//')))
+    [ "$k" -lt "${#shas[@]}" ] || fail "$f has its final name but progress.json records only ${#shas[@]} shards"
+    [ "$(sha256sum "$f" | cut -d' ' -f1)" = "${shas[$k]}" ] && continue
+    grep -q '"val":null' "$dir/progress.json" && fail "$f: sha256 differs from progress.json's record"
+    size=$(stat -c %s "$f")
+    cmp -s -n "$size" -i "$((k * 2 * S)):0" <(ref_stream) "$f" ||
+      fail "$f: $size bytes, not the reference stream's (after the val split was recorded)"
+  done
+  for f in "$dir"/val/shard-*.bin "$dir"/*/shard-*.idx "$dir"/*/manifest.json; do
+    [ -e "$f" ] || continue
+    want="$tmp/ref/${f#"$dir"/}"
+    cmp -s "$want" "$f" || fail "$f differs from the reference's"
+  done
+}
+
 # Kill at random moments, 8 times; a run that gets to the end first is checked and started again
 # from scratch. Then let the last one finish.
 RANDOM=$$
@@ -40,21 +69,7 @@ for attempt in $(seq 1 30); do
       rm -rf "$tmp/out"
       continue
     fi
-    # Only complete shards carry the final name; partial ones end in .tmp.
-    if [ -d "$tmp/out.tmp/train" ]; then
-      for f in "$tmp/out.tmp/train"/shard-*.bin; do
-        [ -e "$f" ] || continue
-        size=$(stat -c %s "$f")
-        # A full shard, or (once all input is read) the shorter last one or the one the val cut shortened.
-        # The last shard is renamed complete just before progress.json records "done": then its
-        # bytes must be exactly the tail of the reference's token stream (train then val shards).
-        if [ "$size" != $((2 * S)) ] && ! grep -q '"done":true' "$tmp/out.tmp/progress.json"; then
-          k=$((10#$(basename "$f" .bin | sed 's/shard-//')))
-          cat "$tmp/ref/train"/shard-*.bin "$tmp/ref/val"/shard-*.bin | tail -c +$((k * 2 * S + 1)) |
-            cmp -s - "$f" || fail "$f: $size bytes, not a complete shard"
-        fi
-      done
-    fi
+    check_tmp_folder "$tmp/out.tmp"
   else
     wait "$pid" || fail "run $attempt failed: $(cat "$tmp/stderr")"
     pid=

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # moe tokenizer end to end on a slice of Tiny Shakespeare: train -> encode -> decode gives the text
-# back, training is deterministic, preprocess and inspect take the tokenizer.json, and bad
-# tokenizer files get one "error:" line and exit code 2.
+# back, training is deterministic, preprocess and inspect take the tokenizer.json; the same for a
+# SentencePiece .model, whose ids are spm_encode's; bad tokenizer files get one "error:" line and
+# exit code 2.
 # usage: bash tests/e2e/tokenizer.sh <path-to-moe> <source-dir>
 set -euo pipefail
 MOE=$1
@@ -51,6 +52,31 @@ grep -q '"eos_id": 0' "$m" || fail "manifest eos_id"
 "$MOE" inspect "$tmp/data" >"$tmp/inspect.txt" || fail "inspect failed"
 grep -q 'tokenizer.json' "$tmp/inspect.txt" || fail "inspect does not show the tokenizer: $(cat "$tmp/inspect.txt")"
 
+# A SentencePiece .model (Llama-2 style, tests/golden/sentencepiece/make_models.sh): the ids
+# spm_encode gave for sample.txt, the text back on decode, any bytes back, and live against
+# spm_encode where it is installed.
+G=$SRC/tests/golden/sentencepiece
+spm=$G/llama_bpe.model
+"$MOE" tokenizer encode --tokenizer "$spm" <"$G/sample.txt" | cmp -s - "$G/llama_bpe.ids" || fail "ids differ from spm_encode's (golden)"
+"$MOE" tokenizer decode --tokenizer "$spm" <"$G/llama_bpe.ids" | cmp -s - "$G/sample.txt" || fail "spm decode of the golden ids"
+"$MOE" tokenizer encode --tokenizer "$spm" <"$tmp/text.txt" >"$tmp/spm-ids.txt"
+"$MOE" tokenizer decode --tokenizer "$spm" <"$tmp/spm-ids.txt" | cmp -s - "$tmp/text.txt" || fail "spm: decode(encode(text)) != text"
+"$MOE" tokenizer encode --tokenizer "$spm" <"$tmp/bytes.txt" |
+  "$MOE" tokenizer decode --tokenizer "$spm" | cmp -s - "$tmp/bytes.txt" || fail "spm: invalid UTF-8 round trip"
+if command -v spm_encode >/dev/null; then
+  spm_encode --model="$spm" --output_format=id <"$tmp/text.txt" | cmp -s - "$tmp/spm-ids.txt" || fail "ids differ from spm_encode's"
+else
+  echo "tokenizer e2e: spm_encode not installed, live comparison skipped (the golden ids cover it)" >&2
+fi
+"$MOE" preprocess --input "$tmp/text.txt" --tokenizer "$spm" --output "$tmp/spm-data" --val-fraction 0.1 >/dev/null
+m=$tmp/spm-data/train/manifest.json
+grep -q "\"tokenizer\": \"$spm\"" "$m" || fail "spm manifest tokenizer"
+grep -q "\"tokenizer_hash\": \"$(sha256sum "$spm" | cut -d' ' -f1)\"" "$m" || fail "spm manifest tokenizer_hash"
+grep -q '"vocab_size": 1000' "$m" || fail "spm manifest vocab_size"
+grep -q '"eos_id": 2' "$m" || fail "spm manifest eos_id"
+"$MOE" inspect "$tmp/spm-data" >"$tmp/inspect.txt" || fail "inspect of spm data failed"
+grep -q 'llama_bpe.model' "$tmp/inspect.txt" || fail "inspect does not show the .model: $(cat "$tmp/inspect.txt")"
+
 # Bad tokenizers and bad input.
 printf '{"model": {"type": "WordPiece", "vocab": {}}}' >"$tmp/wordpiece.json"
 printf '{"model": ' >"$tmp/truncated.json"
@@ -59,7 +85,12 @@ expect_error "$tmp/wordpiece.json: model.type is 'WordPiece' (expected 'BPE'" \
 expect_error "$tmp/truncated.json:1: not valid JSON" "$MOE" tokenizer decode --tokenizer "$tmp/truncated.json"
 expect_error "$tmp/wordpiece.json: model.type is 'WordPiece'" \
   "$MOE" preprocess --input "$tmp/text.txt" --tokenizer "$tmp/wordpiece.json" --output "$tmp/e1"
-expect_error "SentencePiece .model files are not supported yet" \
+printf 'not a model\n' >"$tmp/bad.model"
+expect_error "$tmp/bad.model: not a SentencePiece model (the file does not parse as a protobuf; expected a SentencePiece .model" \
+  "$MOE" tokenizer encode --tokenizer "$tmp/bad.model"
+expect_error "$tmp/bad.model: not a SentencePiece model" \
+  "$MOE" preprocess --input "$tmp/text.txt" --tokenizer "$tmp/bad.model" --output "$tmp/e2"
+expect_error "$tmp/spm.model: cannot read tokenizer file (expected a SentencePiece .model)" \
   "$MOE" tokenizer encode --tokenizer "$tmp/spm.model"
 expect_error "$tmp/none.json: cannot read tokenizer file" "$MOE" tokenizer encode --tokenizer "$tmp/none.json"
 echo "12 x 7" >"$tmp/bad-ids.txt"
@@ -74,7 +105,7 @@ expect_error "expected a file name ending in .json" \
 expect_error "$tmp/nope.txt: no such file or directory" \
   "$MOE" tokenizer train --input "$tmp/nope.txt" --vocab-size 1000 --output "$tmp/x.json"
 expect_error "unknown tokenizer command 'trian'" "$MOE" tokenizer trian
-[ ! -e "$tmp/e1" ] && [ ! -e "$tmp/small.json" ] && [ ! -e "$tmp/x.json" ] || fail "output written despite an error"
+[ ! -e "$tmp/e1" ] && [ ! -e "$tmp/e2" ] && [ ! -e "$tmp/small.json" ] && [ ! -e "$tmp/x.json" ] || fail "output written despite an error"
 
 for sub in train encode decode; do "$MOE" tokenizer $sub --help | grep -q "usage: moe tokenizer $sub" || fail "$sub --help"; done
 echo "tokenizer e2e: ok"

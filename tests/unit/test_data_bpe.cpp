@@ -293,8 +293,7 @@ TEST(MakeTokenizer, FileKinds) {
   EXPECT_EQ(test::error_of([&] { make_tokenizer(dir / "missing.json"); }),
             dir / "missing.json" + ": cannot read tokenizer file (expected a tokenizer.json)");
   EXPECT_EQ(test::error_of([] { make_tokenizer("tok/spm.model"); }),
-            "tok/spm.model: SentencePiece .model files are not supported yet (expected byte or a byte-level BPE "
-            "tokenizer.json)");
+            "tok/spm.model: cannot read tokenizer file (expected a SentencePiece .model)");
   EXPECT_NE(test::error_of([] { make_tokenizer("gpt2"); }).find("unknown kind"), std::string::npos);
   test::write_file(dir / "wp.json", R"({"model": {"type": "WordPiece", "vocab": {}}})");
   EXPECT_NE(test::error_of([&] { make_tokenizer(dir / "wp.json"); }).find((dir / "wp.json") + ": model.type is 'WordPiece'"),

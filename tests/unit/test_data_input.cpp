@@ -191,7 +191,7 @@ TEST(DocumentReader, PiecesAndResumePositions) {
   for (bool bpe : {false, true}) {
     ReaderOptions o;
     o.piece_bytes = 1 << 18;
-    o.bpe_cuts = bpe;
+    o.cuts = bpe ? CutRule::PreTokens : CutRule::Anywhere;
     o.split_docs = true;
     o.raw_jsonl = true;
     auto docs = read_docs(files, o);

@@ -265,8 +265,11 @@ TEST(Preprocess, InputErrors) {
   o.val_fraction = 0.6;
   EXPECT_NE(error_of([&] { preprocess(o); }).find("--val-fraction 0.6: out of range"), std::string::npos);
   o.val_fraction = 0.05;
-  o.tokenizer = "sp.model";
-  EXPECT_NE(error_of([&] { preprocess(o); }).find("SentencePiece .model files are not supported yet"), std::string::npos);
+  write_file(t / "sp.model", "not a protobuf");
+  o.tokenizer = t / "sp.model";
+  EXPECT_EQ(error_of([&] { preprocess(o); }),
+            t / "sp.model" + ": not a SentencePiece model (the file does not parse as a protobuf; expected a "
+            "SentencePiece .model protobuf as spm_train writes it)");
 
   // Failed runs leave no temporary folder behind.
   for (auto& e : fs::directory_iterator(t.path)) EXPECT_EQ(e.path().string().find(".tmp-"), std::string::npos);

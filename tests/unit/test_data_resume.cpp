@@ -11,6 +11,7 @@
 #include <random>
 
 #include "data_pipeline/shards.h"
+#include "framework/sha256.h"
 #include "test_data_util.h"
 
 namespace moe {
@@ -87,9 +88,11 @@ void expect_same_after_crashes(const TempDir& t, const std::string& format, int6
   auto resumed = o;
   resumed.output = t / ("res-" + format);
   int stops = run_with_crashes(resumed);
-  // One stop per stream checkpoint (the last, shorter shard is not one) plus one after the val split.
+  // One stop per full stream shard, one at the end of the input (with the last, shorter shard) and
+  // one after the val split. Each stream stop leaves its shard recorded but still .bin.tmp, as a
+  // kill between the checkpoint and the rename would.
   const int64_t tokens = summary["train_tokens"].get<int64_t>() + summary["val_tokens"].get<int64_t>();
-  EXPECT_EQ(stops, tokens / shard_tokens + 1) << format;
+  EXPECT_EQ(stops, tokens / shard_tokens + 2) << format;
   EXPECT_EQ(tree(o.output), tree(resumed.output)) << format << " " << shard_tokens;
   EXPECT_FALSE(fs::exists(resumed.output + ".tmp"));
   EXPECT_FALSE(fs::exists(resumed.output + "/progress.json"));
@@ -164,8 +167,8 @@ TEST(PreprocessResume, KilledWhilePublishing) {
   corpus(t, false);
   auto o = options(t, "out");
   o.shard_tokens = 1000;
-  o.crash_after_checkpoints = 3;  // the third is the val split: progress.json as at the end
-  EXPECT_NE(error_of([&] { preprocess(o); }).find("stopped after 3"), std::string::npos);
+  o.crash_after_checkpoints = 4;  // 2 shards, the end of the input, the val split: progress.json as at the end
+  EXPECT_NE(error_of([&] { preprocess(o); }).find("stopped after 4"), std::string::npos);
   ASSERT_FALSE(nlohmann::json::parse(read_file(t / "out.tmp/progress.json"))["val"].is_null());
   std::string progress = read_file(t / "out.tmp/progress.json");
   fs::remove_all(t / "out.tmp");
@@ -182,6 +185,39 @@ TEST(PreprocessResume, KilledWhilePublishing) {
   // Another run's progress.json does not make an output replaceable.
   write_file(t / "out/progress.json", "{}");
   EXPECT_EQ(error_of([&] { preprocess(o); }), t / "out" + ": already exists (pass --overwrite to replace it)");
+}
+
+// A checkpoint records its shard (with the sha256) before renaming it into place: a run killed in
+// between leaves a recorded shard-NNNNN.bin.tmp, which the next run checks and renames. A damaged
+// one is an error naming it, never a silent bad shard.
+TEST(PreprocessResume, ShardRecordedBeforeItsRename) {
+  TempDir t;
+  corpus(t, false);
+  auto ref = options(t, "ref");
+  ref.shard_tokens = 1000;
+  preprocess(ref);
+  auto o = options(t, "out");
+  o.shard_tokens = 1000;
+  o.crash_after_checkpoints = 1;
+  error_of([&] { preprocess(o); });
+  const std::string tmp_shard = t / "out.tmp/train/shard-00000.bin.tmp";
+  ASSERT_TRUE(fs::exists(tmp_shard));
+  EXPECT_FALSE(fs::exists(t / "out.tmp/train/shard-00000.bin"));
+  auto progress = nlohmann::json::parse(read_file(t / "out.tmp/progress.json"));
+  EXPECT_EQ(progress["stream"]["tokens"], 1000);
+  EXPECT_EQ(progress["stream"]["shard_sha256"], nlohmann::json::array({sha256_file(tmp_shard)}));
+
+  const std::string good = read_file(tmp_shard);
+  std::string bad = good;
+  bad[10] ^= 1;
+  write_file(tmp_shard, bad);
+  o.crash_after_checkpoints = 0;
+  std::string msg = error_of([&] { preprocess(o); });
+  EXPECT_NE(msg.find(tmp_shard + ": recorded as complete in " + t / "out.tmp" + "/progress.json but its sha256 differs"),
+            std::string::npos) << msg;
+  write_file(tmp_shard, good);
+  preprocess(o);
+  EXPECT_EQ(tree(t / "out"), tree(t / "ref"));
 }
 
 TEST(PreprocessResume, ErrorsBeforeAnyCheckpointLeaveNothing) {
