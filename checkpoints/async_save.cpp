@@ -110,15 +110,10 @@ void AsyncSaver::copy_into_snapshot(const std::vector<TensorPiece>& tensors, boo
 
 SaveStall AsyncSaver::save(int64_t step, const std::vector<NamedTensor>& tensors, std::string config_yaml,
                            nlohmann::json meta) {
-  std::vector<TensorPiece> pieces;
-  std::vector<DatasetSpec> datasets;
-  for (const NamedTensor& nt : tensors) {
-    pieces.push_back({nt.name, nt.tensor.shape(), 0, nt.tensor});
-    datasets.push_back({nt.name, nt.tensor.shape(), nt.tensor.dtype()});
-  }
+  WholeTensors whole = whole_tensors(tensors);
   ShardedSave one;
   one.recorded_world_size = world_size_;
-  return save_sharded(step, pieces, std::move(datasets), std::move(config_yaml), std::move(meta), one);
+  return save_sharded(step, whole.pieces, std::move(whole.datasets), std::move(config_yaml), std::move(meta), one);
 }
 
 SaveStall AsyncSaver::save_sharded(int64_t step, const std::vector<TensorPiece>& pieces,

@@ -73,6 +73,13 @@ struct ShardedSave {
   int recorded_world_size = 0;  // state.h5's world_size attribute; 0: world
 };
 
+// Whole tensors as the pieces and datasets of a one-rank save.
+struct WholeTensors {
+  std::vector<TensorPiece> pieces;
+  std::vector<DatasetSpec> datasets;
+};
+WholeTensors whole_tensors(const std::vector<NamedTensor>& tensors);
+
 // `datasets` lists every tensor of the checkpoint (used by rank 0 only). Rank 0 returns the
 // committed folder, other ranks "" once their pieces are written and marked. Otherwise as
 // save_checkpoint (which is this with one rank whose pieces are whole tensors).

@@ -241,15 +241,19 @@ void publish(const fs::path& tmp, const fs::path& final_dir) {
 std::string save_checkpoint(const std::string& root, int64_t step, const std::vector<NamedTensor>& tensors,
                             const std::string& config_yaml, const nlohmann::json& meta, Retention retention,
                             int world_size) {
-  std::vector<TensorPiece> pieces;
-  std::vector<DatasetSpec> datasets;
-  for (const NamedTensor& nt : tensors) {
-    pieces.push_back({nt.name, nt.tensor.shape(), 0, nt.tensor});
-    datasets.push_back({nt.name, nt.tensor.shape(), nt.tensor.dtype()});
-  }
+  WholeTensors whole = whole_tensors(tensors);
   ShardedSave one;
   one.recorded_world_size = world_size;
-  return save_checkpoint_sharded(root, step, pieces, datasets, config_yaml, meta, retention, one);
+  return save_checkpoint_sharded(root, step, whole.pieces, whole.datasets, config_yaml, meta, retention, one);
+}
+
+WholeTensors whole_tensors(const std::vector<NamedTensor>& tensors) {
+  WholeTensors w;
+  for (const NamedTensor& nt : tensors) {
+    w.pieces.push_back({nt.name, nt.tensor.shape(), 0, nt.tensor});
+    w.datasets.push_back({nt.name, nt.tensor.shape(), nt.tensor.dtype()});
+  }
+  return w;
 }
 
 std::string save_checkpoint_sharded(const std::string& root_str, int64_t step, const std::vector<TensorPiece>& pieces,

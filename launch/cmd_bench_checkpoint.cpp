@@ -183,14 +183,10 @@ int cmd_bench_checkpoint(int argc, char** argv) {
     // As the trainer saves between steps: the copy moves to the background thread and overlaps the
     // next step's forward and backward, so the stall is save()'s return plus whatever of the copy
     // outlasts them.
-    std::vector<TensorPiece> pieces;
-    std::vector<DatasetSpec> datasets;
-    for (const NamedTensor& nt : state.tensors) {
-      pieces.push_back({nt.name, nt.tensor.shape(), 0, nt.tensor});
-      datasets.push_back({nt.name, nt.tensor.shape(), nt.tensor.dtype()});
-    }
+    WholeTensors whole = whole_tensors(state.tensors);
     auto t_deferred = Clock::now();
-    saver.save_sharded(saves + 1, pieces, datasets, config_to_yaml(cfg), {{"bench", true}}, ShardedSave{}, true);
+    saver.save_sharded(saves + 1, whole.pieces, whole.datasets, config_to_yaml(cfg), {{"bench", true}}, ShardedSave{},
+                       true);
     double deferred_stall = seconds_since(t_deferred);
     SaveReport deferred = *saver.wait();
     last_dir = deferred.dir;

@@ -6,12 +6,7 @@
 # One process (5 kills), then `mpirun -np 2` with FSDP and expert parallelism (10 kills; kill -9 of one
 # rank ends the job; each rank writes its own shards of the checkpoint). Saves every 3 steps, so
 # kills often land in or near a save. Usage: kill_resume.sh <moe binary> <source dir>
-set -euo pipefail
-MOE=$1; SRC=$2
-TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-export MOE_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-head -c 100000 "$SRC/data/tinyshakespeare.txt" > "$TMP/corpus.txt"
-"$MOE" preprocess --input "$TMP/corpus.txt" --tokenizer byte --output "$TMP/data" > /dev/null
+source "$(dirname "$0")/../tiny_data.sh" "$@"
 
 python3 - "$MOE" "$SRC" "$TMP" <<'PY'
 import filecmp, json, os, random, re, signal, subprocess, sys, time

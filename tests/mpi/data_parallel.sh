@@ -2,12 +2,7 @@
 # Data parallelism over real MPI processes: `mpirun -np 2` with micro_batch 2 must train the same
 # model as one process with micro_batch 4 (same global batch, same samples), to float round-off,
 # and one process with grad_accum 2 must match too. Usage: data_parallel.sh <moe binary> <source dir>
-set -euo pipefail
-MOE=$1; SRC=$2
-TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-export MOE_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-head -c 100000 "$SRC/data/tinyshakespeare.txt" > "$TMP/corpus.txt"
-"$MOE" preprocess --input "$TMP/corpus.txt" --tokenizer byte --output "$TMP/data" > /dev/null
+source "$(dirname "$0")/../tiny_data.sh" "$@"
 common=(--config "$SRC/configs/tiny.yaml" --set data.path="$TMP/data" --set train.steps=8 --set train.eval_every=4
         --set checkpoint.every=0)
 

@@ -5,12 +5,7 @@
 # keeps about 1/np of the parameter + gradient + optimizer bytes. Also: impossible layouts are
 # refused before any work, and a rank that fails mid-step ends the whole job quickly with its
 # message. Usage: fsdp_expert_parallel.sh <moe binary> <source dir>
-set -euo pipefail
-MOE=$1; SRC=$2
-TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-export MOE_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-head -c 100000 "$SRC/data/tinyshakespeare.txt" > "$TMP/corpus.txt"
-"$MOE" preprocess --input "$TMP/corpus.txt" --tokenizer byte --output "$TMP/data" > /dev/null
+source "$(dirname "$0")/../tiny_data.sh" "$@"
 # Global batch 4 sequences in every layout: micro_batch 1 x grad_accum (4 / np) x np ranks.
 common=(--config "$SRC/configs/tiny.yaml" --set data.path="$TMP/data" --set train.steps=20 --set train.eval_every=10
         --set checkpoint.every=0 --set train.micro_batch=1)

@@ -3,12 +3,7 @@
 # and (np 4, ep 4); each continuation's losses and grad norms match the original run's own
 # continuation to 1e-5 relative, and so do its final parameters and AdamW moments. Checkpoints hold
 # logical tensors, so the layout that saved them does not matter. Usage: reshard.sh <moe> <source dir>
-set -euo pipefail
-MOE=$1; SRC=$2
-TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-export MOE_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-head -c 100000 "$SRC/data/tinyshakespeare.txt" > "$TMP/corpus.txt"
-"$MOE" preprocess --input "$TMP/corpus.txt" --tokenizer byte --output "$TMP/data" > /dev/null
+source "$(dirname "$0")/../tiny_data.sh" "$@"
 # Global batch 4 in every layout: micro_batch 1 x grad_accum (4 / np) x np.
 common=(--config "$SRC/configs/tiny.yaml" --set data.path="$TMP/data" --set train.steps=20 --set train.eval_every=5
         --set checkpoint.every=10 --set checkpoint.keep_last=0 --set train.micro_batch=1)
