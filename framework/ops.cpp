@@ -56,20 +56,16 @@ void embedding_backward(float* dtable, const int32_t* ids, const float* dout, in
     for (int64_t i = 0; i < D; ++i) dtable[int64_t(ids[r]) * D + i] += dout[r * D + i];
 }
 
-// Entries of row n that take part in a (possibly causal) softmax over V.
-static int64_t softmax_valid(int64_t n, int64_t V, bool causal, int64_t q0) {
-  return causal ? std::min(V, q0 + n + 1) : V;
-}
-
 void softmax_forward(float* y, float* lse, const float* x, int64_t N, int64_t V, bool causal, int64_t q0) {
   launch_rows(N, 16, [&](kern::SerialRow& r, int64_t n) {
-    lse[n] = kern::softmax_row_forward(r, y + n * V, x + n * V, softmax_valid(n, V, causal, q0), V, /*fast=*/false);
+    const int64_t valid = kern::softmax_valid(n, V, causal, q0);
+    lse[n] = kern::softmax_row_forward(r, y + n * V, x + n * V, valid, V, /*fast=*/false);
   });
 }
 
 void softmax_backward(float* dx, const float* y, const float* dy, int64_t N, int64_t V, bool causal, int64_t q0) {
   launch_rows(N, 16, [&](kern::SerialRow& r, int64_t n) {
-    kern::softmax_row_backward(r, dx + n * V, y + n * V, dy + n * V, softmax_valid(n, V, causal, q0), V);
+    kern::softmax_row_backward(r, dx + n * V, y + n * V, dy + n * V, kern::softmax_valid(n, V, causal, q0), V);
   });
 }
 

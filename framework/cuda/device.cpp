@@ -11,7 +11,7 @@ int device_count(std::string* why) {
   const cudaError_t status = cudaGetDeviceCount(&n);
   if (status != cudaSuccess) {
     if (why) *why = detail::concat(cudaGetErrorName(status), ": ", cudaGetErrorString(status));
-    cudaGetLastError();  // clear the sticky-free error so later checks do not see it
+    cudaGetLastError();  // clear it, so that a later MOE_CUDA_CHECK_LAUNCH does not report it
     return 0;
   }
   if (n == 0 && why) *why = "no CUDA device";

@@ -5,7 +5,7 @@
 // cuBLASLt is column-major: a row-major matrix is its column-major transpose, so the call computes
 // C^T = op(B)^T op(A)^T, i.e. the operands swap and M and N swap (to_col_major). Each thread keeps
 // a cuBLASLt handle, a 32 MiB workspace and the plan (descriptors + heuristic algorithm) of every
-// shape it has run. K must be positive.
+// shape and operand alignment it has run. K must be positive.
 #pragma once
 #include <cstdint>
 

@@ -87,9 +87,14 @@ constexpr int64_t kMaxBlocks = 1 << 16;
 
 inline unsigned grid_for(int64_t items) { return unsigned(items < kMaxBlocks ? items : kMaxBlocks); }
 
-inline void check_threads(int threads) {
+// Dynamic shared memory beyond 48 KiB needs an opt-in per kernel (cudaFuncSetAttribute); no op
+// asks for that much.
+constexpr size_t kMaxDynamicSmem = size_t(48) << 10;
+
+inline void check_block(int threads, size_t smem) {
   MOE_CHECK(threads >= kWarp && threads <= 1024 && threads % kWarp == 0, "block of ", threads,
             " threads (expected whole warps, at most 1024)");
+  MOE_CHECK(smem <= kMaxDynamicSmem, smem, " bytes of dynamic shared memory (at most ", kMaxDynamicSmem, ")");
 }
 
 template <class F>
@@ -130,7 +135,7 @@ void launch_elements(int64_t n, F f, cudaStream_t stream) {
 template <class F>
 void launch_rows(int64_t rows, int threads, size_t smem, F f, cudaStream_t stream) {
   if (rows <= 0) return;
-  detail::check_threads(threads);
+  detail::check_block(threads, smem);
   detail::rows_kernel<<<detail::grid_for(rows), unsigned(threads), smem, stream>>>(rows, f);
   MOE_CUDA_CHECK_LAUNCH();
 }
@@ -138,7 +143,7 @@ void launch_rows(int64_t rows, int threads, size_t smem, F f, cudaStream_t strea
 template <class F>
 void launch_segments(int64_t rows, int64_t S, int threads, size_t smem, F f, cudaStream_t stream) {
   if (S <= 0) return;
-  detail::check_threads(threads);
+  detail::check_block(threads, smem);
   detail::segments_kernel<<<detail::grid_for(S), unsigned(threads), smem, stream>>>(rows, S, f);
   MOE_CUDA_CHECK_LAUNCH();
 }

@@ -6,16 +6,10 @@
 
 namespace moe::cuda {
 
-namespace {
-__device__ int64_t valid_entries(int64_t n, int64_t V, bool causal, int64_t q0) {
-  return causal ? (q0 + n + 1 < V ? q0 + n + 1 : V) : V;
-}
-}  // namespace
-
 void softmax_forward(float* y, float* lse, const float* x, int64_t N, int64_t V, bool causal, int64_t q0,
                      cudaStream_t stream) {
   launch_rows(N, row_threads(V), 0, [=] __device__(BlockRow & r, int64_t n) {
-    const float l = kern::softmax_row_forward(r, y + n * V, x + n * V, valid_entries(n, V, causal, q0), V, false);
+    const float l = kern::softmax_row_forward(r, y + n * V, x + n * V, kern::softmax_valid(n, V, causal, q0), V, false);
     if (r.leader()) lse[n] = l;
   }, stream);
 }
@@ -23,7 +17,7 @@ void softmax_forward(float* y, float* lse, const float* x, int64_t N, int64_t V,
 void softmax_backward(float* dx, const float* y, const float* dy, int64_t N, int64_t V, bool causal, int64_t q0,
                       cudaStream_t stream) {
   launch_rows(N, row_threads(V), 0, [=] __device__(BlockRow & r, int64_t n) {
-    kern::softmax_row_backward(r, dx + n * V, y + n * V, dy + n * V, valid_entries(n, V, causal, q0), V);
+    kern::softmax_row_backward(r, dx + n * V, y + n * V, dy + n * V, kern::softmax_valid(n, V, causal, q0), V);
   }, stream);
 }
 

@@ -11,6 +11,12 @@
 
 namespace moe::kern {
 
+// Entries of row n of a softmax over V that take part: all, or under a causal mask the keys
+// 0 .. q0 + n of query q0 + n.
+MOE_HD inline int64_t softmax_valid(int64_t n, int64_t V, bool causal, int64_t q0) {
+  return causal ? (q0 + n + 1 < V ? q0 + n + 1 : V) : V;
+}
+
 // exp through libm's expf, or through fast_expf where the caller runs it N*T*T times (attention).
 MOE_HD inline float softmax_exp(float x, bool fast) { return fast ? fast_expf(x) : expf(x); }
 

@@ -102,7 +102,8 @@ TEST_F(GpuMoE, DispatchPlanPermuteAndCombine) {
 
   auto x = randn(size_t(N * D), 5), ys = randn(size_t(P * D), 6), w = randn(size_t(P), 7), dy = randn(size_t(N * D), 8);
   auto dxs = randn(size_t(P * D), 9);
-  std::vector<float> xs(size_t(P * D)), y(size_t(N * D)), dw(static_cast<size_t>(P)), dys(size_t(P * D)), dx(size_t(N * D), 1.f);
+  std::vector<float> xs(size_t(P * D)), y(size_t(N * D)), dw(static_cast<size_t>(P)), dys(size_t(P * D));
+  std::vector<float> dx(size_t(N * D), 1.f);
   moe_permute(xs.data(), x.data(), slot.data(), P, K, D);
   moe_unpermute(y.data(), ys.data(), pos.data(), w.data(), N, K, D, false);
   moe_unpermute_backward(dw.data(), dys.data(), dy.data(), ys.data(), pos.data(), w.data(), N, K, D);

@@ -23,7 +23,8 @@ TEST_F(GpuOps, RMSNorm) {
     rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), N, D, 1e-6f);
     rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), rstd.data(), N, D, /*accumulate_dx=*/true);
 
-    auto dx_d = to_device(std::vector<float>(size_t(N * D), 0.5f)), dw_d = to_device(std::vector<float>(size_t(D), 0.25f));
+    auto dx_d = to_device(std::vector<float>(size_t(N * D), 0.5f));
+    auto dw_d = to_device(std::vector<float>(static_cast<size_t>(D), 0.25f));
     auto x_d = to_device(x), w_d = to_device(w), dy_d = to_device(dy);
     cuda::DeviceBuffer<float> y_d(N * D), rstd_d(N);
     cuda::rmsnorm_forward(y_d.get(), rstd_d.get(), x_d.get(), w_d.get(), N, D, 1e-6f);

@@ -82,3 +82,15 @@ TEST_F(GpuRuntime, GemmBf16InF32Out) {
 }
 
 TEST_F(GpuRuntime, GemmBf16InBf16Out) { check_gemm(false, true, DType::BF16, DType::BF16, 1e-2); }
+
+// A GEMM on sub-matrices: operands that start one element into their buffers (4-byte aligned, not
+// the 256 bytes cuBLASLt's heuristic assumes by default).
+TEST_F(GpuRuntime, GemmOnUnalignedSubMatrices) {
+  const int64_t M = 64, N = 48, K = 80;
+  auto A = randn(size_t(M * K + 1), 4), B = randn(size_t(N * K + 1), 5);
+  std::vector<float> C(size_t(M * N + 1), 0.f), want = C;
+  gemm(false, true, M, N, K, 1.f, A.data() + 1, K, B.data() + 1, K, 0.f, want.data() + 1, N);
+  auto A_d = to_device(A), B_d = to_device(B), C_d = to_device(C);
+  cuda::gemm(false, true, M, N, K, 1.f, A_d.get() + 1, K, B_d.get() + 1, K, 0.f, C_d.get() + 1, N);
+  expect_close(to_host(C_d), want, 1e-5, "gemm on unaligned operands");
+}

@@ -121,9 +121,11 @@ TEST(MoEKernels, RouterRowBackwardIsTheGradient) {
     lg.aux = 0.3f;
     lg.z = 0.2f;
     lg.tokens = 4;
-    std::vector<float> s(static_cast<size_t>(E)), w(static_cast<size_t>(K)), scratch(size_t(kern::router_scratch_floats(sp)));
+    std::vector<float> s(static_cast<size_t>(E)), w(static_cast<size_t>(K));
+    std::vector<float> scratch(size_t(kern::router_scratch_floats(sp)));
     std::vector<int32_t> idx(static_cast<size_t>(K)), iscratch(size_t(kern::router_scratch_ints(sp)));
-    kern::router_row_forward(s.data(), idx.data(), w.data(), l.data(), bias.data(), sp, scratch.data(), iscratch.data());
+    kern::router_row_forward(s.data(), idx.data(), w.data(), l.data(), bias.data(), sp, scratch.data(),
+                             iscratch.data());
     std::vector<float> dl(static_cast<size_t>(E)), ds(static_cast<size_t>(E));
     kern::router_row_backward(dl.data(), ds.data(), s.data(), l.data(), idx.data(), g.data(), lg, sp);
     auto L = [&](const std::vector<double>& x) {
@@ -274,7 +276,8 @@ TEST(MoEKernels, RouterOpsMatchTheRowKernel) {
     lg.aux = 0.1f, lg.z = 0.01f, lg.tokens = N;
     router_backward(dl.data(), s.data(), logits.data(), idx.data(), dw.data(), f.data(), T, lg, N, sp);
     // Token 17 by hand through the row kernels.
-    std::vector<float> s17(size_t(sp.E)), w17(size_t(sp.K)), sc(size_t(kern::router_scratch_floats(sp))), dl17(size_t(sp.E));
+    std::vector<float> s17(size_t(sp.E)), w17(size_t(sp.K)), dl17(size_t(sp.E));
+    std::vector<float> sc(size_t(kern::router_scratch_floats(sp)));
     std::vector<int32_t> i17(size_t(sp.K)), isc(size_t(kern::router_scratch_ints(sp)));
     kern::router_row_forward(s17.data(), i17.data(), w17.data(), logits.data() + 17 * sp.E, bias.data(), sp, sc.data(),
                              isc.data());

@@ -1,7 +1,8 @@
 // The CPU ops (framework/ops.h) over whole tensors: each equals its row kernel applied row by row
 // (the launchers cover every row once, with the right pointers), and none depends on the number of
-// threads, bit for bit (RMSNorm's weight gradient excepted: it sums one partial per thread). The kernels' math is tested in
-// test_framework_kernels.cpp; the CUDA ops are compared with these in tests/gpu.
+// threads, bit for bit (RMSNorm's weight gradient excepted: it sums one partial per thread). The
+// kernels' math is tested in test_framework_kernels.cpp; the CUDA ops are compared with these in
+// tests/gpu.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -74,7 +75,8 @@ TEST(Ops, SoftmaxAndCrossEntropyRows) {
   std::vector<int32_t> t(static_cast<size_t>(N));
   for (int64_t n = 0; n < N; ++n) t[n] = int32_t((n * 7) % V);
   same_on_any_thread_count([&] {
-    std::vector<float> y(size_t(N * V)), lse(static_cast<size_t>(N)), dx(size_t(N * V)), yc(size_t(N * V)), lsec(static_cast<size_t>(N));
+    std::vector<float> y(size_t(N * V)), lse(static_cast<size_t>(N)), dx(size_t(N * V)), yc(size_t(N * V));
+    std::vector<float> lsec(static_cast<size_t>(N));
     softmax_forward(y.data(), lse.data(), x.data(), N, V);
     softmax_backward(dx.data(), y.data(), dy.data(), N, V);
     softmax_forward(yc.data(), lsec.data(), x.data(), N, V, /*causal=*/true, /*q0=*/5);
