@@ -5,7 +5,7 @@
 #include <cstring>
 #include <string>
 
-#include "framework/kernels/hd.h"
+#include "framework/kernels/cast.h"
 
 namespace moe {
 
@@ -33,23 +33,9 @@ inline const char* dtype_name(DType t) {
   return "?";
 }
 
-// bf16 bit pattern from f32 with round-to-nearest-even; NaN stays a (quiet) NaN.
-MOE_HD inline uint16_t f32_to_bf16_bits(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return uint16_t(u >> 16);
-}
-
-MOE_HD inline float bf16_bits_to_f32(uint16_t b) {
-  uint32_t u = uint32_t(b) << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-
-// Rounds an f32 to the nearest bf16 value, returned as f32 (what a bf16 store + load gives).
-MOE_HD inline float round_bf16(float f) { return bf16_bits_to_f32(f32_to_bf16_bits(f)); }
+// bf16 rounding is single-source kernel math (framework/kernels/cast.h); these names predate it.
+using kern::bf16_bits_to_f32;
+using kern::f32_to_bf16_bits;
+using kern::round_bf16;
 
 }  // namespace moe

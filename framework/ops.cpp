@@ -1,58 +1,46 @@
 #include "framework/ops.h"
 
+#include <algorithm>
 #include <cmath>
-#include <vector>
 
-#include "framework/kernels/rows.h"
+#include "framework/kernels/activation.h"
+#include "framework/kernels/cast.h"
+#include "framework/kernels/norm.h"
+#include "framework/kernels/rope.h"
+#include "framework/kernels/softmax.h"
+#include "framework/launch.h"
 #include "framework/scratch.h"
 #include "framework/threads.h"
 
 namespace moe {
 
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t N, int64_t D, float eps) {
-  parallel_for(N, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) kern::rmsnorm_row_forward(y + r * D, rstd + r, x + r * D, w, D, eps);
-  }, 64);
+  launch_rows(N, 64, [&](kern::SerialRow& r, int64_t n) {
+    kern::rmsnorm_row_forward(r, y + n * D, rstd + n, x + n * D, w, D, eps);
+  });
 }
 
 void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
                       int64_t N, int64_t D, bool accumulate_dx) {
-  // Each chunk accumulates dw into its own partial; partials are summed in chunk order, so the
+  // Each run of rows accumulates dw into its own partial; partials are summed in run order, so the
   // result does not depend on thread timing.
-  int chunks = num_threads();
+  const int64_t S = num_threads();
   ScratchScope scope;
-  float* partial = scratch_floats(int64_t(chunks) * D);
-  float* row = scratch_floats(int64_t(chunks) * D);
-  std::fill(partial, partial + int64_t(chunks) * D, 0.f);
-  parallel_for(chunks, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      int64_t r0 = N * c / chunks, r1 = N * (c + 1) / chunks;
-      float* pw = partial + c * D;
-      for (int64_t r = r0; r < r1; ++r) {
-        if (accumulate_dx) {
-          float* tmp = row + c * D;
-          kern::rmsnorm_row_backward(tmp, pw, dy + r * D, x + r * D, w, rstd[r], D);
-          for (int64_t i = 0; i < D; ++i) dx[r * D + i] += tmp[i];
-        } else {
-          kern::rmsnorm_row_backward(dx + r * D, pw, dy + r * D, x + r * D, w, rstd[r], D);
-        }
-      }
-    }
+  float* partial = scratch_floats(S * D);
+  std::fill(partial, partial + S * D, 0.f);
+  launch_segments(N, S, [&](kern::SerialRow& r, int64_t s, int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n)
+      kern::rmsnorm_row_backward(r, dx + n * D, partial + s * D, dy + n * D, x + n * D, w, rstd[n], D, accumulate_dx);
   });
-  for (int c = 0; c < chunks; ++c)
-    for (int64_t i = 0; i < D; ++i) dw[i] += partial[c * D + i];
+  for (int64_t i = 0; i < D; ++i) kern::sum_partials(dw, partial, S, D, i);
 }
 
 void swiglu_forward(float* h, const float* g, const float* u, int64_t n) {
-  parallel_for(n, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) h[i] = kern::swiglu(g[i], u[i]);
-  }, 4096);
+  launch_elements(n, 4096, [&](int64_t i) { h[i] = kern::swiglu(g[i], u[i]); });
 }
 
 void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {
-  parallel_for(n, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) kern::swiglu_backward(dg + i, du + i, dh[i], g[i], u[i]);
-  }, 4096);
+  launch_elements(n, 4096, [&](int64_t i) { kern::swiglu_backward(dg + i, du + i, dh[i], g[i], u[i]); });
 }
 
 void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t D) {
@@ -68,25 +56,34 @@ void embedding_backward(float* dtable, const int32_t* ids, const float* dout, in
     for (int64_t i = 0; i < D; ++i) dtable[int64_t(ids[r]) * D + i] += dout[r * D + i];
 }
 
+void softmax_forward(float* y, float* lse, const float* x, int64_t N, int64_t V, bool causal, int64_t q0) {
+  launch_rows(N, 16, [&](kern::SerialRow& r, int64_t n) {
+    const int64_t valid = kern::softmax_valid(n, V, causal, q0);
+    lse[n] = kern::softmax_row_forward(r, y + n * V, x + n * V, valid, V, /*fast=*/false);
+  });
+}
+
+void softmax_backward(float* dx, const float* y, const float* dy, int64_t N, int64_t V, bool causal, int64_t q0) {
+  launch_rows(N, 16, [&](kern::SerialRow& r, int64_t n) {
+    kern::softmax_row_backward(r, dx + n * V, y + n * V, dy + n * V, kern::softmax_valid(n, V, causal, q0), V);
+  });
+}
+
 double cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, int64_t N,
                              int64_t V) {
-  parallel_for(N, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      lse[r] = kern::logsumexp_row(logits + r * V, V);
-      losses[r] = lse[r] - logits[r * V + targets[r]];
-    }
-  }, 16);
+  launch_rows(N, 16, [&](kern::SerialRow& r, int64_t n) {
+    kern::cross_entropy_row_forward(r, losses + n, lse + n, logits + n * V, targets[n], V);
+  });
   double total = 0;
-  for (int64_t r = 0; r < N; ++r) total += losses[r];
+  for (int64_t n = 0; n < N; ++n) total += losses[n];
   return N ? total / double(N) : 0.0;
 }
 
 void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
                             float scale, int64_t N, int64_t V) {
-  parallel_for(N, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r)
-      kern::cross_entropy_row_backward(dlogits + r * V, logits + r * V, lse[r], targets[r], scale, V);
-  }, 16);
+  launch_rows(N, 16, [&](kern::SerialRow& r, int64_t n) {
+    kern::cross_entropy_row_backward(r, dlogits + n * V, logits + n * V, lse[n], targets[n], scale, V);
+  });
 }
 
 void rope_tables(float* cos, float* sin, int64_t T, int dim, double theta) {
@@ -103,21 +100,34 @@ void rope_tables(float* cos, float* sin, int64_t T, int dim, double theta) {
 
 void rope_apply(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t heads,
                 int64_t row_stride, int64_t head_stride, int dim, bool backward) {
-  int half = dim / 2;
+  const int half = dim / 2;
   parallel_for(B * T, [&](int64_t r0, int64_t r1) {
     ScratchScope scope;
     float* tmp = scratch_floats(dim);
-    for (int64_t r = r0; r < r1; ++r) {
-      int64_t t = r % T;
+    kern::SerialRow r;
+    for (int64_t bt = r0; bt < r1; ++bt) {
+      const int64_t t = bt % T;
       for (int64_t h = 0; h < heads; ++h) {
-        float* v = x + r * row_stride + h * head_stride;
+        float* v = x + bt * row_stride + h * head_stride;
         if (backward)
-          kern::rope_backward(v, cos + t * half, sin + t * half, dim, tmp);
+          kern::rope_row_backward(r, v, cos + t * half, sin + t * half, dim, tmp);
         else
-          kern::rope_forward(v, cos + t * half, sin + t * half, dim, tmp);
+          kern::rope_row_forward(r, v, cos + t * half, sin + t * half, dim, tmp);
       }
     }
   }, 64);
+}
+
+void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const kern::AdamWStep& s) {
+  launch_elements(n, 1 << 14, [&](int64_t i) { kern::adamw_update(w + i, m + i, v + i, g[i], s); });
+}
+
+void cast_f32_to_bf16(uint16_t* out, const float* in, int64_t n) {
+  launch_elements(n, 1 << 14, [&](int64_t i) { out[i] = kern::f32_to_bf16_bits(in[i]); });
+}
+
+void cast_bf16_to_f32(float* out, const uint16_t* in, int64_t n) {
+  launch_elements(n, 1 << 14, [&](int64_t i) { out[i] = kern::bf16_bits_to_f32(in[i]); });
 }
 
 void axpy(float* y, const float* x, float a, int64_t n) {

@@ -1,8 +1,11 @@
-// CPU ops over whole tensors (raw pointers + dimensions). Rows are spread over the thread pool;
-// the per-row math lives in framework/kernels/rows.h and is shared with the CUDA backend.
-// Letters: N rows (tokens), D features, V vocabulary.
+// CPU ops over whole tensors (raw pointers + dimensions). Each op runs a single-source kernel
+// (framework/kernels/) through a CPU launcher (framework/launch.h); the CUDA backend has the same
+// ops over the same kernels (framework/cuda/ops.h). Letters: N rows (tokens), D features,
+// V vocabulary (or keys), B sequences of T positions.
 #pragma once
 #include <cstdint>
+
+#include "framework/kernels/adamw.h"
 
 namespace moe {
 
@@ -12,7 +15,7 @@ void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int6
 void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
                       int64_t N, int64_t D, bool accumulate_dx = false);
 
-// h[n] = silu(g[n]) * u[n], over n elements laid out as rows of `cols` inside rows of stride `ld`.
+// h[n] = silu(g[n]) * u[n] over n elements.
 void swiglu_forward(float* h, const float* g, const float* u, int64_t n);
 void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n);
 
@@ -20,6 +23,14 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
 void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t D);
 // dtable[ids[n], :] += dout[n, :]
 void embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t N, int64_t D);
+
+// y[N,V] = softmax of each row of x[N,V] (y may alias x); lse[N] saved. Causal: row r takes part
+// only in its first q0 + r + 1 entries (query q0 + r over keys 0..), the rest of y is zero.
+void softmax_forward(float* y, float* lse, const float* x, int64_t N, int64_t V, bool causal = false,
+                     int64_t q0 = 0);
+// dx[N,V] = y * (dy - rowsum(y * dy)) (dx may alias dy); same mask as forward.
+void softmax_backward(float* dx, const float* y, const float* dy, int64_t N, int64_t V, bool causal = false,
+                      int64_t q0 = 0);
 
 // Cross-entropy of logits[N,V] against targets[N]: losses[N] and lse[N] saved; returns the mean.
 double cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, int64_t N,
@@ -34,6 +45,13 @@ void rope_tables(float* cos, float* sin, int64_t T, int dim, double theta);
 // x[(b*T + t)*row_stride + h*head_stride + i], i < dim. backward applies the transpose.
 void rope_apply(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t heads,
                 int64_t row_stride, int64_t head_stride, int dim, bool backward);
+
+// One AdamW step over n elements: w, m, v updated in place from g (kern::adamw_update).
+void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const kern::AdamWStep& s);
+
+// bf16 storage: out[n] = bf16(in[n]) (round to nearest even), and back.
+void cast_f32_to_bf16(uint16_t* out, const float* in, int64_t n);
+void cast_bf16_to_f32(float* out, const uint16_t* in, int64_t n);
 
 // y += a * x
 void axpy(float* y, const float* x, float a, int64_t n);

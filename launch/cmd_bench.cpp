@@ -42,6 +42,8 @@ int bench_train(int argc, char** argv) {
     return 0;
   }
   Config cfg = load_config(a.required("config"), a.all("set"));
+  // Not a CPU run in disguise: the CUDA ops exist (docs/cuda.md), the model does not run on them yet.
+  if (cfg.device == "cuda") throw error(cfg.source, ": device cuda: this build has no CUDA backend yet (expected cpu or auto)");
   const int64_t steps = a.get_int("steps", 10), warmup = a.get_int("warmup", 2);
   if (steps < 1) throw error("--steps: ", steps, " (expected >= 1)");
   if (warmup < 0) throw error("--warmup: ", warmup, " (expected >= 0)");

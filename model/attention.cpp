@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "framework/gemm.h"
-#include "framework/kernels/rows.h"
+#include "framework/kernels/softmax.h"
 #include "framework/ops.h"
 #include "framework/profiler.h"
 #include "framework/scratch.h"
@@ -105,6 +105,7 @@ void MLA::attention_forward(int64_t B, int64_t T, MLAActs& a) const {
   parallel_for(B * H, [&](int64_t i0, int64_t i1) {
     ScratchScope scope;
     float* S = scratch_floats(kBlock * T);
+    kern::SerialRow one;
     for (int64_t bh = i0; bh < i1; ++bh) {
       int64_t b = bh / H, h = bh % H;
       const float* qb = q + (b * T * H + h) * d;
@@ -116,16 +117,7 @@ void MLA::attention_forward(int64_t B, int64_t T, MLAActs& a) const {
         gemm_serial(false, true, rows, keys, d, scale, qb + r0 * H * d, H * d, kb, H * d, 0.f, S, keys);
         for (int64_t r = 0; r < rows; ++r) {  // causal softmax of query t over keys 0..t
           const int64_t t = r0 + r;
-          float* s = S + r * keys;
-          float m = -INFINITY;
-          for (int64_t j = 0; j <= t; ++j) m = std::max(m, s[j]);
-          float sum = 0.f;
-          for (int64_t j = 0; j <= t; ++j) s[j] = kern::fast_expf(s[j] - m);
-          for (int64_t j = 0; j <= t; ++j) sum += s[j];
-          float inv = 1.f / sum;
-          for (int64_t j = 0; j <= t; ++j) s[j] *= inv;
-          for (int64_t j = t + 1; j < keys; ++j) s[j] = 0.f;
-          lse[bh * T + t] = m + std::log(sum);
+          lse[bh * T + t] = kern::softmax_row_forward(one, S + r * keys, S + r * keys, t + 1, keys, /*fast=*/true);
         }
         gemm_serial(false, false, rows, vdim, keys, 1.f, S, keys, vb, H * e, 0.f, ob + r0 * H * vdim, H * vdim);
       }
@@ -142,6 +134,7 @@ void MLA::attention_backward(float* dq, float* dk, float* dkvb, const float* dou
   parallel_for(B * H, [&](int64_t i0, int64_t i1) {
     ScratchScope scope;
     float *P = scratch_floats(kBlock * T), *dP = scratch_floats(kBlock * T);
+    kern::SerialRow one;
     for (int64_t bh = i0; bh < i1; ++bh) {
       int64_t b = bh / H, h = bh % H;
       const int64_t qoff = (b * T * H + h) * d, voff = (b * T * H + h) * e + nope, ooff = (b * T * H + h) * vdim;
@@ -157,24 +150,14 @@ void MLA::attention_backward(float* dq, float* dk, float* dkvb, const float* dou
         gemm_serial(false, true, rows, keys, d, scale, qblk, H * d, k + qoff, H * d, 0.f, P, keys);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t t = r0 + r;
-          float* p = P + r * keys;
-          const float l = lse[bh * T + t];
-          for (int64_t j = 0; j <= t; ++j) p[j] = kern::fast_expf(p[j] - l);
-          for (int64_t j = t + 1; j < keys; ++j) p[j] = 0.f;
+          kern::softmax_row_recompute(one, P + r * keys, P + r * keys, lse[bh * T + t], t + 1, keys, /*fast=*/true);
         }
         // dV += P^T dO ; dP = dO V^T
         gemm_serial(true, false, keys, vdim, rows, 1.f, P, keys, doblk, H * vdim, 1.f, dkvb + voff, H * e);
         gemm_serial(false, true, rows, keys, vdim, 1.f, doblk, H * vdim, kvb + voff, H * e, 0.f, dP, keys);
         // dS = P * (dP - rowsum(P * dP)), stored over dP
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t t = r0 + r;
-          const float* p = P + r * keys;
-          float* g = dP + r * keys;
-          float D = 0.f;
-          for (int64_t j = 0; j <= t; ++j) D += p[j] * g[j];
-          for (int64_t j = 0; j <= t; ++j) g[j] = p[j] * (g[j] - D);
-          for (int64_t j = t + 1; j < keys; ++j) g[j] = 0.f;
-        }
+        for (int64_t r = 0; r < rows; ++r)
+          kern::softmax_row_backward(one, dP + r * keys, P + r * keys, dP + r * keys, r0 + r + 1, keys);
         // dQ = scale dS K ; dK += scale dS^T Q
         gemm_serial(false, false, rows, d, keys, scale, dP, keys, k + qoff, H * d, 0.f, dq + qoff + r0 * H * d, H * d);
         gemm_serial(true, false, keys, d, rows, scale, dP, keys, qblk, H * d, 1.f, dk + qoff, H * d);

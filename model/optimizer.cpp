@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "framework/ops.h"
-#include "framework/threads.h"
 
 namespace moe {
 
@@ -31,21 +30,17 @@ AdamW::AdamW(int64_t numel, std::vector<OptSegment> segments, const TrainConfig&
 
 void AdamW::step(float* w, const float* g, double lr, float grad_scale) {
   ++t_;
-  const float b1 = float(beta1_), b2 = float(beta2_), eps = float(eps_);
-  const float bc1 = float(1.0 - std::pow(beta1_, double(t_))), bc2 = float(1.0 - std::pow(beta2_, double(t_)));
-  const float step_size = float(lr) / bc1;
+  kern::AdamWStep st;
+  st.beta1 = float(beta1_);
+  st.beta2 = float(beta2_);
+  st.eps = float(eps_);
+  st.bc2 = float(1.0 - std::pow(beta2_, double(t_)));
+  st.step_size = float(lr) / float(1.0 - std::pow(beta1_, double(t_)));
+  st.grad_scale = grad_scale;
   float *m = m_.f32(), *v = v_.f32();
   for (const OptSegment& sg : segments_) {
-    const int64_t o = sg.begin;
-    const float decay = sg.decay ? float(1.0 - lr * weight_decay_) : 1.f;
-    parallel_for(sg.n, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = o + i0; i < o + i1; ++i) {
-        float gi = g[i] * grad_scale;
-        m[i] = b1 * m[i] + (1.f - b1) * gi;
-        v[i] = b2 * v[i] + (1.f - b2) * gi * gi;
-        w[i] = w[i] * decay - step_size * m[i] / (std::sqrt(v[i] / bc2) + eps);
-      }
-    }, 1 << 14);
+    st.decay = sg.decay ? float(1.0 - lr * weight_decay_) : 1.f;
+    adamw_update(w + sg.begin, m + sg.begin, v + sg.begin, g + sg.begin, sg.n, st);
   }
 }
 

@@ -53,6 +53,10 @@ expect_error "$TMP/no-ckpt: no such checkpoint" "$MOE" generate --checkpoint "$T
 expect_error "no such checkpoint" "$MOE" train "${tiny[@]}" --set checkpoint.resume="$TMP/no-ckpt"
 expect_error "--top-p" "$MOE" generate --checkpoint "$TMP/no-ckpt" --prompt hi --top-p 2
 
+# the GPU: CUDA ops exist (docs/cuda.md), but neither training nor its benchmark runs on them yet
+expect_error "device cuda: .*(expected cpu or auto)" "$MOE" train "${tiny[@]}" --set device=cuda
+expect_error "device cuda: .*(expected cpu or auto)" "$MOE" bench train "${tiny[@]}" --set device=cuda --steps 1
+
 # usage
 expect_error "unknown command" "$MOE" trian
 [ $failures -eq 0 ] || { echo "$failures failure(s)"; exit 1; }

@@ -1,0 +1,158 @@
+#include "framework/cuda/gemm.h"
+
+#include <cublasLt.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <tuple>
+#include <utility>
+
+#include "framework/cuda/allocator.h"
+#include "framework/cuda/check.h"
+
+namespace moe::cuda {
+
+ColMajorGemm to_col_major(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
+                          const void* B, int64_t ldb, int64_t ldc) {
+  ColMajorGemm g;
+  g.trans_first = trans_b;
+  g.trans_second = trans_a;
+  g.m = N;
+  g.n = M;
+  g.k = K;
+  g.first = B;
+  g.ld_first = ldb;
+  g.second = A;
+  g.ld_second = lda;
+  g.ld_out = ldc;
+  return g;
+}
+
+namespace {
+
+// cuBLASLt recommends at least 32 MiB of workspace on Hopper.
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+
+cudaDataType_t cuda_type(DType t) {
+  switch (t) {
+    case DType::F32: return CUDA_R_32F;
+    case DType::BF16: return CUDA_R_16BF;
+    default: break;
+  }
+  throw error("cuda::gemm: element type ", dtype_name(t), " (expected f32 or bf16)");
+}
+
+// One problem shape's descriptors and the algorithm the heuristic chose for it.
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  ~Plan() {
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+// Shape, strides, types and the operands' alignments: cuBLASLt's heuristic assumes 256-byte aligned
+// pointers unless told otherwise, and GEMMs on sub-matrices (a weight's rows, a chunk of tokens)
+// pass less aligned ones.
+using PlanKey = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, uint32_t,
+                           uint32_t, uint32_t>;
+
+// The largest power of two up to 256 that divides the address.
+uint32_t alignment(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  uint32_t al = 256;
+  while (al > 1 && a % al != 0) al /= 2;
+  return al;
+}
+
+// Per thread (cuBLASLt handles are not to be shared between threads without care), per device.
+struct ThreadState {
+  int device = -1;
+  cublasLtHandle_t handle = nullptr;
+  DeviceBuffer<unsigned char> workspace;
+  std::map<PlanKey, std::unique_ptr<Plan>> plans;
+  ~ThreadState() { reset(); }
+  void reset() {
+    plans.clear();
+    workspace.reset();
+    if (handle) cublasLtDestroy(handle);
+    handle = nullptr;
+    device = -1;
+  }
+};
+
+ThreadState& thread_state() {
+  thread_local ThreadState st;
+  int dev = 0;
+  MOE_CUDA_CHECK(cudaGetDevice(&dev));
+  if (st.device != dev) {
+    st.reset();
+    MOE_CUBLAS_CHECK(cublasLtCreate(&st.handle));
+    st.workspace = DeviceBuffer<unsigned char>(int64_t(kWorkspaceBytes));
+    st.device = dev;
+  }
+  return st;
+}
+
+Plan& plan_for(ThreadState& st, const ColMajorGemm& g, const void* out, cudaDataType_t ab, cudaDataType_t c) {
+  const uint32_t al_first = alignment(g.first), al_second = alignment(g.second), al_out = alignment(out);
+  PlanKey key{g.trans_first, g.trans_second, g.m, g.n, g.k, g.ld_first, g.ld_second, g.ld_out, int(ab), int(c),
+              al_first, al_second, al_out};
+  auto it = st.plans.find(key);
+  if (it != st.plans.end()) return *it->second;
+  auto p = std::make_unique<Plan>();
+  MOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t ta = g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t tb = g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N;
+  MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  MOE_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&p->a, ab, uint64_t(g.first_rows()), uint64_t(g.first_cols()), g.ld_first));
+  MOE_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&p->b, ab, uint64_t(g.second_rows()), uint64_t(g.second_cols()), g.ld_second));
+  MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, c, uint64_t(g.m), uint64_t(g.n), g.ld_out));
+  cublasLtMatmulPreference_t pref = nullptr;
+  MOE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t ws = kWorkspaceBytes;
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                               sizeof(ws));
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> aligns[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, al_first},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, al_second},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, al_out},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, al_out}};
+  for (const auto& [attr, al] : aligns)
+    if (status == CUBLAS_STATUS_SUCCESS) status = cublasLtMatmulPreferenceSetAttribute(pref, attr, &al, sizeof(al));
+  if (status == CUBLAS_STATUS_SUCCESS)
+    status = cublasLtMatmulAlgoGetHeuristic(st.handle, p->op, p->a, p->b, p->c, p->c, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  MOE_CUBLAS_CHECK(status);
+  if (found == 0)
+    throw error("cuda::gemm: cuBLASLt has no algorithm for m=", g.m, " n=", g.n, " k=", g.k,
+                " (expected shapes and strides cuBLASLt supports)");
+  p->algo = result.algo;
+  return *st.plans.emplace(key, std::move(p)).first->second;
+}
+
+}  // namespace
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const void* A, int64_t lda,
+          const void* B, int64_t ldb, float beta, void* C, int64_t ldc, DType ab_type, DType c_type,
+          cudaStream_t stream) {
+  if (M == 0 || N == 0) return;
+  MOE_CHECK(K > 0, "cuda::gemm with K = 0");
+  const ColMajorGemm g = to_col_major(trans_a, trans_b, M, N, K, A, lda, B, ldb, ldc);
+  ThreadState& st = thread_state();
+  Plan& p = plan_for(st, g, C, cuda_type(ab_type), cuda_type(c_type));
+  MOE_CUBLAS_CHECK(cublasLtMatmul(st.handle, p.op, &alpha, g.first, p.a, g.second, p.b, &beta, C, p.c, C, p.c,
+                                  &p.algo, st.workspace.get(), kWorkspaceBytes, stream));
+}
+
+}  // namespace moe::cuda

@@ -1,0 +1,71 @@
+// CUDA ops: the GPU counterparts of framework/ops.h and framework/moe_ops.h, with the same
+// arguments (device pointers) plus the stream they run on. Each runs the same single-source kernel
+// as its CPU op (framework/kernels/), so the CPU tests cover their math; tests/gpu compares every
+// op with its CPU op. Results match the CPU to rounding (reductions run in another order; nvcc
+// fuses multiply-adds), not bit for bit. Letters as in framework/ops.h.
+#pragma once
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+#include "framework/kernels/adamw.h"
+#include "framework/kernels/router.h"
+
+namespace moe::cuda {
+
+// RMSNorm (kernels/norm.h). backward: dx assigned (or added), dw accumulated through per-block
+// partials summed in a fixed order (deterministic).
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t N, int64_t D, float eps,
+                     cudaStream_t stream = nullptr);
+void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
+                      int64_t N, int64_t D, bool accumulate_dx, cudaStream_t stream = nullptr);
+
+// SwiGLU (kernels/activation.h).
+void swiglu_forward(float* h, const float* g, const float* u, int64_t n, cudaStream_t stream = nullptr);
+void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n,
+                     cudaStream_t stream = nullptr);
+
+// RoPE in place (kernels/rope.h); cos/sin[T, dim/2] in device memory; layout as framework/ops.h.
+void rope_apply(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t heads, int64_t row_stride,
+                int64_t head_stride, int dim, bool backward, cudaStream_t stream = nullptr);
+
+// Softmax and cross-entropy (kernels/softmax.h). cross_entropy_forward leaves the mean to the
+// caller (losses[N] stay on the device).
+void softmax_forward(float* y, float* lse, const float* x, int64_t N, int64_t V, bool causal = false, int64_t q0 = 0,
+                     cudaStream_t stream = nullptr);
+void softmax_backward(float* dx, const float* y, const float* dy, int64_t N, int64_t V, bool causal = false,
+                      int64_t q0 = 0, cudaStream_t stream = nullptr);
+void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V,
+                           cudaStream_t stream = nullptr);
+void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets, float scale,
+                            int64_t N, int64_t V, cudaStream_t stream = nullptr);
+
+// Router (kernels/router.h); one thread per token.
+void router_forward(float* scores, int32_t* idx, float* w, const float* logits, const float* bias, int64_t N,
+                    const kern::RouterSpec& sp, cudaStream_t stream = nullptr);
+void router_backward(float* dlogits, const float* scores, const float* logits, const int32_t* idx, const float* dw,
+                     const float* f_BE, int64_t T, kern::RouterLossGrad lg, int64_t N, const kern::RouterSpec& sp,
+                     cudaStream_t stream = nullptr);
+void router_bias_update(float* bias, const float* load, int64_t E, float rate, cudaStream_t stream = nullptr);
+
+// MoE dispatch (kernels/permute.h).
+void moe_dispatch_plan(int64_t* offsets, int32_t* slot_of, int32_t* pos_of, const int32_t* idx, int64_t P, int64_t E,
+                       cudaStream_t stream = nullptr);
+void moe_permute(float* xs, const float* x, const int32_t* slot_of, int64_t P, int64_t K, int64_t D,
+                 cudaStream_t stream = nullptr);
+void moe_permute_backward(float* dx, const float* dxs, const int32_t* pos_of, int64_t N, int64_t K, int64_t D,
+                          cudaStream_t stream = nullptr);
+void moe_unpermute(float* y, const float* ys, const int32_t* pos_of, const float* w, int64_t N, int64_t K, int64_t D,
+                   bool accumulate, cudaStream_t stream = nullptr);
+void moe_unpermute_backward(float* dw, float* dys, const float* dy, const float* ys, const int32_t* pos_of,
+                            const float* w, int64_t N, int64_t K, int64_t D, cudaStream_t stream = nullptr);
+
+// AdamW over n elements (kernels/adamw.h).
+void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const kern::AdamWStep& s,
+                  cudaStream_t stream = nullptr);
+
+// f32 <-> bf16 (kernels/cast.h).
+void cast_f32_to_bf16(uint16_t* out, const float* in, int64_t n, cudaStream_t stream = nullptr);
+void cast_bf16_to_f32(float* out, const uint16_t* in, int64_t n, cudaStream_t stream = nullptr);
+
+}  // namespace moe::cuda

@@ -1,0 +1,45 @@
+// Router on the GPU: kern::router_row_* (framework/kernels/router.h), one thread per token with its
+// scratch in device memory (a token's E scores are few; the serial top-k is the CPU's exactly).
+#include "framework/cuda/allocator.h"
+#include "framework/cuda/launch.cuh"
+#include "framework/cuda/ops.h"
+#include "framework/kernels/router.h"
+
+namespace moe::cuda {
+
+void router_forward(float* scores, int32_t* idx, float* w, const float* logits, const float* bias, int64_t N,
+                    const kern::RouterSpec& sp, cudaStream_t stream) {
+  const int64_t nf = kern::router_scratch_floats(sp), ni = kern::router_scratch_ints(sp), E = sp.E, K = sp.K;
+  DeviceBuffer<float> fscratch(N * nf);
+  DeviceBuffer<int32_t> iscratch(N * ni);
+  float* fs = fscratch.get();
+  int32_t* is = iscratch.get();
+  const kern::RouterSpec spec = sp;
+  launch_elements(N, [=] __device__(int64_t n) {
+    kern::router_row_forward(scores + n * E, idx + n * K, w + n * K, logits + n * E, bias, spec, fs + n * nf,
+                             is + n * ni);
+  }, stream);
+}
+
+void router_backward(float* dlogits, const float* scores, const float* logits, const int32_t* idx, const float* dw,
+                     const float* f_BE, int64_t T, kern::RouterLossGrad lg, int64_t N, const kern::RouterSpec& sp,
+                     cudaStream_t stream) {
+  const int64_t E = sp.E, K = sp.K;
+  DeviceBuffer<float> ds(N * E);
+  float* dsp = ds.get();
+  const kern::RouterSpec spec = sp;
+  launch_elements(N, [=] __device__(int64_t n) {
+    kern::RouterLossGrad g = lg;
+    g.f = f_BE ? f_BE + (n / T) * E : nullptr;
+    kern::router_row_backward(dlogits + n * E, dsp + n * E, scores + n * E, logits + n * E, idx + n * K, dw + n * K, g,
+                              spec);
+  }, stream);
+}
+
+void router_bias_update(float* bias, const float* load, int64_t E, float rate, cudaStream_t stream) {
+  launch_elements(E, [=] __device__(int64_t e) {
+    kern::router_bias_update(bias + e, load[e], kern::router_mean_load(load, E), rate);
+  }, stream);
+}
+
+}  // namespace moe::cuda

@@ -1,0 +1,23 @@
+// AdamW with decoupled weight decay, one element (single source: framework/kernels/row.h).
+#pragma once
+#include <math.h>
+
+#include "framework/kernels/hd.h"
+
+namespace moe::kern {
+
+// The per-step constants: bias corrections bc1 = 1 - beta1^t, bc2 = 1 - beta2^t, step_size = lr / bc1,
+// decay = 1 - lr * weight_decay (1 for parameters without decay), grad_scale from clipping.
+struct AdamWStep {
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, bc2 = 1.f, step_size = 0.f, decay = 1.f, grad_scale = 1.f;
+};
+
+//   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  w = w * decay - step_size * m / (sqrt(v / bc2) + eps)
+MOE_HD inline void adamw_update(float* w, float* m, float* v, float g, const AdamWStep& s) {
+  const float gi = g * s.grad_scale;
+  *m = s.beta1 * *m + (1.f - s.beta1) * gi;
+  *v = s.beta2 * *v + (1.f - s.beta2) * gi * gi;
+  *w = *w * s.decay - s.step_size * *m / (sqrtf(*v / s.bc2) + s.eps);
+}
+
+}  // namespace moe::kern

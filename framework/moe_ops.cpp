@@ -1,0 +1,80 @@
+#include "framework/moe_ops.h"
+
+#include <vector>
+
+#include "framework/kernels/permute.h"
+#include "framework/launch.h"
+#include "framework/scratch.h"
+
+namespace moe {
+
+void router_forward(float* scores, int32_t* idx, float* w, const float* logits, const float* bias, int64_t N,
+                    const kern::RouterSpec& sp) {
+  const int64_t E = sp.E, K = sp.K;
+  parallel_for(N, [&](int64_t n0, int64_t n1) {
+    ScratchScope scope;
+    float* scratch = scratch_floats(kern::router_scratch_floats(sp));
+    std::vector<int32_t> iscratch(size_t(kern::router_scratch_ints(sp)));
+    for (int64_t n = n0; n < n1; ++n)
+      kern::router_row_forward(scores + n * E, idx + n * K, w + n * K, logits + n * E, bias, sp, scratch,
+                               iscratch.data());
+  }, 32);
+}
+
+void router_backward(float* dlogits, const float* scores, const float* logits, const int32_t* idx, const float* dw,
+                     const float* f_BE, int64_t T, kern::RouterLossGrad lg, int64_t N, const kern::RouterSpec& sp) {
+  const int64_t E = sp.E, K = sp.K;
+  parallel_for(N, [&](int64_t n0, int64_t n1) {
+    ScratchScope scope;
+    float* ds = scratch_floats(E);
+    kern::RouterLossGrad g = lg;
+    for (int64_t n = n0; n < n1; ++n) {
+      g.f = f_BE ? f_BE + (n / T) * E : nullptr;
+      kern::router_row_backward(dlogits + n * E, ds, scores + n * E, logits + n * E, idx + n * K, dw + n * K, g, sp);
+    }
+  }, 32);
+}
+
+void router_bias_update(float* bias, const float* load, int64_t E, float rate) {
+  const double mean = kern::router_mean_load(load, E);
+  for (int64_t e = 0; e < E; ++e) kern::router_bias_update(bias + e, load[e], mean, rate);
+}
+
+void moe_dispatch_plan(int64_t* offsets, int32_t* slot_of, int32_t* pos_of, const int32_t* idx, int64_t P,
+                       int64_t E) {
+  std::vector<int64_t> counts(static_cast<size_t>(E));
+  launch_rows(E, 1, [&](kern::SerialRow& r, int64_t e) {
+    kern::dispatch_count_segment(r, counts.data(), idx, P, int32_t(e));
+  });
+  launch_rows(E, 1, [&](kern::SerialRow& r, int64_t e) {
+    kern::dispatch_fill_segment(r, offsets, slot_of, pos_of, counts.data(), idx, P, int32_t(e), int32_t(E));
+  });
+}
+
+void moe_permute(float* xs, const float* x, const int32_t* slot_of, int64_t P, int64_t K, int64_t D) {
+  launch_rows(P, 64, [&](kern::SerialRow& r, int64_t p) {
+    kern::copy_row(r, xs + p * D, x + (slot_of[p] / K) * D, D);
+  });
+}
+
+void moe_permute_backward(float* dx, const float* dxs, const int32_t* pos_of, int64_t N, int64_t K, int64_t D) {
+  launch_rows(N, 64, [&](kern::SerialRow& r, int64_t n) {
+    kern::permute_row_backward(r, dx + n * D, dxs, pos_of + n * K, K, D);
+  });
+}
+
+void moe_unpermute(float* y, const float* ys, const int32_t* pos_of, const float* w, int64_t N, int64_t K, int64_t D,
+                   bool accumulate) {
+  launch_rows(N, 64, [&](kern::SerialRow& r, int64_t n) {
+    kern::unpermute_row(r, y + n * D, ys, pos_of + n * K, w + n * K, K, D, accumulate);
+  });
+}
+
+void moe_unpermute_backward(float* dw, float* dys, const float* dy, const float* ys, const int32_t* pos_of,
+                            const float* w, int64_t N, int64_t K, int64_t D) {
+  launch_rows(N, 64, [&](kern::SerialRow& r, int64_t n) {
+    kern::unpermute_row_backward(r, dw + n * K, dys, dy + n * D, ys, pos_of + n * K, w + n * K, K, D);
+  });
+}
+
+}  // namespace moe

@@ -1,0 +1,64 @@
+// Shared by the gpu tests: a fixture that skips without a GPU (saying why), host <-> device copies,
+// and a comparison with a per-op tolerance. Each test runs a CUDA op and the CPU op on the same
+// inputs and compares; the CPU op is the reference (tests/unit test it).
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "framework/cuda/allocator.h"
+#include "framework/cuda/device.h"
+
+namespace moe::gpu_test {
+
+class GpuTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!cuda::available(&why)) GTEST_SKIP() << "no CUDA device (" << why << "); run on a GPU machine with ctest -L gpu";
+  }
+  void TearDown() override {
+    if (cuda::available()) cuda::synchronize();  // a fault inside a kernel fails this test, not the next
+  }
+};
+
+template <class T>
+cuda::DeviceBuffer<T> to_device(const std::vector<T>& v) {
+  cuda::DeviceBuffer<T> d(int64_t(v.size()));
+  d.upload(v.data());
+  return d;
+}
+
+template <class T>
+std::vector<T> to_host(const cuda::DeviceBuffer<T>& d) {
+  std::vector<T> v(size_t(d.size()));
+  d.download(v.data());
+  return v;
+}
+
+inline std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// Normalised error (ggml's test-backend-ops style): max |got - want| / max(max |want|, floor) <= tol.
+inline void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol, const char* what,
+                         double floor = 1e-6) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double scale = floor, err = 0;
+  size_t worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) scale = std::max(scale, double(std::abs(want[i])));
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double e = std::abs(double(got[i]) - double(want[i]));
+    if (!(e <= err)) err = e, worst = i;  // NaN counts as worst
+  }
+  EXPECT_LE(err / scale, tol) << what << ": worst at " << worst << ": got " << got[worst] << ", want " << want[worst];
+}
+
+}  // namespace moe::gpu_test
