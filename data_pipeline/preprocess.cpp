@@ -183,6 +183,14 @@ class Preprocessor {
       throw error("preprocess: stopped after ", checkpoints_, " checkpoints (crash_after_checkpoints)");
   }
 
+  // An empty folder, or one a run killed while writing its first progress.json left behind
+  // (nothing but progress.json.tmp): ours to start in.
+  static bool only_first_progress_write(const fs::path& dir) {
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().filename() != "progress.json.tmp") return false;
+    return true;
+  }
+
   // Creates or reopens <output>.tmp: resumes when its progress.json has our fingerprint, else
   // starts over in it.
   void open_run_folder() {
@@ -204,7 +212,7 @@ class Preprocessor {
         return;
       }
       progress_->note(tmp_.string() + " holds an interrupted run with other arguments or inputs; starting over");
-    } else if (!fs::is_empty(tmp_)) {
+    } else if (!only_first_progress_write(tmp_)) {
       throw error(tmp_.string(), ": exists and was not made by moe preprocess (no progress.json); refusing to delete it");
     }
     for (const auto& e : fs::directory_iterator(tmp_)) fs::remove_all(e.path());

@@ -251,6 +251,12 @@ TEST(PreprocessResume, ForeignTmpFolderAndConcurrentRuns) {
   EXPECT_TRUE(fs::exists(t / "out.tmp/notes.txt"));
   fs::remove_all(t / "out.tmp");
 
+  // A run killed while writing its first progress.json left only progress.json.tmp: still ours.
+  write_file(t / "out.tmp/progress.json.tmp", "{\"fingerpr");
+  EXPECT_NO_THROW(preprocess(o));
+  EXPECT_FALSE(fs::exists(t / "out.tmp"));
+  fs::remove_all(t / "out");
+
   fs::create_directories(t / "out.tmp");
   int fd = ::open((t / "out.tmp").c_str(), O_RDONLY | O_DIRECTORY);
   ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);  // as another run holds it
