@@ -45,6 +45,7 @@ int bench_train(int argc, char** argv) {
 
   DeepSeekV3 model(cfg.model);
   model.set_recompute(cfg.train.recompute);
+  model.set_precision(parse_precision(cfg.train.precision));
   model.params().initialize(cfg.run.seed);
   AdamW opt(model.params(), cfg.train);
   std::vector<int32_t> ids(size_t(B * T)), tgt(size_t(B * T));
