@@ -15,6 +15,7 @@
 #include "framework/config.h"
 #include "framework/error.h"
 #include "framework/metrics.h"
+#include "framework/precision.h"
 #include "framework/profiler.h"
 #include "framework/rng.h"
 #include "framework/threads.h"

@@ -15,6 +15,7 @@
 #include "framework/error.h"
 #include "framework/gemm.h"
 #include "framework/metrics.h"
+#include "framework/precision.h"
 #include "framework/threads.h"
 #include "launch/evaluate.h"
 #include "launch/model_io.h"
