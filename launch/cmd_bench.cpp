@@ -15,6 +15,7 @@
 #include "framework/config.h"
 #include "framework/error.h"
 #include "framework/metrics.h"
+#include "framework/precision.h"
 #include "framework/profiler.h"
 #include "framework/rng.h"
 #include "framework/threads.h"
@@ -54,6 +55,7 @@ int bench_train(int argc, char** argv) {
   DeviceMesh mesh(comm, cfg.parallel.ep, cfg.model.routed_experts);
   DeepSeekV3 model(cfg.model, ModelPlacement{mesh.ep(), mesh.ep_rank(), /*own_storage=*/false});
   model.set_recompute(cfg.train.recompute);
+  model.set_precision(parse_precision(cfg.train.precision));
   ShardedModel fsdp(model, comm, mesh, cfg.train);
   fsdp.initialize(cfg.run.seed);
   std::unique_ptr<AllToAllExchange> exchange;

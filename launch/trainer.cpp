@@ -18,6 +18,7 @@
 #include "framework/error.h"
 #include "framework/gemm.h"
 #include "framework/metrics.h"
+#include "framework/precision.h"
 #include "framework/threads.h"
 #include "launch/evaluate.h"
 #include "launch/model_io.h"
@@ -138,6 +139,7 @@ class Trainer {
                     " was tokenized with vocab_size ", d->vocab_size(), " (expected model.vocab_size >= ",
                     d->vocab_size(), ")");
     model_.set_recompute(cfg.train.recompute);
+    model_.set_precision(parse_precision(cfg.train.precision));
     token_bytes_ = token_byte_lengths(val_);
     ckpt_root_ = (fs::path(cfg.run.out_dir) / "checkpoints").string();
   }
@@ -163,9 +165,9 @@ class Trainer {
       metrics_ = std::make_unique<MetricsLog>(metrics_path.string());
       ParamCounts pc = count_params(cfg_.model);
       printf("moe train: %s | %.2fM params (%.2fM active) | %d rank(s) (dp %d x ep %d) x %d thread(s) | global batch "
-             "%lld x %d tokens\n",
+             "%lld x %d tokens | %s\n",
              cfg_.run.name.c_str(), pc.total / 1e6, pc.active / 1e6, W, mesh_.dp(), mesh_.ep(), num_threads(),
-             (long long)global_batch, T);
+             (long long)global_batch, T, precision_name(model_.precision()));
       printf("data: %s (%lld train tokens, %lld val tokens, %lld windows/epoch)\n", cfg_.data.path.c_str(),
              (long long)train_.num_tokens(), (long long)val_.num_tokens(), (long long)sampler_.windows_per_epoch());
       if (val_.num_tokens() < T + 1)
@@ -456,9 +458,6 @@ class Trainer {
 
 int train(const Config& cfg, Comm& comm) {
   if (cfg.data.path.empty()) throw error(cfg.source, ": data.path is empty (expected a folder made by moe preprocess)");
-  if (cfg.train.precision != "fp32")
-    throw error(cfg.source, ": train.precision ", cfg.train.precision,
-                " is not available in this build yet (expected fp32; bf16/fp8 come with the precision issues)");
   if (cfg.model.mtp_depth != 0)
     throw error(cfg.source, ": model.mtp_depth ", cfg.model.mtp_depth, " is not implemented yet (expected 0)");
   if (cfg.device == "cuda") throw error(cfg.source, ": device cuda: this build has no CUDA backend yet (expected cpu or auto)");

@@ -13,12 +13,12 @@ void Linear::init(ParamStore& ps, const std::string& name, int64_t in_features, 
 }
 
 void Linear::forward(const ParamStore& ps, float* y, const float* x, int64_t N, bool accumulate) const {
-  linear_forward(y, x, ps.param(w).f32(), N, in, out, accumulate);
+  linear_forward(y, x, ps.param(w).f32(), N, in, out, accumulate, prec);
 }
 
 void Linear::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N,
                       bool accumulate_dx) const {
-  linear_backward(dx, ps.grad(w).f32(), dy, x, ps.param(w).f32(), N, in, out, accumulate_dx);
+  linear_backward(dx, ps.grad(w).f32(), dy, x, ps.param(w).f32(), N, in, out, accumulate_dx, prec);
 }
 
 void RMSNorm::init(ParamStore& ps, const std::string& name, int64_t d, float eps_) {

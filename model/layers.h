@@ -1,9 +1,12 @@
 // Small building blocks bound to parameters in a ParamStore: Linear (no bias, W [out, in] as in
 // Hugging Face), RMSNorm and the SwiGLU MLP (dense FFN, shared experts and each routed expert).
 // Letters: N tokens, D hidden, I intermediate.
+// The GEMMs of Linear (and so of every MLP, expert and attention projection) run at `prec`
+// (framework/precision.h), set for the whole model by DeepSeekV3::set_precision; default fp32.
 #pragma once
 #include <string>
 
+#include "framework/precision.h"
 #include "model/params.h"
 
 namespace moe {
@@ -11,6 +14,7 @@ namespace moe {
 struct Linear {
   int w = -1;
   int64_t in = 0, out = 0;
+  Precision prec = Precision::FP32;
   void init(ParamStore& ps, const std::string& name, int64_t in_features, int64_t out_features, float std);
   // y[N,out] = x[N,in] @ W^T  (y += ... when accumulate)
   void forward(const ParamStore& ps, float* y, const float* x, int64_t N, bool accumulate = false) const;
@@ -43,6 +47,7 @@ struct SwiGLUMLP {
   // dx[N,D] (+)= d mlp / dx; parameter gradients accumulate. Scratch reuses a's buffers' shapes.
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N, MLPActs& a,
                 bool accumulate_dx = false) const;
+  void set_precision(Precision p) { gate_proj.prec = up_proj.prec = down_proj.prec = p; }
 };
 
 }  // namespace moe

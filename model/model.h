@@ -39,6 +39,7 @@ struct Block {
   // dx (assigned) from dy; parameter gradients accumulate.
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
                 const RopeTables& rt, BlockActs& a, float loss_scale) const;
+  void set_precision(Precision p) { self_attn.set_precision(p); mlp.set_precision(p); moe.set_precision(p); }
 };
 
 struct ForwardStats {
@@ -60,6 +61,13 @@ class DeepSeekV3 {
   // experts on other ranks. Both optional; neither owned.
   void set_unit_hooks(UnitHooks* hooks) { hooks_ = hooks; }
   void set_expert_exchange(const ExpertExchange* ex);
+  // GEMM precision of every Linear: attention projections, dense MLPs, shared and routed experts.
+  // Embedding, LM head, norms, router and the attention core stay f32, as in DeepSeek-V3.
+  void set_precision(Precision p) {
+    precision_ = p;
+    for (Block& b : blocks_) b.set_precision(p);
+  }
+  Precision precision() const { return precision_; }
 
   // ids, targets [B*T]. Returns the losses; keeps activations for backward. Expert loads are
   // counted for the bias update only when count_load (training, not evaluation).
@@ -98,6 +106,7 @@ class DeepSeekV3 {
   RMSNorm norm_;
   RopeTables rope_;
   bool recompute_ = false;
+  Precision precision_ = Precision::FP32;
 
   // Saved state of the last forward.
   int64_t B_ = 0, T_ = 0;

@@ -53,6 +53,11 @@ struct MoELayer {
   // dx[N,D] (assigned) ; loss_scale scales the router's auxiliary-loss gradients.
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T, MoEActs& a,
                 float loss_scale) const;
+  // GEMM precision of the experts (the router stays f32).
+  void set_precision(Precision p) {
+    for (SwiGLUMLP& e : experts) e.set_precision(p);
+    shared_experts.set_precision(p);
+  }
 
  private:
   void run_experts(const ParamStore& ps, const std::vector<int64_t>& offsets, const float* x, float* y,

@@ -35,6 +35,7 @@ expect_error "incons.yaml:3: .*experts_per_token" "$MOE" train --config "$TMP/in
 printf 'model:\n  qk_rope_dim: 7\n' > "$TMP/rope.yaml"
 expect_error "rope.yaml:2: .*qk_rope_dim" "$MOE" train --config "$TMP/rope.yaml"
 expect_error "--set train.lr" "$MOE" train "${tiny[@]}" --set train.lr=fast
+expect_error "--set train.precision: train.precision is 'fp16' (expected fp32 | bf16 | fp8)" "$MOE" train "${tiny[@]}" --set train.precision=fp16
 expect_error "unknown flag --confg" "$MOE" train --confg x.yaml
 
 # data
