@@ -98,6 +98,7 @@ class Preprocessor {
     std::optional<RunState> s = load_state(out_ / "progress.json");
     if (s && s->fingerprint == fingerprint() && s->val.is_object()) {
       state_ = std::move(*s);
+      fs::remove(out_ / "doc-starts.u64");
       fs::remove(out_ / "progress.json");
       progress_->note(out_.string() + " was complete but for removing its progress.json; done now");
       return summary(read_json(out_ / "train" / "manifest.json"), read_json(out_ / "val" / "manifest.json"),
@@ -402,9 +403,10 @@ class Preprocessor {
     return megatron_ ? finish_megatron(in) : finish_shards(in);
   }
 
-  // <output>.tmp -> <output>, replacing an earlier output when --overwrite allows it.
+  // <output>.tmp -> <output>, replacing an earlier output when --overwrite allows it. The run's
+  // bookkeeping (progress.json, doc-starts.u64) goes only after the rename: a run killed before it
+  // resumes from the folder as it was, one killed after it finds <output> complete (run()).
   void publish() {
-    fs::remove(tmp_ / "doc-starts.u64");
     if (fs::exists(out_)) {  // checked before starting; it may have appeared while we worked
       check_replaceable(out_, opt_.overwrite);
       fs::path old = out_.string() + ".old-" + std::to_string(getpid());
@@ -414,6 +416,7 @@ class Preprocessor {
     } else {
       rename_path(tmp_.string(), out_.string());
     }
+    fs::remove(out_ / "doc-starts.u64");
     fs::remove(out_ / "progress.json");
     lock_.reset();
   }

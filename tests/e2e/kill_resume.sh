@@ -119,7 +119,7 @@ def killed_run(out, mpi, kills, startup, step_s):
     rotates between: a random time in the first step after the target, as soon as a save starts
     writing after the target, and a random time during start-up (no target)."""
     ckpt_dir, log = f"{out}/checkpoints", f"{out}.log"
-    targets = sorted(rng.sample(range(2, STEPS - 2), kills))
+    targets = sorted(rng.sample(range(2, STEPS - 10), kills))  # room for a save after each target
     mid_save = 0
     for i, target in enumerate(targets):
         stale = tmp_entries(ckpt_dir)
@@ -129,15 +129,25 @@ def killed_run(out, mpi, kills, startup, step_s):
         deadline = time.time() + 60
         alive = lambda: p.poll() is None and time.time() < deadline
         if mode == "start-up":
-            time.sleep(rng.uniform(0.1, 1.0) * startup)
+            # Before the first step: a random part of the reference run's start-up, cut short when
+            # this run (faster to start on a machine less loaded than then) logs a step.
+            until = time.time() + rng.uniform(0.1, 1.0) * startup
+            while time.time() < until and latest_step(log, start) == 0 and alive():
+                time.sleep(0.002)
         else:
             while latest_step(log, start) < target and alive():
                 time.sleep(0.001)
             if mode == "step":
                 time.sleep(rng.uniform(0, step_s))
             else:
+                # A save's folder lives for milliseconds; a poller starved by a loaded machine can
+                # miss it. After two save intervals without one, kill anyway (a step kill), so the
+                # run never ends before its kill.
+                polls = 0
                 while not (tmp_entries(ckpt_dir) - stale) and alive():
-                    pass
+                    polls += 1
+                    if polls % 200 == 0 and latest_step(log, start) > target + 6:
+                        break
         if p.poll() is not None:
             sys.exit(f"FAIL: the run ended before kill {i + 1} (exit {p.returncode}):\n" + open(log).read()[-3000:])
         kill9(p, mpi)

@@ -64,7 +64,12 @@ for attempt in $(seq 1 30); do
     wait "$pid" 2>/dev/null || true
     pid=
     kills=$((kills + 1))
-    if [ -d "$tmp/out" ]; then  # it had finished after all: check, and start again
+    if [ -d "$tmp/out" ]; then  # it had renamed its folder into place: the same command completes it
+      if [ -e "$tmp/out/progress.json" ]; then
+        "$MOE" "${args[@]}" --output "$tmp/out" >"$tmp/summary" 2>"$tmp/stderr" || fail "completing run: $(cat "$tmp/stderr")"
+        grep -q "was complete but for removing its progress.json" "$tmp/stderr" "$tmp/summary" ||
+          fail "the completing run did not recognise the finished output"
+      fi
       diff -r "$tmp/ref" "$tmp/out" >/dev/null || fail "output after $kills kills differs from an uninterrupted run"
       rm -rf "$tmp/out"
       continue
