@@ -61,7 +61,8 @@ class NcclComm;
 
 // A posted NCCL collective: an event recorded on the NcclComm's stream after the operation. Its
 // buffers must stay alive and untouched until it has been waited for (by the host or by a stream
-// whose later work uses them). Move-only; the destructor waits on the host if nothing waited.
+// whose later work uses them), and it must be settled before its NcclComm is destroyed. One host
+// thread per NcclComm, as for Comm. Move-only; the destructor waits on the host if nothing waited.
 class NcclRequest {
  public:
   NcclRequest() = default;
