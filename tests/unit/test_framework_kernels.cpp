@@ -12,6 +12,7 @@
 
 #include "framework/kernels/rows.h"
 #include "tests/unit/lanes.h"
+#include "tests/unit/test_random.h"
 
 using namespace moe;
 using moe::test::LaneRow;
@@ -19,13 +20,7 @@ using moe::test::Lanes;
 
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using moe::test::randn;
 
 // Central difference of a double-precision function.
 double numeric_grad(const std::function<double(const std::vector<double>&)>& f, std::vector<double> x, size_t i,

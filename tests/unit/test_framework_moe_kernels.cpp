@@ -15,6 +15,7 @@
 #include "framework/moe_ops.h"
 #include "framework/threads.h"
 #include "tests/unit/lanes.h"
+#include "tests/unit/test_random.h"
 
 using namespace moe;
 using moe::test::LaneRow;
@@ -22,13 +23,7 @@ using moe::test::Lanes;
 
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using moe::test::randn;
 
 std::vector<int32_t> stable_top_k(const std::vector<float>& v, int64_t k) {
   std::vector<int32_t> o(v.size());

@@ -12,18 +12,13 @@
 #include "framework/kernels/rows.h"
 #include "framework/ops.h"
 #include "framework/threads.h"
+#include "tests/unit/test_random.h"
 
 using namespace moe;
 
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using moe::test::randn;
 
 // Runs body() with 1 and then 3 threads and checks that it produced the same bits.
 template <class F>
