@@ -136,10 +136,10 @@ SaveStall AsyncSaver::save_sharded(int64_t step, const std::vector<TensorPiece>&
   }
   std::vector<TensorPiece> sources;
   if (defer_copy) sources = pieces;
-  worker_ = std::thread([this, step, shard, sources = std::move(sources), datasets = std::move(datasets),
+  worker_ = std::thread([this, step, shard, defer_copy, sources = std::move(sources), datasets = std::move(datasets),
                          yaml = std::move(config_yaml), meta = std::move(meta)] {
     auto w0 = Clock::now();
-    if (!sources.empty()) {
+    if (defer_copy) {
       copy_into_snapshot(sources, /*threaded=*/false);
       report_.copy_s = seconds_since(w0);
       {
