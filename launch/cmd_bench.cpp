@@ -15,7 +15,6 @@
 #include "framework/config.h"
 #include "framework/error.h"
 #include "framework/metrics.h"
-#include "framework/precision.h"
 #include "framework/profiler.h"
 #include "framework/rng.h"
 #include "framework/threads.h"
@@ -23,9 +22,7 @@
 #include "launch/commands.h"
 #include "model/model.h"
 #include "model/optimizer.h"
-#include "parallel/expert_exchange.h"
-#include "parallel/fsdp.h"
-#include "parallel/mesh.h"
+#include "parallel/distributed_model.h"
 
 namespace moe {
 namespace {
@@ -52,17 +49,10 @@ int bench_train(int argc, char** argv) {
   const int64_t B = cfg.train.micro_batch, T = cfg.data.seq_len, V = cfg.model.vocab_size;
 
   Comm comm(nullptr, nullptr);
-  DeviceMesh mesh(comm, cfg.parallel.ep, cfg.model.routed_experts);
-  DeepSeekV3 model(cfg.model, ModelPlacement{mesh.ep(), mesh.ep_rank(), /*own_storage=*/false});
-  model.set_recompute(cfg.train.recompute);
-  model.set_precision(parse_precision(cfg.train.precision));
-  ShardedModel fsdp(model, comm, mesh, cfg.train);
+  DistributedModel dm(comm, cfg);
+  DeepSeekV3& model = dm.model;
+  ShardedModel& fsdp = dm.fsdp;
   fsdp.initialize(cfg.run.seed);
-  std::unique_ptr<AllToAllExchange> exchange;
-  if (mesh.ep() > 1) {
-    exchange = std::make_unique<AllToAllExchange>(mesh.ep_comm());
-    model.set_expert_exchange(exchange.get());
-  }
   const int W = comm.size();
   std::vector<int32_t> ids(size_t(B * T)), tgt(size_t(B * T));
   for (int64_t i = 0; i < B * T; ++i) {
@@ -97,7 +87,7 @@ int bench_train(int argc, char** argv) {
   nlohmann::json out = {{"bench", "train"},
                         {"config", cfg.source},
                         {"ranks", W},
-                        {"ep", mesh.ep()},
+                        {"ep", dm.mesh.ep()},
                         {"threads", num_threads()},
                         {"params", pc.total},
                         {"active_params", pc.active},

@@ -15,10 +15,11 @@ namespace moe {
 // Parameters under their Hugging Face names; with an optimizer, its moments as
 // "optimizer.exp_avg.<name>" and "optimizer.exp_avg_sq.<name>" (trainable parameters only).
 std::vector<NamedTensor> checkpoint_tensors(const DeepSeekV3& model, AdamW* opt);
-// The same from flat buffers in the ParamStore's layout (ParamInfo::offset); with_optimizer adds
-// the moments. With null buffers the tensors have no data: names and shapes only.
-std::vector<NamedTensor> checkpoint_tensors(const ParamStore& ps, const float* params, const float* exp_avg,
-                                            const float* exp_avg_sq, bool with_optimizer);
+// Sharded (FSDP) saves: every dataset of such a checkpoint (names and shapes, f32), and one rank's
+// pieces of them (its ShardedModel::pieces(); the replicated buffers only where with_replicated).
+std::vector<DatasetSpec> checkpoint_datasets(const ParamStore& ps);
+std::vector<TensorPiece> checkpoint_pieces(const ParamStore& ps, const std::vector<ShardPiece>& pieces,
+                                           bool with_replicated);
 
 // Reads every tensor of checkpoint_tensors() back; errors name the checkpoint and dataset.
 void load_checkpoint_tensors(const CheckpointReader& ckpt, DeepSeekV3& model, AdamW* opt);

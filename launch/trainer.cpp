@@ -25,9 +25,7 @@
 #include "model/model.h"
 #include "model/optimizer.h"
 #include "parallel/comm.h"
-#include "parallel/expert_exchange.h"
-#include "parallel/fsdp.h"
-#include "parallel/mesh.h"
+#include "parallel/distributed_model.h"
 
 namespace fs = std::filesystem;
 
@@ -125,21 +123,13 @@ std::string fmt_duration(double s) {
 class Trainer {
  public:
   Trainer(const Config& cfg, Comm& comm)
-      : cfg_(cfg), comm_(comm), mesh_(comm, cfg.parallel.ep, cfg.model.routed_experts),
-        train_(TokenDataset::open(cfg.data.path, "train")), val_(TokenDataset::open(cfg.data.path, "val")),
-        model_(cfg.model, ModelPlacement{mesh_.ep(), mesh_.ep_rank(), /*own_storage=*/false}),
-        fsdp_(model_, comm, mesh_, cfg.train), sampler_(train_, cfg.data.seq_len, cfg.run.seed) {
-    if (mesh_.ep() > 1) {
-      exchange_ = std::make_unique<AllToAllExchange>(mesh_.ep_comm());
-      model_.set_expert_exchange(exchange_.get());
-    }
+      : cfg_(cfg), comm_(comm), dm_(comm, cfg), train_(TokenDataset::open(cfg.data.path, "train")),
+        val_(TokenDataset::open(cfg.data.path, "val")), sampler_(train_, cfg.data.seq_len, cfg.run.seed) {
     for (const TokenDataset* d : {&train_, &val_})
       if (d->vocab_size() > cfg.model.vocab_size)
         throw error(cfg.source, ": model.vocab_size is ", cfg.model.vocab_size, " but ", d->dir(),
                     " was tokenized with vocab_size ", d->vocab_size(), " (expected model.vocab_size >= ",
                     d->vocab_size(), ")");
-    model_.set_recompute(cfg.train.recompute);
-    model_.set_precision(parse_precision(cfg.train.precision));
     token_bytes_ = token_byte_lengths(val_);
     ckpt_root_ = (fs::path(cfg.run.out_dir) / "checkpoints").string();
   }
@@ -338,22 +328,12 @@ class Trainer {
     shard.world = comm_.size();
     shard.wait_timeout_s = comm_.timeout_s();
     shard.save_id = save_id(step);
-    const ParamStore& ps = model_.params();
-    std::vector<TensorPiece> pieces;
-    for (const ShardPiece& p : fsdp_.pieces()) {
-      if (p.replicated && !comm_.is_root()) continue;  // every rank holds it; rank 0 writes it
-      const ParamInfo& info = ps.infos()[p.param];
-      const Shape n = {p.end - p.begin};
-      pieces.push_back({info.name, info.shape, p.begin, Tensor::borrow(p.value, n)});
-      if (!p.exp_avg) continue;
-      pieces.push_back({"optimizer.exp_avg." + info.name, info.shape, p.begin, Tensor::borrow(p.exp_avg, n)});
-      pieces.push_back({"optimizer.exp_avg_sq." + info.name, info.shape, p.begin, Tensor::borrow(p.exp_avg_sq, n)});
-    }
+    // Every rank holds the replicated router biases; rank 0 writes them.
+    std::vector<TensorPiece> pieces = checkpoint_pieces(model_.params(), fsdp_.pieces(), comm_.is_root());
     std::vector<DatasetSpec> datasets;
     nlohmann::json meta;
     if (comm_.is_root()) {
-      for (const NamedTensor& t : checkpoint_tensors(ps, nullptr, nullptr, nullptr, /*with_optimizer=*/true))
-        datasets.push_back({t.name, t.tensor.shape(), DType::F32});
+      datasets = checkpoint_datasets(model_.params());
       // The RNG is counter-based (seed, stream, index) and the sampler a function of (seed, step):
       // the seed and the step are the whole random state.
       meta = {{"tokens", step * int64_t(cfg_.train.micro_batch) * cfg_.train.grad_accum * comm_.size() *
@@ -438,11 +418,11 @@ class Trainer {
 
   Config cfg_;
   Comm& comm_;
-  DeviceMesh mesh_;
+  DistributedModel dm_;  // mesh, model, FSDP state, expert exchange
+  DeviceMesh& mesh_ = dm_.mesh;
+  DeepSeekV3& model_ = dm_.model;
+  ShardedModel& fsdp_ = dm_.fsdp;
   TokenDataset train_, val_;
-  DeepSeekV3 model_;
-  ShardedModel fsdp_;
-  std::unique_ptr<AllToAllExchange> exchange_;
   BatchSampler sampler_;
   std::vector<int32_t> token_bytes_;
   std::string ckpt_root_, resumed_from_;

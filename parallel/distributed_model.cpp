@@ -1,0 +1,19 @@
+#include "parallel/distributed_model.h"
+
+#include "framework/precision.h"
+
+namespace moe {
+
+DistributedModel::DistributedModel(const Comm& world, const Config& cfg)
+    : mesh(world, cfg.parallel.ep, cfg.model.routed_experts),
+      model(cfg.model, ModelPlacement{mesh.ep(), mesh.ep_rank(), /*own_storage=*/false}),
+      fsdp(model, world, mesh, cfg.train) {
+  model.set_recompute(cfg.train.recompute);
+  model.set_precision(parse_precision(cfg.train.precision));
+  if (mesh.ep() > 1) {
+    exchange = std::make_unique<AllToAllExchange>(mesh.ep_comm());
+    model.set_expert_exchange(exchange.get());
+  }
+}
+
+}  // namespace moe

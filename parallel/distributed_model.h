@@ -1,0 +1,30 @@
+// The model as one rank of a training job holds it, built the same way by `moe train` and
+// `moe bench train`: the dp × ep mesh, this rank's part of the model (its expert part, parameters
+// bound unit by unit from FSDP shards, train.precision and train.recompute applied), the sharded
+// state with its optimizer, and the all-to-all expert exchange when ep > 1. The parameters are not
+// initialised yet: call fsdp.initialize(seed) or load a checkpoint into fsdp.pieces().
+#pragma once
+#include <memory>
+
+#include "framework/config.h"
+#include "model/model.h"
+#include "parallel/comm.h"
+#include "parallel/expert_exchange.h"
+#include "parallel/fsdp.h"
+#include "parallel/mesh.h"
+
+namespace moe {
+
+struct DistributedModel {
+  // Collective over world. Throws moe::Error for an impossible layout (parallel.ep).
+  DistributedModel(const Comm& world, const Config& cfg);
+  DistributedModel(const DistributedModel&) = delete;
+  DistributedModel& operator=(const DistributedModel&) = delete;
+
+  DeviceMesh mesh;
+  DeepSeekV3 model;
+  ShardedModel fsdp;
+  std::unique_ptr<AllToAllExchange> exchange;  // null when ep == 1
+};
+
+}  // namespace moe
