@@ -1,7 +1,6 @@
 #include "model/moe_layer.h"
 
-#include "framework/gemm.h"
-#include "framework/ops.h"
+#include "framework/moe_ops.h"
 #include "framework/profiler.h"
 #include "framework/scratch.h"
 #include "framework/threads.h"
@@ -112,7 +111,8 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
   const int64_t N = B * T, P = N * K;
   gate.forward(ps, x, B, T, a.router, load_E);
 
-  // Dispatch plan: counting sort of the N*K choices by expert, stable in token order.
+  // Dispatch plan: counting sort of the N*K choices by expert, stable in token order (one pass;
+  // moe_dispatch_plan computes the same plan with one segment per expert, as the GPU wants it).
   a.offsets.assign(size_t(E + 1), 0);
   for (int64_t i = 0; i < P; ++i) a.offsets[a.router.idx_NK[i] + 1]++;
   for (int64_t e = 0; e < E; ++e) a.offsets[e + 1] += a.offsets[e];
@@ -126,12 +126,7 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
   }
   a.xs_PD.ensure({P, D});
   float* xs = a.xs_PD.f32();
-  parallel_for(P, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      const float* src = x + (a.slot_of[p] / K) * D;
-      std::copy(src, src + D, xs + p * D);
-    }
-  }, 64);
+  moe_permute(xs, x, a.slot_of.data(), P, K, D);
 
   a.ys_PD.ensure({P, D});
   if (!exchange) {
@@ -163,14 +158,8 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
   if (has_shared) {
     MOE_PHASE("experts");
     shared_experts.forward(ps, y, x, N, a.shared);
-  } else
-    std::fill(y, y + N * D, 0.f);
-  const float* ys = a.ys_PD.f32();
-  const float* w = a.router.weights_NK.f32();
-  parallel_for(N, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n)
-      for (int64_t k = 0; k < K; ++k) axpy(y + n * D, ys + int64_t(a.pos_of[n * K + k]) * D, w[n * K + k], D);
-  }, 64);
+  }
+  moe_unpermute(y, a.ys_PD.f32(), a.pos_of.data(), a.router.weights_NK.f32(), N, K, D, /*accumulate=*/has_shared);
 }
 
 void MoELayer::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
@@ -184,18 +173,7 @@ void MoELayer::backward(const ParamStore& ps, float* dx, const float* dy, const 
   ScratchScope scope;
   Tensor dw = scratch({N, K}), dys = scratch({P, D});
   float *pdw = dw.f32(), *pdys = dys.f32();
-  parallel_for(N, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n)
-      for (int64_t k = 0; k < K; ++k) {
-        int64_t p = a.pos_of[n * K + k];
-        float dot = 0.f;
-        for (int64_t i = 0; i < D; ++i) {
-          dot += dy[n * D + i] * ys[p * D + i];
-          pdys[p * D + i] = w[n * K + k] * dy[n * D + i];
-        }
-        pdw[n * K + k] = dot;
-      }
-  }, 64);
+  moe_unpermute_backward(pdw, pdys, dy, ys, a.pos_of.data(), w, N, K, D);
 
   // Experts backward over their rows; dxs in expert order.
   Tensor dxs = scratch({P, D});
@@ -221,11 +199,7 @@ void MoELayer::backward(const ParamStore& ps, float* dx, const float* dy, const 
     shared_experts.backward(ps, dx, dy, x, N, a.shared);
   } else
     std::fill(dx, dx + N * D, 0.f);
-  const float* pdxs = dxs.f32();
-  parallel_for(N, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n)
-      for (int64_t k = 0; k < K; ++k) axpy(dx + n * D, pdxs + int64_t(a.pos_of[n * K + k]) * D, 1.f, D);
-  }, 64);
+  moe_permute_backward(dx, dxs.f32(), a.pos_of.data(), N, K, D);
 
   gate.backward(ps, dx, pdw, x, B, T, a.router, loss_scale);
 }
