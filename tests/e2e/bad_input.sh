@@ -54,6 +54,15 @@ expect_error "$TMP/no-ckpt: no such checkpoint" "$MOE" generate --checkpoint "$T
 expect_error "no such checkpoint" "$MOE" train "${tiny[@]}" --set checkpoint.resume="$TMP/no-ckpt"
 expect_error "--top-p" "$MOE" generate --checkpoint "$TMP/no-ckpt" --prompt hi --top-p 2
 
+# comparing checkpoints (moe inspect --compare) and the fault-injection switch
+"$MOE" train "${tiny[@]}" --set train.steps=2 --set train.eval_every=0 --set run.out_dir="$TMP/c1" > /dev/null
+"$MOE" train "${tiny[@]}" --set train.steps=2 --set train.eval_every=0 --set run.out_dir="$TMP/c2" --set model.expert_inter=16 > /dev/null
+"$MOE" train "${tiny[@]}" --set train.steps=2 --set train.eval_every=0 --set run.out_dir="$TMP/c3" --set model.tie_embeddings=true > /dev/null
+expect_error "model.layers.1.mlp.experts.0.down_proj.weight: shapes differ between" "$MOE" inspect "$TMP/c1/checkpoints" --compare "$TMP/c2/checkpoints"
+expect_error "has no tensor lm_head.weight" "$MOE" inspect "$TMP/c1/checkpoints" --compare "$TMP/c3/checkpoints"
+expect_error "inspect: --tolerance needs --compare OTHER" "$MOE" inspect "$TMP/c1/checkpoints" --tolerance 1e-5
+expect_error "MOE_FAULT_INJECT='one:3' (expected RANK:STEP" env MOE_FAULT_INJECT=one:3 "$MOE" train "${tiny[@]}" --set run.out_dir="$TMP/fault"
+
 # the GPU: CUDA ops exist (docs/cuda.md), but neither training nor its benchmark runs on them yet
 expect_error "device cuda: .*(expected cpu or auto)" "$MOE" train "${tiny[@]}" --set device=cuda
 expect_error "device cuda: .*(expected cpu or auto)" "$MOE" bench train "${tiny[@]}" --set device=cuda --steps 1
