@@ -16,6 +16,7 @@ Types types_of(DType t) {
   switch (t) {
     case DType::F32: return {H5T_IEEE_F32LE, H5T_NATIVE_FLOAT};
     case DType::I32: return {H5T_STD_I32LE, H5T_NATIVE_INT32};
+    case DType::I64: return {H5T_STD_I64LE, H5T_NATIVE_INT64};
     case DType::U32: return {H5T_STD_U32LE, H5T_NATIVE_UINT32};
     case DType::BF16:
     case DType::U16: return {H5T_STD_U16LE, H5T_NATIVE_UINT16};

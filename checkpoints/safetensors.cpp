@@ -21,6 +21,7 @@ const char* safetensors_dtype(DType t) {
     case DType::U16: return "U16";
     case DType::U32: return "U32";
     case DType::I32: return "I32";
+    case DType::I64: return "I64";
   }
   MOE_CHECK(false, "unknown dtype ", int(t));
   return "";

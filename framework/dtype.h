@@ -9,10 +9,11 @@
 
 namespace moe {
 
-enum class DType : uint8_t { F32, BF16, F8E4M3, F8E5M2, U16, U32, I32 };
+enum class DType : uint8_t { F32, BF16, F8E4M3, F8E5M2, U16, U32, I32, I64 };
 
 inline int64_t dtype_size(DType t) {
   switch (t) {
+    case DType::I64: return 8;
     case DType::F32: case DType::U32: case DType::I32: return 4;
     case DType::BF16: case DType::U16: return 2;
     case DType::F8E4M3: case DType::F8E5M2: return 1;
@@ -29,6 +30,7 @@ inline const char* dtype_name(DType t) {
     case DType::U16: return "u16";
     case DType::U32: return "u32";
     case DType::I32: return "i32";
+    case DType::I64: return "i64";
   }
   return "?";
 }

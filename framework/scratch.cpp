@@ -1,5 +1,7 @@
 #include "framework/scratch.h"
 
+#include "framework/backend.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <new>
@@ -77,6 +79,8 @@ ScratchScope::~ScratchScope() {
 
 Tensor scratch(const Shape& shape) {
   MOE_CHECK(arena().depth > 0, "scratch() needs an open ScratchScope");
+  // On a device the backend's (caching) allocator plays the arena's part.
+  if (compute().device() != Device::CPU) return Tensor::empty(shape, DType::F32, compute().device());
   return Tensor::borrow(arena().take(size_t(shape_numel(shape)) * sizeof(float)), shape);
 }
 

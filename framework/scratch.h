@@ -22,7 +22,8 @@ class ScratchScope {
   size_t chunk_, used_;
 };
 
-// An uninitialised f32 tensor from the calling thread's arena (needs an open ScratchScope).
+// An uninitialised f32 tensor from the calling thread's arena (needs an open ScratchScope); on the
+// device of the compute backend (framework/backend.h), so model code gets device scratch on a GPU.
 Tensor scratch(const Shape& shape);
 // Raw floats from the same arena, for per-thread buffers inside parallel_for bodies.
 float* scratch_floats(int64_t n);

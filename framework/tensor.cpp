@@ -1,5 +1,7 @@
 #include "framework/tensor.h"
 
+#include "framework/backend.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -21,13 +23,19 @@ std::string shape_str(const Shape& s) {
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  MOE_CHECK(device == Device::CPU, "CUDA tensors are created by the CUDA backend");
   for (int64_t d : shape) MOE_CHECK(d >= 0, "negative dimension in ", shape_str(shape));
   Tensor t;
   t.shape_ = shape;
   t.dtype_ = dtype;
   t.device_ = device;
   size_t bytes = size_t(t.nbytes());
+  if (device != Device::CPU) {
+    Backend* b = &device_backend(device);
+    void* p = bytes ? b->allocate(bytes) : nullptr;
+    t.storage_ = std::shared_ptr<void>(p, [b](void* q) { if (q) b->deallocate(q); });
+    t.data_ = p;
+    return t;
+  }
   // 64-byte alignment for vector loads; round up as aligned_alloc requires.
   size_t alloc = (bytes + 63) / 64 * 64;
   void* p = alloc ? std::aligned_alloc(64, alloc) : nullptr;
@@ -70,10 +78,20 @@ Tensor Tensor::rows(int64_t begin, int64_t end) const {
 }
 
 void Tensor::zero_() {
-  if (numel()) std::memset(data_, 0, size_t(nbytes()));
+  if (!numel()) return;
+  if (device_ == Device::CPU)
+    std::memset(data_, 0, size_t(nbytes()));
+  else
+    device_backend(device_).zero(data_, size_t(nbytes()));
 }
 
 void Tensor::fill_(float v) {
+  if (device_ != Device::CPU) {
+    Tensor host = empty(shape_, dtype_);
+    host.fill_(v);
+    copy_from(host);
+    return;
+  }
   float* p = f32();
   for (int64_t i = 0, n = numel(); i < n; ++i) p[i] = v;
 }
@@ -81,15 +99,34 @@ void Tensor::fill_(float v) {
 void Tensor::copy_from(const Tensor& src) {
   MOE_CHECK(src.numel() == numel() && src.dtype() == dtype(), "copy ", shape_str(src.shape()), " -> ",
             shape_str(shape_));
-  if (numel()) std::memcpy(data_, src.raw(), size_t(nbytes()));
+  if (!numel()) return;
+  const size_t bytes = size_t(nbytes());
+  if (device_ == Device::CPU && src.device() == Device::CPU)
+    std::memcpy(data_, src.raw(), bytes);
+  else if (device_ == Device::CPU)
+    device_backend(src.device()).download(data_, src.raw(), bytes);
+  else if (src.device() == Device::CPU)
+    device_backend(device_).upload(data_, src.raw(), bytes);
+  else {
+    MOE_CHECK(src.device() == device_, "copy between two different devices");
+    device_backend(device_).copy(data_, src.raw(), bytes);
+  }
+}
+
+Tensor Tensor::to(Device device) const {
+  if (device == device_) return *this;
+  Tensor t = empty(shape_, dtype_, device);
+  t.copy_from(*this);
+  return t;
 }
 
 void Tensor::ensure(const Shape& shape, DType dtype) {
-  if (data_ && storage_ && shape_numel(shape) == numel() && dtype == dtype_) {
+  const Device device = compute().device();
+  if (data_ && storage_ && shape_numel(shape) == numel() && dtype == dtype_ && device == device_) {
     shape_ = shape;
     return;
   }
-  *this = empty(shape, dtype);
+  *this = empty(shape, dtype, device);
 }
 
 }  // namespace moe

@@ -1,6 +1,8 @@
 // Tensor: a shape, an element type, a device and storage that is either owned (shared by views) or
 // borrowed (a view into memory someone else keeps alive, e.g. a parameter inside a flat buffer or an
 // mmap'd shard). Contiguous row-major only: kernels take raw pointers plus dimensions.
+// Device tensors get their memory from the backend registered for the device (framework/backend.h);
+// zero_, fill_ and copy_from work on any device, copy_from also between host and device.
 #pragma once
 #include <cstdint>
 #include <initializer_list>
@@ -54,8 +56,12 @@ class Tensor {
   void fill_(float v);
   void copy_from(const Tensor& src);  // same numel and dtype
 
-  // Reallocates only when the element count or dtype changes: activation buffers are reused
-  // across steps, so steady-state training does no large allocations.
+  // A copy on `device` (this tensor itself when it is there already).
+  Tensor to(Device device) const;
+
+  // Reallocates only when the element count, dtype or device changes: activation buffers are
+  // reused across steps, so steady-state training does no large allocations. The buffer lives on
+  // the device of the compute backend (framework/backend.h).
   void ensure(const Shape& shape, DType dtype = DType::F32);
 
  private:

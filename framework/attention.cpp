@@ -1,0 +1,91 @@
+#include "framework/attention.h"
+
+#include <algorithm>
+
+#include "framework/gemm.h"
+#include "framework/kernels/softmax.h"
+#include "framework/profiler.h"
+#include "framework/scratch.h"
+#include "framework/threads.h"
+
+namespace moe {
+
+// Causal attention in query blocks of kBlock rows: block [i0, i1) only needs keys [0, i1), which
+// skips most of the masked upper triangle (5/8 of the full work at T = 256). One (sequence, head)
+// per task; each GEMM runs on the task's thread.
+namespace {
+constexpr int64_t kBlock = 64;
+}
+
+void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const AttentionLayout& l) {
+  MOE_PHASE("attention");
+  const int64_t T = l.T, H = l.H, d = l.dqk, dv = l.dv;
+  parallel_for(l.B * H, [&](int64_t i0, int64_t i1) {
+    ScratchScope scope;
+    float* S = scratch_floats(kBlock * T);
+    kern::SerialRow one;
+    for (int64_t bh = i0; bh < i1; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      const float* qb = q + b * T * l.q_ld + h * l.q_hs;
+      const float* kb = k + b * T * l.k_ld + h * l.k_hs;
+      const float* vb = v + b * T * l.v_ld + h * l.v_hs;
+      float* ob = o + b * T * l.o_ld + h * l.o_hs;
+      for (int64_t r0 = 0; r0 < T; r0 += kBlock) {
+        const int64_t rows = std::min(kBlock, T - r0), keys = r0 + rows;
+        gemm_serial(false, true, rows, keys, d, l.scale, qb + r0 * l.q_ld, l.q_ld, kb, l.k_ld, 0.f, S, keys);
+        for (int64_t r = 0; r < rows; ++r) {  // causal softmax of query t over keys 0..t
+          const int64_t t = r0 + r;
+          lse[bh * T + t] = kern::softmax_row_forward(one, S + r * keys, S + r * keys, t + 1, keys, /*fast=*/true);
+        }
+        gemm_serial(false, false, rows, dv, keys, 1.f, S, keys, vb, l.v_ld, 0.f, ob + r0 * l.o_ld, l.o_ld);
+      }
+    }
+  });
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* lse, const AttentionLayout& l) {
+  MOE_PHASE("attention");
+  const int64_t T = l.T, H = l.H, d = l.dqk, vd = l.dv;
+  parallel_for(l.B * H, [&](int64_t i0, int64_t i1) {
+    ScratchScope scope;
+    float *P = scratch_floats(kBlock * T), *dP = scratch_floats(kBlock * T);
+    kern::SerialRow one;
+    for (int64_t bh = i0; bh < i1; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      const float* qb = q + b * T * l.q_ld + h * l.q_hs;
+      const float* kb = k + b * T * l.k_ld + h * l.k_hs;
+      const float* vb = v + b * T * l.v_ld + h * l.v_hs;
+      const float* dob = dout + b * T * l.o_ld + h * l.o_hs;
+      float* dqb = dq + b * T * l.q_ld + h * l.q_hs;
+      float* dkb = dk + b * T * l.k_ld + h * l.k_hs;
+      float* dvb = dv + b * T * l.v_ld + h * l.v_hs;
+      for (int64_t t = 0; t < T; ++t) {  // dV and dK accumulate over query blocks
+        std::fill(dvb + t * l.v_ld, dvb + t * l.v_ld + vd, 0.f);
+        std::fill(dkb + t * l.k_ld, dkb + t * l.k_ld + d, 0.f);
+      }
+      for (int64_t r0 = 0; r0 < T; r0 += kBlock) {
+        const int64_t rows = std::min(kBlock, T - r0), keys = r0 + rows;
+        const float* qblk = qb + r0 * l.q_ld;
+        const float* doblk = dob + r0 * l.o_ld;
+        // Recompute probabilities from the saved log-sum-exp.
+        gemm_serial(false, true, rows, keys, d, l.scale, qblk, l.q_ld, kb, l.k_ld, 0.f, P, keys);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t t = r0 + r;
+          kern::softmax_row_recompute(one, P + r * keys, P + r * keys, lse[bh * T + t], t + 1, keys, /*fast=*/true);
+        }
+        // dV += P^T dO ; dP = dO V^T
+        gemm_serial(true, false, keys, vd, rows, 1.f, P, keys, doblk, l.o_ld, 1.f, dvb, l.v_ld);
+        gemm_serial(false, true, rows, keys, vd, 1.f, doblk, l.o_ld, vb, l.v_ld, 0.f, dP, keys);
+        // dS = P * (dP - rowsum(P * dP)), stored over dP
+        for (int64_t r = 0; r < rows; ++r)
+          kern::softmax_row_backward(one, dP + r * keys, P + r * keys, dP + r * keys, r0 + r + 1, keys);
+        // dQ = scale dS K ; dK += scale dS^T Q
+        gemm_serial(false, false, rows, d, keys, l.scale, dP, keys, kb, l.k_ld, 0.f, dqb + r0 * l.q_ld, l.q_ld);
+        gemm_serial(true, false, keys, d, rows, l.scale, dP, keys, qblk, l.q_ld, 1.f, dkb, l.k_ld);
+      }
+    }
+  });
+}
+
+}  // namespace moe

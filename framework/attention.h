@@ -1,0 +1,24 @@
+// Causal attention core on the CPU, the shape MLA needs (any head layout, dqk != dv), computed in
+// query blocks with the log-sum-exp of each row kept instead of the probabilities (backward
+// recomputes them), so memory is O(B H T), not O(B H T^2).
+#pragma once
+#include <cstdint>
+
+namespace moe {
+
+// The layout of the attention core's operands: for sequence b, position t and head h, the vector
+// of q starts at q + (b*T + t) * q.ld + h * q.hs (dqk elements), likewise k (dqk), v (dv), o (dv).
+// MLA: q, k [N, H, dqk]; v sits inside kv_b_proj's output [N, H, nope + dv] at offset nope.
+struct AttentionLayout {
+  int64_t B = 0, T = 0, H = 0, dqk = 0, dv = 0;
+  int64_t q_ld = 0, q_hs = 0, k_ld = 0, k_hs = 0, v_ld = 0, v_hs = 0, o_ld = 0, o_hs = 0;
+  float scale = 1.f;  // applied to q k^T before the causal softmax
+};
+
+// o = softmax(scale q k^T, causal) v; lse[B, H, T] saved.
+void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const AttentionLayout& l);
+// dq, dk, dv assigned, from dout and the saved lse.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* lse, const AttentionLayout& l);
+
+}  // namespace moe
