@@ -13,6 +13,7 @@
 #pragma once
 #include <string>
 
+#include "framework/attention.h"
 #include "framework/config.h"
 #include "model/layers.h"
 
@@ -52,9 +53,7 @@ struct MLA {
   }
 
  private:
-  void attention_forward(int64_t B, int64_t T, MLAActs& a) const;
-  void attention_backward(float* dq, float* dk, float* dkvb, const float* do_, int64_t B, int64_t T,
-                          const MLAActs& a) const;
+  AttentionLayout attention_layout(int64_t B, int64_t T) const;
 };
 
 }  // namespace moe

@@ -1,7 +1,6 @@
 #include "model/layers.h"
 
-#include "framework/gemm.h"
-#include "framework/ops.h"
+#include "framework/backend.h"
 #include "framework/scratch.h"
 
 namespace moe {
@@ -13,12 +12,12 @@ void Linear::init(ParamStore& ps, const std::string& name, int64_t in_features, 
 }
 
 void Linear::forward(const ParamStore& ps, float* y, const float* x, int64_t N, bool accumulate) const {
-  linear_forward(y, x, ps.param(w).f32(), N, in, out, accumulate, prec);
+  compute().linear_forward(y, x, ps.param(w).f32(), N, in, out, accumulate, prec);
 }
 
 void Linear::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N,
                       bool accumulate_dx) const {
-  linear_backward(dx, ps.grad(w).f32(), dy, x, ps.param(w).f32(), N, in, out, accumulate_dx, prec);
+  compute().linear_backward(dx, ps.grad(w).f32(), dy, x, ps.param(w).f32(), N, in, out, accumulate_dx, prec);
 }
 
 void RMSNorm::init(ParamStore& ps, const std::string& name, int64_t d, float eps_) {
@@ -28,12 +27,12 @@ void RMSNorm::init(ParamStore& ps, const std::string& name, int64_t d, float eps
 }
 
 void RMSNorm::forward(const ParamStore& ps, float* y, float* rstd, const float* x, int64_t N) const {
-  rmsnorm_forward(y, rstd, x, ps.param(w).f32(), N, dim, eps);
+  compute().rmsnorm_forward(y, rstd, x, ps.param(w).f32(), N, dim, eps);
 }
 
 void RMSNorm::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, const float* rstd,
                        int64_t N, bool accumulate_dx) const {
-  rmsnorm_backward(dx, ps.grad(w).f32(), dy, x, ps.param(w).f32(), rstd, N, dim, accumulate_dx);
+  compute().rmsnorm_backward(dx, ps.grad(w).f32(), dy, x, ps.param(w).f32(), rstd, N, dim, accumulate_dx);
 }
 
 void SwiGLUMLP::init(ParamStore& ps, const std::string& prefix, int64_t hidden, int64_t inter, float std) {
@@ -50,7 +49,7 @@ void SwiGLUMLP::forward(const ParamStore& ps, float* y, const float* x, int64_t 
   a.h_NI.ensure({N, I});
   gate_proj.forward(ps, a.gate_NI.f32(), x, N);
   up_proj.forward(ps, a.up_NI.f32(), x, N);
-  swiglu_forward(a.h_NI.f32(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
+  compute().swiglu_forward(a.h_NI.f32(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
   down_proj.forward(ps, y, a.h_NI.f32(), N, accumulate);
 }
 
@@ -60,7 +59,7 @@ void SwiGLUMLP::backward(const ParamStore& ps, float* dx, const float* dy, const
   ScratchScope scope;
   Tensor dh = scratch({N, I}), dg = scratch({N, I}), du = scratch({N, I});
   down_proj.backward(ps, dh.f32(), dy, a.h_NI.f32(), N);
-  swiglu_backward(dg.f32(), du.f32(), dh.f32(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
+  compute().swiglu_backward(dg.f32(), du.f32(), dh.f32(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
   gate_proj.backward(ps, dx, dg.f32(), x, N, accumulate_dx);
   up_proj.backward(ps, dx, du.f32(), x, N, /*accumulate_dx=*/true);
 }

@@ -2,8 +2,7 @@
 
 #include <algorithm>
 
-#include "framework/gemm.h"
-#include "framework/ops.h"
+#include "framework/backend.h"
 #include "framework/scratch.h"
 
 namespace moe {
@@ -34,14 +33,14 @@ void Block::forward(const ParamStore& ps, float* y, const float* x, int64_t B, i
   a.ln2_ND.ensure({N, D}); a.ln2_rstd_N.ensure({N});
   input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, N);
   self_attn.forward(ps, a.attn_out_ND.f32(), a.ln1_ND.f32(), B, T, rt, a.attn);
-  float *h = a.h_ND.f32(), *ao = a.attn_out_ND.f32();
-  for (int64_t i = 0; i < N * D; ++i) h[i] = x[i] + ao[i];
+  float* h = a.h_ND.f32();
+  compute().add(h, x, a.attn_out_ND.f32(), N * D);
   post_attention_layernorm.forward(ps, a.ln2_ND.f32(), a.ln2_rstd_N.f32(), h, N);
   if (is_moe)
     moe.forward(ps, y, a.ln2_ND.f32(), B, T, a.moe, load_E);
   else
     mlp.forward(ps, y, a.ln2_ND.f32(), N, a.mlp);
-  for (int64_t i = 0; i < N * D; ++i) y[i] += h[i];
+  compute().add(y, y, h, N * D);
 }
 
 void Block::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
@@ -56,13 +55,13 @@ void Block::backward(const ParamStore& ps, float* dx, const float* dy, const flo
     mlp.backward(ps, dln2.f32(), dy, a.ln2_ND.f32(), N, a.mlp);
   post_attention_layernorm.backward(ps, dh.f32(), dln2.f32(), a.h_ND.f32(), a.ln2_rstd_N.f32(), N);
   float* pdh = dh.f32();
-  for (int64_t i = 0; i < N * D; ++i) pdh[i] += dy[i];
+  compute().add(pdh, pdh, dy, N * D);
   // h = x + attn(ln1(x)):  dx = dh + ln1^T attn^T dh
   Tensor dln1 = scratch({N, D});
   dln1.zero_();
   self_attn.backward(ps, dln1.f32(), pdh, a.ln1_ND.f32(), B, T, rt, a.attn);
   input_layernorm.backward(ps, dx, dln1.f32(), x, a.ln1_rstd_N.f32(), N);
-  for (int64_t i = 0; i < N * D; ++i) dx[i] += pdh[i];
+  compute().add(dx, dx, pdh, N * D);
 }
 
 DeepSeekV3::DeepSeekV3(const ModelConfig& c, const ModelPlacement& placement) : cfg_(c), placement_(placement) {
@@ -81,7 +80,7 @@ DeepSeekV3::DeepSeekV3(const ModelConfig& c, const ModelPlacement& placement) : 
     ps_.allocate();
   else
     ps_.allocate_unbound();
-  load_ = Tensor::zeros({int64_t(moe_blocks_.size()), int64_t(c.routed_experts)});
+  load_ = Tensor::zeros({int64_t(moe_blocks_.size()), int64_t(c.routed_experts)}, DType::F32, Device::CPU);
 }
 
 void DeepSeekV3::set_expert_exchange(const ExpertExchange* ex) {
@@ -138,7 +137,7 @@ void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load) {
   acts_.resize(recompute_ ? 1 : L);
   for (int l = 0; l <= L; ++l) resid_[l].ensure({N, D});
   acquire(embed_unit_, false);
-  embedding_forward(resid_[0].f32(), ids_.data(), ps_.param(embed_tokens).f32(), N, D);
+  compute().embedding_forward(resid_[0].f32(), ids_N.data<int32_t>(), ps_.param(embed_tokens).f32(), N, D);
   release(embed_unit_, false);
   aux_sum_ = z_sum_ = 0;
   int moe_i = 0;
@@ -165,8 +164,8 @@ void DeepSeekV3::final_norm(int64_t N) {
 ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load) {
   const int64_t N = B * T, D = cfg_.hidden, V = cfg_.vocab_size;
   B_ = B; T_ = T;
-  ids_.assign(ids, ids + N);
-  targets_.assign(targets, targets + N);
+  upload_tokens(ids_N, ids, N);
+  upload_tokens(targets_N, targets, N);
   run_blocks(B, T, count_load);
   acquire_head(false);
   final_norm(N);
@@ -175,15 +174,15 @@ ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int
   ScratchScope scope;
   Tensor logits = scratch({std::min(N, kHeadChunk), V});
   const float* W = ps_.param(lm_head).f32();
-  double total = 0;
   for (int64_t r0 = 0; r0 < N; r0 += kHeadChunk) {
     int64_t n = std::min(kHeadChunk, N - r0);
-    linear_forward(logits.f32(), xf_ND.f32() + r0 * D, W, n, D, V);
-    total += cross_entropy_forward(losses_N.f32() + r0, lse_N.f32() + r0, logits.f32(), targets_.data() + r0, n, V) * n;
+    compute().linear_forward(logits.f32(), xf_ND.f32() + r0 * D, W, n, D, V, false, Precision::FP32);
+    compute().cross_entropy_forward(losses_N.f32() + r0, lse_N.f32() + r0, logits.f32(),
+                                    targets_N.data<int32_t>() + r0, n, V);
   }
   release_head(false);
   ForwardStats s;
-  s.loss = total / double(N);
+  s.loss = compute().sum(losses_N.f32(), N) / double(N);
   s.aux_loss = aux_sum_;
   s.z_loss = z_sum_;
   s.tokens = N;
@@ -202,10 +201,10 @@ void DeepSeekV3::backward(float loss_scale) {
   for (int64_t r0 = 0; r0 < N; r0 += kHeadChunk) {
     int64_t n = std::min(kHeadChunk, N - r0);
     const float* xf = xf_ND.f32() + r0 * D;
-    linear_forward(logits.f32(), xf, W, n, D, V);
-    cross_entropy_backward(logits.f32(), logits.f32(), lse_N.f32() + r0, targets_.data() + r0,
-                           loss_scale / float(N), n, V);
-    linear_backward(dxf.f32() + r0 * D, dW, logits.f32(), xf, W, n, D, V);
+    compute().linear_forward(logits.f32(), xf, W, n, D, V, false, Precision::FP32);
+    compute().cross_entropy_backward(logits.f32(), logits.f32(), lse_N.f32() + r0, targets_N.data<int32_t>() + r0,
+                                     loss_scale / float(N), n, V);
+    compute().linear_backward(dxf.f32() + r0 * D, dW, logits.f32(), xf, W, n, D, V, false, Precision::FP32);
   }
   Tensor dx = scratch({N, D}), dprev = scratch({N, D});
   norm_.backward(ps_, dx.f32(), dxf.f32(), resid_[L].f32(), xf_rstd_N.f32(), N);
@@ -219,23 +218,28 @@ void DeepSeekV3::backward(float loss_scale) {
     std::swap(dx, dprev);
   }
   acquire(embed_unit_, true);
-  embedding_backward(ps_.grad(embed_tokens).f32(), ids_.data(), dx.f32(), N, D);
+  compute().embedding_backward(ps_.grad(embed_tokens).f32(), ids_N.data<int32_t>(), dx.f32(), N, D);
   release(embed_unit_, true);
 }
 
 Tensor DeepSeekV3::last_logits(const int32_t* ids, int64_t B, int64_t T) {
   const int64_t N = B * T, D = cfg_.hidden, V = cfg_.vocab_size;
   B_ = B; T_ = T;
-  ids_.assign(ids, ids + N);
+  upload_tokens(ids_N, ids, N);
   run_blocks(B, T, /*count_load=*/false);
   acquire_head(false);
   final_norm(N);
-  Tensor last = Tensor::empty({B, D}), logits = Tensor::empty({B, V});
-  for (int64_t b = 0; b < B; ++b)
-    std::copy_n(xf_ND.f32() + ((b + 1) * T - 1) * D, D, last.f32() + b * D);
-  linear_forward(logits.f32(), last.f32(), ps_.param(lm_head).f32(), B, D, V);
+  ScratchScope scope;
+  Tensor last = scratch({B, D}), logits = scratch({B, V});
+  compute().copy_rows(last.f32(), D, xf_ND.f32() + (T - 1) * D, T * D, B, D);  // position T-1 of each sequence
+  compute().linear_forward(logits.f32(), last.f32(), ps_.param(lm_head).f32(), B, D, V, false, Precision::FP32);
   release_head(false);
-  return logits;
+  return logits.to(Device::CPU);
+}
+
+void DeepSeekV3::upload_tokens(Tensor& dst, const int32_t* host, int64_t N) {
+  dst.ensure({N}, DType::I32);
+  compute().upload(dst.raw(), host, size_t(N) * sizeof(int32_t));
 }
 
 void DeepSeekV3::update_router_bias(float rate) {

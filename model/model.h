@@ -74,11 +74,11 @@ class DeepSeekV3 {
   ForwardStats forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load = true);
   // Gradients of loss_scale * (loss + aux + z) accumulate into params().grads().
   void backward(float loss_scale);
-  // Logits [B, V] of the last position of each sequence (for generation).
+  // Logits [B, V] of the last position of each sequence (for generation), on the host.
   Tensor last_logits(const int32_t* ids, int64_t B, int64_t T);
 
-  // Tokens routed to each expert since the last reset, [moe_layers, E] (for logging, the bias
-  // update and cross-rank reduction by the trainer).
+  // Tokens routed to each expert since the last reset, [moe_layers, E], on the host (for logging,
+  // the bias update and cross-rank reduction by the trainer).
   Tensor& expert_load() { return load_; }
   int moe_layers() const { return int(moe_blocks_.size()); }
   // Aux-loss-free balancing from expert_load(), then resets it.
@@ -86,6 +86,7 @@ class DeepSeekV3 {
 
  private:
   void run_blocks(int64_t B, int64_t T, bool count_load);
+  void upload_tokens(Tensor& dst, const int32_t* host, int64_t N);
   void final_norm(int64_t N);
   // UnitHooks calls for a block (its dense unit and the local expert part) or one unit.
   void acquire_block(int l, bool grad);
@@ -110,7 +111,7 @@ class DeepSeekV3 {
 
   // Saved state of the last forward.
   int64_t B_ = 0, T_ = 0;
-  std::vector<int32_t> ids_, targets_;
+  Tensor ids_N, targets_N;          // on the compute device
   std::vector<Tensor> resid_;      // resid_[l] = input of block l; resid_[L] = last block's output
   std::vector<BlockActs> acts_;    // one per block, or one shared when recomputing
   Tensor xf_ND, xf_rstd_N, lse_N, losses_N;

@@ -1,9 +1,8 @@
 #include "model/moe_layer.h"
 
-#include "framework/moe_ops.h"
+#include "framework/backend.h"
 #include "framework/profiler.h"
 #include "framework/scratch.h"
-#include "framework/threads.h"
 
 namespace moe {
 
@@ -28,46 +27,55 @@ void MoELayer::init(ParamStore& ps, const std::string& prefix, const ModelConfig
   local_count = per;
 }
 
-// Runs fn(e, row_begin, rows) for each expert with tokens. Experts are spread over the thread pool
-// in contiguous runs of about equal rows (an expert goes to the thread its middle row falls in),
-// and each expert's GEMMs run whole on that thread: one large single-threaded call beats two
-// halves that synchronise after every GEMM.
-template <class F>
-static void for_each_expert(const std::vector<int64_t>& offsets, F&& fn) {
-  const int64_t E = int64_t(offsets.size()) - 1, P = offsets.back();
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), E));
-  parallel_for(chunks, [&](int64_t c0, int64_t c1) {
-    for (int64_t e = 0; e < E; ++e) {
-      if (offsets[e + 1] == offsets[e]) continue;
-      int64_t owner = std::min(chunks - 1, (offsets[e] + offsets[e + 1]) / 2 * chunks / std::max<int64_t>(P, 1));
-      if (owner >= c0 && owner < c1) fn(e, offsets[e], offsets[e + 1] - offsets[e]);
-    }
-  });
+// The local experts' weights (or gradients) of one projection, as the grouped GEMMs take them.
+std::vector<float*> MoELayer::expert_weights(const ParamStore& ps, Linear SwiGLUMLP::*proj, bool grad) const {
+  std::vector<float*> out(static_cast<size_t>(local_count));
+  for (int64_t j = 0; j < local_count; ++j) {
+    const int id = (experts[local_begin + j].*proj).w;
+    out[j] = grad ? ps.grad(id).f32() : ps.param(id).f32();
+  }
+  return out;
 }
 
 // Runs this rank's experts over rows grouped by expert (offsets[j]..offsets[j+1] for expert
-// local_begin + j): y = expert(x) per row. Activations for backward go to a.experts.
+// local_begin + j): y = expert(x) per row, each projection one grouped GEMM over all experts.
+// Activations for backward go to a.experts.
 void MoELayer::run_experts(const ParamStore& ps, const std::vector<int64_t>& offsets, const float* x, float* y,
                            MoEActs& a) const {
   MOE_PHASE("experts");
-  const int64_t rows = offsets.back();
+  const int64_t rows = offsets.back(), G = local_count;
+  const Precision p = experts[local_begin].gate_proj.prec;
   a.experts.gate_NI.ensure({rows, I});
   a.experts.up_NI.ensure({rows, I});
   a.experts.h_NI.ensure({rows, I});
-  for_each_expert(offsets, [&](int64_t e, int64_t p0, int64_t n) {
-    MLPActs view{a.experts.gate_NI.rows(p0, p0 + n), a.experts.up_NI.rows(p0, p0 + n), a.experts.h_NI.rows(p0, p0 + n)};
-    experts[local_begin + e].forward(ps, y + p0 * D, x + p0 * D, n, view);
-  });
+  Backend& c = compute();
+  auto Wg = expert_weights(ps, &SwiGLUMLP::gate_proj, false), Wu = expert_weights(ps, &SwiGLUMLP::up_proj, false),
+       Wd = expert_weights(ps, &SwiGLUMLP::down_proj, false);
+  c.grouped_linear_forward(a.experts.gate_NI.f32(), x, Wg.data(), offsets.data(), G, D, I, p);
+  c.grouped_linear_forward(a.experts.up_NI.f32(), x, Wu.data(), offsets.data(), G, D, I, p);
+  c.swiglu_forward(a.experts.h_NI.f32(), a.experts.gate_NI.f32(), a.experts.up_NI.f32(), rows * I);
+  c.grouped_linear_forward(y, a.experts.h_NI.f32(), Wd.data(), offsets.data(), G, I, D, p);
 }
 
-// dx (assigned) from dy over the same rows; the experts' parameter gradients accumulate.
+// dx (assigned) from dy over the same rows; the experts' parameter gradients accumulate
+// (SwiGLUMLP::backward's order, grouped).
 void MoELayer::run_experts_backward(const ParamStore& ps, const std::vector<int64_t>& offsets, const float* dy,
                                     float* dx, const float* x, MoEActs& a) const {
   MOE_PHASE("experts");
-  for_each_expert(offsets, [&](int64_t e, int64_t p0, int64_t n) {
-    MLPActs view{a.experts.gate_NI.rows(p0, p0 + n), a.experts.up_NI.rows(p0, p0 + n), a.experts.h_NI.rows(p0, p0 + n)};
-    experts[local_begin + e].backward(ps, dx + p0 * D, dy + p0 * D, x + p0 * D, n, view);
-  });
+  const int64_t rows = offsets.back(), G = local_count;
+  const Precision p = experts[local_begin].gate_proj.prec;
+  Backend& c = compute();
+  auto Wg = expert_weights(ps, &SwiGLUMLP::gate_proj, false), Wu = expert_weights(ps, &SwiGLUMLP::up_proj, false),
+       Wd = expert_weights(ps, &SwiGLUMLP::down_proj, false);
+  auto dWg = expert_weights(ps, &SwiGLUMLP::gate_proj, true), dWu = expert_weights(ps, &SwiGLUMLP::up_proj, true),
+       dWd = expert_weights(ps, &SwiGLUMLP::down_proj, true);
+  ScratchScope scope;
+  Tensor dh = scratch({rows, I}), dg = scratch({rows, I}), du = scratch({rows, I});
+  c.grouped_linear_backward(dh.f32(), dWd.data(), dy, a.experts.h_NI.f32(), Wd.data(), offsets.data(), G, I, D,
+                            false, p);
+  c.swiglu_backward(dg.f32(), du.f32(), dh.f32(), a.experts.gate_NI.f32(), a.experts.up_NI.f32(), rows * I);
+  c.grouped_linear_backward(dx, dWg.data(), dg.f32(), x, Wg.data(), offsets.data(), G, D, I, false, p);
+  c.grouped_linear_backward(dx, dWu.data(), du.f32(), x, Wu.data(), offsets.data(), G, D, I, true, p);
 }
 
 // Where each (source rank s, local expert j) block of received rows sits: received order is
@@ -95,38 +103,33 @@ int64_t MoELayer::plan_blocks(MoEActs& a) const {
 
 // Copies rows between received order and local order (to_local) or back.
 void MoELayer::move_blocks(const MoEActs& a, float* dst, const float* src, bool to_local) const {
-  const int64_t blocks = int64_t(a.recv_block.size());
-  parallel_for(blocks, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      int64_t n = a.plan.recv_rows[b], from = to_local ? a.recv_block[b] : a.local_block[b],
-              to = to_local ? a.local_block[b] : a.recv_block[b];
-      std::copy(src + from * D, src + (from + n) * D, dst + to * D);
-    }
-  });
+  for (size_t b = 0; b < a.recv_block.size(); ++b) {
+    int64_t n = a.plan.recv_rows[b], from = to_local ? a.recv_block[b] : a.local_block[b],
+            to = to_local ? a.local_block[b] : a.recv_block[b];
+    compute().copy(dst + to * D, src + from * D, size_t(n * D) * sizeof(float));
+  }
 }
 
 void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, MoEActs& a,
                        float* load_E) const {
   MOE_PHASE("moe_routing");  // router, dispatch and combine; the experts' own work is "experts"
   const int64_t N = B * T, P = N * K;
-  gate.forward(ps, x, B, T, a.router, load_E);
+  gate.forward(ps, x, B, T, a.router);
 
-  // Dispatch plan: counting sort of the N*K choices by expert, stable in token order (one pass;
-  // moe_dispatch_plan computes the same plan with one segment per expert, as the GPU wants it).
-  a.offsets.assign(size_t(E + 1), 0);
-  for (int64_t i = 0; i < P; ++i) a.offsets[a.router.idx_NK[i] + 1]++;
-  for (int64_t e = 0; e < E; ++e) a.offsets[e + 1] += a.offsets[e];
-  a.slot_of.resize(size_t(P));
-  a.pos_of.resize(size_t(P));
-  a.fill.assign(a.offsets.begin(), a.offsets.end() - 1);
-  for (int64_t i = 0; i < P; ++i) {
-    int64_t p = a.fill[a.router.idx_NK[i]]++;
-    a.slot_of[p] = int32_t(i);
-    a.pos_of[i] = int32_t(p);
-  }
+  // Dispatch plan: counting sort of the N*K choices by expert, stable in token order. The expert
+  // offsets come to the host: they size the grouped GEMMs and the exchange, and count the load.
+  a.offsets_dev.ensure({E + 1}, DType::I64);
+  a.slot_of.ensure({P}, DType::I32);
+  a.pos_of.ensure({P}, DType::I32);
+  compute().moe_dispatch_plan(a.offsets_dev.data<int64_t>(), a.slot_of.data<int32_t>(), a.pos_of.data<int32_t>(),
+                              a.router.idx_NK.data<int32_t>(), P, E);
+  a.offsets.resize(size_t(E + 1));
+  compute().download(a.offsets.data(), a.offsets_dev.raw(), a.offsets.size() * sizeof(int64_t));
+  if (load_E)
+    for (int64_t e = 0; e < E; ++e) load_E[e] += float(a.offsets[e + 1] - a.offsets[e]);
   a.xs_PD.ensure({P, D});
   float* xs = a.xs_PD.f32();
-  moe_permute(xs, x, a.slot_of.data(), P, K, D);
+  compute().moe_permute(xs, x, a.slot_of.data<int32_t>(), P, K, D);
 
   a.ys_PD.ensure({P, D});
   if (!exchange) {
@@ -159,7 +162,8 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
     MOE_PHASE("experts");
     shared_experts.forward(ps, y, x, N, a.shared);
   }
-  moe_unpermute(y, a.ys_PD.f32(), a.pos_of.data(), a.router.weights_NK.f32(), N, K, D, /*accumulate=*/has_shared);
+  compute().moe_unpermute(y, a.ys_PD.f32(), a.pos_of.data<int32_t>(), a.router.weights_NK.f32(), N, K, D,
+                          /*accumulate=*/has_shared);
 }
 
 void MoELayer::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
@@ -173,7 +177,7 @@ void MoELayer::backward(const ParamStore& ps, float* dx, const float* dy, const 
   ScratchScope scope;
   Tensor dw = scratch({N, K}), dys = scratch({P, D});
   float *pdw = dw.f32(), *pdys = dys.f32();
-  moe_unpermute_backward(pdw, pdys, dy, ys, a.pos_of.data(), w, N, K, D);
+  compute().moe_unpermute_backward(pdw, pdys, dy, ys, a.pos_of.data<int32_t>(), w, N, K, D);
 
   // Experts backward over their rows; dxs in expert order.
   Tensor dxs = scratch({P, D});
@@ -198,8 +202,8 @@ void MoELayer::backward(const ParamStore& ps, float* dx, const float* dy, const 
     MOE_PHASE("experts");
     shared_experts.backward(ps, dx, dy, x, N, a.shared);
   } else
-    std::fill(dx, dx + N * D, 0.f);
-  moe_permute_backward(dx, dxs.f32(), a.pos_of.data(), N, K, D);
+    compute().zero(dx, size_t(N * D) * sizeof(float));
+  compute().moe_permute_backward(dx, dxs.f32(), a.pos_of.data<int32_t>(), N, K, D);
 
   gate.backward(ps, dx, pdw, x, B, T, a.router, loss_scale);
 }

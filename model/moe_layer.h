@@ -19,10 +19,11 @@ namespace moe {
 struct MoEActs {
   RouterActs router;
   MLPActs shared;
-  // Dispatch plan: copy p (in expert order) is token slot_of[p] / K, choice slot_of[p] % K;
-  // pos_of[n*K + k] is the inverse. offsets[e]..offsets[e+1] are expert e's copies.
-  std::vector<int32_t> slot_of, pos_of;
-  std::vector<int64_t> offsets, fill;  // fill: next free copy of each expert while planning
+  // Dispatch plan (i32 on the compute device): copy p (in expert order) is token slot_of[p] / K,
+  // choice slot_of[p] % K; pos_of[n*K + k] is the inverse. offsets[e]..offsets[e+1] are expert
+  // e's copies (offsets_dev on the device, offsets its host copy).
+  Tensor slot_of, pos_of, offsets_dev;
+  std::vector<int64_t> offsets;
   Tensor xs_PD;   // permuted inputs
   MLPActs experts;  // over the rows this rank's experts ran, in local expert order
   Tensor ys_PD;   // expert outputs before weighting
@@ -64,6 +65,7 @@ struct MoELayer {
                    MoEActs& a) const;
   void run_experts_backward(const ParamStore& ps, const std::vector<int64_t>& offsets, const float* dy, float* dx,
                             const float* x, MoEActs& a) const;
+  std::vector<float*> expert_weights(const ParamStore& ps, Linear SwiGLUMLP::*proj, bool grad) const;
   int64_t plan_blocks(MoEActs& a) const;
   void move_blocks(const MoEActs& a, float* dst, const float* src, bool to_local) const;
 };

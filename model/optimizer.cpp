@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "framework/ops.h"
+#include "framework/backend.h"
 
 namespace moe {
 
@@ -25,7 +25,8 @@ std::vector<OptSegment> trainable_segments(const ParamStore& ps) {
 AdamW::AdamW(const ParamStore& ps, const TrainConfig& t) : AdamW(ps.numel(), trainable_segments(ps), t) {}
 
 AdamW::AdamW(int64_t numel, std::vector<OptSegment> segments, const TrainConfig& t)
-    : m_(Tensor::zeros({numel})), v_(Tensor::zeros({numel})), segments_(std::move(segments)), beta1_(t.beta1),
+    : m_(Tensor::zeros({numel}, DType::F32, compute().device())),
+      v_(Tensor::zeros({numel}, DType::F32, compute().device())), segments_(std::move(segments)), beta1_(t.beta1),
       beta2_(t.beta2), eps_(t.eps), weight_decay_(t.weight_decay) {}
 
 void AdamW::step(float* w, const float* g, double lr, float grad_scale) {
@@ -40,13 +41,13 @@ void AdamW::step(float* w, const float* g, double lr, float grad_scale) {
   float *m = m_.f32(), *v = v_.f32();
   for (const OptSegment& sg : segments_) {
     st.decay = sg.decay ? float(1.0 - lr * weight_decay_) : 1.f;
-    adamw_update(w + sg.begin, m + sg.begin, v + sg.begin, g + sg.begin, sg.n, st);
+    compute().adamw_update(w + sg.begin, m + sg.begin, v + sg.begin, g + sg.begin, sg.n, st);
   }
 }
 
 double sum_squares(const float* g, const std::vector<OptSegment>& segments) {
   double s = 0;
-  for (const OptSegment& sg : segments) s += sum_squares(g + sg.begin, sg.n);
+  for (const OptSegment& sg : segments) s += compute().sum_squares(g + sg.begin, sg.n);
   return s;
 }
 

@@ -2,7 +2,8 @@
 // gradient clipping, and the learning-rate schedules (linear warmup, then cosine / linear decay to
 // min_lr, or constant). The moments are f32 and live here, laid out like the flat parameter buffer
 // the optimizer is given: a ParamStore's, or an FSDP rank's shard (parallel/fsdp.h), described by
-// segments of trainable elements.
+// segments of trainable elements. Moments and updates are on the compute backend's device
+// (framework/backend.h), where the parameters are.
 #pragma once
 #include <cstdint>
 #include <vector>

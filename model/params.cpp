@@ -1,5 +1,7 @@
 #include "model/params.h"
 
+#include "framework/backend.h"
+
 #include "framework/error.h"
 #include "framework/rng.h"
 #include "framework/threads.h"
@@ -49,8 +51,9 @@ void ParamStore::layout() {
 
 void ParamStore::allocate() {
   layout();
-  params_ = Tensor::zeros({total_});
-  grads_ = Tensor::zeros({total_});
+  device_ = compute().device();
+  params_ = Tensor::zeros({total_}, DType::F32, device_);
+  grads_ = Tensor::zeros({total_}, DType::F32, device_);
   flat_ = true;
   for (ParamUnit& u : units_) {
     u.data = params_.f32() + u.offset;
@@ -84,22 +87,24 @@ void ParamStore::init_values(int id, int64_t begin, int64_t end, float* out, uin
 
 void ParamStore::initialize(uint64_t seed) {
   MOE_CHECK(flat_, "initialize() needs allocate()");
+  Tensor host = device_ == Device::CPU ? params_ : Tensor::zeros({total_});
   for (size_t i = 0; i < infos_.size(); ++i)
-    init_values(int(i), 0, shape_numel(infos_[i].shape), params_.f32() + infos_[i].offset, seed);
+    init_values(int(i), 0, shape_numel(infos_[i].shape), host.f32() + infos_[i].offset, seed);
+  if (device_ != Device::CPU) params_.copy_from(host);
 }
 
 Tensor ParamStore::param(int id) const {
   const ParamInfo& p = infos_.at(id);
   const ParamUnit& u = units_[p.unit];
   MOE_CHECK(u.data, "parameter ", p.name, " used while its unit ", u.name, " is not gathered");
-  return Tensor::borrow(u.data + p.unit_offset, p.shape);
+  return Tensor::borrow(u.data + p.unit_offset, p.shape, DType::F32, device_);
 }
 
 Tensor ParamStore::grad(int id) const {
   const ParamInfo& p = infos_.at(id);
   const ParamUnit& u = units_[p.unit];
   MOE_CHECK(u.grad, "gradient of ", p.name, " used while its unit ", u.name, " has no gradient buffer");
-  return Tensor::borrow(u.grad + p.unit_offset, p.shape);
+  return Tensor::borrow(u.grad + p.unit_offset, p.shape, DType::F32, device_);
 }
 
 int ParamStore::find(const std::string& name) const {

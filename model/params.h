@@ -8,8 +8,9 @@
 // e_score_correction_bias) go to one replicated unit every process holds whole.
 //
 // Two ways to get storage:
-//   - allocate(): one flat buffer, units back to back (a single process; eval, generation, tests).
-//     params()/grads() and ParamInfo::offset address it.
+//   - allocate(): one flat buffer, units back to back (a single process; eval, generation, tests),
+//     on the device of the compute backend (framework/backend.h). params()/grads() and
+//     ParamInfo::offset address it.
 //   - allocate_unbound(): no storage; an owner (parallel/fsdp) binds each unit's data and gradient
 //     buffers while it is in use. param(id) of an unbound unit is a programming error (checked).
 #pragma once
@@ -75,6 +76,8 @@ class ParamStore {
   int find(const std::string& name) const;  // -1 if absent
   int64_t numel() const { return total_; }
   int64_t trainable_numel() const;
+  // Where the parameters live: allocate()'s device; bound storage is host memory.
+  Device device() const { return device_; }
   // The flat buffers of allocate() (null after allocate_unbound()).
   float* params() const { return flat_ ? params_.f32() : nullptr; }
   float* grads() const { return flat_ ? grads_.f32() : nullptr; }
@@ -88,6 +91,7 @@ class ParamStore {
   int current_unit_ = -1, replicated_unit_ = -1;
   int64_t total_ = 0;
   bool allocated_ = false, flat_ = false;
+  Device device_ = Device::CPU;
   Tensor params_, grads_;
 };
 

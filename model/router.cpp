@@ -2,9 +2,8 @@
 
 #include <cmath>
 
-#include "framework/gemm.h"
+#include "framework/backend.h"
 #include "framework/kernels/softmax.h"
-#include "framework/moe_ops.h"
 #include "framework/scratch.h"
 
 namespace moe {
@@ -32,31 +31,31 @@ static kern::RouterSpec spec(const Router& r) {
   return sp;
 }
 
-void Router::forward(const ParamStore& ps, const float* x, int64_t B, int64_t T, RouterActs& a,
-                     float* load_E) const {
+void Router::forward(const ParamStore& ps, const float* x, int64_t B, int64_t T, RouterActs& a) const {
   const int64_t N = B * T;
   a.logits_NE.ensure({N, E});
   a.scores_NE.ensure({N, E});
   a.weights_NK.ensure({N, K});
-  a.idx_NK.resize(size_t(N * K));
-  linear_forward(a.logits_NE.f32(), x, ps.param(w).f32(), N, D, E);
-  const float* b = ps.param(bias).f32();
-  const float* logits = a.logits_NE.f32();
-  float* scores = a.scores_NE.f32();
-  router_forward(scores, a.idx_NK.data(), a.weights_NK.f32(), logits, b, N, spec(*this));
+  a.idx_NK.ensure({N, K}, DType::I32);
+  compute().linear_forward(a.logits_NE.f32(), x, ps.param(w).f32(), N, D, E, false, Precision::FP32);
+  compute().router_forward(a.scores_NE.f32(), a.idx_NK.data<int32_t>(), a.weights_NK.f32(), a.logits_NE.f32(),
+                           ps.param(bias).f32(), N, spec(*this));
 
-  if (load_E)
-    for (int64_t i = 0; i < N * K; ++i) load_E[a.idx_NK[i]] += 1.f;
-
+  // The losses are computed on the host from a copy of what they need (small next to the
+  // activations: N*E scores, N*K choices); the choices stay for backward's frequencies.
   // Sequence-wise balance loss: sum_e f_e P_e per sequence, averaged over sequences, with
   // f_e = E/(K T) * #tokens choosing e, P_e = mean_t s'_te, s' = s / sum_e s (normalised scores).
   a.aux_loss = 0;
   if (aux_coef > 0) {
+    std::vector<float> scores(size_t(N * E));
+    a.idx_host.resize(size_t(N * K));
+    compute().download(scores.data(), a.scores_NE.raw(), scores.size() * sizeof(float));
+    compute().download(a.idx_host.data(), a.idx_NK.raw(), a.idx_host.size() * sizeof(int32_t));
     for (int64_t bb = 0; bb < B; ++bb) {
       std::vector<double> f(E, 0.0), P(E, 0.0);
       for (int64_t t = 0; t < T; ++t) {
         int64_t n = bb * T + t;
-        for (int64_t k = 0; k < K; ++k) f[a.idx_NK[n * K + k]] += double(E) / double(K * T);
+        for (int64_t k = 0; k < K; ++k) f[a.idx_host[n * K + k]] += double(E) / double(K * T);
         double tot = 0;
         for (int64_t e = 0; e < E; ++e) tot += scores[n * E + e];
         for (int64_t e = 0; e < E; ++e) P[e] += scores[n * E + e] / tot / double(T);
@@ -67,9 +66,11 @@ void Router::forward(const ParamStore& ps, const float* x, int64_t B, int64_t T,
   // z-loss: mean over tokens of logsumexp(logits)^2.
   a.z_loss = 0;
   if (z_coef > 0) {
+    std::vector<float> logits(size_t(N * E));
+    compute().download(logits.data(), a.logits_NE.raw(), logits.size() * sizeof(float));
     for (int64_t n = 0; n < N; ++n) {
       kern::SerialRow one;
-      double lse = kern::logsumexp_row(one, logits + n * E, E);
+      double lse = kern::logsumexp_row(one, logits.data() + n * E, E);
       a.z_loss += z_coef * lse * lse / double(N);
     }
   }
@@ -79,27 +80,34 @@ void Router::backward(const ParamStore& ps, float* dx, const float* dweights, co
                       const RouterActs& a, float loss_scale) const {
   const int64_t N = B * T;
   const float *scores = a.scores_NE.f32(), *logits = a.logits_NE.f32();
-  // Balance-loss frequencies per sequence (constants in the gradient).
-  std::vector<float> f;
-  if (aux_coef > 0) {
-    f.assign(size_t(B * E), 0.f);
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t k = 0; k < K; ++k) f[(n / T) * E + a.idx_NK[n * K + k]] += float(E) / float(K * T);
-  }
   ScratchScope scope;
+  // Balance-loss frequencies per sequence (constants in the gradient), from forward's host copy
+  // of the choices.
+  Tensor f_BE;
+  if (aux_coef > 0) {
+    std::vector<float> f(size_t(B * E), 0.f);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) f[(n / T) * E + a.idx_host[n * K + k]] += float(E) / float(K * T);
+    f_BE = scratch({B, E});
+    compute().upload(f_BE.raw(), f.data(), f.size() * sizeof(float));
+  }
   Tensor dlogits = scratch({N, E});
   float* dl = dlogits.f32();
   kern::RouterLossGrad lg;
   lg.aux = aux_coef * loss_scale / float(B * T);
   lg.z = z_coef > 0 ? 2.f * z_coef * loss_scale : 0.f;
   lg.tokens = N;
-  router_backward(dl, scores, logits, a.idx_NK.data(), dweights, aux_coef > 0 ? f.data() : nullptr, T, lg, N,
-                  spec(*this));
-  linear_backward(dx, ps.grad(w).f32(), dl, x, ps.param(w).f32(), N, D, E, /*accumulate_dx=*/true);
+  compute().router_backward(dl, scores, logits, a.idx_NK.data<int32_t>(), dweights,
+                            aux_coef > 0 ? f_BE.f32() : nullptr, T, lg, N, spec(*this));
+  compute().linear_backward(dx, ps.grad(w).f32(), dl, x, ps.param(w).f32(), N, D, E, /*accumulate_dx=*/true,
+                            Precision::FP32);
 }
 
 void Router::update_bias(const ParamStore& ps, const float* load_E, float rate) const {
-  router_bias_update(ps.param(bias).f32(), load_E, E, rate);
+  ScratchScope scope;
+  Tensor load = scratch({E});
+  compute().upload(load.raw(), load_E, size_t(E) * sizeof(float));
+  compute().router_bias_update(ps.param(bias).f32(), load.f32(), E, rate);
 }
 
 }  // namespace moe

@@ -8,7 +8,7 @@
 //   w      = s[idx] / (sum s[idx] + 1e-20) * routed_scaling
 // Optional losses: the sequence-wise balance loss of DeepSeek-V3 (aux_loss_coef) and the router
 // z-loss (z_loss_coef). The bias is updated by the trainer after each optimizer step from the loads
-// counted here (aux-loss-free balancing): b_e += rate * sign(mean_load - load_e).
+// counted by the MoE layer (aux-loss-free balancing): b_e += rate * sign(mean_load - load_e).
 // Letters: N tokens, E routed experts, K experts per token, B sequences of T tokens.
 #pragma once
 #include <string>
@@ -21,7 +21,8 @@ namespace moe {
 
 struct RouterActs {
   Tensor logits_NE, scores_NE;
-  std::vector<int32_t> idx_NK;
+  Tensor idx_NK;                 // i32
+  std::vector<int32_t> idx_host;  // host copy of idx_NK, kept when the balance loss needs it
   Tensor weights_NK;
   double aux_loss = 0, z_loss = 0;
 };
@@ -33,13 +34,13 @@ struct Router {
   float routed_scaling = 1.f, aux_coef = 0.f, z_coef = 0.f;
 
   void init(ParamStore& ps, const std::string& prefix, const ModelConfig& c);
-  // Fills a.idx_NK / a.weights_NK; adds chosen-token counts to load_E (when not null).
-  void forward(const ParamStore& ps, const float* x, int64_t B, int64_t T, RouterActs& a, float* load_E) const;
+  // Fills a.idx_NK / a.weights_NK and the loss values.
+  void forward(const ParamStore& ps, const float* x, int64_t B, int64_t T, RouterActs& a) const;
   // dweights_NK: gradient of the loss w.r.t. the combine weights. dx[N,D] += ...; W's grad accumulates.
   // loss_scale multiplies the aux and z-loss gradients (as it does the main loss).
   void backward(const ParamStore& ps, float* dx, const float* dweights_NK, const float* x, int64_t B, int64_t T,
                 const RouterActs& a, float loss_scale) const;
-  // Aux-loss-free balancing: b_e += rate * sign(mean(load) - load_e).
+  // Aux-loss-free balancing: b_e += rate * sign(mean(load) - load_e); load_E on the host.
   void update_bias(const ParamStore& ps, const float* load_E, float rate) const;
 };
 

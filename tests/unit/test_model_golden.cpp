@@ -233,11 +233,11 @@ TEST_F(ModelGolden, RouterChoicesAndWeights) {
     auto idx = layer.at("idx").get<std::vector<std::vector<int32_t>>>();
     ASSERT_EQ(int64_t(idx.size()), N);
     RouterActs a;
-    r.forward(ps, x.data(), B, T, a, nullptr);
+    r.forward(ps, x.data(), B, T, a);
     for (int64_t n = 0; n < N; ++n) {
       std::vector<std::pair<int32_t, float>> ours, ref;
       for (int64_t k = 0; k < K; ++k) {
-        ours.emplace_back(a.idx_NK[n * K + k], a.weights_NK.f32()[n * K + k]);
+        ours.emplace_back(a.idx_NK.data<int32_t>()[n * K + k], a.weights_NK.f32()[n * K + k]);
         ref.emplace_back(idx[n][k], wref[n * K + k]);
       }
       std::sort(ours.begin(), ours.end());

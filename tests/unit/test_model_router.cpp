@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "framework/threads.h"
+#include "model/moe_layer.h"
 #include "model/router.h"
 
 using namespace moe;
@@ -44,11 +45,11 @@ struct Case {
       for (int n = 0; n < 2; ++n) W[e * 2 + n] = kLogits[n][e];
   }
   void set_bias(std::vector<float> b) { std::copy(b.begin(), b.end(), ps.param(r.bias).f32()); }
-  void forward(float* load = nullptr) { r.forward(ps, kX, /*B=*/1, /*T=*/2, a, load); }
+  void forward() { r.forward(ps, kX, /*B=*/1, /*T=*/2, a); }
   // Token n's choices as expert -> combine weight.
   std::map<int, float> chosen(int n) const {
     std::map<int, float> m;
-    for (int k = 0; k < 2; ++k) m[a.idx_NK[n * 2 + k]] = a.weights_NK.f32()[n * 2 + k];
+    for (int k = 0; k < 2; ++k) m[a.idx_NK.data<int32_t>()[n * 2 + k]] = a.weights_NK.f32()[n * 2 + k];
     return m;
   }
 };
@@ -120,10 +121,20 @@ TEST(Router, SoftmaxScores) {
   expect_choice(t, 1, {{1, 1.714286f}, {3, 0.285714f}});
 }
 
+// The MoE layer counts the load of its router's choices (from the dispatch plan).
 TEST(Router, LoadCountsAccumulate) {
   Case t;
-  std::vector<float> load{1.f, 0.f, 0.f, 0.f};  // counts from an earlier micro-batch
-  t.forward(load.data());
+  t.c.expert_inter = 2;
+  t.c.shared_experts = 0;
+  ParamStore ps;
+  MoELayer moe;
+  moe.init(ps, "mlp", t.c, ModelPlacement{});
+  ps.allocate();
+  ps.initialize(1);
+  std::copy(t.ps.param(t.r.w).f32(), t.ps.param(t.r.w).f32() + 8, ps.param(moe.gate.w).f32());
+  std::vector<float> load{1.f, 0.f, 0.f, 0.f}, y(4);  // counts from an earlier micro-batch
+  MoEActs a;
+  moe.forward(ps, y.data(), kX, /*B=*/1, /*T=*/2, a, load.data());
   // choices {0, 3} and {1, 3}
   EXPECT_EQ(load, (std::vector<float>{2.f, 1.f, 0.f, 2.f}));
 }
@@ -147,7 +158,7 @@ TEST(Router, BackwardThroughNormalisedWeights) {
   t.forward();
   // dL/dw = 1 for token 0's expert 0, 0 otherwise.
   std::vector<float> dw(4, 0.f), dx(4, 0.f);
-  for (int k = 0; k < 2; ++k) dw[k] = t.a.idx_NK[k] == 0 ? 1.f : 0.f;
+  for (int k = 0; k < 2; ++k) dw[k] = t.a.idx_NK.data<int32_t>()[k] == 0 ? 1.f : 0.f;
   t.r.backward(t.ps, dx.data(), dw.data(), kX, 1, 2, t.a, 1.f);
   // ds_0 = 2 (1/1.55 - 0.8/1.55^2) = 0.624350, ds_3 = 2 (0 - 0.8/1.55^2) = -0.665973
   // dlogit = ds s (1 - s): e0 0.624350 * 0.16 = 0.099896, e3 -0.665973 * 0.1875 = -0.124870
