@@ -20,6 +20,7 @@
 #include "framework/threads.h"
 #include "launch/args.h"
 #include "launch/commands.h"
+#include "launch/device.h"
 #include "model/model.h"
 #include "model/optimizer.h"
 #include "parallel/distributed_model.h"
@@ -28,20 +29,23 @@ namespace moe {
 namespace {
 
 int bench_train(int argc, char** argv) {
-  Args a(argc, argv, {"config", "set", "steps", "warmup", "threads"}, {});
+  Args a(argc, argv, {"config", "set", "steps", "warmup", "threads", "device"}, {});
   if (a.help()) {
     puts("usage: moe bench train --config FILE.yaml [--set key=value]... [--steps N] [--warmup W] [--threads T]\n"
+         "                       [--device auto|cpu|cuda]\n"
          "\n"
          "Times N training steps (forward, backward, AdamW; after W untimed warm-up steps) of the config's\n"
          "model on random tokens of shape [train.micro_batch, data.seq_len] per rank, and prints one JSON\n"
-         "line: tokens_per_s (all ranks), step_ms, peak_rss_mib, gflops and the per-phase time split.\n"
+         "line: tokens_per_s (all ranks), step_ms, peak_rss_mib (peak_device_mib and mfu_vs_989 on a GPU),\n"
+         "gflops and the per-phase time split. --device overrides the config's device key.\n"
          "Under mpirun it trains as `moe train` does (FSDP, parallel.ep experts per group), so the cost of\n"
          "sharding and dispatch shows next to a single-process run.");
     return 0;
   }
   Config cfg = load_config(a.required("config"), a.all("set"));
-  // Not a CPU run in disguise: the CUDA ops exist (docs/cuda.md), the model does not run on them yet.
-  if (cfg.device == "cuda") throw error(cfg.source, ": device cuda: this build has no CUDA backend yet (expected cpu or auto)");
+  if (a.has("device")) cfg.device = a.get("device");
+  if (cfg.device != "auto" && cfg.device != "cpu" && cfg.device != "cuda")
+    throw error("--device: '", cfg.device, "' (expected auto, cpu or cuda)");
   const int64_t steps = a.get_int("steps", 10), warmup = a.get_int("warmup", 2);
   if (steps < 1) throw error("--steps: ", steps, " (expected >= 1)");
   if (warmup < 0) throw error("--warmup: ", warmup, " (expected >= 0)");
@@ -49,6 +53,8 @@ int bench_train(int argc, char** argv) {
   const int64_t B = cfg.train.micro_batch, T = cfg.data.seq_len, V = cfg.model.vocab_size;
 
   Comm comm(nullptr, nullptr);
+  DeviceChoice device = choose_device(cfg, comm.size());
+  ComputeScope on_device(*device.backend);
   DistributedModel dm(comm, cfg);
   DeepSeekV3& model = dm.model;
   ShardedModel& fsdp = dm.fsdp;
@@ -78,14 +84,18 @@ int bench_train(int argc, char** argv) {
   Profiler::reset();
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < steps; ++i) step();
+  compute().synchronize();
   comm.barrier();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double tps = double(B * T * steps) * W / secs;
   ParamCounts pc = count_params(cfg.model);
   nlohmann::json phases;
   for (auto& [name, s] : Profiler::seconds()) phases[name] = std::round(1000.0 * s / secs) / 1000.0;
+  const double flops = tps * flops_per_token(cfg.model, T);
   nlohmann::json out = {{"bench", "train"},
                         {"config", cfg.source},
+                        {"device", device.description},
+                        {"precision", precision_name(model.precision())},
                         {"ranks", W},
                         {"ep", dm.mesh.ep()},
                         {"threads", num_threads()},
@@ -96,11 +106,14 @@ int bench_train(int argc, char** argv) {
                         {"steps", steps},
                         {"tokens_per_s", std::round(tps)},
                         {"step_ms", std::round(10000.0 * secs / steps) / 10.0},
-                        {"gflops", std::round(10.0 * tps * flops_per_token(cfg.model, T) / 1e9) / 10.0},
+                        {"gflops", std::round(10.0 * flops / 1e9) / 10.0},
                         {"state_mib_per_rank", std::round(fsdp.memory().shard_bytes / 1048576.0 * 10) / 10},
                         {"peak_rss_mib", std::round(peak_rss_mib())},
+                        {"peak_device_mib", std::round(device_peak_mib(device))},
                         {"loss", loss},
                         {"time_split", phases}};
+  // The same MFU as bench/torch_ref.py: against 989 TFLOP/s (H100 dense bf16) on a GPU.
+  if (device.peak_flops > 0) out["mfu_vs_989"] = std::round(1000.0 * flops / device.peak_flops) / 1000.0;
   if (comm.is_root()) puts(out.dump().c_str());
   return 0;
 }

@@ -20,6 +20,7 @@
 #include "framework/metrics.h"
 #include "framework/precision.h"
 #include "framework/threads.h"
+#include "launch/device.h"
 #include "launch/evaluate.h"
 #include "launch/model_io.h"
 #include "model/model.h"
@@ -122,8 +123,8 @@ std::string fmt_duration(double s) {
 
 class Trainer {
  public:
-  Trainer(const Config& cfg, Comm& comm)
-      : cfg_(cfg), comm_(comm), dm_(comm, cfg), train_(TokenDataset::open(cfg.data.path, "train")),
+  Trainer(const Config& cfg, Comm& comm, DeviceChoice device)
+      : cfg_(cfg), comm_(comm), device_(std::move(device)), dm_(comm, cfg), train_(TokenDataset::open(cfg.data.path, "train")),
         val_(TokenDataset::open(cfg.data.path, "val")), sampler_(train_, cfg.data.seq_len, cfg.run.seed) {
     for (const TokenDataset* d : {&train_, &val_})
       if (d->vocab_size() > cfg.model.vocab_size)
@@ -155,9 +156,9 @@ class Trainer {
       metrics_ = std::make_unique<MetricsLog>(metrics_path.string());
       ParamCounts pc = count_params(cfg_.model);
       printf("moe train: %s | %.2fM params (%.2fM active) | %d rank(s) (dp %d x ep %d) x %d thread(s) | global batch "
-             "%lld x %d tokens | %s\n",
+             "%lld x %d tokens | %s | %s\n",
              cfg_.run.name.c_str(), pc.total / 1e6, pc.active / 1e6, W, mesh_.dp(), mesh_.ep(), num_threads(),
-             (long long)global_batch, T, precision_name(model_.precision()));
+             (long long)global_batch, T, precision_name(model_.precision()), device_.description.c_str());
       printf("data: %s (%lld train tokens, %lld val tokens, %lld windows/epoch)\n", cfg_.data.path.c_str(),
              (long long)train_.num_tokens(), (long long)val_.num_tokens(), (long long)sampler_.windows_per_epoch());
       if (val_.num_tokens() < T + 1)
@@ -173,7 +174,7 @@ class Trainer {
       rank_log_ = std::fopen(path.c_str(), start_step_ > 0 ? "a" : "w");
       if (!rank_log_) throw error(path.string(), ": cannot open for writing (run.rank_logs)");
     }
-    const double peak_gflops = measure_peak_gflops();
+    const double peak_gflops = device_.peak_flops > 0 ? device_.peak_flops / 1e9 : measure_peak_gflops();
     const double flops_tok = flops_per_token(cfg_.model, T);
 
     std::vector<int32_t> window(size_t(B) * (T + 1)), ids(size_t(B) * T), tgt(size_t(B) * T);
@@ -230,9 +231,11 @@ class Trainer {
           nlohmann::json load_rows = nlohmann::json::array();  // tokens per expert, one row per MoE layer
           for (int64_t l = 0; l < load.dim(0); ++l)
             load_rows.push_back(std::vector<float>(load.f32() + l * load.dim(1), load.f32() + (l + 1) * load.dim(1)));
+          // Memory: the device's peak reserved memory on a GPU, the process's peak RSS on the CPU.
+          const double device_mib = device_peak_mib(device_);
           printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | mem %.0f MiB | load max/mean %.2f | ETA %s\n",
                  (long long)done, (long long)t.steps, loss, lr, gnorm, tps, 100.0 * gflops / peak_gflops,
-                 peak_rss_mib(), load_ratio, fmt_duration(eta).c_str());
+                 device_mib > 0 ? device_mib : peak_rss_mib(), load_ratio, fmt_duration(eta).c_str());
           fflush(stdout);
           ShardMemory mem = fsdp_.memory();
           log_metrics({{"step", done}, {"state_mib", mem.shard_bytes / 1048576.0},
@@ -242,7 +245,8 @@ class Trainer {
                        {"z_loss", losses[2] / (A * W)}, {"lr", lr}, {"grad_norm", gnorm},
                        {"tokens", done * tokens_per_step}, {"tokens_per_s", tps}, {"step_s", step_time},
                        {"gflops_per_rank", gflops}, {"mfu", gflops / peak_gflops},
-                       {"peak_rss_mib", peak_rss_mib()}, {"expert_load_max_mean", load_ratio},
+                       {"peak_rss_mib", peak_rss_mib()}, {"peak_device_mib", device_mib},
+                       {"expert_load_max_mean", load_ratio},
                        {"expert_load", load_rows},
                        {"elapsed_s", seconds_since(run_start)}});
         }
@@ -329,7 +333,8 @@ class Trainer {
     shard.wait_timeout_s = comm_.timeout_s();
     shard.save_id = save_id(step);
     // Every rank holds the replicated router biases; rank 0 writes them.
-    std::vector<TensorPiece> pieces = checkpoint_pieces(model_.params(), fsdp_.pieces(), comm_.is_root());
+    // On a GPU this downloads the state (a stall of its size over PCIe); on the CPU it is the state.
+    std::vector<TensorPiece> pieces = checkpoint_pieces(model_.params(), fsdp_.host_pieces(), comm_.is_root());
     std::vector<DatasetSpec> datasets;
     nlohmann::json meta;
     if (comm_.is_root()) {
@@ -410,7 +415,8 @@ class Trainer {
       throw error(cfg_.source, ": model section differs from the checkpoint being resumed (", dir,
                   "/config.yaml); use checkpoint.resume: never or a new run.out_dir");
     // Datasets are logical tensors: each rank reads its shards whatever layout saved them.
-    load_checkpoint_pieces(ckpt, model_.params(), fsdp_.pieces());
+    load_checkpoint_pieces(ckpt, model_.params(), fsdp_.host_pieces());
+    fsdp_.upload_host_pieces();
     fsdp_.optimizer().set_steps_taken(ckpt.meta().value("optimizer_steps", ckpt.step()));
     resumed_from_ = dir;
     return ckpt.step();
@@ -418,6 +424,7 @@ class Trainer {
 
   Config cfg_;
   Comm& comm_;
+  DeviceChoice device_;  // the compute backend (set before dm_ allocates on it)
   DistributedModel dm_;  // mesh, model, FSDP state, expert exchange
   DeviceMesh& mesh_ = dm_.mesh;
   DeepSeekV3& model_ = dm_.model;
@@ -440,7 +447,6 @@ int train(const Config& cfg, Comm& comm) {
   if (cfg.data.path.empty()) throw error(cfg.source, ": data.path is empty (expected a folder made by moe preprocess)");
   if (cfg.model.mtp_depth != 0)
     throw error(cfg.source, ": model.mtp_depth ", cfg.model.mtp_depth, " is not implemented yet (expected 0)");
-  if (cfg.device == "cuda") throw error(cfg.source, ": device cuda: this build has no CUDA backend yet (expected cpu or auto)");
   // An impossible layout is reported before any work (the same message on every rank).
   try {
     mesh_coords(comm.size(), cfg.parallel.ep, cfg.model.routed_experts, comm.rank());
@@ -448,10 +454,12 @@ int train(const Config& cfg, Comm& comm) {
     throw error(cfg.source, ": ", e.what());
   }
   set_num_threads(cfg.train.threads);
+  DeviceChoice device = choose_device(cfg, comm.size());
+  ComputeScope on_device(*device.backend);
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGUSR1, on_stop_signal);
-  Trainer trainer(cfg, comm);
+  Trainer trainer(cfg, comm, device);
   return trainer.run();
 }
 

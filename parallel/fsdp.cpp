@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "framework/backend.h"
 #include "framework/error.h"
 #include "framework/profiler.h"
 
@@ -37,16 +38,21 @@ ShardedModel::ShardedModel(DeepSeekV3& model, const Comm& world, const DeviceMes
     shard_index_[u] = int(shards_.size());
     shards_.push_back(std::move(s));
   }
-  params_.assign(size_t(total), 0.f);
-  grads_.assign(size_t(total), 0.f);
+  const Device device = compute().device();
+  for (const Shard& s : shards_)
+    if (s.group && device != Device::CPU)
+      throw error("FSDP across processes on ", compute().name(),
+                  " is not built yet (the gathers run over MPI on host memory): run one process per job on a GPU");
+  params_ = Tensor::zeros({total}, DType::F32, device);
+  grads_ = Tensor::zeros({total}, DType::F32, device);
   // A group of one computes straight on its shard.
   for (Shard& s : shards_)
-    if (!s.group) ps_.bind(s.unit, params_.data() + s.offset, grads_.data() + s.offset);
+    if (!s.group) ps_.bind(s.unit, params_.f32() + s.offset, grads_.f32() + s.offset);
 
   std::vector<OptSegment> segments;
   for (const ShardPiece& p : pieces())
     if (ps_.infos()[p.param].trainable)
-      segments.push_back({p.value - params_.data(), p.end - p.begin, ps_.infos()[p.param].decay});
+      segments.push_back({p.value - params_.f32(), p.end - p.begin, ps_.infos()[p.param].decay});
   opt_ = std::make_unique<AdamW>(total, std::move(segments), t);
   model_.set_unit_hooks(this);
 }
@@ -69,7 +75,7 @@ std::vector<ShardPiece> ShardedModel::pieces() {
       if (b >= e) continue;
       int64_t at = s.offset + (b - lo);
       bool t = p.trainable && m;
-      out.push_back({id, b - p.unit_offset, e - p.unit_offset, params_.data() + at, t ? m + at : nullptr,
+      out.push_back({id, b - p.unit_offset, e - p.unit_offset, params_.f32() + at, t ? m + at : nullptr,
                      t ? v + at : nullptr, unit.kind == UnitKind::Replicated});
     }
   }
@@ -77,11 +83,41 @@ std::vector<ShardPiece> ShardedModel::pieces() {
 }
 
 void ShardedModel::initialize(uint64_t seed) {
-  std::fill(params_.begin(), params_.end(), 0.f);
-  for (const ShardPiece& p : pieces()) ps_.init_values(p.param, p.begin, p.end, p.value, seed);
+  params_.zero_();
+  std::vector<ShardPiece> host = host_pieces();
+  for (const ShardPiece& p : host) ps_.init_values(p.param, p.begin, p.end, p.value, seed);
+  upload_host_pieces();
 }
 
-void ShardedModel::zero_grads() { std::fill(grads_.begin(), grads_.end(), 0.f); }
+std::vector<ShardPiece> ShardedModel::host_pieces() {
+  std::vector<ShardPiece> out = pieces();
+  if (params_.device() == Device::CPU) return out;
+  const int64_t n = params_.numel();
+  if (!host_state_.defined() || host_state_.numel() != 3 * n) host_state_ = Tensor::zeros({3, n});
+  float* h = host_state_.f32();
+  compute().download(h, params_.raw(), size_t(n) * sizeof(float));
+  compute().download(h + n, opt_->exp_avg().raw(), size_t(n) * sizeof(float));
+  compute().download(h + 2 * n, opt_->exp_avg_sq().raw(), size_t(n) * sizeof(float));
+  const float *p0 = params_.f32(), *m0 = opt_->exp_avg().f32(), *v0 = opt_->exp_avg_sq().f32();
+  for (ShardPiece& p : out) {
+    p.value = h + (p.value - p0);
+    if (p.exp_avg) p.exp_avg = h + n + (p.exp_avg - m0);
+    if (p.exp_avg_sq) p.exp_avg_sq = h + 2 * n + (p.exp_avg_sq - v0);
+  }
+  return out;
+}
+
+void ShardedModel::upload_host_pieces() {
+  if (params_.device() == Device::CPU) return;
+  MOE_CHECK(host_state_.numel() == 3 * params_.numel(), "upload_host_pieces() without host_pieces()");
+  const int64_t n = params_.numel();
+  const float* h = host_state_.f32();
+  compute().upload(params_.raw(), h, size_t(n) * sizeof(float));
+  compute().upload(opt_->exp_avg().raw(), h + n, size_t(n) * sizeof(float));
+  compute().upload(opt_->exp_avg_sq().raw(), h + 2 * n, size_t(n) * sizeof(float));
+}
+
+void ShardedModel::zero_grads() { grads_.zero_(); }
 
 ShardedModel::Shard* ShardedModel::shard_of(int unit) {
   int i = shard_index_.at(unit);
@@ -121,7 +157,7 @@ void ShardedModel::prefetch(int unit) {
   Shard* s = shard_of(unit);
   if (!s->group || s->gathered) return;
   s->full = take_buffer(s->g * s->size);
-  s->gathering = s->group->iallgather(params_.data() + s->offset, s->full.data(), s->size);
+  s->gathering = s->group->iallgather(params_.f32() + s->offset, s->full.data(), s->size);
   s->gathered = true;
 }
 
@@ -172,7 +208,7 @@ void ShardedModel::release_grad(int unit) {
 void ShardedModel::complete_reduce() {
   PendingReduce& pr = reducing_.front();
   pr.req.wait();
-  float* g = grads_.data() + pr.shard->offset;
+  float* g = grads_.f32() + pr.shard->offset;
   for (int64_t i = 0; i < pr.shard->size; ++i) g[i] += pr.part[size_t(i)];
   give_buffer(std::move(pr.grad));
   give_buffer(std::move(pr.part));
@@ -185,20 +221,20 @@ void ShardedModel::finish_grads() {
 }
 
 double ShardedModel::grad_norm() const {
-  double s = sum_squares(grads_.data(), opt_->segments());
+  double s = sum_squares(grads_.f32(), opt_->segments());
   world_.allreduce_sum(&s, 1);
   return std::sqrt(s);
 }
 
 void ShardedModel::step(double lr, float grad_scale) {
   MOE_CHECK(reducing_.empty(), "optimizer step with gradient reductions in flight (call finish_grads)");
-  opt_->step(params_.data(), grads_.data(), lr, grad_scale);
+  opt_->step(params_.f32(), grads_.f32(), lr, grad_scale);
 }
 
 ShardMemory ShardedModel::memory() const {
   ShardMemory m;
   // Parameters, gradients and the two moments: four f32 values per element.
-  m.shard_bytes = int64_t(params_.size()) * 4 * int64_t(sizeof(float));
+  m.shard_bytes = params_.numel() * 4 * int64_t(sizeof(float));
   m.peak_gathered_bytes = peak_gathered_bytes_;
   m.full_bytes = ps_.numel() * 4 * int64_t(sizeof(float));
   return m;

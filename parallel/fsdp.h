@@ -13,6 +13,10 @@
 // Units of a group of one (a single process, or experts with ep = world) are bound straight to
 // their shard: no copies. Sums are rank-ordered (parallel/comm.h), so every layout of the same
 // global batch trains the same model to float round-off. See docs/parallelism.md.
+//
+// The shard storage lives on the compute backend's device (framework/backend.h). On a GPU only
+// groups of one are supported for now (one process: no gathers; multi-GPU FSDP over NCCL is the
+// next step), and checkpoints go through host_pieces(): a host copy of the state.
 #pragma once
 #include <deque>
 #include <memory>
@@ -58,8 +62,13 @@ class ShardedModel : public UnitHooks {
   void step(double lr, float grad_scale);
   AdamW& optimizer() { return *opt_; }
 
-  // What this rank holds, for loading a checkpoint into it (any layout it was saved with).
+  // What this rank holds (pointers into the shard storage, on its device).
   std::vector<ShardPiece> pieces();
+  // The same pieces in host memory, for checkpoints: on the CPU pieces() itself; on a device a
+  // host copy of the state, downloaded by this call. After loading a checkpoint into them,
+  // upload_host_pieces() puts the values on the device (nothing to do on the CPU).
+  std::vector<ShardPiece> host_pieces();
+  void upload_host_pieces();
   ShardMemory memory() const;
 
   // UnitHooks
@@ -98,7 +107,8 @@ class ShardedModel : public UnitHooks {
   const DeviceMesh& mesh_;
   std::vector<Shard> shards_;
   std::vector<int> shard_index_;  // by unit, -1 where this rank holds nothing
-  std::vector<float> params_, grads_;  // every shard back to back
+  Tensor params_, grads_;  // every shard back to back, on the compute device
+  Tensor host_state_;      // [3, n] params, exp_avg, exp_avg_sq: host_pieces()' copy on a device
   std::unique_ptr<AdamW> opt_;
   std::deque<PendingReduce> reducing_;
   std::vector<std::vector<float>> pool_;  // freed gather buffers, reused
