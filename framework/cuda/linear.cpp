@@ -137,13 +137,12 @@ GroupRows group_rows(const float* a, const int64_t* offsets, int64_t G, int64_t 
   return g;
 }
 
-// Rounded copies of the weights of the groups with rows (the others stay null: never read).
+// bf16: rounded copies of the weights of the groups with rows (the others stay null: never read).
 struct RoundedGroups {
   std::vector<DeviceBuffer<float>> weights;
   std::vector<const float*> weight_ptrs;
 };
 
-// Rounded copies of the weights of the groups with rows (others stay null: never read).
 void rounded_weights(RoundedGroups& rg, const float* const* W, const int64_t* offsets, int64_t G, int64_t n,
                      cudaStream_t s) {
   rg.weight_ptrs.assign(size_t(G), nullptr);
