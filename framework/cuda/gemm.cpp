@@ -29,6 +29,17 @@ ColMajorGemm to_col_major(bool trans_a, bool trans_b, int64_t M, int64_t N, int6
   return g;
 }
 
+ColMajorGemm to_col_major_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
+                                  int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b,
+                                  int64_t ldc, int64_t stride_c, int64_t batch) {
+  ColMajorGemm g = to_col_major(trans_a, trans_b, M, N, K, A, lda, B, ldb, ldc);
+  g.batch = batch;
+  g.stride_first = stride_b;
+  g.stride_second = stride_a;
+  g.stride_out = stride_c;
+  return g;
+}
+
 namespace {
 
 // cuBLASLt recommends at least 32 MiB of workspace on Hopper.
@@ -59,16 +70,20 @@ struct Plan {
 // Shape, strides, types and the operands' alignments: cuBLASLt's heuristic assumes 256-byte aligned
 // pointers unless told otherwise, and GEMMs on sub-matrices (a weight's rows, a chunk of tokens)
 // pass less aligned ones.
+// Batched plans add the batch count and strides.
 using PlanKey = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, uint32_t,
-                           uint32_t, uint32_t>;
+                           uint32_t, uint32_t, int64_t, int64_t, int64_t, int64_t>;
 
-// The largest power of two up to 256 that divides the address.
-uint32_t alignment(const void* p) {
-  const auto a = reinterpret_cast<uintptr_t>(p);
+// The largest power of two up to 256 that divides the address, and, in a batch, every problem's
+// address (base + i * stride bytes): the lowest set bit of (address | stride bytes).
+uint32_t alignment(const void* p, int64_t stride_bytes = 0) {
+  const auto a = reinterpret_cast<uintptr_t>(p) | uintptr_t(stride_bytes);
   uint32_t al = 256;
   while (al > 1 && a % al != 0) al /= 2;
   return al;
 }
+
+size_t element_bytes(cudaDataType_t t) { return t == CUDA_R_16BF ? 2 : 4; }
 
 // Per thread (cuBLASLt handles are not to be shared between threads without care), per device.
 struct ThreadState {
@@ -99,10 +114,25 @@ ThreadState& thread_state() {
   return st;
 }
 
+// A strided batch on one matrix layout (batch 1: nothing to set).
+void set_batch(cublasLtMatrixLayout_t layout, int64_t batch, int64_t stride) {
+  if (batch == 1) return;
+  const int32_t count = int32_t(batch);
+  MOE_CUBLAS_CHECK(
+      cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+  MOE_CUBLAS_CHECK(
+      cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+}
+
 Plan& plan_for(ThreadState& st, const ColMajorGemm& g, const void* out, cudaDataType_t ab, cudaDataType_t c) {
-  const uint32_t al_first = alignment(g.first), al_second = alignment(g.second), al_out = alignment(out);
+  const bool batched = g.batch > 1;
+  const int64_t ab_bytes = int64_t(element_bytes(ab)), c_bytes = int64_t(element_bytes(c));
+  const uint32_t al_first = alignment(g.first, batched ? g.stride_first * ab_bytes : 0);
+  const uint32_t al_second = alignment(g.second, batched ? g.stride_second * ab_bytes : 0);
+  const uint32_t al_out = alignment(out, batched ? g.stride_out * c_bytes : 0);
   PlanKey key{g.trans_first, g.trans_second, g.m, g.n, g.k, g.ld_first, g.ld_second, g.ld_out, int(ab), int(c),
-              al_first, al_second, al_out};
+              al_first, al_second, al_out, g.batch, batched ? g.stride_first : 0, batched ? g.stride_second : 0,
+              batched ? g.stride_out : 0};
   auto it = st.plans.find(key);
   if (it != st.plans.end()) return *it->second;
   auto p = std::make_unique<Plan>();
@@ -116,6 +146,9 @@ Plan& plan_for(ThreadState& st, const ColMajorGemm& g, const void* out, cudaData
   MOE_CUBLAS_CHECK(
       cublasLtMatrixLayoutCreate(&p->b, ab, uint64_t(g.second_rows()), uint64_t(g.second_cols()), g.ld_second));
   MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, c, uint64_t(g.m), uint64_t(g.n), g.ld_out));
+  set_batch(p->a, g.batch, g.stride_first);
+  set_batch(p->b, g.batch, g.stride_second);
+  set_batch(p->c, g.batch, g.stride_out);
   cublasLtMatmulPreference_t pref = nullptr;
   MOE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t ws = kWorkspaceBytes;
@@ -141,6 +174,13 @@ Plan& plan_for(ThreadState& st, const ColMajorGemm& g, const void* out, cudaData
   return *st.plans.emplace(key, std::move(p)).first->second;
 }
 
+void run(const ColMajorGemm& g, float alpha, float beta, void* C, DType ab_type, DType c_type, cudaStream_t stream) {
+  ThreadState& st = thread_state();
+  Plan& p = plan_for(st, g, C, cuda_type(ab_type), cuda_type(c_type));
+  MOE_CUBLAS_CHECK(cublasLtMatmul(st.handle, p.op, &alpha, g.first, p.a, g.second, p.b, &beta, C, p.c, C, p.c,
+                                  &p.algo, st.workspace.get(), kWorkspaceBytes, stream));
+}
+
 }  // namespace
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const void* A, int64_t lda,
@@ -148,11 +188,18 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
           cudaStream_t stream) {
   if (M == 0 || N == 0) return;
   MOE_CHECK(K > 0, "cuda::gemm with K = 0");
-  const ColMajorGemm g = to_col_major(trans_a, trans_b, M, N, K, A, lda, B, ldb, ldc);
-  ThreadState& st = thread_state();
-  Plan& p = plan_for(st, g, C, cuda_type(ab_type), cuda_type(c_type));
-  MOE_CUBLAS_CHECK(cublasLtMatmul(st.handle, p.op, &alpha, g.first, p.a, g.second, p.b, &beta, C, p.c, C, p.c,
-                                  &p.algo, st.workspace.get(), kWorkspaceBytes, stream));
+  run(to_col_major(trans_a, trans_b, M, N, K, A, lda, B, ldb, ldc), alpha, beta, C, ab_type, c_type, stream);
+}
+
+void gemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
+                          int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta,
+                          void* C, int64_t ldc, int64_t stride_c, int64_t batch, DType ab_type, DType c_type,
+                          cudaStream_t stream) {
+  if (M == 0 || N == 0 || batch == 0) return;
+  MOE_CHECK(K > 0, "cuda::gemm_strided_batched with K = 0");
+  MOE_CHECK(batch > 0 && batch <= INT32_MAX, "cuda::gemm_strided_batched: batch ", batch);
+  run(to_col_major_batched(trans_a, trans_b, M, N, K, A, lda, stride_a, B, ldb, stride_b, ldc, stride_c, batch),
+      alpha, beta, C, ab_type, c_type, stream);
 }
 
 }  // namespace moe::cuda

@@ -64,6 +64,32 @@ void moe_unpermute_backward(float* dw, float* dys, const float* dy, const float*
 void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const kern::AdamWStep& s,
                   cudaStream_t stream = nullptr);
 
+// Element-wise ops and row moves of the compute backend (kernels/moves.h); shapes as
+// framework/backend.h. embedding_backward runs one thread per column walking the tokens in order
+// (no atomics): bit for bit the CPU's sums.
+void add(float* y, const float* a, const float* b, int64_t n, cudaStream_t stream = nullptr);
+void copy_rows(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols,
+               int64_t src_repeat, cudaStream_t stream = nullptr);
+void sum_row_groups(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols,
+                    int64_t group, cudaStream_t stream = nullptr);
+void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t D,
+                       cudaStream_t stream = nullptr);
+void embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t N, int64_t D,
+                        cudaStream_t stream = nullptr);
+// Sum of x[n] (or of its squares) in f64: kSumSegments partial sums of fixed-width blocks,
+// downloaded and added in order on the host, so the result depends on n only, not on the GPU.
+// Synchronises (the value comes back to the host).
+constexpr int64_t kSumSegments = 128;
+constexpr int kSumThreads = 256;
+double sum_f64(const float* x, int64_t n, bool squares, cudaStream_t stream = nullptr);
+
+// Fake quantisation of x[R,C] to E4M3 in tr x tc tiles (kernels/fp8_tiles.h): the values of
+// framework/precision.h's fp8_quantize, bit for bit. xq may alias x.
+void fp8_quantize(float* xq, const float* x, int64_t R, int64_t C, int64_t tr, int64_t tc,
+                  cudaStream_t stream = nullptr);
+// y[i] = round_bf16(x[i]) kept in f32 (kernels/cast.h); y may alias x.
+void round_bf16(float* y, const float* x, int64_t n, cudaStream_t stream = nullptr);
+
 // f32 <-> bf16 (kernels/cast.h).
 void cast_f32_to_bf16(uint16_t* out, const float* in, int64_t n, cudaStream_t stream = nullptr);
 void cast_bf16_to_f32(float* out, const uint16_t* in, int64_t n, cudaStream_t stream = nullptr);

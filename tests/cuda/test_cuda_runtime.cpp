@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/cuda/attention.h"
 #include "framework/cuda/check.h"
 #include "framework/cuda/device.h"
 #include "framework/cuda/gemm.h"
@@ -101,4 +102,43 @@ TEST(CudaGemm, RowMajorMapsToTheColumnMajorProblem) {
         for (int64_t j = 0; j < N; ++j)
           EXPECT_NEAR(got[i * ldc + j], want[i * ldc + j], 1e-5) << "ta " << ta << " tb " << tb;
     }
+}
+
+// A strided batch as the attention core uses it: heads side by side inside rows (the batch stride
+// smaller than a matrix), every transpose. Problem i of the mapped batch, evaluated column-major,
+// must be the row-major GEMM of head i.
+TEST(CudaGemm, StridedBatchMapsHeadByHead) {
+  const int64_t M = 4, N = 6, K = 3, H = 3;
+  std::mt19937 rng(2);
+  std::normal_distribution<float> d;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      // Operand rows hold H heads of (ta ? M : K) or (tb ? K : N) values; C is [H, M, N] contiguous.
+      const int64_t a_cols = ta ? M : K, b_cols = tb ? K : N;
+      const int64_t lda = H * a_cols, ldb = H * b_cols + 1, ldc = N, stride_c = M * N;
+      std::vector<float> A(size_t((ta ? K : M) * lda)), B(size_t((tb ? N : K) * ldb));
+      for (float& v : A) v = d(rng);
+      for (float& v : B) v = d(rng);
+      const cuda::ColMajorGemm g = cuda::to_col_major_batched(ta, tb, M, N, K, A.data(), lda, a_cols, B.data(), ldb,
+                                                              b_cols, ldc, stride_c, H);
+      EXPECT_EQ(g.batch, H);
+      EXPECT_EQ(g.stride_first, b_cols);
+      EXPECT_EQ(g.stride_second, a_cols);
+      EXPECT_EQ(g.stride_out, stride_c);
+      std::vector<float> want(size_t(H * stride_c)), got(size_t(H * stride_c));
+      for (int64_t h = 0; h < H; ++h) {
+        gemm(ta, tb, M, N, K, 1.f, A.data() + h * a_cols, lda, B.data() + h * b_cols, ldb, 0.f,
+             want.data() + h * stride_c, ldc);
+        col_major_gemm(g, B.data() + h * g.stride_first, A.data() + h * g.stride_second,
+                       got.data() + h * g.stride_out);
+      }
+      for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << "ta " << ta << " tb " << tb;
+    }
+}
+
+TEST(CudaAttention, HeadsPerChunkKeepTheScoresWithinTheScratch) {
+  EXPECT_EQ(cuda::attention_heads_per_chunk(3, 70), 3);
+  // 4096^2 floats are 64 MiB a head: 4 heads in 256 MiB.
+  EXPECT_EQ(cuda::attention_heads_per_chunk(128, 4096), 4);
+  EXPECT_EQ(cuda::attention_heads_per_chunk(128, 1 << 15), 1);  // more than the scratch: still one head
 }

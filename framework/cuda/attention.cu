@@ -1,0 +1,100 @@
+// The causal attention core on the GPU (attention.h). Scores of one chunk of heads of sequence b
+// sit in S[hc, T, T]; row n of S is head h0 + n / T, query t = n % T, which sees keys 0..t.
+#include "framework/cuda/allocator.h"
+#include "framework/cuda/attention.h"
+#include "framework/cuda/gemm.h"
+#include "framework/cuda/launch.cuh"
+#include "framework/kernels/softmax.h"
+
+namespace moe::cuda {
+namespace {
+
+// The operands of heads h0.. of sequence b (pointers to head h0, position 0).
+struct SequenceHeads {
+  const float *q, *k, *v, *o;
+  SequenceHeads(const float* q_, const float* k_, const float* v_, const float* o_, const AttentionLayout& l, int64_t b,
+                int64_t h0)
+      : q(q_ + b * l.T * l.q_ld + h0 * l.q_hs),
+        k(k_ + b * l.T * l.k_ld + h0 * l.k_hs),
+        v(v_ + b * l.T * l.v_ld + h0 * l.v_hs),
+        o(o_ + b * l.T * l.o_ld + h0 * l.o_hs) {}
+};
+
+// S[hc, T, T] = scale q k^T for hc heads (the upper triangle too; the softmax masks it).
+void scores(float* S, const SequenceHeads& h, const AttentionLayout& l, int64_t hc, cudaStream_t s) {
+  const int64_t T = l.T;
+  gemm_strided_batched(false, true, T, T, l.dqk, l.scale, h.q, l.q_ld, l.q_hs, h.k, l.k_ld, l.k_hs, 0.f, S, T, T * T,
+                       hc, DType::F32, DType::F32, s);
+}
+
+}  // namespace
+
+int64_t attention_heads_per_chunk(int64_t H, int64_t T) {
+  const int64_t per_head = T * T * int64_t(sizeof(float));
+  const int64_t fit = int64_t(kAttentionScratchBytes) / (per_head > 0 ? per_head : 1);
+  return fit < 1 ? 1 : (fit < H ? fit : H);
+}
+
+void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const AttentionLayout& l,
+                       cudaStream_t s) {
+  const int64_t T = l.T, H = l.H;
+  if (l.B == 0 || T == 0 || H == 0) return;
+  const int64_t chunk = attention_heads_per_chunk(H, T);
+  DeviceBuffer<float> S_buf(chunk * T * T);
+  float* S = S_buf.get();
+  for (int64_t b = 0; b < l.B; ++b)
+    for (int64_t h0 = 0; h0 < H; h0 += chunk) {
+      const int64_t hc = chunk < H - h0 ? chunk : H - h0;
+      const SequenceHeads h(q, k, v, o, l, b, h0);
+      scores(S, h, l, hc, s);
+      float* lse_chunk = lse + (b * H + h0) * T;  // lse[B, H, T]: row n of S is lse_chunk[n]
+      launch_rows(hc * T, row_threads(T), 0, [=] __device__(BlockRow & r, int64_t n) {
+        float* row = S + n * T;
+        const float m = kern::softmax_row_forward(r, row, row, n % T + 1, T, /*fast=*/true);
+        if (r.leader()) lse_chunk[n] = m;
+      }, s);
+      // o[hc heads] = P v
+      gemm_strided_batched(false, false, T, l.dv, T, 1.f, S, T, T * T, h.v, l.v_ld, l.v_hs, 0.f,
+                           o + b * T * l.o_ld + h0 * l.o_hs, l.o_ld, l.o_hs, hc, DType::F32, DType::F32, s);
+    }
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* lse, const AttentionLayout& l, cudaStream_t s) {
+  const int64_t T = l.T, H = l.H;
+  if (l.B == 0 || T == 0 || H == 0) return;
+  const int64_t chunk = attention_heads_per_chunk(H, T);
+  DeviceBuffer<float> P_buf(chunk * T * T), dP_buf(chunk * T * T);
+  float *P = P_buf.get(), *dP = dP_buf.get();
+  for (int64_t b = 0; b < l.B; ++b)
+    for (int64_t h0 = 0; h0 < H; h0 += chunk) {
+      const int64_t hc = chunk < H - h0 ? chunk : H - h0;
+      const SequenceHeads h(q, k, v, dout, l, b, h0);  // h.o is dout (the layout of o)
+      float* dq_b = dq + b * T * l.q_ld + h0 * l.q_hs;
+      float* dk_b = dk + b * T * l.k_ld + h0 * l.k_hs;
+      float* dv_b = dv + b * T * l.v_ld + h0 * l.v_hs;
+      // P again, from the saved log-sum-exp.
+      scores(P, h, l, hc, s);
+      const float* lse_chunk = lse + (b * H + h0) * T;
+      launch_rows(hc * T, row_threads(T), 0, [=] __device__(BlockRow & r, int64_t n) {
+        float* row = P + n * T;
+        kern::softmax_row_recompute(r, row, row, lse_chunk[n], n % T + 1, T, /*fast=*/true);
+      }, s);
+      // dv = P^T dout ; dP = dout v^T
+      gemm_strided_batched(true, false, T, l.dv, T, 1.f, P, T, T * T, h.o, l.o_ld, l.o_hs, 0.f, dv_b, l.v_ld, l.v_hs,
+                           hc, DType::F32, DType::F32, s);
+      gemm_strided_batched(false, true, T, T, l.dv, 1.f, h.o, l.o_ld, l.o_hs, h.v, l.v_ld, l.v_hs, 0.f, dP, T, T * T,
+                           hc, DType::F32, DType::F32, s);
+      // dS = P * (dP - rowsum(P * dP)), over dP
+      launch_rows(hc * T, row_threads(T), 0, [=] __device__(BlockRow & r, int64_t n) {
+        kern::softmax_row_backward(r, dP + n * T, P + n * T, dP + n * T, n % T + 1, T);
+      }, s);
+      // dq = scale dS k ; dk = scale dS^T q
+      gemm_strided_batched(false, false, T, l.dqk, T, l.scale, dP, T, T * T, h.k, l.k_ld, l.k_hs, 0.f, dq_b, l.q_ld,
+                           l.q_hs, hc, DType::F32, DType::F32, s);
+      gemm_strided_batched(true, false, T, l.dqk, T, l.scale, dP, T, T * T, h.q, l.q_ld, l.q_hs, 0.f, dk_b, l.k_ld,
+                           l.k_hs, hc, DType::F32, DType::F32, s);
+    }
+}
+
+}  // namespace moe::cuda

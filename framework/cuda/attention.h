@@ -1,0 +1,29 @@
+// The causal attention core on the GPU (framework/attention.h's layout and semantics): per sequence,
+// strided-batched cuBLASLt GEMMs over the heads (a head is a batch entry: batch stride hs, row
+// stride ld), S = scale q k^T into an [heads, T, T] buffer, the causal softmax rows of
+// kern::softmax_row_* (the CPU's attention rows, fast exp included), o = P v. Only the log-sum-exp
+// is kept; backward recomputes P from it. Heads go in chunks so that the T x T buffers stay within
+// kAttentionScratchBytes each. The full T x T products are computed and the upper triangle masked
+// (the CPU skips most of it in query blocks); cuDNN's fused attention is the next step behind the
+// same interface (docs/cuda.md).
+#pragma once
+#include <cstddef>
+
+#include <cuda_runtime_api.h>
+
+#include "framework/attention.h"
+
+namespace moe::cuda {
+
+constexpr size_t kAttentionScratchBytes = size_t(256) << 20;
+
+// Heads per chunk for sequences of T positions (at least 1).
+int64_t attention_heads_per_chunk(int64_t H, int64_t T);
+
+void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const AttentionLayout& l,
+                       cudaStream_t stream = nullptr);
+// dq, dk, dv assigned (in the layouts of q, k, v).
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* lse, const AttentionLayout& l, cudaStream_t stream = nullptr);
+
+}  // namespace moe::cuda

@@ -1,0 +1,41 @@
+// Linear layers at a compute precision on the GPU: framework/precision.h's semantics (read there),
+// on device memory. y[M,out] (+)= x W^T; dx[M,in] (+)= dy W (skipped when dx is null);
+// dW[out,in] += dy^T x (skipped when dW is null).
+//   fp32  f32 cuBLASLt GEMMs.
+//   bf16  x, W, dy cast to bf16 storage (round to nearest even, as the CPU's round_bf16) and
+//         cuBLASLt bf16 x bf16 -> f32: products of bf16 values are exact in f32, so this is the CPU
+//         emulation up to the order of the f32 accumulation.
+//   fp8   DeepSeek-V3's fake quantisation, the same tiles and values as precision.cpp
+//         (cuda::fp8_quantize, bit for bit), then f32 GEMMs on the de-quantised values.
+// Grouped: rows offsets[g]..offsets[g+1] of x go through W[g] ([out, in]); y assigned; groups
+// without rows are skipped. offsets, W and dW are host arrays (of device pointers).
+#pragma once
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+#include "framework/precision.h"
+
+namespace moe::cuda {
+
+void linear_forward(float* y, const float* x, const float* W, int64_t M, int64_t in, int64_t out, bool accumulate,
+                    Precision p, cudaStream_t stream = nullptr);
+void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W, int64_t M, int64_t in,
+                     int64_t out, bool accumulate_dx, Precision p, cudaStream_t stream = nullptr);
+
+// fp32 and bf16: one grouped cuBLAS call per GEMM kind (grouped_gemm.h); fp8: the per-group loop.
+void grouped_linear_forward(float* y, const float* x, const float* const* W, const int64_t* offsets, int64_t G,
+                            int64_t in, int64_t out, Precision p, cudaStream_t stream = nullptr);
+void grouped_linear_backward(float* dx, float* const* dW, const float* dy, const float* x, const float* const* W,
+                             const int64_t* offsets, int64_t G, int64_t in, int64_t out, bool accumulate_dx,
+                             Precision p, cudaStream_t stream = nullptr);
+
+// The same as one linear_forward/backward per group: the fallback for fp8 and the reference the
+// GPU test compares the grouped calls with.
+void grouped_linear_forward_loop(float* y, const float* x, const float* const* W, const int64_t* offsets, int64_t G,
+                                 int64_t in, int64_t out, Precision p, cudaStream_t stream = nullptr);
+void grouped_linear_backward_loop(float* dx, float* const* dW, const float* dy, const float* x, const float* const* W,
+                                  const int64_t* offsets, int64_t G, int64_t in, int64_t out, bool accumulate_dx,
+                                  Precision p, cudaStream_t stream = nullptr);
+
+}  // namespace moe::cuda
