@@ -143,10 +143,12 @@ def killed_run(out, mpi, kills, startup, step_s):
                 # A save's folder lives for milliseconds; a poller starved by a loaded machine can
                 # miss it. After two save intervals without one, kill anyway (a step kill), so the
                 # run never ends before its kill.
-                polls = 0
+                # Never later than a few steps before the end: a kill after the final save would
+                # leave the next round nothing to run.
+                polls, give_up = 0, min(target + 6, STEPS - 4)
                 while not (tmp_entries(ckpt_dir) - stale) and alive():
                     polls += 1
-                    if polls % 200 == 0 and latest_step(log, start) > target + 6:
+                    if polls % 50 == 0 and latest_step(log, start) > give_up:
                         break
         if p.poll() is not None:
             sys.exit(f"FAIL: the run ended before kill {i + 1} (exit {p.returncode}):\n" + open(log).read()[-3000:])

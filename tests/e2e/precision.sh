@@ -15,7 +15,7 @@ common=(--config "$SRC/configs/tiny.yaml" --set data.path="$TMP/data" --set trai
         --set train.eval_every=0 --set checkpoint.every=0)
 for p in fp32 bf16 fp8; do
   "$MOE" train "${common[@]}" --set run.out_dir="$TMP/$p" --set train.precision=$p > "$TMP/$p.log"
-  head -1 "$TMP/$p.log" | grep -q "| $p\$" || fail "$p: the header does not name the precision"
+  head -1 "$TMP/$p.log" | grep -q "| $p | " || fail "$p: the header does not name the precision"
 done
 python3 - "$TMP" <<'PY'
 import json, sys, math
