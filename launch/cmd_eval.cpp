@@ -7,13 +7,14 @@
 #include "framework/threads.h"
 #include "launch/args.h"
 #include "launch/commands.h"
+#include "launch/device.h"
 #include "launch/evaluate.h"
 #include "launch/model_io.h"
 
 namespace moe {
 
 int cmd_eval(int argc, char** argv) {
-  Args a(argc, argv, {"checkpoint", "data", "split", "batches", "micro-batch", "threads"}, {"json"});
+  Args a(argc, argv, {"checkpoint", "data", "split", "batches", "micro-batch", "threads", "device"}, {"json"});
   if (a.help()) {
     puts("usage: moe eval --checkpoint PATH --data DIR [--split val] [--batches N] [--json]\n"
          "\n"
@@ -27,6 +28,7 @@ int cmd_eval(int argc, char** argv) {
          "  --batches N         at most N batches (default 0 = the whole split)\n"
          "  --micro-batch B     sequences per batch (default: the run's train.micro_batch)\n"
          "  --threads N         CPU threads (default: all cores)\n"
+         "  --device D          auto | cpu | cuda (default auto: the GPU when there is one)\n"
          "  --json              one JSON object per checkpoint: step, loss, perplexity, bits_per_byte, tokens");
     return 0;
   }
@@ -36,6 +38,7 @@ int cmd_eval(int argc, char** argv) {
   int64_t batches = a.get_int("batches", 0);
   if (batches < 0) throw error("--batches: ", batches, " (expected >= 0)");
   set_num_threads(int(a.get_int("threads", 0)));
+  ComputeScope on_device(*choose_device(a.get("device", "auto"), "--device", 1).backend);
 
   // A checkpoints root holds step-* folders: evaluate each. Anything else names one checkpoint.
   std::vector<std::string> dirs = list_checkpoints(path);

@@ -9,6 +9,7 @@
 #include "framework/threads.h"
 #include "launch/args.h"
 #include "launch/commands.h"
+#include "launch/device.h"
 #include "launch/model_io.h"
 
 namespace moe {
@@ -45,7 +46,7 @@ int32_t sample_token(const float* logits, int64_t V, double temperature, int64_t
 }  // namespace
 
 int cmd_generate(int argc, char** argv) {
-  Args a(argc, argv, {"checkpoint", "prompt", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads", "tokenizer"}, {});
+  Args a(argc, argv, {"checkpoint", "prompt", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads", "device", "tokenizer"}, {});
   if (a.help()) {
     puts("usage: moe generate --checkpoint PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]\n"
          "                    [--top-p P] [--seed S]\n"
@@ -60,6 +61,7 @@ int cmd_generate(int argc, char** argv) {
          "  --top-p P          nucleus sampling: smallest set with probability >= P (default 1.0)\n"
          "  --seed S           sampling seed (default 0); the same seed gives the same text\n"
          "  --threads N        CPU threads (default: all cores)\n"
+         "  --device D         auto | cpu | cuda (default auto: the GPU when there is one)\n"
          "  --tokenizer T      tokenizer to use (default: the one recorded in the checkpoint)");
     return 0;
   }
@@ -73,6 +75,7 @@ int cmd_generate(int argc, char** argv) {
   if (top_k < 0) throw error("--top-k: ", top_k, " (expected >= 0)");
   if (!(top_p > 0 && top_p <= 1)) throw error("--top-p: ", top_p, " (expected 0 < P <= 1)");
   set_num_threads(int(a.get_int("threads", 0)));
+  ComputeScope on_device(*choose_device(a.get("device", "auto"), "--device", 1).backend);
 
   CheckpointReader ckpt(resolve_checkpoint(a.required("checkpoint")));
   Config cfg = parse_config(ckpt.config_yaml(), ckpt.dir() + "/config.yaml");

@@ -20,6 +20,8 @@ struct DeviceChoice {
 };
 
 DeviceChoice choose_device(const Config& cfg, int world_size);
+// The same for a device named elsewhere (a command-line flag): `where` prefixes the errors.
+DeviceChoice choose_device(const std::string& device, const std::string& where, int world_size);
 
 // Peak device memory (MiB) the backend's allocator has reserved; 0 on the CPU (see peak_rss_mib).
 double device_peak_mib(const DeviceChoice& d);

@@ -1,5 +1,7 @@
 #include "launch/model_io.h"
 
+#include "framework/backend.h"
+
 namespace moe {
 
 namespace {
@@ -79,7 +81,16 @@ void load_checkpoint_tensors(const CheckpointReader& ckpt, DeepSeekV3& model, Ad
 std::unique_ptr<DeepSeekV3> load_model(const CheckpointReader& ckpt) {
   Config cfg = parse_config(ckpt.config_yaml(), ckpt.dir() + "/config.yaml");
   auto model = std::make_unique<DeepSeekV3>(cfg.model);
-  load_checkpoint_tensors(ckpt, *model, nullptr);
+  if (model->params().device() == Device::CPU) {
+    load_checkpoint_tensors(ckpt, *model, nullptr);
+    return model;
+  }
+  // On a device: read into a host copy of the model, then upload its flat buffer.
+  ComputeScope on_host(cpu_backend());
+  DeepSeekV3 host(cfg.model);
+  load_checkpoint_tensors(ckpt, host, nullptr);
+  device_backend(model->params().device())
+      .upload(model->params().params(), host.params().params(), size_t(host.params().numel()) * sizeof(float));
   return model;
 }
 

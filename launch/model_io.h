@@ -27,7 +27,8 @@ void load_checkpoint_tensors(const CheckpointReader& ckpt, DeepSeekV3& model, Ad
 // any layout: each piece is a range of a parameter's flattened tensor.
 void load_checkpoint_pieces(const CheckpointReader& ckpt, const ParamStore& ps, const std::vector<ShardPiece>& pieces);
 
-// A model built from the config stored in the checkpoint, weights loaded.
+// A model built from the config stored in the checkpoint, weights loaded, on the compute device
+// (framework/backend.h; read on the host, then uploaded).
 std::unique_ptr<DeepSeekV3> load_model(const CheckpointReader& ckpt);
 
 }  // namespace moe

@@ -69,7 +69,9 @@ if ! nvidia-smi -L > /dev/null 2>&1; then
   expect_error "device cuda: \(no usable GPU\|this build has no CUDA backend\)" "$MOE" train "${tiny[@]}" --set device=cuda
   expect_error "device cuda: \(no usable GPU\|this build has no CUDA backend\)" "$MOE" bench train "${tiny[@]}" --device cuda --steps 1
 fi
-expect_error "--device: 'tpu' (expected auto, cpu or cuda)" "$MOE" bench train "${tiny[@]}" --device tpu --steps 1
+expect_error "--device: device 'tpu' (expected auto, cpu or cuda)" "$MOE" bench train "${tiny[@]}" --device tpu --steps 1
+expect_error "--device: device 'tpu' (expected auto, cpu or cuda)" "$MOE" eval --checkpoint "$TMP/c1/checkpoints" --data "$TMP/data" --device tpu
+expect_error "--device: device 'tpu' (expected auto, cpu or cuda)" "$MOE" generate --checkpoint "$TMP/c1/checkpoints" --prompt hi --device tpu
 
 # usage
 expect_error "unknown command" "$MOE" trian
