@@ -51,6 +51,14 @@ class Backend {
   // Sums in f64, the same order for every call of the same n (deterministic).
   virtual double sum(const float* x, int64_t n) = 0;
   virtual double sum_squares(const float* x, int64_t n) = 0;
+  // The sum over `count` segments [begin[i], begin[i] + length[i]) of x of sum_squares(segment),
+  // added in segment order: the gradient norm over the optimizer's segments. A device computes all
+  // segments before it waits once; the result equals the loop over sum_squares bit for bit.
+  virtual double sum_squares_segments(const float* x, const int64_t* begin, const int64_t* length, int64_t count) {
+    double s = 0;
+    for (int64_t i = 0; i < count; ++i) s += sum_squares(x + begin[i], length[i]);
+    return s;
+  }
 
   // ---- layers ----
   virtual void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t D) = 0;

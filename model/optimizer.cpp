@@ -47,7 +47,9 @@ void AdamW::step(float* w, const float* g, double lr, float grad_scale) {
 
 double sum_squares(const float* g, const std::vector<OptSegment>& segments) {
   double s = 0;
-  for (const OptSegment& sg : segments) s += compute().sum_squares(g + sg.begin, sg.n);
+  std::vector<int64_t> begin, length;
+  for (const OptSegment& sg : segments) begin.push_back(sg.begin), length.push_back(sg.n);
+  s = compute().sum_squares_segments(g, begin.data(), length.data(), int64_t(segments.size()));
   return s;
 }
 

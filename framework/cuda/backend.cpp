@@ -47,6 +47,9 @@ class CudaBackend final : public Backend {
   }
   double sum(const float* x, int64_t n) override { return sum_f64(x, n, false); }
   double sum_squares(const float* x, int64_t n) override { return sum_f64(x, n, true); }
+  double sum_squares_segments(const float* x, const int64_t* begin, const int64_t* length, int64_t count) override {
+    return sum_squares_segments_f64(x, begin, length, count);
+  }
 
   // ---- layers ----
   void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t D) override {

@@ -64,4 +64,33 @@ double sum_f64(const float* x, int64_t n, bool squares, cudaStream_t stream) {
   return s;
 }
 
+double sum_squares_segments_f64(const float* x, const int64_t* begin, const int64_t* length, int64_t count,
+                                cudaStream_t stream) {
+  if (count <= 0) return 0.0;
+  DeviceBuffer<double> partial(count * kSumSegments);
+  for (int64_t i = 0; i < count; ++i) {
+    double* part = partial.get() + i * kSumSegments;
+    const float* xs = x + begin[i];
+    if (length[i] <= 0) {
+      MOE_CUDA_CHECK(cudaMemsetAsync(part, 0, sizeof(double) * size_t(kSumSegments), stream));
+      continue;
+    }
+    launch_segments(length[i], kSumSegments, kSumThreads, 0, [=] __device__(BlockRow & r, int64_t s, int64_t i0, int64_t i1) {
+      const double v = kern::sum_span_f64(r, xs, i0, i1, true);
+      if (r.leader()) part[s] = v;
+    }, stream);
+  }
+  std::vector<double> host(static_cast<size_t>(count * kSumSegments));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(host.data(), partial.get(), sizeof(double) * host.size(), cudaMemcpyDeviceToHost,
+                                 stream));
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  double total = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    double seg = 0;  // as sum_f64 adds one segment's partials
+    for (int64_t j = 0; j < kSumSegments; ++j) seg += host[size_t(i * kSumSegments + j)];
+    total += seg;
+  }
+  return total;
+}
+
 }  // namespace moe::cuda

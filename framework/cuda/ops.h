@@ -82,6 +82,10 @@ void embedding_backward(float* dtable, const int32_t* ids, const float* dout, in
 constexpr int64_t kSumSegments = 128;
 constexpr int kSumThreads = 256;
 double sum_f64(const float* x, int64_t n, bool squares, cudaStream_t stream = nullptr);
+// sum_f64(x + begin[i], length[i], true) for every segment, added in segment order (the same bits
+// as that loop); all segments run before one wait. begin/length are host arrays.
+double sum_squares_segments_f64(const float* x, const int64_t* begin, const int64_t* length, int64_t count,
+                                cudaStream_t stream = nullptr);
 
 // Fake quantisation of x[R,C] to E4M3 in tr x tc tiles (kernels/fp8_tiles.h): the values of
 // framework/precision.h's fp8_quantize, bit for bit. xq may alias x.

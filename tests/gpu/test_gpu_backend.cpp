@@ -136,6 +136,18 @@ TEST_F(GpuBackend, SumsAreF64AndDeterministic) {
   }
 }
 
+// The optimizer's gradient norm: all segments before one wait, the same bits as one call each.
+TEST_F(GpuBackend, SumSquaresOverSegmentsEqualsTheLoop) {
+  auto x = randn(size_t(100000), 9);
+  Buf<float> X(gpu(), x);
+  const std::vector<int64_t> begin{0, 16, 1000, 5000, 99990}, length{10, 0, 3000, 90000, 10};
+  double loop = 0;
+  for (size_t i = 0; i < begin.size(); ++i) loop += gpu().sum_squares(X.get() + begin[i], length[i]);
+  EXPECT_EQ(gpu().sum_squares_segments(X.get(), begin.data(), length.data(), int64_t(begin.size())), loop);
+  EXPECT_NEAR(loop, cpu().sum_squares_segments(x.data(), begin.data(), length.data(), int64_t(begin.size())),
+              1e-12 * 1e5);
+}
+
 TEST_F(GpuBackend, EmbeddingExactAndDeterministic) {
   const int64_t V = 500, D = 96, N = 3000;
   std::mt19937 rng(7);
