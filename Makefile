@@ -8,7 +8,7 @@ DEB_PKGS := build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-
             libyaml-cpp-dev libboost-dev libgtest-dev libopenblas-dev libopenblas0-pthread \
             nlohmann-json3-dev zlib1g-dev libzstd-dev libsentencepiece-dev sentencepiece
 
-.PHONY: deps build test unit demo clean golden
+.PHONY: deps build test unit demo clean golden gpu-carry
 
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -34,6 +34,14 @@ demo: build
 # Regenerate the PyTorch golden files (needs Debian's python3-torch; not part of `make deps`).
 golden:
 	/usr/bin/python3 tests/golden/make_golden.py tests/golden
+
+# What a GPU machine (the device tool; ../shared/docs/GPU.md) lacks, into the git-ignored .device/
+# to carry there: PyTorch's reference model and the nlohmann-json headers. See bench/gpu_session.sh.
+gpu-carry:
+	mkdir -p .device/nlohmann/include .device/nlohmann/share/cmake
+	cp ../shared/bench/torch_ref.py .device/
+	cp -r /usr/include/nlohmann .device/nlohmann/include/
+	cp -r /usr/share/cmake/nlohmann_json .device/nlohmann/share/cmake/
 
 clean:
 	rm -rf $(BUILD)
