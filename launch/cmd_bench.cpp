@@ -50,10 +50,10 @@ int bench_train(int argc, char** argv) {
   const int64_t B = cfg.train.micro_batch, T = cfg.data.seq_len, V = cfg.model.vocab_size;
 
   Comm comm(nullptr, nullptr);
-  DeviceChoice device = a.has("device") ? choose_device(a.get("device"), "--device", comm.size())
-                                        : choose_device(cfg, comm.size());
+  DeviceChoice device = a.has("device") ? choose_device(a.get("device"), "--device", &comm)
+                                        : choose_device(cfg, &comm);
   ComputeScope on_device(*device.backend);
-  DistributedModel dm(comm, cfg);
+  DistributedModel dm(comm, cfg, device.groups);
   DeepSeekV3& model = dm.model;
   ShardedModel& fsdp = dm.fsdp;
   fsdp.initialize(cfg.run.seed);

@@ -38,7 +38,7 @@ int cmd_eval(int argc, char** argv) {
   int64_t batches = a.get_int("batches", 0);
   if (batches < 0) throw error("--batches: ", batches, " (expected >= 0)");
   set_num_threads(int(a.get_int("threads", 0)));
-  ComputeScope on_device(*choose_device(a.get("device", "auto"), "--device", 1).backend);
+  ComputeScope on_device(*choose_device(a.get("device", "auto"), "--device", nullptr).backend);
 
   // A checkpoints root holds step-* folders: evaluate each. Anything else names one checkpoint.
   std::vector<std::string> dirs = list_checkpoints(path);

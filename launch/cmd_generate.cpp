@@ -75,7 +75,7 @@ int cmd_generate(int argc, char** argv) {
   if (top_k < 0) throw error("--top-k: ", top_k, " (expected >= 0)");
   if (!(top_p > 0 && top_p <= 1)) throw error("--top-p: ", top_p, " (expected 0 < P <= 1)");
   set_num_threads(int(a.get_int("threads", 0)));
-  ComputeScope on_device(*choose_device(a.get("device", "auto"), "--device", 1).backend);
+  ComputeScope on_device(*choose_device(a.get("device", "auto"), "--device", nullptr).backend);
 
   CheckpointReader ckpt(resolve_checkpoint(a.required("checkpoint")));
   Config cfg = parse_config(ckpt.config_yaml(), ckpt.dir() + "/config.yaml");

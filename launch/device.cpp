@@ -7,37 +7,67 @@
 #include "framework/cuda/backend.h"
 #include "framework/cuda/device.h"
 #endif
+#ifdef MOE_HAVE_NCCL
+#include "parallel/nccl_group.h"
+#endif
 
 namespace moe {
+#ifdef MOE_HAVE_CUDA
+namespace {
+#ifdef MOE_HAVE_NCCL
+constexpr bool kNcclBuilt = true;
+#else
+constexpr bool kNcclBuilt = false;
+#endif
+}  // namespace
+#endif
 
-DeviceChoice choose_device(const Config& cfg, int world_size) {
-  return choose_device(cfg.device, cfg.source, world_size);
-}
+DeviceChoice choose_device(const Config& cfg, const Comm* comm) { return choose_device(cfg.device, cfg.source, comm); }
 
-DeviceChoice choose_device(const std::string& device, const std::string& where, int world_size) {
+DeviceChoice choose_device(const std::string& device, const std::string& where, const Comm* comm) {
   if (device != "auto" && device != "cpu" && device != "cuda")
     throw error(where, ": device '", device, "' (expected auto, cpu or cuda)");
-  DeviceChoice cpu{&cpu_backend(), "cpu", 0};
+  DeviceChoice cpu{&cpu_backend(), &MpiGroup::make, "cpu", 0};
   if (device == "cpu") return cpu;
+  const int world = comm ? comm->size() : 1;
 #ifdef MOE_HAVE_CUDA
   std::string why;
-  const bool gpu = cuda::available(&why);
-  if (device == "auto") {
-    if (!gpu) return cpu;
-    if (world_size > 1) {
-      cpu.description = "cpu (device auto: multi-process GPU training is not built yet)";
-      return cpu;
-    }
-  } else {
-    if (!gpu) throw error(where, ": device cuda: no usable GPU (", why, ")");
-    if (world_size > 1)
-      throw error(where, ": device cuda with ", world_size,
-                  " processes: multi-GPU training (FSDP and expert parallelism over NCCL) is not built yet "
-                  "(expected one process, or device: cpu)");
+  const int gpus = cuda::device_count(&why);
+  // Ranks on this node (collective when the world has several), each needing a GPU of its own.
+  int local_ranks = 1;
+#ifdef MOE_HAVE_NCCL
+  if (world > 1) nccl::local_rank(*comm, &local_ranks);
+#endif
+  std::string problem;
+  if (gpus == 0)
+    problem = "no usable GPU (" + why + ")";
+  else if (world > 1 && !kNcclBuilt)
+    problem = "multi-GPU training needs NCCL, which this build does not have (" + std::to_string(world) +
+              " processes; expected one, or device: cpu)";
+  else if (local_ranks > gpus)
+    problem = std::to_string(local_ranks) + " ranks on this node but " + std::to_string(gpus) +
+              " GPU(s): NCCL needs one GPU per rank (expected at most " + std::to_string(gpus) + " ranks per node)";
+  if (world > 1) {  // every rank on the same device kind, or none
+    double bad = problem.empty() ? 0 : 1;
+    comm->allreduce_sum(&bad, 1);
+    if (bad > 0 && problem.empty()) problem = "another rank of the job cannot have a GPU of its own";
   }
-  return {&cuda::backend(), "cuda: " + cuda::device_name(), 989e12};
+  if (!problem.empty()) {
+    if (device == "cuda") throw error(where, ": device cuda: ", problem);
+    if (gpus > 0) cpu.description = "cpu (device auto: " + problem + ")";
+    return cpu;
+  }
+  DeviceChoice gpu{&cuda::backend(), &MpiGroup::make, "", 989e12};
+#ifdef MOE_HAVE_NCCL
+  if (world > 1) {
+    nccl::select_device(*comm);  // before anything is allocated on a GPU
+    gpu.groups = &NcclGroup::make;
+  }
+#endif
+  gpu.description = "cuda: " + cuda::device_name() + (world > 1 ? " (one per rank, NCCL)" : "");
+  return gpu;
 #else
-  (void)world_size;
+  (void)world;
   if (device == "cuda")
     throw error(where, ": device cuda: this build has no CUDA backend (nvcc was not found when it was "
                 "configured; expected device: cpu or auto, see docs/cuda.md)");

@@ -124,7 +124,7 @@ std::string fmt_duration(double s) {
 class Trainer {
  public:
   Trainer(const Config& cfg, Comm& comm, DeviceChoice device)
-      : cfg_(cfg), comm_(comm), device_(std::move(device)), dm_(comm, cfg), train_(TokenDataset::open(cfg.data.path, "train")),
+      : cfg_(cfg), comm_(comm), device_(std::move(device)), dm_(comm, cfg, device_.groups), train_(TokenDataset::open(cfg.data.path, "train")),
         val_(TokenDataset::open(cfg.data.path, "val")), sampler_(train_, cfg.data.seq_len, cfg.run.seed) {
     for (const TokenDataset* d : {&train_, &val_})
       if (d->vocab_size() > cfg.model.vocab_size)
@@ -454,7 +454,7 @@ int train(const Config& cfg, Comm& comm) {
     throw error(cfg.source, ": ", e.what());
   }
   set_num_threads(cfg.train.threads);
-  DeviceChoice device = choose_device(cfg, comm.size());
+  DeviceChoice device = choose_device(cfg, &comm);
   ComputeScope on_device(*device.backend);
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGINT, on_stop_signal);

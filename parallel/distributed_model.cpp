@@ -4,14 +4,17 @@
 
 namespace moe {
 
-DistributedModel::DistributedModel(const Comm& world, const Config& cfg)
+DistributedModel::DistributedModel(const Comm& world, const Config& cfg, GroupFactory groups)
     : mesh(world, cfg.parallel.ep, cfg.model.routed_experts),
+      world_group(groups(world)),
+      dp_group(groups(mesh.dp_comm())),
+      ep_group(groups(mesh.ep_comm())),
       model(cfg.model, ModelPlacement{mesh.ep(), mesh.ep_rank(), /*own_storage=*/false}),
-      fsdp(model, world, mesh, cfg.train) {
+      fsdp(model, world, mesh, cfg.train, *world_group, *dp_group) {
   model.set_recompute(cfg.train.recompute);
   model.set_precision(parse_precision(cfg.train.precision));
   if (mesh.ep() > 1) {
-    exchange = std::make_unique<AllToAllExchange>(mesh.ep_comm());
+    exchange = std::make_unique<AllToAllExchange>(*ep_group);
     model.set_expert_exchange(exchange.get());
   }
 }

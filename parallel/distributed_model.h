@@ -11,17 +11,22 @@
 #include "parallel/comm.h"
 #include "parallel/expert_exchange.h"
 #include "parallel/fsdp.h"
+#include "parallel/group.h"
 #include "parallel/mesh.h"
 
 namespace moe {
 
 struct DistributedModel {
-  // Collective over world. Throws moe::Error for an impossible layout (parallel.ep).
-  DistributedModel(const Comm& world, const Config& cfg);
+  // Collective over world. Throws moe::Error for an impossible layout (parallel.ep). `groups`
+  // makes the collective groups for the compute device (parallel/group.h): MPI by default, NCCL
+  // on GPUs (launch/device.h picks it).
+  DistributedModel(const Comm& world, const Config& cfg, GroupFactory groups = &MpiGroup::make);
   DistributedModel(const DistributedModel&) = delete;
   DistributedModel& operator=(const DistributedModel&) = delete;
 
   DeviceMesh mesh;
+  // The collectives of world, mesh.dp_comm() and mesh.ep_comm() on the compute device.
+  std::unique_ptr<CollectiveGroup> world_group, dp_group, ep_group;
   DeepSeekV3 model;
   ShardedModel fsdp;
   std::unique_ptr<AllToAllExchange> exchange;  // null when ep == 1

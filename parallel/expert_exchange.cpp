@@ -29,24 +29,24 @@ std::vector<int64_t> recv_rows_per_rank(const ExchangePlan& p) {
 }  // namespace
 
 void AllToAllExchange::plan(const int64_t* counts_E, int64_t E, ExchangePlan& plan) const {
-  const int S = comm_.size();
+  const int S = group_.size();
   MOE_CHECK(E % S == 0, E, " experts over ", S, " expert-parallel ranks");
   plan.ranks = S;
   plan.local_experts = int(E / S);
   plan.send_rows.assign(size_t(S), 0);
   for (int64_t e = 0; e < E; ++e) plan.send_rows[e / plan.local_experts] += counts_E[e];
   // counts_E is [S][E/S]: for each destination, the rows for each of its experts.
-  plan.recv_rows = comm_.exchange_counts(Counts(counts_E, size_t(E)));
+  plan.recv_rows = group_.comm().exchange_counts(Counts(counts_E, size_t(E)));
 }
 
 void AllToAllExchange::dispatch(const ExchangePlan& plan, const float* send, float* recv, int64_t D) const {
   Layout out = rows_to_elements(plan.send_rows, D), in = rows_to_elements(recv_rows_per_rank(plan), D);
-  comm_.alltoallv(send, out.counts, out.displs, recv, in.counts, in.displs);
+  group_.alltoallv(send, out.counts, out.displs, recv, in.counts, in.displs);
 }
 
 void AllToAllExchange::combine(const ExchangePlan& plan, const float* send, float* recv, int64_t D) const {
   Layout out = rows_to_elements(recv_rows_per_rank(plan), D), in = rows_to_elements(plan.send_rows, D);
-  comm_.alltoallv(send, out.counts, out.displs, recv, in.counts, in.displs);
+  group_.alltoallv(send, out.counts, out.displs, recv, in.counts, in.displs);
 }
 
 }  // namespace moe

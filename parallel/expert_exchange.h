@@ -4,19 +4,20 @@
 // however unbalanced the routing (counts are exchanged first).
 #pragma once
 #include "model/placement.h"
-#include "parallel/comm.h"
+#include "parallel/group.h"
 
 namespace moe {
 
 class AllToAllExchange : public ExpertExchange {
  public:
-  explicit AllToAllExchange(const Comm& ep_comm) : comm_(ep_comm) {}
+  // Counts go over ep_group.comm() (MPI, host); rows over ep_group (on the compute device).
+  explicit AllToAllExchange(const CollectiveGroup& ep_group) : group_(ep_group) {}
   void plan(const int64_t* counts_E, int64_t E, ExchangePlan& plan) const override;
   void dispatch(const ExchangePlan& plan, const float* send, float* recv, int64_t D) const override;
   void combine(const ExchangePlan& plan, const float* send, float* recv, int64_t D) const override;
 
  private:
-  const Comm& comm_;
+  const CollectiveGroup& group_;
 };
 
 }  // namespace moe

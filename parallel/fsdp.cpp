@@ -10,7 +10,8 @@
 
 namespace moe {
 
-ShardedModel::ShardedModel(DeepSeekV3& model, const Comm& world, const DeviceMesh& mesh, const TrainConfig& t)
+ShardedModel::ShardedModel(DeepSeekV3& model, const Comm& world, const DeviceMesh& mesh, const TrainConfig& t,
+                           const CollectiveGroup& world_group, const CollectiveGroup& dp_group)
     : model_(model), ps_(model.params()), world_(world), mesh_(mesh) {
   MOE_CHECK(!ps_.params(), "FSDP needs a model built with ModelPlacement::own_storage = false");
   MOE_CHECK(model.placement().expert_parts == mesh.ep() && model.placement().local_part == mesh.ep_rank(),
@@ -23,10 +24,10 @@ ShardedModel::ShardedModel(DeepSeekV3& model, const Comm& world, const DeviceMes
     Shard s;
     s.unit = int(u);
     if (unit.kind == UnitKind::Sharded) {
-      s.group = &world;
+      s.group = &world_group;
     } else if (unit.kind == UnitKind::Expert) {
       if (unit.expert_part != mesh.ep_rank()) continue;  // another rank's experts
-      s.group = &mesh.dp_comm();
+      s.group = &dp_group;
     }
     if (s.group && s.group->size() == 1) s.group = nullptr;
     s.g = s.group ? s.group->size() : 1;
@@ -39,10 +40,6 @@ ShardedModel::ShardedModel(DeepSeekV3& model, const Comm& world, const DeviceMes
     shards_.push_back(std::move(s));
   }
   const Device device = compute().device();
-  for (const Shard& s : shards_)
-    if (s.group && device != Device::CPU)
-      throw error("FSDP across processes on ", compute().name(),
-                  " is not built yet (the gathers run over MPI on host memory): run one process per job on a GPU");
   params_ = Tensor::zeros({total}, DType::F32, device);
   grads_ = Tensor::zeros({total}, DType::F32, device);
   // A group of one computes straight on its shard.
@@ -60,7 +57,7 @@ ShardedModel::ShardedModel(DeepSeekV3& model, const Comm& world, const DeviceMes
 ShardedModel::~ShardedModel() {
   model_.set_unit_hooks(nullptr);
   reducing_.clear();  // Request's destructor waits for what is still in flight
-  for (Shard& s : shards_) s.gathering = Request();
+  for (Shard& s : shards_) s.gathering.reset();
 }
 
 std::vector<ShardPiece> ShardedModel::pieces() {
@@ -125,24 +122,25 @@ ShardedModel::Shard* ShardedModel::shard_of(int unit) {
   return &shards_[i];
 }
 
-std::vector<float> ShardedModel::take_buffer(int64_t n) {
+Tensor ShardedModel::take_buffer(int64_t n) {
   // The smallest free buffer that fits; a new one otherwise.
   auto best = pool_.end();
   for (auto it = pool_.begin(); it != pool_.end(); ++it)
-    if (int64_t(it->capacity()) >= n && (best == pool_.end() || it->capacity() < best->capacity())) best = it;
-  std::vector<float> b;
+    if (it->numel() >= n && (best == pool_.end() || it->numel() < best->numel())) best = it;
+  Tensor b;
   if (best != pool_.end()) {
     b = std::move(*best);
     pool_.erase(best);
+  } else {
+    b = Tensor::empty({n}, DType::F32, compute().device());
   }
-  b.resize(size_t(n));
   count_gathered(n * int64_t(sizeof(float)));
   return b;
 }
 
-void ShardedModel::give_buffer(std::vector<float>&& b) {
-  count_gathered(-int64_t(b.size() * sizeof(float)));
-  if (b.capacity() == 0) return;
+void ShardedModel::give_buffer(Tensor&& b, int64_t n) {
+  if (!b.defined() || b.numel() == 0) return;
+  count_gathered(-n * int64_t(sizeof(float)));
   pool_.push_back(std::move(b));
   // Keep a few for reuse (a block's dense part and experts, for forward and backward); free the rest.
   if (pool_.size() > 4) pool_.erase(pool_.begin());
@@ -157,7 +155,7 @@ void ShardedModel::prefetch(int unit) {
   Shard* s = shard_of(unit);
   if (!s->group || s->gathered) return;
   s->full = take_buffer(s->g * s->size);
-  s->gathering = s->group->iallgather(params_.f32() + s->offset, s->full.data(), s->size);
+  s->gathering = s->group->iallgather(params_.f32() + s->offset, s->full.f32(), s->size);
   s->gathered = true;
 }
 
@@ -166,16 +164,17 @@ void ShardedModel::acquire(int unit) {
   if (!s->group) return;
   MOE_PHASE("fsdp_gather");
   prefetch(unit);  // posts the gather unless prefetch already did
-  s->gathering.wait();
-  ps_.bind(unit, s->full.data(), nullptr);
+  s->gathering->wait();
+  ps_.bind(unit, s->full.f32(), nullptr);
 }
 
 void ShardedModel::release(int unit) {
   Shard* s = shard_of(unit);
   if (!s->group) return;
-  s->gathering.wait();
+  if (s->gathering) s->gathering->wait();
+  s->gathering.reset();
   ps_.bind(unit, nullptr, nullptr);
-  give_buffer(std::move(s->full));
+  give_buffer(std::move(s->full), s->g * s->size);
   s->full = {};
   s->gathered = false;
 }
@@ -185,8 +184,8 @@ void ShardedModel::acquire_grad(int unit) {
   if (!s->group) return;
   acquire(unit);
   s->full_grad = take_buffer(s->g * s->size);
-  std::fill(s->full_grad.begin(), s->full_grad.end(), 0.f);
-  ps_.bind(unit, s->full.data(), s->full_grad.data());
+  compute().zero(s->full_grad.raw(), size_t(s->g * s->size) * sizeof(float));
+  ps_.bind(unit, s->full.f32(), s->full_grad.f32());
 }
 
 void ShardedModel::release_grad(int unit) {
@@ -198,7 +197,7 @@ void ShardedModel::release_grad(int unit) {
   pr.grad = std::move(s->full_grad);
   s->full_grad = {};
   pr.part = take_buffer(s->size);
-  pr.req = s->group->ireduce_scatter_sum(pr.grad.data(), pr.part.data(), s->size);
+  pr.req = s->group->ireduce_scatter_sum(pr.grad.f32(), pr.part.f32(), s->size);
   reducing_.push_back(std::move(pr));
   release(unit);
   // One reduction in flight while the next block computes; the older one is finished now.
@@ -207,11 +206,11 @@ void ShardedModel::release_grad(int unit) {
 
 void ShardedModel::complete_reduce() {
   PendingReduce& pr = reducing_.front();
-  pr.req.wait();
+  pr.req->wait();
   float* g = grads_.f32() + pr.shard->offset;
-  for (int64_t i = 0; i < pr.shard->size; ++i) g[i] += pr.part[size_t(i)];
-  give_buffer(std::move(pr.grad));
-  give_buffer(std::move(pr.part));
+  compute().add(g, g, pr.part.f32(), pr.shard->size);
+  give_buffer(std::move(pr.grad), pr.shard->g * pr.shard->size);
+  give_buffer(std::move(pr.part), pr.shard->size);
   reducing_.pop_front();
 }
 

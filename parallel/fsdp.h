@@ -14,9 +14,10 @@
 // their shard: no copies. Sums are rank-ordered (parallel/comm.h), so every layout of the same
 // global batch trains the same model to float round-off. See docs/parallelism.md.
 //
-// The shard storage lives on the compute backend's device (framework/backend.h). On a GPU only
-// groups of one are supported for now (one process: no gathers; multi-GPU FSDP over NCCL is the
-// next step), and checkpoints go through host_pieces(): a host copy of the state.
+// Every buffer (shards, gathered units, gradient buffers) lives on the compute backend's device
+// (framework/backend.h), and the gathers and reduce-scatters run through the CollectiveGroups of
+// parallel/group.h: MPI on host memory, NCCL on GPUs. Checkpoints go through host_pieces(): on a
+// device, a host copy of the state.
 #pragma once
 #include <deque>
 #include <memory>
@@ -25,6 +26,7 @@
 #include "model/model.h"
 #include "model/optimizer.h"
 #include "parallel/comm.h"
+#include "parallel/group.h"
 #include "parallel/mesh.h"
 
 namespace moe {
@@ -46,8 +48,11 @@ struct ShardMemory {
 
 class ShardedModel : public UnitHooks {
  public:
-  // Binds itself as the model's unit hooks. world and mesh must outlive it.
-  ShardedModel(DeepSeekV3& model, const Comm& world, const DeviceMesh& mesh, const TrainConfig& t);
+  // Binds itself as the model's unit hooks. world_group (over the world) and dp_group (over
+  // mesh.dp_comm(): the ranks holding the same experts) run the collectives; they, world and mesh
+  // must outlive it.
+  ShardedModel(DeepSeekV3& model, const Comm& world, const DeviceMesh& mesh, const TrainConfig& t,
+               const CollectiveGroup& world_group, const CollectiveGroup& dp_group);
   ~ShardedModel() override;
   ShardedModel(const ShardedModel&) = delete;
   ShardedModel& operator=(const ShardedModel&) = delete;
@@ -81,23 +86,24 @@ class ShardedModel : public UnitHooks {
  private:
   struct Shard {
     int unit = -1;
-    const Comm* group = nullptr;  // null: the whole unit is here (group of one)
+    const CollectiveGroup* group = nullptr;  // null: the whole unit is here (group of one)
     int g = 1, r = 0;             // group size, our rank in it
     int64_t size = 0;             // elements per rank; the unit padded to g * size
     int64_t offset = 0;           // into the shard storage
-    std::vector<float> full, full_grad;  // gathered copies while in use
-    Request gathering;
+    Tensor full, full_grad;       // gathered copies while in use (at least g * size elements)
+    Pending gathering;
     bool gathered = false;
   };
   struct PendingReduce {
-    Request req;
+    Pending req;
     Shard* shard = nullptr;
-    std::vector<float> grad, part;  // the full gradient being reduced and our part of the sum
+    Tensor grad, part;  // the full gradient being reduced and our part of the sum
   };
 
   Shard* shard_of(int unit);
-  std::vector<float> take_buffer(int64_t n);
-  void give_buffer(std::vector<float>&& b);
+  // Buffers of at least n elements on the compute device, pooled: gathers reuse them.
+  Tensor take_buffer(int64_t n);
+  void give_buffer(Tensor&& b, int64_t n);
   void complete_reduce();
   void count_gathered(int64_t delta);
 
@@ -111,7 +117,7 @@ class ShardedModel : public UnitHooks {
   Tensor host_state_;      // [3, n] params, exp_avg, exp_avg_sq: host_pieces()' copy on a device
   std::unique_ptr<AdamW> opt_;
   std::deque<PendingReduce> reducing_;
-  std::vector<std::vector<float>> pool_;  // freed gather buffers, reused
+  std::vector<Tensor> pool_;  // freed gather buffers, reused
   int64_t gathered_bytes_ = 0, peak_gathered_bytes_ = 0;
 };
 

@@ -38,6 +38,14 @@ class EmulatedDevice final : public Backend {
   Device device() const override { return Device::CUDA; }
   const char* name() const override { return "emulated-device"; }
   bool owns(const void* p) const { return p >= base_ && p < base_ + used_; }
+  // Opens device memory to the host until the matching unhold(): for collectives on device
+  // buffers, which MPI reads and writes (also during other MPI calls) from post to completion.
+  void hold() {
+    if (depth_++ == 0) protect(base_, used_, PROT_READ | PROT_WRITE);
+  }
+  void unhold() {
+    if (--depth_ == 0) protect(base_, used_, PROT_NONE);
+  }
   int64_t ops() const { return ops_; }
 
   // ---- memory: exact-size reuse of freed blocks, else the next free address ----
