@@ -50,10 +50,7 @@ void fp8_quantize(float* xq, const float* x, int64_t R, int64_t C, int64_t tr, i
 
 Fp8Operand fp8_operand(const float* x, int64_t R, int64_t C, bool transpose, bool blocks, cudaStream_t stream) {
   MOE_CHECK(R > 0 && C > 0, "fp8_operand of a ", R, "x", C, " matrix");
-  constexpr int64_t T = kern::kFp8Tile;
-  const int64_t outer_edge = blocks ? T : 1;
-  // The CPU's tiles of x that are the operand's tiles (kernels/fp8_operand.h).
-  const kern::Fp8Tiles g = transpose ? kern::Fp8Tiles(R, C, T, outer_edge) : kern::Fp8Tiles(R, C, outer_edge, T);
+  const kern::Fp8Tiles g = kern::fp8_operand_tiles(R, C, transpose, blocks);
   Fp8Operand op;
   op.layout = kern::Fp8OperandLayout::make(transpose ? C : R, transpose ? R : C, blocks);
   MOE_CHECK(kern::fp8_operand_tiles_match(g, transpose, op.layout), "fp8_operand: tiles do not match the layout");

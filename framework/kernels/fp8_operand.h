@@ -52,6 +52,12 @@ struct Fp8OperandLayout {
   }
 };
 
+// The CPU tiles of x[R,C] that are the tiles of its operand (transposed or not, blocks or not).
+MOE_HD inline Fp8Tiles fp8_operand_tiles(int64_t R, int64_t C, bool transpose, bool blocks) {
+  const int64_t outer_edge = blocks ? kFp8Tile : 1;
+  return transpose ? Fp8Tiles(R, C, kFp8Tile, outer_edge) : Fp8Tiles(R, C, outer_edge, kFp8Tile);
+}
+
 // Whether tiles g of x[R,C] are the operand's tiles (see the top), so every stored tile has one
 // CPU tile and one scale.
 MOE_HD inline bool fp8_operand_tiles_match(const Fp8Tiles& g, bool transpose, const Fp8OperandLayout& L) {

@@ -42,8 +42,11 @@ struct Case {
 
 // The CPU tiles of x that make the operand: 1x128 / 128x128 of the stored rows.
 kern::Fp8Tiles tiles_for(const Case& c) {
+  const kern::Fp8Tiles g = kern::fp8_operand_tiles(c.R, c.C, c.transpose, c.blocks);
   const int64_t outer_edge = c.blocks ? T : 1;
-  return c.transpose ? kern::Fp8Tiles(c.R, c.C, T, outer_edge) : kern::Fp8Tiles(c.R, c.C, outer_edge, T);
+  EXPECT_EQ(c.transpose ? g.tr : g.tc, T);
+  EXPECT_EQ(c.transpose ? g.tc : g.tr, outer_edge);
+  return g;
 }
 
 }  // namespace
@@ -125,7 +128,9 @@ TEST(Fp8Operand, CodesAndScalesAreTheCpusBitForBit) {
       }
     EXPECT_EQ(bad, 0);
     for (size_t s = 0; s < sc.size(); ++s) {
-      if (!used[s]) EXPECT_EQ(sc[s], 1.f) << "padding scale " << s;
+      if (!used[s]) {
+        EXPECT_EQ(sc[s], 1.f) << "padding scale " << s;
+      }
     }
   }
 }
