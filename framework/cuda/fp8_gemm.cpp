@@ -109,6 +109,11 @@ Plan& plan_for(const LtContext& lt, const Fp8ColMajorGemm& g, const float* D, co
   auto it = plans.find(key);
   if (it != plans.end()) return *it->second;
   auto p = std::make_unique<Plan>();
+  // The 1x128 / 128x128 block scales are Hopper's (cuBLAS 12.9+); sm_80 has no FP8 tensor cores and
+  // Blackwell's cuBLASLt takes other scale modes (MXFP8), so anything but sm_90 declines.
+  int major = 0;
+  MOE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, lt.device));
+  if (major != 9) return *plans.emplace(key, std::move(p)).first->second;
   // E4M3 x E4M3 -> f32 with f32 accumulation, no fast accumulation (block scaling requires the
   // scales to be applied per 128 K, which cuBLASLt does when FAST_ACCUM is off, its default).
   MOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -136,8 +141,9 @@ Plan& plan_for(const LtContext& lt, const Fp8ColMajorGemm& g, const float* D, co
   if (status == CUBLAS_STATUS_SUCCESS)
     status = cublasLtMatmulAlgoGetHeuristic(lt.handle, p->op, p->a, p->b, p->d, p->d, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
-  // NOT_SUPPORTED (an unsupported combination on this GPU or library) declines; other errors throw.
-  if (status != CUBLAS_STATUS_NOT_SUPPORTED) MOE_CUBLAS_CHECK(status);
+  // NOT_SUPPORTED / ARCH_MISMATCH (a combination this GPU or library lacks) decline; others throw.
+  const bool unsupported = status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_ARCH_MISMATCH;
+  if (!unsupported) MOE_CUBLAS_CHECK(status);
   p->ok = status == CUBLAS_STATUS_SUCCESS && found > 0;
   p->algo = result.algo;
   return *plans.emplace(key, std::move(p)).first->second;

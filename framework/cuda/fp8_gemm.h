@@ -33,7 +33,8 @@ struct Fp8Operand {
 // Quantises x[R,C] (row-major, device) into an operand whose stored rows are the rows of x
 // (transpose false: K = C) or its columns (K = R), in 128x128 blocks or 1x128 tiles of the stored
 // rows: the CPU's fp8_quantize of x in the matching tiles (128x1 when transposed), bit for bit.
-Fp8Operand fp8_operand(const float* x, int64_t R, int64_t C, bool transpose, bool blocks, cudaStream_t stream = nullptr);
+Fp8Operand fp8_operand(const float* x, int64_t R, int64_t C, bool transpose, bool blocks,
+                       cudaStream_t stream = nullptr);
 
 // The shape rule for the real FP8 GEMM: Mr and Nr multiples of 16 (K is padded to 128 with zero
 // codes, exact). Conservative: cuBLASLt's FP8 kernels want 16-byte aligned rows and leading

@@ -160,7 +160,9 @@ TEST(CudaFp8Gemm, EmulatedChainMatchesTheCpuEmulation) {
     SCOPED_TRACE(::testing::Message() << "M=" << M << " in=" << in << " out=" << out);
     const auto x = randn(size_t(M * in), 1, 2.f), W = randn(size_t(out * in), 2, 0.05f),
                dy = randn(size_t(M * out), 3, 1e-3f);
-    auto source = [&](LinearTensor t) { return t == LinearTensor::X ? x.data() : t == LinearTensor::W ? W.data() : dy.data(); };
+    auto source = [&](LinearTensor t) {
+      return t == LinearTensor::X ? x.data() : t == LinearTensor::W ? W.data() : dy.data();
+    };
     auto run = [&](LinearGemm kind, std::vector<float>& C, float beta) {
       const auto p = cuda::fp8_linear_plan(kind, M, in, out);
       const HostOperand X = host_operand(source(p.X.tensor), p.X), Y = host_operand(source(p.Y.tensor), p.Y);
