@@ -10,6 +10,7 @@
 
 #include "framework/cuda/allocator.h"
 #include "framework/cuda/check.h"
+#include "framework/cuda/lt_context.h"
 
 namespace moe::cuda {
 
@@ -182,6 +183,11 @@ void run(const ColMajorGemm& g, float alpha, float beta, void* C, DType ab_type,
 }
 
 }  // namespace
+
+LtContext lt_context() {
+  ThreadState& st = thread_state();
+  return {st.handle, st.workspace.get(), kWorkspaceBytes, st.device};
+}
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const void* A, int64_t lda,
           const void* B, int64_t ldb, float beta, void* C, int64_t ldc, DType ab_type, DType c_type,

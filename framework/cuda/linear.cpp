@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "framework/cuda/allocator.h"
+#include "framework/cuda/fp8_gemm.h"
 #include "framework/cuda/gemm.h"
 #include "framework/cuda/grouped_gemm.h"
 #include "framework/cuda/ops.h"
@@ -42,6 +43,21 @@ void wgrad_gemm(float* dW, const void* dy, const void* x, int64_t M, int64_t in,
   gemm(true, false, out, in, M, 1.f, dy, out, x, in, 1.f, dW, in, t, DType::F32, s);
 }
 
+// One GEMM of a linear layer as a real FP8 GEMM (fp8_gemm.h): its two operands quantised to E4M3
+// codes with the CPU's scales, then cuBLASLt's block-scaled matmul into C (row stride Nr). False,
+// with C untouched, when the shape rule or cuBLASLt declines it.
+bool fp8_linear_gemm(LinearGemm kind, float* C, float beta, const float* x, const float* W, const float* dy,
+                     int64_t M, int64_t in, int64_t out, cudaStream_t s) {
+  const Fp8LinearPlan p = fp8_linear_plan(kind, M, in, out);
+  if (!fp8_gemm_shape_ok(p.Mr, p.Nr)) return false;
+  auto operand = [&](const Fp8OperandSpec& o) {
+    const float* src = o.tensor == LinearTensor::X ? x : o.tensor == LinearTensor::W ? W : dy;
+    return fp8_operand(src, o.R, o.C, o.transpose, o.blocks, s);
+  };
+  const Fp8Operand X = operand(p.X), Y = operand(p.Y);
+  return fp8_gemm(C, p.Nr, X, Y, beta, s);
+}
+
 }  // namespace
 
 void linear_forward(float* y, const float* x, const float* W, int64_t M, int64_t in, int64_t out, bool accumulate,
@@ -55,9 +71,9 @@ void linear_forward(float* y, const float* x, const float* W, int64_t M, int64_t
       return forward_gemm(y, xb.get(), Wb.get(), M, in, out, accumulate, DType::BF16, s);
     }
     case Precision::FP8: {
-      // Here a real FP8 GEMM would go: E4M3 codes with the same 1x128 / 128x128 scales through
-      // cuBLASLt's block-scaled matmul (CUBLASLT_MATMUL_DESC_A/B_SCALE_MODE) instead of f32 GEMMs
-      // on de-quantised copies.
+      if (fp8_linear_gemm(LinearGemm::Forward, y, accumulate ? 1.f : 0.f, x, W, nullptr, M, in, out, s)) return;
+      // Fallback (fp8_gemm_shape_ok, or cuBLASLt declined): the same quantised values, de-quantised,
+      // through an f32 GEMM: the same result up to the order of the f32 accumulation.
       auto xq = fp8_copy(x, M, in, 1, kTile, s), Wq = fp8_copy(W, out, in, kTile, kTile, s);
       return forward_gemm(y, xq.get(), Wq.get(), M, in, out, accumulate, DType::F32, s);
     }
@@ -80,12 +96,13 @@ void linear_backward(float* dx, float* dW, const float* dy, const float* x, cons
     }
     case Precision::FP8:
       // dgrad reduces over out (dy 1x128 along out, W's 128x128 blocks), wgrad over the tokens
-      // (dy and x 128x1 along M), so dy is quantised once for each. Real FP8 GEMMs: see forward.
-      if (dx) {
+      // (dy and x 128x1 along M), so dy is quantised once for each. Each GEMM is a real FP8 GEMM
+      // where it qualifies, else the fake-quantised f32 fallback (see forward).
+      if (dx && !fp8_linear_gemm(LinearGemm::Dgrad, dx, accumulate_dx ? 1.f : 0.f, nullptr, W, dy, M, in, out, s)) {
         auto dyq = fp8_copy(dy, M, out, 1, kTile, s), Wq = fp8_copy(W, out, in, kTile, kTile, s);
         dgrad_gemm(dx, dyq.get(), Wq.get(), M, in, out, accumulate_dx, DType::F32, s);
       }
-      if (dW) {
+      if (dW && !fp8_linear_gemm(LinearGemm::Wgrad, dW, 1.f, x, nullptr, dy, M, in, out, s)) {
         auto dyq = fp8_copy(dy, M, out, kTile, 1, s), xq = fp8_copy(x, M, in, kTile, 1, s);
         wgrad_gemm(dW, dyq.get(), xq.get(), M, in, out, DType::F32, s);
       }

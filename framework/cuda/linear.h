@@ -5,8 +5,11 @@
 //   bf16  x, W, dy cast to bf16 storage (round to nearest even, as the CPU's round_bf16) and
 //         cuBLASLt bf16 x bf16 -> f32: products of bf16 values are exact in f32, so this is the CPU
 //         emulation up to the order of the f32 accumulation.
-//   fp8   DeepSeek-V3's fake quantisation, the same tiles and values as precision.cpp
-//         (cuda::fp8_quantize, bit for bit), then f32 GEMMs on the de-quantised values.
+//   fp8   DeepSeek-V3's recipe as real FP8 GEMMs (fp8_gemm.h): E4M3 codes and scales of the same
+//         tiles as precision.cpp (bit for bit) through cuBLASLt's block-scaled matmul, f32
+//         accumulation: the CPU emulation up to the order of the f32 accumulation. Shapes outside
+//         fp8_gemm_shape_ok (or that cuBLASLt declines) run the fake-quantised values
+//         (cuda::fp8_quantize) through f32 GEMMs instead: the same result to accumulation order.
 // Grouped: rows offsets[g]..offsets[g+1] of x go through W[g] ([out, in]); y assigned; groups
 // without rows are skipped. offsets, W and dW are host arrays (of device pointers).
 #pragma once
@@ -23,7 +26,8 @@ void linear_forward(float* y, const float* x, const float* W, int64_t M, int64_t
 void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W, int64_t M, int64_t in,
                      int64_t out, bool accumulate_dx, Precision p, cudaStream_t stream = nullptr);
 
-// fp32 and bf16: one grouped cuBLAS call per GEMM kind (grouped_gemm.h); fp8: the per-group loop.
+// fp32 and bf16: one grouped cuBLAS call per GEMM kind (grouped_gemm.h); fp8: the per-group loop
+// (each group's GEMMs real FP8 where its row count qualifies).
 void grouped_linear_forward(float* y, const float* x, const float* const* W, const int64_t* offsets, int64_t G,
                             int64_t in, int64_t out, Precision p, cudaStream_t stream = nullptr);
 void grouped_linear_backward(float* dx, float* const* dW, const float* dy, const float* x, const float* const* W,
