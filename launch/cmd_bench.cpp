@@ -105,6 +105,7 @@ int bench_train(int argc, char** argv) {
                         {"tokens_per_s", std::round(tps)},
                         {"step_ms", std::round(10000.0 * secs / steps) / 10.0},
                         {"gflops", std::round(10.0 * flops / 1e9) / 10.0},
+                        {"tflops", std::round(10.0 * flops / 1e12) / 10.0},  // as torch_ref.py prints it
                         {"state_mib_per_rank", std::round(fsdp.memory().shard_bytes / 1048576.0 * 10) / 10},
                         {"peak_rss_mib", std::round(peak_rss_mib())},
                         {"peak_device_mib", std::round(device_peak_mib(device))},
