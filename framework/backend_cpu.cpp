@@ -7,6 +7,8 @@
 
 #include "framework/backend.h"
 #include "framework/gemm.h"
+#include "framework/kernels/moves.h"
+#include "framework/launch.h"
 #include "framework/moe_ops.h"
 #include "framework/ops.h"
 #include "framework/profiler.h"
@@ -54,24 +56,18 @@ class CpuBackend final : public Backend {
       for (int64_t i = i0; i < i1; ++i) y[i] = a[i] + b[i];
     }, 1 << 14);
   }
+  // The single-source row moves (kernels/moves.h), a row per item.
   void copy_rows(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols,
                  int64_t src_repeat) override {
-    parallel_for(rows, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) std::memmove(dst + r * ld_dst, src + (r / src_repeat) * ld_src, cols * 4);
-    }, 64);
+    launch_elements(rows, 64, [&](int64_t r) {
+      for (int64_t c = 0; c < cols; ++c) kern::copy_rows_element(dst, ld_dst, src, ld_src, src_repeat, r, c);
+    });
   }
   void sum_row_groups(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols,
                       int64_t group) override {
-    parallel_for(rows, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        float* out = dst + r * ld_dst;
-        std::fill(out, out + cols, 0.f);
-        for (int64_t j = 0; j < group; ++j) {
-          const float* in = src + (r * group + j) * ld_src;
-          for (int64_t i = 0; i < cols; ++i) out[i] += in[i];
-        }
-      }
-    }, 64);
+    launch_elements(rows, 64, [&](int64_t r) {
+      for (int64_t c = 0; c < cols; ++c) kern::sum_row_groups_element(dst, ld_dst, src, ld_src, group, r, c);
+    });
   }
   double sum(const float* x, int64_t n) override {
     double s = 0;

@@ -5,6 +5,7 @@
 
 #include "framework/kernels/activation.h"
 #include "framework/kernels/cast.h"
+#include "framework/kernels/moves.h"
 #include "framework/kernels/norm.h"
 #include "framework/kernels/rope.h"
 #include "framework/kernels/softmax.h"
@@ -44,16 +45,13 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
 }
 
 void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t D) {
-  parallel_for(N, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t i = 0; i < D; ++i) out[r * D + i] = table[int64_t(ids[r]) * D + i];
-  }, 256);
+  launch_elements(N * D, 4096, [&](int64_t i) { kern::embedding_forward_element(out, ids, table, D, i); });
 }
 
 void embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t N, int64_t D) {
-  // Serial over rows: ids repeat, and a fixed order keeps the sum deterministic.
-  for (int64_t r = 0; r < N; ++r)
-    for (int64_t i = 0; i < D; ++i) dtable[int64_t(ids[r]) * D + i] += dout[r * D + i];
+  // A walker per column range (ids repeat): every element's additions in token order, on any thread.
+  parallel_for(D, [&](int64_t d0, int64_t d1) { kern::embedding_backward_columns(dtable, ids, dout, N, D, d0, d1); },
+               16);
 }
 
 void softmax_forward(float* y, float* lse, const float* x, int64_t N, int64_t V, bool causal, int64_t q0) {

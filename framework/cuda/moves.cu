@@ -42,7 +42,7 @@ void embedding_backward(float* dtable, const int32_t* ids, const float* dout, in
   // D threads, each walking all N tokens: adjacent threads read adjacent columns (coalesced).
   // Parallel over D only; a sort of the ids by value would add parallelism over the vocabulary.
   if (N <= 0) return;
-  launch_elements(D, [=] __device__(int64_t d) { kern::embedding_backward_column(dtable, ids, dout, N, D, d); },
+  launch_elements(D, [=] __device__(int64_t d) { kern::embedding_backward_columns(dtable, ids, dout, N, D, d, d + 1); },
                   stream);
 }
 

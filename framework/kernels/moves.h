@@ -29,12 +29,14 @@ MOE_HD inline void embedding_forward_element(float* out, const int32_t* ids, con
   out[i] = table[int64_t(ids[i / D]) * D + i % D];
 }
 
-// Column d of the embedding's gradient: dtable[ids[n], d] += dout[n, d] for n = 0 .. N-1 in order.
-// One walker per column owns every dtable[:, d], so repeated ids need no atomics and the sums run
-// in token order: the same float additions, in the same order, as the CPU's serial loop.
-MOE_HD inline void embedding_backward_column(float* dtable, const int32_t* ids, const float* dout, int64_t N, int64_t D,
-                                             int64_t d) {
-  for (int64_t n = 0; n < N; ++n) dtable[int64_t(ids[n]) * D + d] += dout[n * D + d];
+// Columns [d0, d1) of the embedding's gradient: dtable[ids[n], d] += dout[n, d] for n = 0 .. N-1
+// in order. One walker per column range owns every dtable[:, d0:d1], so repeated ids need no
+// atomics and each element's sum runs in token order, whatever the ranges (the GPU walks one
+// column per thread, the CPU a contiguous range per task, reading rows along memory).
+MOE_HD inline void embedding_backward_columns(float* dtable, const int32_t* ids, const float* dout, int64_t N,
+                                              int64_t D, int64_t d0, int64_t d1) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t d = d0; d < d1; ++d) dtable[int64_t(ids[n]) * D + d] += dout[n * D + d];
 }
 
 // Sum of x[begin, end) (or of its squares) in f64 over the lanes of a row policy (row.h): each

@@ -80,10 +80,17 @@ TEST(BackendKernels, EmbeddingForwardAndBackwardMatchTheSerialLoops) {
     for (int64_t d = 0; d < D; ++d) EXPECT_EQ(out[size_t(n * D + d)], table[size_t(ids[size_t(n)] * D + d)]);
 
   auto want = randn(size_t(V * D), 6), got = want;
-  for (int64_t n = 0; n < N; ++n)  // framework/ops.cpp's embedding_backward
+  for (int64_t n = 0; n < N; ++n)  // the plain serial loop over tokens
     for (int64_t d = 0; d < D; ++d) want[size_t(ids[size_t(n)] * D + d)] += dout[size_t(n * D + d)];
-  run_shuffled(D, [&](int64_t d) { kern::embedding_backward_column(got.data(), ids.data(), dout.data(), N, D, d); });
+  auto ranges = got;
+  run_shuffled(D, [&](int64_t d) { kern::embedding_backward_columns(got.data(), ids.data(), dout.data(), N, D, d, d + 1); });
   EXPECT_TRUE(same_bits(got, want));  // the same additions in the same order
+  // Uneven column ranges (the CPU's split), in any order: the same bits.
+  const int64_t cut = D / 3;
+  run_shuffled(2, [&](int64_t k) {
+    kern::embedding_backward_columns(ranges.data(), ids.data(), dout.data(), N, D, k ? cut : 0, k ? D : cut);
+  });
+  EXPECT_TRUE(same_bits(ranges, want));
 }
 
 TEST(BackendKernels, SumSpanF64UnderLanes) {
