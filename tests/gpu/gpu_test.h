@@ -11,6 +11,7 @@
 
 #include "framework/cuda/allocator.h"
 #include "framework/cuda/device.h"
+#include "tests/unit/test_random.h"
 
 namespace moe::gpu_test {
 
@@ -39,13 +40,7 @@ std::vector<T> to_host(const cuda::DeviceBuffer<T>& d) {
   return v;
 }
 
-inline std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+using test::randn;  // the unit tests' random inputs (tests/unit/test_random.h)
 
 // Normalised error (ggml's test-backend-ops style): max |got - want| / max(max |want|, floor) <= tol.
 inline void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol, const char* what,
