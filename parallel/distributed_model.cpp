@@ -10,7 +10,7 @@ DistributedModel::DistributedModel(const Comm& world, const Config& cfg, GroupFa
       dp_group(groups(mesh.dp_comm())),
       ep_group(groups(mesh.ep_comm())),
       model(cfg.model, ModelPlacement{mesh.ep(), mesh.ep_rank(), /*own_storage=*/false}),
-      fsdp(model, world, mesh, cfg.train, *world_group, *dp_group) {
+      fsdp(model, mesh, cfg.train, *world_group, *dp_group) {
   model.set_recompute(cfg.train.recompute);
   model.set_precision(parse_precision(cfg.train.precision));
   if (mesh.ep() > 1) {

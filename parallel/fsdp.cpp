@@ -10,9 +10,9 @@
 
 namespace moe {
 
-ShardedModel::ShardedModel(DeepSeekV3& model, const Comm& world, const DeviceMesh& mesh, const TrainConfig& t,
+ShardedModel::ShardedModel(DeepSeekV3& model, const DeviceMesh& mesh, const TrainConfig& t,
                            const CollectiveGroup& world_group, const CollectiveGroup& dp_group)
-    : model_(model), ps_(model.params()), world_(world), mesh_(mesh) {
+    : model_(model), ps_(model.params()), world_(world_group.comm()), mesh_(mesh) {
   MOE_CHECK(!ps_.params(), "FSDP needs a model built with ModelPlacement::own_storage = false");
   MOE_CHECK(model.placement().expert_parts == mesh.ep() && model.placement().local_part == mesh.ep_rank(),
             "model placement does not match the mesh");

@@ -49,10 +49,10 @@ struct ShardMemory {
 class ShardedModel : public UnitHooks {
  public:
   // Binds itself as the model's unit hooks. world_group (over the world) and dp_group (over
-  // mesh.dp_comm(): the ranks holding the same experts) run the collectives; they, world and mesh
-  // must outlive it.
-  ShardedModel(DeepSeekV3& model, const Comm& world, const DeviceMesh& mesh, const TrainConfig& t,
-               const CollectiveGroup& world_group, const CollectiveGroup& dp_group);
+  // mesh.dp_comm(): the ranks holding the same experts) run the collectives; they and mesh must
+  // outlive it.
+  ShardedModel(DeepSeekV3& model, const DeviceMesh& mesh, const TrainConfig& t, const CollectiveGroup& world_group,
+               const CollectiveGroup& dp_group);
   ~ShardedModel() override;
   ShardedModel(const ShardedModel&) = delete;
   ShardedModel& operator=(const ShardedModel&) = delete;
@@ -109,7 +109,7 @@ class ShardedModel : public UnitHooks {
 
   DeepSeekV3& model_;
   ParamStore& ps_;
-  const Comm& world_;
+  const Comm& world_;  // world_group's MPI Comm (host sums)
   const DeviceMesh& mesh_;
   std::vector<Shard> shards_;
   std::vector<int> shard_index_;  // by unit, -1 where this rank holds nothing
