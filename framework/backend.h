@@ -18,6 +18,7 @@
 
 #include "framework/attention.h"
 #include "framework/kernels/adamw.h"
+#include "framework/kernels/fp8_rows.h"
 #include "framework/kernels/router.h"
 #include "framework/precision.h"
 #include "framework/tensor.h"
@@ -93,6 +94,24 @@ class Backend {
   virtual void grouped_linear_backward(float* dx, float* const* dW, const float* dy, const float* x,
                                        const float* const* W, const int64_t* offsets, int64_t G, int64_t in,
                                        int64_t out, bool accumulate_dx, Precision p) = 0;
+
+  // ---- FP8 activations (train.precision fp8; framework/kernels/fp8_rows.h, framework/fp8_rows.h) ----
+  // Producers that also write their output's E4M3 rows q (q.rows x q.cols is the output's shape;
+  // q's codes and scales are device pointers), and the forward GEMMs that read them: the producer
+  // and linear_forward / grouped_linear_forward at Precision::FP8, bit for bit on the CPU.
+  virtual void quantize_rows(const kern::Fp8Rows& q, const float* x) = 0;
+  virtual void rmsnorm_forward_fp8(float* y, float* rstd, const kern::Fp8Rows& q, const float* x, const float* w,
+                                   float eps) = 0;
+  virtual void swiglu_forward_fp8(float* h, const kern::Fp8Rows& q, const float* g, const float* u) = 0;
+  // moe_permute of x and of its rows q into xs and qs (P = qs.rows, D = q.cols).
+  virtual void moe_permute_fp8(float* xs, const kern::Fp8Rows& qs, const float* x, const kern::Fp8Rows& q,
+                               const int32_t* slot_of, int64_t K) = 0;
+  // y[x.rows, out] (+)= x W^T, in = x.cols.
+  virtual void linear_forward_fp8(float* y, const kern::Fp8Rows& x, const float* W, int64_t out, bool accumulate) = 0;
+  // Rows offsets[g]..offsets[g+1] of x through W[g] (host offsets and pointer array, as
+  // grouped_linear_forward); y assigned.
+  virtual void grouped_linear_forward_fp8(float* y, const kern::Fp8Rows& x, const float* const* W,
+                                          const int64_t* offsets, int64_t G, int64_t out) = 0;
 
   // ---- causal attention core: o = softmax(scale q k^T, causal) v, lse[B, H, T] saved ----
   virtual void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v,

@@ -7,6 +7,7 @@
 
 #include "framework/backend.h"
 #include "framework/gemm.h"
+#include "framework/fp8_rows.h"
 #include "framework/kernels/moves.h"
 #include "framework/launch.h"
 #include "framework/moe_ops.h"
@@ -131,6 +132,28 @@ class CpuBackend final : public Backend {
     for_each_group(offsets, G, [&](int64_t g, int64_t r0, int64_t n) {
       moe::linear_backward(dx ? dx + r0 * in : nullptr, dW[g], dy + r0 * out, x + r0 * in, W[g], n, in, out,
                            accumulate_dx, p);
+    });
+  }
+
+  void quantize_rows(const kern::Fp8Rows& q, const float* x) override { moe::quantize_rows(q, x); }
+  void rmsnorm_forward_fp8(float* y, float* rstd, const kern::Fp8Rows& q, const float* x, const float* w,
+                           float eps) override {
+    moe::rmsnorm_forward_fp8(y, rstd, q, x, w, eps);
+  }
+  void swiglu_forward_fp8(float* h, const kern::Fp8Rows& q, const float* g, const float* u) override {
+    moe::swiglu_forward_fp8(h, q, g, u);
+  }
+  void moe_permute_fp8(float* xs, const kern::Fp8Rows& qs, const float* x, const kern::Fp8Rows& q,
+                       const int32_t* slot_of, int64_t K) override {
+    moe::moe_permute_fp8(xs, qs, x, q, slot_of, K);
+  }
+  void linear_forward_fp8(float* y, const kern::Fp8Rows& x, const float* W, int64_t out, bool accumulate) override {
+    moe::linear_forward_fp8(y, x, W, out, accumulate);
+  }
+  void grouped_linear_forward_fp8(float* y, const kern::Fp8Rows& x, const float* const* W, const int64_t* offsets,
+                                  int64_t G, int64_t out) override {
+    for_each_group(offsets, G, [&](int64_t g, int64_t r0, int64_t n) {
+      moe::linear_forward_fp8(y + r0 * out, x.slice(r0, n), W[g], out, false);
     });
   }
 

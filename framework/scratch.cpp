@@ -77,12 +77,19 @@ ScratchScope::~ScratchScope() {
   if (--a.depth == 0) a.coalesce();
 }
 
-Tensor scratch(const Shape& shape) {
+Tensor scratch(const Shape& shape) { return scratch(shape, DType::F32); }
+
+Tensor scratch(const Shape& shape, DType dtype) {
   MOE_CHECK(arena().depth > 0, "scratch() needs an open ScratchScope");
   // On a device the backend's (caching) allocator plays the arena's part.
-  if (compute().device() != Device::CPU) return Tensor::empty(shape, DType::F32, compute().device());
-  return Tensor::borrow(arena().take(size_t(shape_numel(shape)) * sizeof(float)), shape);
+  if (compute().device() != Device::CPU) return Tensor::empty(shape, dtype, compute().device());
+  return Tensor::borrow(arena().take(size_t(shape_numel(shape) * dtype_size(dtype))), shape, dtype);
 }
+
+ScratchFp8Rows::ScratchFp8Rows(int64_t rows, int64_t cols)
+    : codes_(scratch({rows, kern::Fp8Rows::ld_of(cols)}, DType::F8E4M3)),
+      scales_(scratch({rows, kern::Fp8Rows::tiles_of(cols)}, DType::F32)),
+      rows_{codes_.data<uint8_t>(), scales_.f32(), rows, cols} {}
 
 float* scratch_floats(int64_t n) {
   MOE_CHECK(arena().depth > 0, "scratch_floats() needs an open ScratchScope");

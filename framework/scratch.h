@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "framework/kernels/fp8_rows.h"
 #include "framework/tensor.h"
 
 namespace moe {
@@ -25,6 +26,20 @@ class ScratchScope {
 // An uninitialised f32 tensor from the calling thread's arena (needs an open ScratchScope); on the
 // device of the compute backend (framework/backend.h), so model code gets device scratch on a GPU.
 Tensor scratch(const Shape& shape);
+// The same for any element type.
+Tensor scratch(const Shape& shape, DType dtype);
+
+// E4M3 rows (kernels/fp8_rows.h) of a rows x cols activation, their codes and scales in scratch.
+class ScratchFp8Rows {
+ public:
+  ScratchFp8Rows(int64_t rows, int64_t cols);
+  const kern::Fp8Rows& get() const { return rows_; }
+
+ private:
+  Tensor codes_, scales_;
+  kern::Fp8Rows rows_;
+};
+
 // Raw floats from the same arena, for per-thread buffers inside parallel_for bodies.
 float* scratch_floats(int64_t n);
 // Bytes the calling thread's arena holds (for tests and memory reports).

@@ -35,26 +35,33 @@ void MLA::init(ParamStore& ps, const std::string& prefix, const ModelConfig& c) 
 }
 
 void MLA::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, const RopeTables& rt,
-                  MLAActs& a) const {
+                  MLAActs& a, const Fp8Rows* xq) const {
   const int64_t N = B * T, d = nope + rope, e = nope + vdim, C = kv_lora + rope;
+  const bool fp8 = kv_b_proj.prec == Precision::FP8;
+  ScratchScope scope;
   // Queries.
   a.q_NHd.ensure({N, H, d});
   if (q_lora > 0) {
     a.qa_NQ.ensure({N, q_lora});
     a.qa_norm_NQ.ensure({N, q_lora});
     a.qa_rstd_N.ensure({N});
-    q_a_proj.forward(ps, a.qa_NQ.f32(), x, N);
-    q_a_layernorm.forward(ps, a.qa_norm_NQ.f32(), a.qa_rstd_N.f32(), a.qa_NQ.f32(), N);
-    q_b_proj.forward(ps, a.q_NHd.f32(), a.qa_norm_NQ.f32(), N);
+    q_a_proj.forward(ps, a.qa_NQ.f32(), x, N, false, xq);
+    if (fp8) {
+      const ScratchFp8Rows qaq(N, q_lora);
+      q_a_layernorm.forward(ps, a.qa_norm_NQ.f32(), a.qa_rstd_N.f32(), a.qa_NQ.f32(), N, &qaq.get());
+      q_b_proj.forward(ps, a.q_NHd.f32(), a.qa_norm_NQ.f32(), N, false, &qaq.get());
+    } else {
+      q_a_layernorm.forward(ps, a.qa_norm_NQ.f32(), a.qa_rstd_N.f32(), a.qa_NQ.f32(), N);
+      q_b_proj.forward(ps, a.q_NHd.f32(), a.qa_norm_NQ.f32(), N);
+    }
   } else {
-    q_proj.forward(ps, a.q_NHd.f32(), x, N);
+    q_proj.forward(ps, a.q_NHd.f32(), x, N, false, xq);
   }
   compute().rope_apply(a.q_NHd.f32() + nope, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, H, H * d, d, int(rope), false);
 
   // Compressed keys/values: [kv_c | k_pe].
-  ScratchScope scope;
   Tensor ckv = scratch({N, C});
-  kv_a_proj_with_mqa.forward(ps, ckv.f32(), x, N);
+  kv_a_proj_with_mqa.forward(ps, ckv.f32(), x, N, false, xq);
   a.kv_c_NL.ensure({N, kv_lora});
   a.kv_norm_NL.ensure({N, kv_lora});
   a.kv_rstd_N.ensure({N});
@@ -63,9 +70,15 @@ void MLA::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int
   float* kv_c = a.kv_c_NL.f32();
   compute().copy_rows(kv_c, kv_lora, c, C, N, kv_lora);
   compute().rope_apply(ckv.f32() + kv_lora, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, 1, C, 0, int(rope), false);
-  kv_a_layernorm.forward(ps, a.kv_norm_NL.f32(), a.kv_rstd_N.f32(), kv_c, N);
   a.kvb_NHe.ensure({N, H, e});
-  kv_b_proj.forward(ps, a.kvb_NHe.f32(), a.kv_norm_NL.f32(), N);
+  if (fp8) {
+    const ScratchFp8Rows kvq(N, kv_lora);
+    kv_a_layernorm.forward(ps, a.kv_norm_NL.f32(), a.kv_rstd_N.f32(), kv_c, N, &kvq.get());
+    kv_b_proj.forward(ps, a.kvb_NHe.f32(), a.kv_norm_NL.f32(), N, false, &kvq.get());
+  } else {
+    kv_a_layernorm.forward(ps, a.kv_norm_NL.f32(), a.kv_rstd_N.f32(), kv_c, N);
+    kv_b_proj.forward(ps, a.kvb_NHe.f32(), a.kv_norm_NL.f32(), N);
+  }
 
   // Keys: per head [k_nope | shared k_pe] (the one k_pe row of a token repeated for its H heads).
   float* k = a.k_NHd.f32();

@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "framework/backend.h"
 #include "framework/scratch.h"
@@ -31,15 +32,22 @@ void Block::forward(const ParamStore& ps, float* y, const float* x, int64_t B, i
   a.ln1_ND.ensure({N, D}); a.ln1_rstd_N.ensure({N});
   a.attn_out_ND.ensure({N, D}); a.h_ND.ensure({N, D});
   a.ln2_ND.ensure({N, D}); a.ln2_rstd_N.ensure({N});
-  input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, N);
-  self_attn.forward(ps, a.attn_out_ND.f32(), a.ln1_ND.f32(), B, T, rt, a.attn);
+  // At fp8 both norms also write their outputs' E4M3 rows, which every fp8 projection reading them
+  // uses (the router and the f32 activations kept for backward read the f32 outputs).
+  ScratchScope scope;
+  std::optional<ScratchFp8Rows> q1, q2;
+  if (self_attn.o_proj.prec == Precision::FP8) q1.emplace(N, D), q2.emplace(N, D);
+  const Fp8Rows* ln1q = q1 ? &q1->get() : nullptr;
+  const Fp8Rows* ln2q = q2 ? &q2->get() : nullptr;
+  input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, N, ln1q);
+  self_attn.forward(ps, a.attn_out_ND.f32(), a.ln1_ND.f32(), B, T, rt, a.attn, ln1q);
   float* h = a.h_ND.f32();
   compute().add(h, x, a.attn_out_ND.f32(), N * D);
-  post_attention_layernorm.forward(ps, a.ln2_ND.f32(), a.ln2_rstd_N.f32(), h, N);
+  post_attention_layernorm.forward(ps, a.ln2_ND.f32(), a.ln2_rstd_N.f32(), h, N, ln2q);
   if (is_moe)
-    moe.forward(ps, y, a.ln2_ND.f32(), B, T, a.moe, load_E);
+    moe.forward(ps, y, a.ln2_ND.f32(), B, T, a.moe, load_E, ln2q);
   else
-    mlp.forward(ps, y, a.ln2_ND.f32(), N, a.mlp);
+    mlp.forward(ps, y, a.ln2_ND.f32(), N, a.mlp, false, ln2q);
   compute().add(y, y, h, N * D);
 }
 

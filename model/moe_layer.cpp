@@ -1,5 +1,7 @@
 #include "model/moe_layer.h"
 
+#include <optional>
+
 #include "framework/backend.h"
 #include "framework/profiler.h"
 #include "framework/scratch.h"
@@ -41,7 +43,7 @@ std::vector<float*> MoELayer::expert_weights(const ParamStore& ps, Linear SwiGLU
 // local_begin + j): y = expert(x) per row, each projection one grouped GEMM over all experts.
 // Activations for backward go to a.experts.
 void MoELayer::run_experts(const ParamStore& ps, const std::vector<int64_t>& offsets, const float* x, float* y,
-                           MoEActs& a) const {
+                           MoEActs& a, const Fp8Rows* xq) const {
   MOE_PHASE("experts");
   const int64_t rows = offsets.back(), G = local_count;
   const Precision p = experts[local_begin].gate_proj.prec;
@@ -51,10 +53,27 @@ void MoELayer::run_experts(const ParamStore& ps, const std::vector<int64_t>& off
   Backend& c = compute();
   auto Wg = expert_weights(ps, &SwiGLUMLP::gate_proj, false), Wu = expert_weights(ps, &SwiGLUMLP::up_proj, false),
        Wd = expert_weights(ps, &SwiGLUMLP::down_proj, false);
-  c.grouped_linear_forward(a.experts.gate_NI.f32(), x, Wg.data(), offsets.data(), G, D, I, p);
-  c.grouped_linear_forward(a.experts.up_NI.f32(), x, Wu.data(), offsets.data(), G, D, I, p);
-  c.swiglu_forward(a.experts.h_NI.f32(), a.experts.gate_NI.f32(), a.experts.up_NI.f32(), rows * I);
-  c.grouped_linear_forward(y, a.experts.h_NI.f32(), Wd.data(), offsets.data(), G, I, D, p);
+  float *gate = a.experts.gate_NI.f32(), *up = a.experts.up_NI.f32(), *h = a.experts.h_NI.f32();
+  if (p != Precision::FP8) {
+    c.grouped_linear_forward(gate, x, Wg.data(), offsets.data(), G, D, I, p);
+    c.grouped_linear_forward(up, x, Wu.data(), offsets.data(), G, D, I, p);
+    c.swiglu_forward(h, gate, up, rows * I);
+    return c.grouped_linear_forward(y, h, Wd.data(), offsets.data(), G, I, D, p);
+  }
+  // fp8: the GEMMs read E4M3 rows: x's from the permute (or, without them, quantised here: rows
+  // that came through the expert exchange) and h's from SwiGLU.
+  ScratchScope scope;
+  std::optional<ScratchFp8Rows> own;
+  if (!xq) {
+    own.emplace(rows, D);
+    c.quantize_rows(own->get(), x);
+    xq = &own->get();
+  }
+  c.grouped_linear_forward_fp8(gate, *xq, Wg.data(), offsets.data(), G, I);
+  c.grouped_linear_forward_fp8(up, *xq, Wu.data(), offsets.data(), G, I);
+  const ScratchFp8Rows hq(rows, I);
+  c.swiglu_forward_fp8(h, hq.get(), gate, up);
+  c.grouped_linear_forward_fp8(y, hq.get(), Wd.data(), offsets.data(), G, D);
 }
 
 // dx (assigned) from dy over the same rows; the experts' parameter gradients accumulate
@@ -111,7 +130,7 @@ void MoELayer::move_blocks(const MoEActs& a, float* dst, const float* src, bool 
 }
 
 void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, MoEActs& a,
-                       float* load_E) const {
+                       float* load_E, const Fp8Rows* xq) const {
   MOE_PHASE("moe_routing");  // router, dispatch and combine; the experts' own work is "experts"
   const int64_t N = B * T, P = N * K;
   gate.forward(ps, x, B, T, a.router);
@@ -129,12 +148,21 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
     for (int64_t e = 0; e < E; ++e) load_E[e] += float(a.offsets[e + 1] - a.offsets[e]);
   a.xs_PD.ensure({P, D});
   float* xs = a.xs_PD.f32();
-  compute().moe_permute(xs, x, a.slot_of.data<int32_t>(), P, K, D);
+  // x's E4M3 rows travel with x when the experts are local (1x128 tiles lie inside a row, so
+  // moving rows moves their codes and scales unchanged).
+  ScratchScope fp8_scope;
+  std::optional<ScratchFp8Rows> xsq;
+  if (xq && !exchange) {
+    xsq.emplace(P, D);
+    compute().moe_permute_fp8(xs, xsq->get(), x, *xq, a.slot_of.data<int32_t>(), K);
+  } else {
+    compute().moe_permute(xs, x, a.slot_of.data<int32_t>(), P, K, D);
+  }
 
   a.ys_PD.ensure({P, D});
   if (!exchange) {
     MOE_CHECK(local_count == E, "experts split into parts but no expert exchange to reach them");
-    run_experts(ps, a.offsets, xs, a.ys_PD.f32(), a);
+    run_experts(ps, a.offsets, xs, a.ys_PD.f32(), a, xsq ? &xsq->get() : nullptr);
   } else {
     ScratchScope scope;
     std::vector<int64_t> counts(static_cast<size_t>(E));
@@ -151,7 +179,7 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
     }
     a.xl_RD.ensure({R, D});
     move_blocks(a, a.xl_RD.f32(), xr.f32(), /*to_local=*/true);
-    run_experts(ps, a.local_offsets, a.xl_RD.f32(), yl.f32(), a);
+    run_experts(ps, a.local_offsets, a.xl_RD.f32(), yl.f32(), a, nullptr);
     move_blocks(a, xr.f32(), yl.f32(), /*to_local=*/false);  // xr is free again: the outputs go there
     MOE_PHASE("expert_dispatch");
     exchange->combine(a.plan, xr.f32(), a.ys_PD.f32(), D);
@@ -160,7 +188,7 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
   // Combine: y = shared(x) + sum_k w * ys.
   if (has_shared) {
     MOE_PHASE("experts");
-    shared_experts.forward(ps, y, x, N, a.shared);
+    shared_experts.forward(ps, y, x, N, a.shared, false, xq);
   }
   compute().moe_unpermute(y, a.ys_PD.f32(), a.pos_of.data<int32_t>(), a.router.weights_NK.f32(), N, K, D,
                           /*accumulate=*/has_shared);

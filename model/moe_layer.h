@@ -49,8 +49,10 @@ struct MoELayer {
   // Registers the router and shared experts in the current unit, then the routed experts in
   // `placement.expert_parts` units of their own.
   void init(ParamStore& ps, const std::string& prefix, const ModelConfig& c, const ModelPlacement& placement);
-  // y[N,D] = moe(x[N,D]); expert loads are added to load_E when not null.
-  void forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, MoEActs& a, float* load_E) const;
+  // y[N,D] = moe(x[N,D]); expert loads are added to load_E when not null. xq: x's E4M3 rows
+  // (Linear::forward), read by the shared experts and, permuted with x, by the local routed experts.
+  void forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, MoEActs& a, float* load_E,
+               const Fp8Rows* xq = nullptr) const;
   // dx[N,D] (assigned) ; loss_scale scales the router's auxiliary-loss gradients.
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T, MoEActs& a,
                 float loss_scale) const;
@@ -62,7 +64,7 @@ struct MoELayer {
 
  private:
   void run_experts(const ParamStore& ps, const std::vector<int64_t>& offsets, const float* x, float* y,
-                   MoEActs& a) const;
+                   MoEActs& a, const Fp8Rows* xq) const;
   void run_experts_backward(const ParamStore& ps, const std::vector<int64_t>& offsets, const float* dy, float* dx,
                             const float* x, MoEActs& a) const;
   std::vector<float*> expert_weights(const ParamStore& ps, Linear SwiGLUMLP::*proj, bool grad) const;

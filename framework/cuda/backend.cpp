@@ -102,6 +102,25 @@ class CudaBackend final : public Backend {
                               int64_t in, int64_t out, Precision p) override {
     cuda::grouped_linear_forward(y, x, W, offsets, G, in, out, p);
   }
+  void quantize_rows(const kern::Fp8Rows& q, const float* x) override { cuda::quantize_rows(q, x); }
+  void rmsnorm_forward_fp8(float* y, float* rstd, const kern::Fp8Rows& q, const float* x, const float* w,
+                           float eps) override {
+    cuda::rmsnorm_forward_fp8(y, rstd, q, x, w, eps);
+  }
+  void swiglu_forward_fp8(float* h, const kern::Fp8Rows& q, const float* g, const float* u) override {
+    cuda::swiglu_forward_fp8(h, q, g, u);
+  }
+  void moe_permute_fp8(float* xs, const kern::Fp8Rows& qs, const float* x, const kern::Fp8Rows& q,
+                       const int32_t* slot_of, int64_t K) override {
+    cuda::moe_permute_fp8(xs, qs, x, q, slot_of, K);
+  }
+  void linear_forward_fp8(float* y, const kern::Fp8Rows& x, const float* W, int64_t out, bool accumulate) override {
+    cuda::linear_forward_fp8(y, x, W, out, accumulate);
+  }
+  void grouped_linear_forward_fp8(float* y, const kern::Fp8Rows& x, const float* const* W, const int64_t* offsets,
+                                  int64_t G, int64_t out) override {
+    cuda::grouped_linear_forward_fp8(y, x, W, offsets, G, out);
+  }
   void grouped_linear_backward(float* dx, float* const* dW, const float* dy, const float* x, const float* const* W,
                                const int64_t* offsets, int64_t G, int64_t in, int64_t out, bool accumulate_dx,
                                Precision p) override {

@@ -79,8 +79,9 @@ struct Plan {
   }
 };
 
-// device, m, n, k, lda, ldb, ldd, scale modes, alignment of D.
-using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, uint32_t>;
+// device, m, n, k, lda, ldb, ldd, scale modes, alignments of A, B and D.
+using PlanKey =
+    std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, uint32_t, uint32_t, uint32_t>;
 
 uint32_t alignment(const void* p) {
   const auto a = reinterpret_cast<uintptr_t>(p);
@@ -101,11 +102,11 @@ void set_scales(cublasLtMatmulDesc_t op, const float* a_scales, const float* b_s
   MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &pb, sizeof(pb)));
 }
 
-Plan& plan_for(const LtContext& lt, const Fp8ColMajorGemm& g, const float* D, const float* a_scales,
-               const float* b_scales) {
+Plan& plan_for(const LtContext& lt, const Fp8ColMajorGemm& g, const void* A, const void* B, const float* D,
+               const float* a_scales, const float* b_scales) {
   thread_local std::map<PlanKey, std::unique_ptr<Plan>> plans;
-  const uint32_t al_d = alignment(D);
-  const PlanKey key{lt.device, g.m, g.n, g.k, g.lda, g.ldb, g.ldd, g.a_blocks, g.b_blocks, al_d};
+  const uint32_t al_a = alignment(A), al_b = alignment(B), al_d = alignment(D);
+  const PlanKey key{lt.device, g.m, g.n, g.k, g.lda, g.ldb, g.ldd, g.a_blocks, g.b_blocks, al_a, al_b, al_d};
   auto it = plans.find(key);
   if (it != plans.end()) return *it->second;
   auto p = std::make_unique<Plan>();
@@ -133,9 +134,15 @@ Plan& plan_for(const LtContext& lt, const Fp8ColMajorGemm& g, const float* D, co
   const uint64_t ws = lt.workspace_bytes;
   cublasStatus_t status =
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-  // Codes and scales are whole allocations (256-byte aligned); D may be a sub-matrix.
-  for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
-    if (status == CUBLAS_STATUS_SUCCESS) status = cublasLtMatmulPreferenceSetAttribute(pref, attr, &al_d, sizeof(al_d));
+  // Codes may be rows inside an activation's codes (128-byte aligned), D a sub-matrix: the
+  // algorithm must accept the pointers' real alignments.
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> aligns[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, al_a},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, al_b},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, al_d},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, al_d}};
+  for (const auto& [attr, al] : aligns)
+    if (status == CUBLAS_STATUS_SUCCESS) status = cublasLtMatmulPreferenceSetAttribute(pref, attr, &al, sizeof(al));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   if (status == CUBLAS_STATUS_SUCCESS)
@@ -151,7 +158,8 @@ Plan& plan_for(const LtContext& lt, const Fp8ColMajorGemm& g, const float* D, co
 
 }  // namespace
 
-bool fp8_gemm(float* C, int64_t ldc, const Fp8Operand& X, const Fp8Operand& Y, float beta, cudaStream_t stream) {
+bool fp8_gemm(float* C, int64_t ldc, const Fp8OperandRef& X, const Fp8OperandRef& Y, float beta,
+              cudaStream_t stream) {
   if (!fp8_gemm_shape_ok(X.layout.outer, Y.layout.outer) || ldc < Y.layout.outer) {
     ++g_declined;
     return false;
@@ -159,14 +167,14 @@ bool fp8_gemm(float* C, int64_t ldc, const Fp8Operand& X, const Fp8Operand& Y, f
   const Fp8ColMajorGemm g = fp8_to_col_major(X.layout, Y.layout, ldc);
   const LtContext lt = lt_context();
   // A = Y, B = X (fp8_to_col_major).
-  Plan& p = plan_for(lt, g, C, Y.scales.get(), X.scales.get());
+  Plan& p = plan_for(lt, g, Y.codes, X.codes, C, Y.scales, X.scales);
   if (!p.ok) {
     ++g_declined;
     return false;
   }
-  set_scales(p.op, Y.scales.get(), X.scales.get());
+  set_scales(p.op, Y.scales, X.scales);
   const float alpha = 1.f;
-  MOE_CUBLAS_CHECK(cublasLtMatmul(lt.handle, p.op, &alpha, Y.codes.get(), p.a, X.codes.get(), p.b, &beta, C, p.d, C,
+  MOE_CUBLAS_CHECK(cublasLtMatmul(lt.handle, p.op, &alpha, Y.codes, p.a, X.codes, p.b, &beta, C, p.d, C,
                                   p.d, &p.algo, lt.workspace, lt.workspace_bytes, stream));
   ++g_ran;
   return true;

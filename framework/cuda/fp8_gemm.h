@@ -20,15 +20,31 @@
 
 #include "framework/cuda/allocator.h"
 #include "framework/kernels/fp8_operand.h"
+#include "framework/kernels/fp8_rows.h"
 
 namespace moe::cuda {
 
-// An E4M3 operand on the device: layout, codes [outer, ld], scales [scale_rows, scale_ld].
+// An E4M3 operand on the device: layout, codes [outer, ld], scales [scale_rows, scale_ld]. The
+// codes may sit inside a larger allocation (rows of an activation's Fp8Rows); scales are its own.
+struct Fp8OperandRef {
+  kern::Fp8OperandLayout layout;
+  const uint8_t* codes = nullptr;
+  const float* scales = nullptr;
+};
+// An operand owning its codes and scales.
 struct Fp8Operand {
   kern::Fp8OperandLayout layout;
   DeviceBuffer<uint8_t> codes;
   DeviceBuffer<float> scales;
+  operator Fp8OperandRef() const { return {layout, codes.get(), scales.get()}; }
 };
+// Rows of an activation quantised by its producer (kernels/fp8_rows.h) as a GEMM operand: the codes
+// read in place, the scales rearranged into the VEC128 layout (one float per 128 codes).
+struct Fp8RowsOperand {
+  Fp8OperandRef ref;
+  DeviceBuffer<float> scales;
+};
+Fp8RowsOperand fp8_rows_operand(const kern::Fp8Rows& q, cudaStream_t stream = nullptr);
 
 // Quantises x[R,C] (row-major, device) into an operand whose stored rows are the rows of x
 // (transpose false: K = C) or its columns (K = R), in 128x128 blocks or 1x128 tiles of the stored
@@ -45,7 +61,7 @@ bool fp8_gemm_shape_ok(int64_t Mr, int64_t Nr);
 // C[Mr, Nr] = X Y^T + beta C, ldc the row stride of C (f32, device). X and Y have the same K.
 // Returns false, writing nothing, when the shape rule fails or cuBLASLt offers no algorithm for the
 // problem (the caller falls back); cuBLASLt errors throw.
-bool fp8_gemm(float* C, int64_t ldc, const Fp8Operand& X, const Fp8Operand& Y, float beta,
+bool fp8_gemm(float* C, int64_t ldc, const Fp8OperandRef& X, const Fp8OperandRef& Y, float beta,
               cudaStream_t stream = nullptr);
 
 // How many fp8_gemm calls ran on cuBLASLt and how many returned false, since the start (per

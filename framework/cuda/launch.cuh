@@ -41,6 +41,9 @@ class BlockRow {
   __device__ float max(float v) {
     return reduce(v, [](float a, float b) { return fmaxf(a, b); });
   }
+  __device__ uint32_t max_bits(uint32_t v) {
+    return reduce(v, [](uint32_t a, uint32_t b) { return a > b ? a : b; });
+  }
   template <class T>
   __device__ T exclusive_scan(T v, T* total) {
     T* buf = static_cast<T*>(red_);

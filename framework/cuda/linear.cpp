@@ -43,19 +43,76 @@ void wgrad_gemm(float* dW, const void* dy, const void* x, int64_t M, int64_t in,
   gemm(true, false, out, in, M, 1.f, dy, out, x, in, 1.f, dW, in, t, DType::F32, s);
 }
 
-// One GEMM of a linear layer as a real FP8 GEMM (fp8_gemm.h): its two operands quantised to E4M3
-// codes with the CPU's scales, then cuBLASLt's block-scaled matmul into C (row stride Nr). False,
-// with C untouched, when the shape rule or cuBLASLt declines it.
-bool fp8_linear_gemm(LinearGemm kind, float* C, float beta, const float* x, const float* W, const float* dy,
-                     int64_t M, int64_t in, int64_t out, cudaStream_t s) {
-  const Fp8LinearPlan p = fp8_linear_plan(kind, M, in, out);
+// wgrad as a real FP8 GEMM (fp8_gemm.h): dy^T and x^T quantised along the tokens (transposed
+// copies), then cuBLASLt's block-scaled matmul into dW. False, with dW untouched, when the shape
+// rule or cuBLASLt declines it.
+bool fp8_wgrad_gemm(float* dW, const float* x, const float* dy, int64_t M, int64_t in, int64_t out, cudaStream_t s) {
+  const Fp8LinearPlan p = fp8_linear_plan(LinearGemm::Wgrad, M, in, out);
   if (!fp8_gemm_shape_ok(p.Mr, p.Nr)) return false;
-  auto operand = [&](const Fp8OperandSpec& o) {
-    const float* src = o.tensor == LinearTensor::X ? x : o.tensor == LinearTensor::W ? W : dy;
-    return fp8_operand(src, o.R, o.C, o.transpose, o.blocks, s);
-  };
-  const Fp8Operand X = operand(p.X), Y = operand(p.Y);
-  return fp8_gemm(C, p.Nr, X, Y, beta, s);
+  const Fp8Operand X = fp8_operand(dy, p.X.R, p.X.C, p.X.transpose, p.X.blocks, s),
+                   Y = fp8_operand(x, p.Y.R, p.Y.C, p.Y.transpose, p.Y.blocks, s);
+  return fp8_gemm(dW, p.Nr, X, Y, 1.f, s);
+}
+
+// E4M3 rows in device memory.
+struct DeviceRows {
+  DeviceBuffer<uint8_t> codes;
+  DeviceBuffer<float> scales;
+  kern::Fp8Rows rows;
+  DeviceRows(int64_t n, int64_t cols)
+      : codes(n * kern::Fp8Rows::ld_of(cols)), scales(n * kern::Fp8Rows::tiles_of(cols)),
+        rows{codes.get(), scales.get(), n, cols} {}
+};
+
+constexpr int64_t kFp8RowQuantum = 16;  // fp8_gemm_shape_ok's row multiple
+
+// C[X.rows, Nr] = X Y^T (+ C when accumulate; row stride Nr) as FP8 GEMMs over X's codes in place:
+// the rows up to the last multiple of 16 in one GEMM, the rest (fewer than 16: an expert's group
+// rarely has a multiple of 16 rows) through a 16-row copy whose extra rows are zero codes, into a
+// scratch output copied or added into C. Returns how many rows from the first were computed: 0 (C
+// untouched), the body's, or all, as cuBLASLt accepts the shapes; the caller does the rest.
+int64_t fp8_gemm_rows(float* C, const kern::Fp8Rows& X, const Fp8OperandRef& Y, bool accumulate, cudaStream_t s) {
+  const int64_t Nr = Y.layout.outer, body = X.rows / kFp8RowQuantum * kFp8RowQuantum, tail = X.rows - body;
+  if (body > 0 && !fp8_gemm(C, Nr, fp8_rows_operand(X.slice(0, body), s).ref, Y, accumulate ? 1.f : 0.f, s)) return 0;
+  if (tail == 0) return body;
+  DeviceRows pad(kFp8RowQuantum, X.cols);
+  pad.codes.zero(s);
+  pad.scales.zero(s);
+  const kern::Fp8Rows t = X.slice(body, tail);
+  MOE_CUDA_CHECK(cudaMemcpyAsync(pad.codes.get(), t.codes, size_t(tail * t.ld()), cudaMemcpyDeviceToDevice, s));
+  MOE_CUDA_CHECK(
+      cudaMemcpyAsync(pad.scales.get(), t.scales, size_t(tail * t.tiles()) * 4, cudaMemcpyDeviceToDevice, s));
+  DeviceBuffer<float> out(kFp8RowQuantum * Nr);
+  if (!fp8_gemm(out.get(), Nr, fp8_rows_operand(pad.rows, s).ref, Y, 0.f, s)) return body;
+  float* c = C + body * Nr;
+  if (accumulate)
+    add(c, c, out.get(), tail * Nr, s);
+  else
+    MOE_CUDA_CHECK(cudaMemcpyAsync(c, out.get(), size_t(tail * Nr) * 4, cudaMemcpyDeviceToDevice, s));
+  return X.rows;
+}
+
+// forward C[M, out] = X W^T (X [M, in]) or dgrad C[M, in] = X W (X = dy's rows [M, out]) at fp8:
+// FP8 GEMMs over X's rows with W's 128x128 blocks (transposed for dgrad), and the rows they did not
+// take through the de-quantised codes and the fake-quantised W in an f32 GEMM (the same values, to
+// the order of the f32 accumulation).
+void fp8_rows_times_w(float* C, const kern::Fp8Rows& X, const float* W, bool dgrad, int64_t in, int64_t out,
+                      bool accumulate, cudaStream_t s) {
+  const int64_t Nr = dgrad ? in : out;
+  int64_t done = 0;
+  if (fp8_gemm_shape_ok(kFp8RowQuantum, Nr)) {
+    const Fp8Operand Y = fp8_operand(W, out, in, /*transpose=*/dgrad, /*blocks=*/true, s);
+    done = fp8_gemm_rows(C, X, Y, accumulate, s);
+  }
+  if (done == X.rows) return;
+  const kern::Fp8Rows rest = X.slice(done, X.rows - done);
+  DeviceBuffer<float> xq(rest.rows * rest.cols);
+  dequantize_rows(xq.get(), rest, s);
+  auto Wq = fp8_copy(W, out, in, kTile, kTile, s);
+  if (dgrad)
+    dgrad_gemm(C + done * in, xq.get(), Wq.get(), rest.rows, in, out, accumulate, DType::F32, s);
+  else
+    forward_gemm(C + done * out, xq.get(), Wq.get(), rest.rows, in, out, accumulate, DType::F32, s);
 }
 
 }  // namespace
@@ -71,11 +128,10 @@ void linear_forward(float* y, const float* x, const float* W, int64_t M, int64_t
       return forward_gemm(y, xb.get(), Wb.get(), M, in, out, accumulate, DType::BF16, s);
     }
     case Precision::FP8: {
-      if (fp8_linear_gemm(LinearGemm::Forward, y, accumulate ? 1.f : 0.f, x, W, nullptr, M, in, out, s)) return;
-      // Fallback (fp8_gemm_shape_ok, or cuBLASLt declined): the same quantised values, de-quantised,
-      // through an f32 GEMM: the same result up to the order of the f32 accumulation.
-      auto xq = fp8_copy(x, M, in, 1, kTile, s), Wq = fp8_copy(W, out, in, kTile, kTile, s);
-      return forward_gemm(y, xq.get(), Wq.get(), M, in, out, accumulate, DType::F32, s);
+      // x's 1x128 tiles are the rows' tiles (kernels/fp8_rows.h): quantise, then the GEMM on rows.
+      DeviceRows xr(M, in);
+      quantize_rows(xr.rows, x, s);
+      return fp8_rows_times_w(y, xr.rows, W, /*dgrad=*/false, in, out, accumulate, s);
     }
   }
 }
@@ -95,18 +151,32 @@ void linear_backward(float* dx, float* dW, const float* dy, const float* x, cons
       return;
     }
     case Precision::FP8:
-      // dgrad reduces over out (dy 1x128 along out, W's 128x128 blocks), wgrad over the tokens
-      // (dy and x 128x1 along M), so dy is quantised once for each. Each GEMM is a real FP8 GEMM
-      // where it qualifies, else the fake-quantised f32 fallback (see forward).
-      if (dx && !fp8_linear_gemm(LinearGemm::Dgrad, dx, accumulate_dx ? 1.f : 0.f, nullptr, W, dy, M, in, out, s)) {
-        auto dyq = fp8_copy(dy, M, out, 1, kTile, s), Wq = fp8_copy(W, out, in, kTile, kTile, s);
-        dgrad_gemm(dx, dyq.get(), Wq.get(), M, in, out, accumulate_dx, DType::F32, s);
+      // dgrad reduces over out (dy 1x128 along out: dy's rows, W's 128x128 blocks), wgrad over the
+      // tokens (dy and x 128x1 along M), so dy is quantised once for each. Each GEMM is a real FP8
+      // GEMM where it qualifies, else the fake-quantised f32 fallback (the same values).
+      if (dx) {
+        DeviceRows dyr(M, out);
+        quantize_rows(dyr.rows, dy, s);
+        fp8_rows_times_w(dx, dyr.rows, W, /*dgrad=*/true, in, out, accumulate_dx, s);
       }
-      if (dW && !fp8_linear_gemm(LinearGemm::Wgrad, dW, 1.f, x, nullptr, dy, M, in, out, s)) {
+      if (dW && !fp8_wgrad_gemm(dW, x, dy, M, in, out, s)) {
         auto dyq = fp8_copy(dy, M, out, kTile, 1, s), xq = fp8_copy(x, M, in, kTile, 1, s);
         wgrad_gemm(dW, dyq.get(), xq.get(), M, in, out, DType::F32, s);
       }
       return;
+  }
+}
+
+void linear_forward_fp8(float* y, const kern::Fp8Rows& x, const float* W, int64_t out, bool accumulate,
+                        cudaStream_t s) {
+  if (x.rows > 0) fp8_rows_times_w(y, x, W, /*dgrad=*/false, x.cols, out, accumulate, s);
+}
+
+void grouped_linear_forward_fp8(float* y, const kern::Fp8Rows& x, const float* const* W, const int64_t* offsets,
+                                int64_t G, int64_t out, cudaStream_t s) {
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t r0 = offsets[g], n = offsets[g + 1] - offsets[g];
+    if (n > 0) linear_forward_fp8(y + r0 * out, x.slice(r0, n), W[g], out, false, s);
   }
 }
 

@@ -7,9 +7,12 @@
 //         emulation up to the order of the f32 accumulation.
 //   fp8   DeepSeek-V3's recipe as real FP8 GEMMs (fp8_gemm.h): E4M3 codes and scales of the same
 //         tiles as precision.cpp (bit for bit) through cuBLASLt's block-scaled matmul, f32
-//         accumulation: the CPU emulation up to the order of the f32 accumulation. Shapes outside
-//         fp8_gemm_shape_ok (or that cuBLASLt declines) run the fake-quantised values
-//         (cuda::fp8_quantize) through f32 GEMMs instead: the same result to accumulation order.
+//         accumulation: the CPU emulation up to the order of the f32 accumulation. forward and
+//         dgrad read their activation as E4M3 rows (kernels/fp8_rows.h): rows up to the last
+//         multiple of 16 in place, the last few through a 16-row copy padded with zero codes, so
+//         expert groups of any size take the FP8 path. Shapes outside fp8_gemm_shape_ok (or that
+//         cuBLASLt declines) run the fake-quantised values through f32 GEMMs instead: the same
+//         result to accumulation order.
 // Grouped: rows offsets[g]..offsets[g+1] of x go through W[g] ([out, in]); y assigned; groups
 // without rows are skipped. offsets, W and dW are host arrays (of device pointers).
 #pragma once
@@ -17,6 +20,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "framework/kernels/fp8_rows.h"
 #include "framework/precision.h"
 
 namespace moe::cuda {
@@ -33,6 +37,14 @@ void grouped_linear_forward(float* y, const float* x, const float* const* W, con
 void grouped_linear_backward(float* dx, float* const* dW, const float* dy, const float* x, const float* const* W,
                              const int64_t* offsets, int64_t G, int64_t in, int64_t out, bool accumulate_dx,
                              Precision p, cudaStream_t stream = nullptr);
+
+// The fp8 forward GEMMs on rows quantised by their producer (kernels/fp8_rows.h): y[x.rows, out]
+// (+)= x W^T with in = x.cols, the codes read in place. A real FP8 GEMM where the shape qualifies,
+// else the de-quantised rows through an f32 GEMM (linear_forward's fp8 fallback, the same values).
+void linear_forward_fp8(float* y, const kern::Fp8Rows& x, const float* W, int64_t out, bool accumulate,
+                        cudaStream_t stream = nullptr);
+void grouped_linear_forward_fp8(float* y, const kern::Fp8Rows& x, const float* const* W, const int64_t* offsets,
+                                int64_t G, int64_t out, cudaStream_t stream = nullptr);
 
 // The same as one linear_forward/backward per group: the fallback for fp8 and the reference the
 // GPU test compares the grouped calls with.

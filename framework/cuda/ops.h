@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 
 #include "framework/kernels/adamw.h"
+#include "framework/kernels/fp8_rows.h"
 #include "framework/kernels/router.h"
 
 namespace moe::cuda {
@@ -91,6 +92,16 @@ double sum_squares_segments_f64(const float* x, const int64_t* begin, const int6
 // framework/precision.h's fp8_quantize, bit for bit. xq may alias x.
 void fp8_quantize(float* xq, const float* x, int64_t R, int64_t C, int64_t tr, int64_t tc,
                   cudaStream_t stream = nullptr);
+// FP8 activation rows (kernels/fp8_rows.h, framework/fp8_rows.h): the producers with their output
+// quantised in the same kernel (one block per row), and the de-quantised values (the f32 fallback).
+void quantize_rows(const kern::Fp8Rows& q, const float* x, cudaStream_t stream = nullptr);
+void rmsnorm_forward_fp8(float* y, float* rstd, const kern::Fp8Rows& q, const float* x, const float* w, float eps,
+                         cudaStream_t stream = nullptr);
+void swiglu_forward_fp8(float* h, const kern::Fp8Rows& q, const float* g, const float* u,
+                        cudaStream_t stream = nullptr);
+void moe_permute_fp8(float* xs, const kern::Fp8Rows& qs, const float* x, const kern::Fp8Rows& q,
+                     const int32_t* slot_of, int64_t K, cudaStream_t stream = nullptr);
+void dequantize_rows(float* x, const kern::Fp8Rows& q, cudaStream_t stream = nullptr);
 // y[i] = round_bf16(x[i]) kept in f32 (kernels/cast.h); y may alias x.
 void round_bf16(float* y, const float* x, int64_t n, cudaStream_t stream = nullptr);
 

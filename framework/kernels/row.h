@@ -5,6 +5,7 @@
 //   for (int64_t i = r.lane(); i < n; i += r.width()) ...
 // Reductions go through the policy and return the whole row's result to every lane:
 //   r.sum(v), r.max(v)            over the lanes' partial values
+//   r.max_bits(v)                 the integer max of uint32 values (fp8.h's amax_bits)
 //   r.exclusive_scan(v, &total)   this lane's exclusive prefix of v over lanes, and the total
 //   r.sync()                      all lanes' writes to shared scratch are visible
 //   r.leader()                    the one lane that writes a row's scalar results
@@ -33,6 +34,7 @@ struct SerialRow {
   template <class T>
   MOE_HD T sum(T v) { return v; }
   MOE_HD float max(float v) { return v; }
+  MOE_HD uint32_t max_bits(uint32_t v) { return v; }
   template <class T>
   MOE_HD T exclusive_scan(T v, T* total) {
     *total = v;

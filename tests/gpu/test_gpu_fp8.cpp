@@ -77,36 +77,40 @@ TEST_F(GpuFp8, OperandCodesAndScalesAreTheCpusBitForBit) {
 
 // Forward, dgrad (accumulating) and wgrad on cuBLASLt's FP8 path vs the CPU emulation. in and out
 // are no multiples of 128 (partial 128x128 blocks, zero-padded K); M = 144 is no multiple of 128
-// (wgrad's K padded).
+// (wgrad's K padded); M = 37 is no multiple of 16 either (forward and dgrad run 32 rows in place
+// and 5 through a padded 16-row copy: two GEMMs each).
 TEST_F(GpuFp8, LinearGemmsMatchTheCpuEmulation) {
   if (!hopper()) GTEST_SKIP() << "the FP8 GEMM path runs on sm_90 only";
-  const int64_t M = 144, in = 336, out = 208;
-  ASSERT_TRUE(cuda::fp8_gemm_shape_ok(M, out) && cuda::fp8_gemm_shape_ok(M, in) && cuda::fp8_gemm_shape_ok(out, in));
-  const auto x = randn(size_t(M * in), 41, 2.f), W = randn(size_t(out * in), 42, 0.05f),
-             dy = randn(size_t(M * out), 43, 1e-3f), dx0 = randn(size_t(M * in), 44, 1e-3f),
-             dW0 = randn(size_t(out * in), 45, 1e-2f);
-  std::vector<float> y_want(size_t(M * out)), dx_want = dx0, dW_want = dW0;
-  linear_forward(y_want.data(), x.data(), W.data(), M, in, out, false, Precision::FP8);
-  linear_backward(dx_want.data(), dW_want.data(), dy.data(), x.data(), W.data(), M, in, out, true, Precision::FP8);
+  for (const int64_t M : {int64_t(144), int64_t(37)}) {
+    SCOPED_TRACE(::testing::Message() << "M " << M);
+    const int64_t in = 336, out = 208;
+    ASSERT_TRUE(cuda::fp8_gemm_shape_ok(16, out) && cuda::fp8_gemm_shape_ok(16, in) && cuda::fp8_gemm_shape_ok(out, in));
+    const auto x = randn(size_t(M * in), 41, 2.f), W = randn(size_t(out * in), 42, 0.05f),
+               dy = randn(size_t(M * out), 43, 1e-3f), dx0 = randn(size_t(M * in), 44, 1e-3f),
+               dW0 = randn(size_t(out * in), 45, 1e-2f);
+    std::vector<float> y_want(size_t(M * out)), dx_want = dx0, dW_want = dW0;
+    linear_forward(y_want.data(), x.data(), W.data(), M, in, out, false, Precision::FP8);
+    linear_backward(dx_want.data(), dW_want.data(), dy.data(), x.data(), W.data(), M, in, out, true, Precision::FP8);
 
-  auto X = to_device(x), Wd = to_device(W), dY = to_device(dy), dX = to_device(dx0), dW = to_device(dW0);
-  cuda::DeviceBuffer<float> Y(M * out);
-  const auto before = cuda::fp8_gemm_counts();
-  cuda::linear_forward(Y.get(), X.get(), Wd.get(), M, in, out, false, Precision::FP8);
-  cuda::linear_backward(dX.get(), dW.get(), dY.get(), X.get(), Wd.get(), M, in, out, true, Precision::FP8);
-  cuda::synchronize();
-  const auto after = cuda::fp8_gemm_counts();
-  EXPECT_EQ(after.ran - before.ran, 3) << "cuBLASLt's FP8 path did not run (declined: "
-                                       << after.declined - before.declined << ")";
-  expect_close(to_host(Y), y_want, 1e-5, "fp8 forward");
-  expect_close(to_host(dX), dx_want, 1e-5, "fp8 dgrad (accumulated)");
-  expect_close(to_host(dW), dW_want, 1e-5, "fp8 wgrad (accumulated)");
+    auto X = to_device(x), Wd = to_device(W), dY = to_device(dy), dX = to_device(dx0), dW = to_device(dW0);
+    cuda::DeviceBuffer<float> Y(M * out);
+    const auto before = cuda::fp8_gemm_counts();
+    cuda::linear_forward(Y.get(), X.get(), Wd.get(), M, in, out, false, Precision::FP8);
+    cuda::linear_backward(dX.get(), dW.get(), dY.get(), X.get(), Wd.get(), M, in, out, true, Precision::FP8);
+    cuda::synchronize();
+    const auto after = cuda::fp8_gemm_counts();
+    EXPECT_EQ(after.ran - before.ran, M % 16 == 0 ? 3 : 5) << "cuBLASLt's FP8 path did not run (declined: "
+                                                            << after.declined - before.declined << ")";
+    expect_close(to_host(Y), y_want, 1e-5, "fp8 forward");
+    expect_close(to_host(dX), dx_want, 1e-5, "fp8 dgrad (accumulated)");
+    expect_close(to_host(dW), dW_want, 1e-5, "fp8 wgrad (accumulated)");
+  }
 }
 
-// in = 100, M = 50: no GEMM qualifies (fp8_gemm_shape_ok), all three take the fake-quantised f32
-// fallback, with the same numbers.
+// in = out = 100: no GEMM qualifies (fp8_gemm_shape_ok: forward's and dgrad's output widths and
+// wgrad's both sides), all three take the fake-quantised f32 fallback, with the same numbers.
 TEST_F(GpuFp8, ShapesOutsideTheRuleFallBack) {
-  const int64_t M = 50, in = 100, out = 128;
+  const int64_t M = 50, in = 100, out = 100;
   const auto x = randn(size_t(M * in), 51, 2.f), W = randn(size_t(out * in), 52, 0.05f),
              dy = randn(size_t(M * out), 53, 1e-3f);
   std::vector<float> y_want(size_t(M * out)), dx_want(size_t(M * in)), dW_want(size_t(out * in), 0.f);

@@ -167,6 +167,36 @@ class EmulatedDevice final : public Backend {
     for (int64_t g = 0; g < G; ++g) op.check(W[g], false);
     cpu().grouped_linear_forward(y, x, W, offsets, G, in, out, p);
   }
+  void quantize_rows(const kern::Fp8Rows& q, const float* x) override {
+    Op op(this, {q.codes, q.scales, x});
+    cpu().quantize_rows(q, x);
+  }
+  void rmsnorm_forward_fp8(float* y, float* rstd, const kern::Fp8Rows& q, const float* x, const float* w,
+                           float eps) override {
+    Op op(this, {y, rstd, q.codes, q.scales, x, w});
+    cpu().rmsnorm_forward_fp8(y, rstd, q, x, w, eps);
+  }
+  void swiglu_forward_fp8(float* h, const kern::Fp8Rows& q, const float* g, const float* u) override {
+    Op op(this, {h, q.codes, q.scales, g, u});
+    cpu().swiglu_forward_fp8(h, q, g, u);
+  }
+  void moe_permute_fp8(float* xs, const kern::Fp8Rows& qs, const float* x, const kern::Fp8Rows& q,
+                       const int32_t* slot_of, int64_t K) override {
+    Op op(this, {xs, qs.codes, qs.scales, x, q.codes, q.scales, slot_of});
+    cpu().moe_permute_fp8(xs, qs, x, q, slot_of, K);
+  }
+  void linear_forward_fp8(float* y, const kern::Fp8Rows& x, const float* W, int64_t out, bool accumulate) override {
+    Op op(this, {y, x.codes, x.scales, W});
+    cpu().linear_forward_fp8(y, x, W, out, accumulate);
+  }
+  void grouped_linear_forward_fp8(float* y, const kern::Fp8Rows& x, const float* const* W, const int64_t* offsets,
+                                  int64_t G, int64_t out) override {
+    host_only(W);
+    host_only(offsets);
+    Op op(this, {y, x.codes, x.scales});
+    for (int64_t g = 0; g < G; ++g) op.check(W[g], false);
+    cpu().grouped_linear_forward_fp8(y, x, W, offsets, G, out);
+  }
   void grouped_linear_backward(float* dx, float* const* dW, const float* dy, const float* x, const float* const* W,
                                const int64_t* offsets, int64_t G, int64_t in, int64_t out, bool accumulate_dx,
                                Precision p) override {
