@@ -39,7 +39,9 @@ void moe_permute_fp8(float* xs, const Fp8Rows& qs, const float* x, const Fp8Rows
 }
 
 void dequantize_rows(float* x, const Fp8Rows& q) {
-  launch_elements(q.rows * q.cols, 4096, [&](int64_t i) { x[i] = q.value(i / q.cols, i % q.cols); });
+  launch_rows(q.rows, 16, [&](kern::SerialRow& r, int64_t n) {
+    kern::dequantize_row(r, x + n * q.cols, q.row_codes(n), q.row_scales(n), q.cols);
+  });
 }
 
 void linear_forward_fp8(float* y, const Fp8Rows& x, const float* W, int64_t out, bool accumulate) {

@@ -42,7 +42,9 @@ void moe_permute_fp8(float* xs, const kern::Fp8Rows& qs, const float* x, const k
 }
 
 void dequantize_rows(float* x, const kern::Fp8Rows& q, cudaStream_t stream) {
-  launch_elements(q.rows * q.cols, [=] __device__(int64_t i) { x[i] = q.value(i / q.cols, i % q.cols); }, stream);
+  launch_rows(q.rows, row_threads(q.cols), 0, [=] __device__(BlockRow & r, int64_t n) {
+    kern::dequantize_row(r, x + n * q.cols, q.row_codes(n), q.row_scales(n), q.cols);
+  }, stream);
 }
 
 Fp8RowsOperand fp8_rows_operand(const kern::Fp8Rows& q, cudaStream_t stream) {

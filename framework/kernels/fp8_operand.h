@@ -73,7 +73,7 @@ MOE_HD inline uint8_t fp8_operand_code(const float* x, const float* tile_scales,
   const int64_t o = i / L.ld, k = i % L.ld;
   if (k >= L.K) return 0;
   const int64_t r = transpose ? k : o, c = transpose ? o : k;
-  return f32_to_e4m3_bits(x[r * g.C + c] / tile_scales[g.tile_of(r, c)]);
+  return e4m3_encode(x[r * g.C + c] / tile_scales[g.tile_of(r, c)]);
 }
 
 // Scale j (row-major over [scale_rows, scale_ld]) of the operand. Padding entries (past outer in

@@ -12,7 +12,8 @@
 //           reads rows r0..r1 in place.
 //   scales  [rows, tiles] f32, tiles = ceil(cols / 128): fp8_quantize(.., 1, 128)'s scales array.
 // code * scale is the CPU's fake-quantised value (fp8_quantize_1x128) bit for bit: the same amax
-// (an integer max), the same scale (e4m3_scale) and the same code (f32_to_e4m3_bits(x / s)).
+// (an integer max), the same scale (e4m3_scale) and the same code (f32_to_e4m3_bits(x / s), computed
+// by its branch-free twin e4m3_encode).
 #pragma once
 #include <stdint.h>
 
@@ -38,7 +39,7 @@ struct Fp8Rows {
   MOE_HD Fp8Rows slice(int64_t r0, int64_t n) const { return {row_codes(r0), row_scales(r0), n, cols}; }
   // The de-quantised value of element (r, c): the fake-quantised f32 value.
   MOE_HD float value(int64_t r, int64_t c) const {
-    return e4m3_bits_to_f32(row_codes(r)[c]) * row_scales(r)[c / kFp8Tile];
+    return e4m3_decode(row_codes(r)[c]) * row_scales(r)[c / kFp8Tile];
   }
 };
 
@@ -54,9 +55,19 @@ MOE_HD inline void quantize_row_e4m3(R& r, uint8_t* codes, float* scales, const 
     for (int64_t i = r.lane(); i < n; i += r.width()) a = amax_bits(y + c0 + i, 1, a);
     const float s = e4m3_scale(r.max_bits(a));
     if (r.leader()) scales[t] = s;
-    for (int64_t i = r.lane(); i < n; i += r.width()) codes[c0 + i] = f32_to_e4m3_bits(y[c0 + i] / s);
+    for (int64_t i = r.lane(); i < n; i += r.width()) codes[c0 + i] = e4m3_encode(y[c0 + i] / s);
   }
   for (int64_t i = cols + r.lane(); i < ld; i += r.width()) codes[i] = 0;
+}
+
+// The de-quantised values x[cols] of one row (codes * scale, the fake-quantised values).
+template <class R>
+MOE_HD inline void dequantize_row(R& r, float* x, const uint8_t* codes, const float* scales, int64_t cols) {
+  for (int64_t c0 = 0; c0 < cols; c0 += kFp8Tile) {
+    const int64_t n = cols - c0 < kFp8Tile ? cols - c0 : kFp8Tile;
+    const float s = scales[c0 / kFp8Tile];
+    for (int64_t i = r.lane(); i < n; i += r.width()) x[c0 + i] = e4m3_decode(codes[c0 + i]) * s;
+  }
 }
 
 // RMSNorm of one row (norm.h), its output quantised as well.
