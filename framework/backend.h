@@ -100,6 +100,8 @@ class Backend {
   // q's codes and scales are device pointers), and the forward GEMMs that read them: the producer
   // and linear_forward / grouped_linear_forward at Precision::FP8, bit for bit on the CPU.
   virtual void quantize_rows(const kern::Fp8Rows& q, const float* x) = 0;
+  // x[q.rows, q.cols] = the de-quantised values of q (the fake-quantised values).
+  virtual void dequantize_rows(float* x, const kern::Fp8Rows& q) = 0;
   virtual void rmsnorm_forward_fp8(float* y, float* rstd, const kern::Fp8Rows& q, const float* x, const float* w,
                                    float eps) = 0;
   virtual void swiglu_forward_fp8(float* h, const kern::Fp8Rows& q, const float* g, const float* u) = 0;

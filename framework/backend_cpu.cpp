@@ -136,6 +136,7 @@ class CpuBackend final : public Backend {
   }
 
   void quantize_rows(const kern::Fp8Rows& q, const float* x) override { moe::quantize_rows(q, x); }
+  void dequantize_rows(float* x, const kern::Fp8Rows& q) override { moe::dequantize_rows(x, q); }
   void rmsnorm_forward_fp8(float* y, float* rstd, const kern::Fp8Rows& q, const float* x, const float* w,
                            float eps) override {
     moe::rmsnorm_forward_fp8(y, rstd, q, x, w, eps);

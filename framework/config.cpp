@@ -62,7 +62,7 @@ std::vector<Field> schema(Config& c) {
       {"train.recompute", &t.recompute}, {"train.eval_every", &t.eval_every},
       {"train.eval_batches", &t.eval_batches}, {"train.log_every", &t.log_every},
       {"train.threads", &t.threads},
-      {"parallel.ep", &c.parallel.ep},
+      {"parallel.ep", &c.parallel.ep}, {"parallel.fp8_dispatch", &c.parallel.fp8_dispatch},
       {"checkpoint.every", &c.checkpoint.every}, {"checkpoint.keep_last", &c.checkpoint.keep_last},
       {"checkpoint.keep_every", &c.checkpoint.keep_every}, {"checkpoint.resume", &c.checkpoint.resume},
       {"device", &c.device},
@@ -409,6 +409,9 @@ void validate(const Config& c, const Rules& r) {
   r.need(m.routed_experts % c.parallel.ep == 0, {"model.routed_experts", "parallel.ep"},
          "parallel.ep is " + show(c.parallel.ep) + " but model.routed_experts is " + show(m.routed_experts),
          "ep to divide routed_experts, so every expert-parallel rank holds the same number");
+  r.need(!c.parallel.fp8_dispatch || t.precision == "fp8", {"parallel.fp8_dispatch", "train.precision"},
+         "parallel.fp8_dispatch is true but train.precision is " + show(t.precision),
+         "train.precision fp8 (the tokens travel as the E4M3 rows the fp8 expert GEMMs read)");
   r.need(t.min_lr <= t.lr, {"train.lr", "train.min_lr"},
          "train.min_lr is " + show(t.min_lr) + " but train.lr is " + show(t.lr), "min_lr <= lr");
   r.need(t.steps == 0 || t.warmup <= t.steps, {"train.steps", "train.warmup"},

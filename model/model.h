@@ -61,6 +61,10 @@ class DeepSeekV3 {
   // experts on other ranks. Both optional; neither owned.
   void set_unit_hooks(UnitHooks* hooks) { hooks_ = hooks; }
   void set_expert_exchange(const ExpertExchange* ex);
+  // parallel.fp8_dispatch (MoELayer::fp8_dispatch); takes effect at fp8.
+  void set_fp8_dispatch(bool on) {
+    for (int l : moe_blocks_) blocks_[l].moe.fp8_dispatch = on;
+  }
   // GEMM precision of every Linear: attention projections, dense MLPs, shared and routed experts.
   // Embedding, LM head, norms, router and the attention core stay f32, as in DeepSeek-V3.
   void set_precision(Precision p) {

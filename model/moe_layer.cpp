@@ -120,14 +120,34 @@ int64_t MoELayer::plan_blocks(MoEActs& a) const {
   return at;
 }
 
-// Copies rows between received order and local order (to_local) or back.
-void MoELayer::move_blocks(const MoEActs& a, float* dst, const float* src, bool to_local) const {
+// Copies rows of `width` floats between received order and local order (to_local) or back.
+void MoELayer::move_blocks(const MoEActs& a, float* dst, const float* src, bool to_local, int64_t width) const {
   for (size_t b = 0; b < a.recv_block.size(); ++b) {
     int64_t n = a.plan.recv_rows[b], from = to_local ? a.recv_block[b] : a.local_block[b],
             to = to_local ? a.local_block[b] : a.recv_block[b];
-    compute().copy(dst + to * D, src + from * D, size_t(n * D) * sizeof(float));
+    compute().copy(dst + to * width, src + from * width, size_t(n * width) * sizeof(float));
   }
 }
+
+namespace {
+
+// E4M3 rows packed for the exchange, which moves rows of floats: each row's ld codes as ld / 4
+// 32-bit words (ld is a multiple of 128), then its scales. Copies move the bit patterns unchanged.
+int64_t fp8_packed_width(int64_t cols) { return Fp8Rows::ld_of(cols) / 4 + Fp8Rows::tiles_of(cols); }
+
+void pack_fp8_rows(float* packed, const Fp8Rows& q) {
+  const int64_t words = q.ld() / 4, width = words + q.tiles();
+  compute().copy_rows(packed, width, reinterpret_cast<const float*>(q.codes), words, q.rows, words);
+  compute().copy_rows(packed + words, width, q.scales, q.tiles(), q.rows, q.tiles());
+}
+
+void unpack_fp8_rows(const Fp8Rows& q, const float* packed) {
+  const int64_t words = q.ld() / 4, width = words + q.tiles();
+  compute().copy_rows(reinterpret_cast<float*>(q.codes), words, packed, width, q.rows, words);
+  compute().copy_rows(q.scales, q.tiles(), packed + words, width, q.rows, q.tiles());
+}
+
+}  // namespace
 
 void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, MoEActs& a,
                        float* load_E, const Fp8Rows* xq) const {
@@ -148,13 +168,16 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
     for (int64_t e = 0; e < E; ++e) load_E[e] += float(a.offsets[e + 1] - a.offsets[e]);
   a.xs_PD.ensure({P, D});
   float* xs = a.xs_PD.f32();
-  // x's E4M3 rows travel with x when the experts are local (1x128 tiles lie inside a row, so
-  // moving rows moves their codes and scales unchanged).
+  // At fp8, x's E4M3 rows travel with x to local experts, and with fp8_dispatch to remote ones too
+  // (1x128 tiles lie inside a row: moving rows moves their codes and scales unchanged). With
+  // fp8_dispatch the experts' backward reads the rows de-quantised, on every ep alike.
+  const bool send_fp8 = xq && fp8_dispatch;
   ScratchScope fp8_scope;
   std::optional<ScratchFp8Rows> xsq;
-  if (xq && !exchange) {
+  if (xq && (!exchange || send_fp8)) {
     xsq.emplace(P, D);
     compute().moe_permute_fp8(xs, xsq->get(), x, *xq, a.slot_of.data<int32_t>(), K);
+    if (send_fp8) compute().dequantize_rows(xs, xsq->get());
   } else {
     compute().moe_permute(xs, x, a.slot_of.data<int32_t>(), P, K, D);
   }
@@ -173,14 +196,29 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
     }
     const int64_t R = plan_blocks(a);
     Tensor xr = scratch({R, D}), yl = scratch({R, D});
-    {
-      MOE_PHASE("expert_dispatch");
-      exchange->dispatch(a.plan, xs, xr.f32(), D);
-    }
     a.xl_RD.ensure({R, D});
-    move_blocks(a, a.xl_RD.f32(), xr.f32(), /*to_local=*/true);
-    run_experts(ps, a.local_offsets, a.xl_RD.f32(), yl.f32(), a, nullptr);
-    move_blocks(a, xr.f32(), yl.f32(), /*to_local=*/false);  // xr is free again: the outputs go there
+    std::optional<ScratchFp8Rows> xlq;
+    if (send_fp8) {
+      const int64_t width = fp8_packed_width(D);
+      Tensor send = scratch({P, width}), recv = scratch({R, width}), local = scratch({R, width});
+      pack_fp8_rows(send.f32(), xsq->get());
+      {
+        MOE_PHASE("expert_dispatch");
+        exchange->dispatch(a.plan, send.f32(), recv.f32(), width);
+      }
+      move_blocks(a, local.f32(), recv.f32(), /*to_local=*/true, width);
+      xlq.emplace(R, D);
+      unpack_fp8_rows(xlq->get(), local.f32());
+      compute().dequantize_rows(a.xl_RD.f32(), xlq->get());
+    } else {
+      {
+        MOE_PHASE("expert_dispatch");
+        exchange->dispatch(a.plan, xs, xr.f32(), D);
+      }
+      move_blocks(a, a.xl_RD.f32(), xr.f32(), /*to_local=*/true, D);
+    }
+    run_experts(ps, a.local_offsets, a.xl_RD.f32(), yl.f32(), a, xlq ? &xlq->get() : nullptr);
+    move_blocks(a, xr.f32(), yl.f32(), /*to_local=*/false, D);  // xr is free again: the outputs go there
     MOE_PHASE("expert_dispatch");
     exchange->combine(a.plan, xr.f32(), a.ys_PD.f32(), D);
   }
@@ -218,9 +256,9 @@ void MoELayer::backward(const ParamStore& ps, float* dx, const float* dy, const 
       MOE_PHASE("expert_dispatch");
       exchange->dispatch(a.plan, pdys, dyr.f32(), D);
     }
-    move_blocks(a, dyl.f32(), dyr.f32(), /*to_local=*/true);
+    move_blocks(a, dyl.f32(), dyr.f32(), /*to_local=*/true, D);
     run_experts_backward(ps, a.local_offsets, dyl.f32(), dxl.f32(), a.xl_RD.f32(), a);
-    move_blocks(a, dyr.f32(), dxl.f32(), /*to_local=*/false);
+    move_blocks(a, dyr.f32(), dxl.f32(), /*to_local=*/false, D);
     MOE_PHASE("expert_dispatch");
     exchange->combine(a.plan, dyr.f32(), dxs.f32(), D);
   }

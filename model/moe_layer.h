@@ -45,6 +45,10 @@ struct MoELayer {
   int64_t local_begin = 0, local_count = 0;
   std::vector<int> expert_units;  // one unit per expert part
   const ExpertExchange* exchange = nullptr;  // null: every expert is local
+  // At fp8: the routed experts' input is x's E4M3 rows, sent through the exchange as packed rows
+  // (fp8_packed_width floats each), and their backward reads those rows de-quantised; the same on
+  // any ep, so the numbers do not depend on it. Off: f32 rows, the backward reads x.
+  bool fp8_dispatch = false;
 
   // Registers the router and shared experts in the current unit, then the routed experts in
   // `placement.expert_parts` units of their own.
@@ -69,7 +73,7 @@ struct MoELayer {
                             const float* x, MoEActs& a) const;
   std::vector<float*> expert_weights(const ParamStore& ps, Linear SwiGLUMLP::*proj, bool grad) const;
   int64_t plan_blocks(MoEActs& a) const;
-  void move_blocks(const MoEActs& a, float* dst, const float* src, bool to_local) const;
+  void move_blocks(const MoEActs& a, float* dst, const float* src, bool to_local, int64_t width) const;
 };
 
 }  // namespace moe

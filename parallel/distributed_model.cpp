@@ -13,6 +13,7 @@ DistributedModel::DistributedModel(const Comm& world, const Config& cfg, GroupFa
       fsdp(model, mesh, cfg.train, *world_group, *dp_group) {
   model.set_recompute(cfg.train.recompute);
   model.set_precision(parse_precision(cfg.train.precision));
+  model.set_fp8_dispatch(cfg.parallel.fp8_dispatch);
   if (mesh.ep() > 1) {
     exchange = std::make_unique<AllToAllExchange>(*ep_group);
     model.set_expert_exchange(exchange.get());

@@ -103,6 +103,7 @@ class CudaBackend final : public Backend {
     cuda::grouped_linear_forward(y, x, W, offsets, G, in, out, p);
   }
   void quantize_rows(const kern::Fp8Rows& q, const float* x) override { cuda::quantize_rows(q, x); }
+  void dequantize_rows(float* x, const kern::Fp8Rows& q) override { cuda::dequantize_rows(x, q); }
   void rmsnorm_forward_fp8(float* y, float* rstd, const kern::Fp8Rows& q, const float* x, const float* w,
                            float eps) override {
     cuda::rmsnorm_forward_fp8(y, rstd, q, x, w, eps);

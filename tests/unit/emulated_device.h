@@ -171,6 +171,10 @@ class EmulatedDevice final : public Backend {
     Op op(this, {q.codes, q.scales, x});
     cpu().quantize_rows(q, x);
   }
+  void dequantize_rows(float* x, const kern::Fp8Rows& q) override {
+    Op op(this, {x, q.codes, q.scales});
+    cpu().dequantize_rows(x, q);
+  }
   void rmsnorm_forward_fp8(float* y, float* rstd, const kern::Fp8Rows& q, const float* x, const float* w,
                            float eps) override {
     Op op(this, {y, rstd, q.codes, q.scales, x, w});

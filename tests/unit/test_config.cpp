@@ -244,6 +244,9 @@ TEST_F(ConfigTest, InconsistentCombinationsBlameTheLaterKey) {
   expect_error_at("model:\n  routed_experts: 8\n  experts_per_token: 3\n  router: {groups: 4, groups_per_token: 1}\n", 4,
                   {"hold only 2 experts", "experts_per_token <= groups_per_token * routed_experts / groups"});
   expect_error_at("model:\n  routed_experts: 8\nparallel:\n  ep: 3\n", 4, {"parallel.ep is 3", "ep to divide routed_experts"});
+  expect_error_at("train:\n  precision: bf16\nparallel:\n  fp8_dispatch: true\n", 4,
+                  {"parallel.fp8_dispatch is true but train.precision is bf16", "train.precision fp8"});
+  EXPECT_NO_THROW(moe::parse_config("train: {precision: fp8}\nparallel: {fp8_dispatch: true}\n", "x"));
   expect_error_at("train:\n  min_lr: 1e-2\n  lr: 1e-3\n", 3, {"train.min_lr is 0.01 but train.lr is 0.001", "min_lr <= lr"});
   expect_error_at("train:\n  steps: 10\n  warmup: 11\n", 3, {"warmup <= steps"});
   // All-dense models need no experts; steps 0 (only set up) allows any warmup.
