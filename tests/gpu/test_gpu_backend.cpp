@@ -302,6 +302,65 @@ TEST_F(GpuBackend, GroupedLinearMatchesTheLoopAndTheCpu) {
     }
 }
 
+// The FP8 row methods through the interface: quantised rows and their values exact; the fused
+// producers' f32 outputs to rounding (tests/gpu/test_gpu_fp8_rows.cpp checks their codes against
+// the GPU's own outputs); the GEMMs on rows, plain and grouped (an empty group, groups of 37, 163,
+// 1 and 129 rows: tails below 16), to 1e-5.
+TEST_F(GpuBackend, Fp8RowsThroughTheInterface) {
+  const Groups gr;
+  const int64_t G = gr.G, in = gr.in, out = gr.out, P = gr.rows();
+  const int64_t ld = kern::Fp8Rows::ld_of(in), tiles = kern::Fp8Rows::tiles_of(in);
+  auto x = randn(size_t(P * in), 25, 3.f), u = randn(size_t(P * in), 26), w = randn(size_t(in), 27);
+  std::vector<std::vector<float>> W;
+  for (int64_t g = 0; g < G; ++g) W.push_back(randn(size_t(out * in), 50 + uint32_t(g), 0.05f));
+  std::vector<int32_t> slot_of(static_cast<size_t>(P));
+  for (int64_t p = 0; p < P; ++p) slot_of[size_t(p)] = int32_t((p * 13) % P);
+  struct Out {
+    std::vector<uint8_t> codes;
+    std::vector<float> scales, deq, y_norm, h, xs, y, y_grouped;
+  };
+  auto run = [&](Backend& be) {
+    Buf<float> X(be, x), U(be, u), Wn(be, w), Deq(be, zeros(P * in)), Yn(be, zeros(P * in)), rstd(be, zeros(P)),
+        H(be, zeros(P * in)), Xs(be, zeros(P * in)), Y(be, zeros(P * out)), Yg(be, zeros(P * out));
+    Buf<uint8_t> codes(be, std::vector<uint8_t>(size_t(P * ld))), codes2(be, std::vector<uint8_t>(size_t(P * ld)));
+    Buf<float> scales(be, zeros(P * tiles)), scales2(be, zeros(P * tiles));
+    Buf<int32_t> S(be, slot_of);
+    const kern::Fp8Rows q{codes.get(), scales.get(), P, in}, q2{codes2.get(), scales2.get(), P, in};
+    std::vector<std::unique_ptr<Buf<float>>> Wb;
+    std::vector<const float*> Wp;
+    for (int64_t g = 0; g < G; ++g) {
+      Wb.push_back(std::make_unique<Buf<float>>(be, W[size_t(g)]));
+      Wp.push_back(Wb.back()->get());
+    }
+    be.quantize_rows(q, X.get());
+    be.dequantize_rows(Deq.get(), q);
+    be.linear_forward_fp8(Y.get(), q, Wp[0], out, false);
+    be.grouped_linear_forward_fp8(Yg.get(), q, Wp.data(), gr.offsets.data(), G, out);
+    be.moe_permute_fp8(Xs.get(), q2, X.get(), q, S.get(), 1);
+    Out o{codes.host(), scales.host(), Deq.host(), {}, {}, Xs.host(), Y.host(), Yg.host()};
+    EXPECT_TRUE(same_bits(codes2.host(), [&] {  // the permuted codes are the rows' codes moved
+      std::vector<uint8_t> moved(size_t(P * ld));
+      for (int64_t p = 0; p < P; ++p)
+        std::copy_n(o.codes.begin() + slot_of[size_t(p)] * ld, ld, moved.begin() + p * ld);
+      return moved;
+    }())) << be.name();
+    be.rmsnorm_forward_fp8(Yn.get(), rstd.get(), q2, X.get(), Wn.get(), 1e-6f);
+    o.y_norm = Yn.host();
+    be.swiglu_forward_fp8(H.get(), q2, X.get(), U.get());
+    o.h = H.host();
+    return o;
+  };
+  const Out want = run(cpu()), got = run(gpu());
+  EXPECT_TRUE(same_bits(got.codes, want.codes));
+  EXPECT_TRUE(same_bits(got.scales, want.scales));
+  EXPECT_TRUE(same_bits(got.deq, want.deq));
+  EXPECT_TRUE(same_bits(got.xs, want.xs));
+  expect_close(got.y_norm, want.y_norm, 1e-6, "rmsnorm_forward_fp8 output");
+  expect_close(got.h, want.h, 1e-6, "swiglu_forward_fp8 output");
+  expect_close(got.y, want.y, 1e-5, "linear_forward_fp8");
+  expect_close(got.y_grouped, want.y_grouped, 1e-5, "grouped_linear_forward_fp8");
+}
+
 TEST_F(GpuBackend, AttentionForwardAndBackward) {
   // MLA-like: q, k [N, H, dqk]; v inside a wider row [N, H, nope + dv] at offset nope; o [N, H, dv].
   AttentionLayout l;
