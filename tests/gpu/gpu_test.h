@@ -9,7 +9,10 @@
 #include <string>
 #include <vector>
 
+#include <cuda_runtime_api.h>
+
 #include "framework/cuda/allocator.h"
+#include "framework/cuda/check.h"
 #include "framework/cuda/device.h"
 #include "tests/unit/test_random.h"
 
@@ -38,6 +41,33 @@ std::vector<T> to_host(const cuda::DeviceBuffer<T>& d) {
   std::vector<T> v(size_t(d.size()));
   d.download(v.data());
   return v;
+}
+
+// Whether the GPU is a Hopper (sm_90): the only one that takes the FP8 GEMM path (fp8_gemm.cpp).
+inline bool is_hopper() {
+  int dev = 0, major = 0;
+  MOE_CUDA_CHECK(cudaGetDevice(&dev));
+  MOE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  return major == 9;
+}
+
+// Mean milliseconds of f() over `iters` runs after 3 untimed ones, timed with CUDA events on the
+// default stream: for the benchmark prints, never asserted.
+template <class F>
+double mean_ms(F f, int iters = 20) {
+  for (int i = 0; i < 3; ++i) f();
+  cudaEvent_t t0, t1;
+  MOE_CUDA_CHECK(cudaEventCreate(&t0));
+  MOE_CUDA_CHECK(cudaEventCreate(&t1));
+  MOE_CUDA_CHECK(cudaEventRecord(t0));
+  for (int i = 0; i < iters; ++i) f();
+  MOE_CUDA_CHECK(cudaEventRecord(t1));
+  MOE_CUDA_CHECK(cudaEventSynchronize(t1));
+  float ms = 0;
+  MOE_CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
+  MOE_CUDA_CHECK(cudaEventDestroy(t0));
+  MOE_CUDA_CHECK(cudaEventDestroy(t1));
+  return double(ms) / iters;
 }
 
 using test::randn;  // the unit tests' random inputs (tests/unit/test_random.h)

@@ -24,14 +24,6 @@ namespace {
 
 class GpuFp8 : public GpuTest {};
 
-// The FP8 path exists on sm_90 only (fp8_gemm.cpp); elsewhere the GEMM tests have nothing to check.
-bool hopper() {
-  int dev = 0, major = 0;
-  MOE_CUDA_CHECK(cudaGetDevice(&dev));
-  MOE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  return major == 9;
-}
-
 struct Case {
   int64_t R, C;
   bool transpose, blocks;
@@ -80,7 +72,7 @@ TEST_F(GpuFp8, OperandCodesAndScalesAreTheCpusBitForBit) {
 // (wgrad's K padded); M = 37 is no multiple of 16 either (forward and dgrad run 32 rows in place
 // and 5 through a padded 16-row copy: two GEMMs each).
 TEST_F(GpuFp8, LinearGemmsMatchTheCpuEmulation) {
-  if (!hopper()) GTEST_SKIP() << "the FP8 GEMM path runs on sm_90 only";
+  if (!is_hopper()) GTEST_SKIP() << "the FP8 GEMM path runs on sm_90 only";
   for (const int64_t M : {int64_t(144), int64_t(37)}) {
     SCOPED_TRACE(::testing::Message() << "M " << M);
     const int64_t in = 336, out = 208;
@@ -133,7 +125,7 @@ TEST_F(GpuFp8, ShapesOutsideTheRuleFallBack) {
 // Speed at 4096^3, printed: the FP8 GEMM alone (operands quantised beforehand), the fp8 linear
 // forward with its quantisation, and a bf16 x bf16 -> f32 GEMM. Not an assertion.
 TEST_F(GpuFp8, BenchmarkFp8VsBf16) {
-  if (!hopper()) GTEST_SKIP() << "the FP8 GEMM path runs on sm_90 only";
+  if (!is_hopper()) GTEST_SKIP() << "the FP8 GEMM path runs on sm_90 only";
   const int64_t n = 4096;
   const double flop = 2.0 * double(n) * double(n) * double(n);
   const auto a = randn(size_t(n * n), 61), b = randn(size_t(n * n), 62, 0.05f);
@@ -144,29 +136,14 @@ TEST_F(GpuFp8, BenchmarkFp8VsBf16) {
   cuda::cast_f32_to_bf16(Bb.get(), B.get(), n * n);
   const cuda::Fp8Operand X = cuda::fp8_operand(A.get(), n, n, false, false),
                          Y = cuda::fp8_operand(B.get(), n, n, false, true);
-  cudaEvent_t t0, t1;
-  MOE_CUDA_CHECK(cudaEventCreate(&t0));
-  MOE_CUDA_CHECK(cudaEventCreate(&t1));
-  auto time = [&](auto f) {
-    for (int i = 0; i < 3; ++i) f();
-    const int iters = 20;
-    MOE_CUDA_CHECK(cudaEventRecord(t0));
-    for (int i = 0; i < iters; ++i) f();
-    MOE_CUDA_CHECK(cudaEventRecord(t1));
-    MOE_CUDA_CHECK(cudaEventSynchronize(t1));
-    float ms = 0;
-    MOE_CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
-    return flop / (double(ms) / iters * 1e-3) / 1e12;
-  };
+  auto tflops = [&](auto f) { return flop / (mean_ms(f) * 1e-3) / 1e12; };
   bool fp8_ran = true;
-  const double fp8 = time([&] { fp8_ran = cuda::fp8_gemm(C.get(), n, X, Y, 0.f) && fp8_ran; });
+  const double fp8 = tflops([&] { fp8_ran = cuda::fp8_gemm(C.get(), n, X, Y, 0.f) && fp8_ran; });
   const double fp8_linear =
-      time([&] { cuda::linear_forward(C.get(), A.get(), B.get(), n, n, n, false, Precision::FP8); });
-  const double bf16 = time([&] {
+      tflops([&] { cuda::linear_forward(C.get(), A.get(), B.get(), n, n, n, false, Precision::FP8); });
+  const double bf16 = tflops([&] {
     cuda::gemm(false, true, n, n, n, 1.f, Ab.get(), n, Bb.get(), n, 0.f, C.get(), n, DType::BF16, DType::F32);
   });
-  MOE_CUDA_CHECK(cudaEventDestroy(t0));
-  MOE_CUDA_CHECK(cudaEventDestroy(t1));
   std::printf("[ BENCH    ] %lldx%lldx%lld: fp8 gemm %.1f TFLOP/s%s, fp8 linear_forward (with quantisation) %.1f "
               "TFLOP/s, bf16 gemm (f32 out) %.1f TFLOP/s, fp8/bf16 %.2fx\n",
               (long long)n, (long long)n, (long long)n, fp8, fp8_ran ? "" : " (DECLINED: not an fp8 GEMM)",

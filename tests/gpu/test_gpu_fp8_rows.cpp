@@ -26,13 +26,6 @@ namespace {
 
 class GpuFp8Rows : public GpuTest {};
 
-bool hopper() {
-  int dev = 0, major = 0;
-  MOE_CUDA_CHECK(cudaGetDevice(&dev));
-  MOE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  return major == 9;
-}
-
 // E4M3 rows in device memory.
 struct DeviceRows {
   cuda::DeviceBuffer<uint8_t> codes;
@@ -127,7 +120,7 @@ TEST_F(GpuFp8Rows, GemmsOnRowsMatchTheCpu) {
     const auto before = cuda::fp8_gemm_counts();
     cuda::linear_forward_fp8(Y.get(), q.q.slice(0, rows), Wd.get(), out, false);
     cuda::synchronize();
-    if (hopper()) {  // 48 rows: one GEMM; 37: 32 in place and 5 through a padded 16-row copy
+    if (is_hopper()) {  // 48 rows: one GEMM; 37: 32 in place and 5 through a padded 16-row copy
       EXPECT_EQ(cuda::fp8_gemm_counts().ran - before.ran, rows % 16 == 0 ? 1 : 2);
     }
     expect_close(to_host(Y), want, 1e-5, "linear_forward_fp8");
@@ -156,36 +149,20 @@ TEST_F(GpuFp8Rows, GemmsOnRowsMatchTheCpu) {
 // Speed, printed: RMSNorm then an fp8 linear layer that quantises its input, against the fused
 // RMSNorm that writes E4M3 rows and the GEMM that reads them (N = 8192, D = 2048, out = 2048).
 TEST_F(GpuFp8Rows, BenchmarkFusedVsUnfused) {
-  if (!hopper()) GTEST_SKIP() << "the FP8 GEMM path runs on sm_90 only";
+  if (!is_hopper()) GTEST_SKIP() << "the FP8 GEMM path runs on sm_90 only";
   const int64_t N = 8192, D = 2048, out = 2048;
   auto X = to_device(randn(size_t(N * D), 101)), Wn = to_device(randn(size_t(D), 102)),
        W = to_device(randn(size_t(out * D), 103, 0.02f));
   cuda::DeviceBuffer<float> Y(N * D), rstd(N), O(N * out);
   DeviceRows q(N, D);
-  cudaEvent_t t0, t1;
-  MOE_CUDA_CHECK(cudaEventCreate(&t0));
-  MOE_CUDA_CHECK(cudaEventCreate(&t1));
-  auto time_ms = [&](auto f) {
-    for (int i = 0; i < 3; ++i) f();
-    const int iters = 20;
-    MOE_CUDA_CHECK(cudaEventRecord(t0));
-    for (int i = 0; i < iters; ++i) f();
-    MOE_CUDA_CHECK(cudaEventRecord(t1));
-    MOE_CUDA_CHECK(cudaEventSynchronize(t1));
-    float ms = 0;
-    MOE_CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
-    return double(ms) / iters;
-  };
-  const double unfused = time_ms([&] {
+  const double unfused = mean_ms([&] {
     cuda::rmsnorm_forward(Y.get(), rstd.get(), X.get(), Wn.get(), N, D, 1e-6f);
     cuda::linear_forward(O.get(), Y.get(), W.get(), N, D, out, false, Precision::FP8);
   });
-  const double fused = time_ms([&] {
+  const double fused = mean_ms([&] {
     cuda::rmsnorm_forward_fp8(Y.get(), rstd.get(), q.q, X.get(), Wn.get(), 1e-6f);
     cuda::linear_forward_fp8(O.get(), q.q, W.get(), out, false);
   });
-  MOE_CUDA_CHECK(cudaEventDestroy(t0));
-  MOE_CUDA_CHECK(cudaEventDestroy(t1));
   std::printf("[ BENCH    ] rmsnorm + fp8 linear %lldx%lld -> %lld: unfused %.3f ms, fused %.3f ms (%.2fx)\n",
               (long long)N, (long long)D, (long long)out, unfused, fused, unfused / fused);
 }
