@@ -76,7 +76,8 @@ TEST_F(GpuFp8, LinearGemmsMatchTheCpuEmulation) {
   for (const int64_t M : {int64_t(144), int64_t(37)}) {
     SCOPED_TRACE(::testing::Message() << "M " << M);
     const int64_t in = 336, out = 208;
-    ASSERT_TRUE(cuda::fp8_gemm_shape_ok(16, out) && cuda::fp8_gemm_shape_ok(16, in) && cuda::fp8_gemm_shape_ok(out, in));
+    ASSERT_TRUE(cuda::fp8_gemm_shape_ok(16, out) && cuda::fp8_gemm_shape_ok(16, in) &&
+                cuda::fp8_gemm_shape_ok(out, in));
     const auto x = randn(size_t(M * in), 41, 2.f), W = randn(size_t(out * in), 42, 0.05f),
                dy = randn(size_t(M * out), 43, 1e-3f), dx0 = randn(size_t(M * in), 44, 1e-3f),
                dW0 = randn(size_t(out * in), 45, 1e-2f);
