@@ -90,7 +90,8 @@ class Backend {
   // device pointers. Groups without rows are skipped (their dW untouched).
   virtual void grouped_linear_forward(float* y, const float* x, const float* const* W, const int64_t* offsets,
                                       int64_t G, int64_t in, int64_t out, Precision p) = 0;
-  // dx (assigned, or added when accumulate_dx; may be null), dW[g] += dy_g^T x_g.
+  // dx (assigned, or added when accumulate_dx; may be null), dW[g] += dy_g^T x_g (skipped where
+  // dW[g] is null: with dx null too, the group is not computed at all).
   virtual void grouped_linear_backward(float* dx, float* const* dW, const float* dy, const float* x,
                                        const float* const* W, const int64_t* offsets, int64_t G, int64_t in,
                                        int64_t out, bool accumulate_dx, Precision p) = 0;

@@ -81,7 +81,7 @@ void MoELayer::run_experts(const ParamStore& ps, const std::vector<int64_t>& off
 void MoELayer::run_experts_backward(const ParamStore& ps, const std::vector<int64_t>& offsets, const float* dy,
                                     float* dx, const float* x, MoEActs& a) const {
   MOE_PHASE("experts");
-  const int64_t rows = offsets.back(), G = local_count;
+  const int64_t rows = offsets.back();
   const Precision p = experts[local_begin].gate_proj.prec;
   Backend& c = compute();
   auto Wg = expert_weights(ps, &SwiGLUMLP::gate_proj, false), Wu = expert_weights(ps, &SwiGLUMLP::up_proj, false),
@@ -90,11 +90,46 @@ void MoELayer::run_experts_backward(const ParamStore& ps, const std::vector<int6
        dWd = expert_weights(ps, &SwiGLUMLP::down_proj, true);
   ScratchScope scope;
   Tensor dh = scratch({rows, I}), dg = scratch({rows, I}), du = scratch({rows, I});
-  c.grouped_linear_backward(dh.f32(), dWd.data(), dy, a.experts.h_NI.f32(), Wd.data(), offsets.data(), G, I, D,
-                            false, p);
+  projection_backward(offsets, a, dh.f32(), dWd.data(), dy, a.experts.h_NI.f32(), Wd.data(), I, D, false, p);
   c.swiglu_backward(dg.f32(), du.f32(), dh.f32(), a.experts.gate_NI.f32(), a.experts.up_NI.f32(), rows * I);
-  c.grouped_linear_backward(dx, dWg.data(), dg.f32(), x, Wg.data(), offsets.data(), G, D, I, false, p);
-  c.grouped_linear_backward(dx, dWu.data(), du.f32(), x, Wu.data(), offsets.data(), G, D, I, true, p);
+  projection_backward(offsets, a, dx, dWg.data(), dg.f32(), x, Wg.data(), D, I, false, p);
+  projection_backward(offsets, a, dx, dWu.data(), du.f32(), x, Wu.data(), D, I, true, p);
+}
+
+// One projection's backward over the local experts' rows: dx (assigned, or added when
+// accumulate_dx) in one grouped call. The weight gradients too when the rows came from one place;
+// rows from several source ranks (grouped [expert][source]) take them one source at a time, over
+// that source's block of each expert's rows (the rows between are groups without weights, which
+// the backends skip). So an expert's weight gradient adds per-source partials in source order, and
+// at fp8 its 128-token tiles restart at each source's block as one process's restart at each
+// micro-batch: the same computation on any ep, where one GEMM over all sources would share tiles
+// across them.
+void MoELayer::projection_backward(const std::vector<int64_t>& offsets, const MoEActs& a, float* dx,
+                                   float* const* dW, const float* dy, const float* x, const float* const* W,
+                                   int64_t in, int64_t out, bool accumulate_dx, Precision p) const {
+  Backend& c = compute();
+  const int64_t G = local_count;
+  const int S = exchange ? a.plan.ranks : 1;
+  if (S == 1) return c.grouped_linear_backward(dx, dW, dy, x, W, offsets.data(), G, in, out, accumulate_dx, p);
+  const std::vector<float*> no_dW(size_t(G), nullptr);
+  c.grouped_linear_backward(dx, no_dW.data(), dy, x, W, offsets.data(), G, in, out, accumulate_dx, p);
+  std::vector<int64_t> off;
+  std::vector<float*> dWs;
+  std::vector<const float*> Ws;
+  for (int s = 0; s < S; ++s) {
+    off.clear(), dWs.clear(), Ws.clear();
+    for (int64_t j = 0; j < G; ++j) {
+      const int64_t begin = a.local_block[size_t(s * G + j)], n = a.plan.recv_rows[size_t(s * G + j)];
+      if (off.empty()) {
+        off.push_back(begin);
+      } else if (off.back() < begin) {  // other sources' rows: skipped
+        Ws.push_back(W[j]), dWs.push_back(nullptr), off.push_back(begin);
+      }
+      Ws.push_back(W[j]), dWs.push_back(dW[j]), off.push_back(begin + n);
+    }
+    c.grouped_linear_backward(nullptr, dWs.data(), dy, x, Ws.data(), off.data(), int64_t(Ws.size()), in, out, false,
+                              p);
+  }
 }
 
 // Where each (source rank s, local expert j) block of received rows sits: received order is

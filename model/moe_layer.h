@@ -72,6 +72,9 @@ struct MoELayer {
   void run_experts_backward(const ParamStore& ps, const std::vector<int64_t>& offsets, const float* dy, float* dx,
                             const float* x, MoEActs& a) const;
   std::vector<float*> expert_weights(const ParamStore& ps, Linear SwiGLUMLP::*proj, bool grad) const;
+  void projection_backward(const std::vector<int64_t>& offsets, const MoEActs& a, float* dx, float* const* dW,
+                           const float* dy, const float* x, const float* const* W, int64_t in, int64_t out,
+                           bool accumulate_dx, Precision p) const;
   int64_t plan_blocks(MoEActs& a) const;
   void move_blocks(const MoEActs& a, float* dst, const float* src, bool to_local, int64_t width) const;
 };

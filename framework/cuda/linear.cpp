@@ -193,7 +193,7 @@ void grouped_linear_backward_loop(float* dx, float* const* dW, const float* dy, 
                                   Precision p, cudaStream_t s) {
   for (int64_t g = 0; g < G; ++g) {
     const int64_t r0 = offsets[g], n = offsets[g + 1] - offsets[g];
-    if (n > 0)
+    if (n > 0 && (dx || dW[g]))
       linear_backward(dx ? dx + r0 * in : nullptr, dW[g], dy + r0 * out, x + r0 * in, W[g], n, in, out, accumulate_dx,
                       p, s);
   }
@@ -269,7 +269,10 @@ void grouped_linear_backward(float* dx, float* const* dW, const float* dy, const
   if (p == Precision::FP8)
     return grouped_linear_backward_loop(dx, dW, dy, x, W, offsets, G, in, out, accumulate_dx, p, s);
   const bool round = p == Precision::BF16;
-  const GroupRows dyr = group_rows(dy, offsets, G, out, round, s), xr = group_rows(x, offsets, G, in, round, s);
+  bool any_dW = false;
+  for (int64_t g = 0; g < G; ++g) any_dW = any_dW || dW[g];
+  const GroupRows dyr = group_rows(dy, offsets, G, out, round, s),
+                  xr = group_rows(x, offsets, G, in, round && any_dW, s);  // x is read by wgrad only
   RoundedGroups rg;
   if (round && dx) {
     rounded_weights(rg, W, offsets, G, out * in, s);

@@ -209,7 +209,7 @@ class EmulatedDevice final : public Backend {
     host_only(offsets);
     Op op(this, {dy, x});
     op.check(dx, true);
-    for (int64_t g = 0; g < G; ++g) op.check(W[g], false), op.check(dW[g], false);
+    for (int64_t g = 0; g < G; ++g) op.check(W[g], false), op.check(dW[g], true);
     cpu().grouped_linear_backward(dx, dW, dy, x, W, offsets, G, in, out, accumulate_dx, p);
   }
 
