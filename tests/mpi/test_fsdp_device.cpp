@@ -3,13 +3,15 @@
 // each rank's DistributedModel computes in memory the host may not touch, its collectives run
 // through a group that checks the buffers are device memory and holds that memory open from post
 // to completion (MPI reads it then). Every rank's losses, gradient norms and state must equal the
-// same job on the CPU bit for bit, for ep 1 and ep 2. What this proves for GPUs: the FSDP and
-// expert-exchange code keeps every buffer on the device and waits before use; NCCL itself is
-// tested by tests/gpu/test_gpu_nccl.
+// same job on the CPU bit for bit, for ep 1 and ep 2, and fp8 with fp8_dispatch at ep 2. What this
+// proves for GPUs: the FSDP and expert-exchange code keeps every buffer on the device and waits
+// before use; NCCL itself is tested by tests/gpu/test_gpu_nccl.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "../unit/emulated_device.h"
@@ -110,10 +112,15 @@ TEST(FsdpOnDevice, EveryRankTrainsBitwiseLikeTheCpu) {
   set_num_threads(1);
   Comm world(nullptr, nullptr);
   const char* src = std::getenv("MOE_SOURCE_DIR");
-  for (int ep : {1, 2}) {
+  // fp32 at ep 1 and 2; fp8 with the E4M3 rows sent through the expert exchange (packed rows,
+  // per-source expert weight gradients) at ep 2.
+  const std::vector<std::pair<int, std::vector<std::string>>> runs = {
+      {1, {}}, {2, {}}, {2, {"train.precision=fp8", "parallel.fp8_dispatch=true"}}};
+  for (const auto& [ep, extra] : runs) {
     if (world.size() % ep != 0) continue;
-    Config cfg = load_config(std::string(src ? src : ".") + "/configs/tiny.yaml",
-                             {"parallel.ep=" + std::to_string(ep)});
+    std::vector<std::string> overrides = extra;
+    overrides.push_back("parallel.ep=" + std::to_string(ep));
+    Config cfg = load_config(std::string(src ? src : ".") + "/configs/tiny.yaml", overrides);
     Trace cpu = train(cpu_backend(), &MpiGroup::make, world, cfg);
     test::EmulatedDevice device;
     g_device = &device;
