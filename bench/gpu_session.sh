@@ -43,7 +43,7 @@ case "$stage" in
     run ctest-unit bash -c "cd $BUILD && ctest -L unit -j 8 --output-on-failure"
     for t in test_gpu_backend test_gpu_model test_gpu_fp8 test_gpu_fp8_rows test_gpu_ops test_gpu_moe; do
       [ -x "$BUILD/tests/$t" ] || continue
-      run "memcheck-$t" compute-sanitizer --tool memcheck --error-exitcode 1 "$BUILD/tests/$t"
+      run "memcheck-$t" compute-sanitizer --tool memcheck --error-exitcode 1 "$BUILD/tests/$t" --gtest_filter=-*Benchmark*
     done
     ;;
   bench)
