@@ -89,7 +89,8 @@ Tensor scratch(const Shape& shape, DType dtype) {
 ScratchFp8Rows::ScratchFp8Rows(int64_t rows, int64_t cols)
     : codes_(scratch({rows, kern::Fp8Rows::ld_of(cols)}, DType::F8E4M3)),
       scales_(scratch({rows, kern::Fp8Rows::tiles_of(cols)}, DType::F32)),
-      rows_{codes_.data<uint8_t>(), scales_.f32(), rows, cols} {}
+      rows_{codes_.data<uint8_t>(), scales_.f32(), rows, cols},
+      present_(true) {}
 
 float* scratch_floats(int64_t n) {
   MOE_CHECK(arena().depth > 0, "scratch_floats() needs an open ScratchScope");

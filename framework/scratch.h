@@ -29,15 +29,19 @@ Tensor scratch(const Shape& shape);
 // The same for any element type.
 Tensor scratch(const Shape& shape, DType dtype);
 
-// E4M3 rows (kernels/fp8_rows.h) of a rows x cols activation, their codes and scales in scratch.
+// E4M3 rows (kernels/fp8_rows.h) of a rows x cols activation, their codes and scales in scratch;
+// default-constructed: none, for callers whose rows are optional (ptr() is then null).
 class ScratchFp8Rows {
  public:
+  ScratchFp8Rows() = default;
   ScratchFp8Rows(int64_t rows, int64_t cols);
   const kern::Fp8Rows& get() const { return rows_; }
+  const kern::Fp8Rows* ptr() const { return present_ ? &rows_ : nullptr; }
 
  private:
   Tensor codes_, scales_;
   kern::Fp8Rows rows_;
+  bool present_ = false;
 };
 
 // Raw floats from the same arena, for per-thread buffers inside parallel_for bodies.

@@ -46,14 +46,9 @@ void MLA::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int
     a.qa_norm_NQ.ensure({N, q_lora});
     a.qa_rstd_N.ensure({N});
     q_a_proj.forward(ps, a.qa_NQ.f32(), x, N, false, xq);
-    if (fp8) {
-      const ScratchFp8Rows qaq(N, q_lora);
-      q_a_layernorm.forward(ps, a.qa_norm_NQ.f32(), a.qa_rstd_N.f32(), a.qa_NQ.f32(), N, &qaq.get());
-      q_b_proj.forward(ps, a.q_NHd.f32(), a.qa_norm_NQ.f32(), N, false, &qaq.get());
-    } else {
-      q_a_layernorm.forward(ps, a.qa_norm_NQ.f32(), a.qa_rstd_N.f32(), a.qa_NQ.f32(), N);
-      q_b_proj.forward(ps, a.q_NHd.f32(), a.qa_norm_NQ.f32(), N);
-    }
+    const ScratchFp8Rows qaq = fp8 ? ScratchFp8Rows(N, q_lora) : ScratchFp8Rows();
+    q_a_layernorm.forward(ps, a.qa_norm_NQ.f32(), a.qa_rstd_N.f32(), a.qa_NQ.f32(), N, qaq.ptr());
+    q_b_proj.forward(ps, a.q_NHd.f32(), a.qa_norm_NQ.f32(), N, false, qaq.ptr());
   } else {
     q_proj.forward(ps, a.q_NHd.f32(), x, N, false, xq);
   }
@@ -71,14 +66,9 @@ void MLA::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int
   compute().copy_rows(kv_c, kv_lora, c, C, N, kv_lora);
   compute().rope_apply(ckv.f32() + kv_lora, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, 1, C, 0, int(rope), false);
   a.kvb_NHe.ensure({N, H, e});
-  if (fp8) {
-    const ScratchFp8Rows kvq(N, kv_lora);
-    kv_a_layernorm.forward(ps, a.kv_norm_NL.f32(), a.kv_rstd_N.f32(), kv_c, N, &kvq.get());
-    kv_b_proj.forward(ps, a.kvb_NHe.f32(), a.kv_norm_NL.f32(), N, false, &kvq.get());
-  } else {
-    kv_a_layernorm.forward(ps, a.kv_norm_NL.f32(), a.kv_rstd_N.f32(), kv_c, N);
-    kv_b_proj.forward(ps, a.kvb_NHe.f32(), a.kv_norm_NL.f32(), N);
-  }
+  const ScratchFp8Rows kvq = fp8 ? ScratchFp8Rows(N, kv_lora) : ScratchFp8Rows();
+  kv_a_layernorm.forward(ps, a.kv_norm_NL.f32(), a.kv_rstd_N.f32(), kv_c, N, kvq.ptr());
+  kv_b_proj.forward(ps, a.kvb_NHe.f32(), a.kv_norm_NL.f32(), N, false, kvq.ptr());
 
   // Keys: per head [k_nope | shared k_pe] (the one k_pe row of a token repeated for its H heads).
   float* k = a.k_NHd.f32();

@@ -1,7 +1,6 @@
 #include "model/model.h"
 
 #include <algorithm>
-#include <optional>
 
 #include "framework/backend.h"
 #include "framework/scratch.h"
@@ -35,10 +34,10 @@ void Block::forward(const ParamStore& ps, float* y, const float* x, int64_t B, i
   // At fp8 both norms also write their outputs' E4M3 rows, which every fp8 projection reading them
   // uses (the router and the f32 activations kept for backward read the f32 outputs).
   ScratchScope scope;
-  std::optional<ScratchFp8Rows> q1, q2;
-  if (self_attn.o_proj.prec == Precision::FP8) q1.emplace(N, D), q2.emplace(N, D);
-  const Fp8Rows* ln1q = q1 ? &q1->get() : nullptr;
-  const Fp8Rows* ln2q = q2 ? &q2->get() : nullptr;
+  const bool fp8 = self_attn.o_proj.prec == Precision::FP8;
+  const ScratchFp8Rows q1 = fp8 ? ScratchFp8Rows(N, D) : ScratchFp8Rows(),
+                       q2 = fp8 ? ScratchFp8Rows(N, D) : ScratchFp8Rows();
+  const Fp8Rows *ln1q = q1.ptr(), *ln2q = q2.ptr();
   input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, N, ln1q);
   self_attn.forward(ps, a.attn_out_ND.f32(), a.ln1_ND.f32(), B, T, rt, a.attn, ln1q);
   float* h = a.h_ND.f32();

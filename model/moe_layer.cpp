@@ -1,7 +1,5 @@
 #include "model/moe_layer.h"
 
-#include <optional>
-
 #include "framework/backend.h"
 #include "framework/profiler.h"
 #include "framework/scratch.h"
@@ -63,11 +61,11 @@ void MoELayer::run_experts(const ParamStore& ps, const std::vector<int64_t>& off
   // fp8: the GEMMs read E4M3 rows: x's from the permute (or, without them, quantised here: rows
   // that came through the expert exchange) and h's from SwiGLU.
   ScratchScope scope;
-  std::optional<ScratchFp8Rows> own;
+  ScratchFp8Rows own;
   if (!xq) {
-    own.emplace(rows, D);
-    c.quantize_rows(own->get(), x);
-    xq = &own->get();
+    own = ScratchFp8Rows(rows, D);
+    c.quantize_rows(own.get(), x);
+    xq = own.ptr();
   }
   c.grouped_linear_forward_fp8(gate, *xq, Wg.data(), offsets.data(), G, I);
   c.grouped_linear_forward_fp8(up, *xq, Wu.data(), offsets.data(), G, I);
@@ -171,13 +169,13 @@ namespace {
 int64_t fp8_packed_width(int64_t cols) { return Fp8Rows::ld_of(cols) / 4 + Fp8Rows::tiles_of(cols); }
 
 void pack_fp8_rows(float* packed, const Fp8Rows& q) {
-  const int64_t words = q.ld() / 4, width = words + q.tiles();
+  const int64_t words = q.ld() / 4, width = fp8_packed_width(q.cols);
   compute().copy_rows(packed, width, reinterpret_cast<const float*>(q.codes), words, q.rows, words);
   compute().copy_rows(packed + words, width, q.scales, q.tiles(), q.rows, q.tiles());
 }
 
 void unpack_fp8_rows(const Fp8Rows& q, const float* packed) {
-  const int64_t words = q.ld() / 4, width = words + q.tiles();
+  const int64_t words = q.ld() / 4, width = fp8_packed_width(q.cols);
   compute().copy_rows(reinterpret_cast<float*>(q.codes), words, packed, width, q.rows, words);
   compute().copy_rows(q.scales, q.tiles(), packed + words, width, q.rows, q.tiles());
 }
@@ -208,11 +206,12 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
   // fp8_dispatch the experts' backward reads the rows de-quantised, on every ep alike.
   const bool send_fp8 = xq && fp8_dispatch;
   ScratchScope fp8_scope;
-  std::optional<ScratchFp8Rows> xsq;
+  ScratchFp8Rows xsq;
   if (xq && (!exchange || send_fp8)) {
-    xsq.emplace(P, D);
-    compute().moe_permute_fp8(xs, xsq->get(), x, *xq, a.slot_of.data<int32_t>(), K);
-    if (send_fp8) compute().dequantize_rows(xs, xsq->get());
+    xsq = ScratchFp8Rows(P, D);
+    compute().moe_permute_fp8(xs, xsq.get(), x, *xq, a.slot_of.data<int32_t>(), K);
+    // The local experts' backward reads xs (remote experts read what they receive).
+    if (send_fp8 && !exchange) compute().dequantize_rows(xs, xsq.get());
   } else {
     compute().moe_permute(xs, x, a.slot_of.data<int32_t>(), P, K, D);
   }
@@ -220,7 +219,7 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
   a.ys_PD.ensure({P, D});
   if (!exchange) {
     MOE_CHECK(local_count == E, "experts split into parts but no expert exchange to reach them");
-    run_experts(ps, a.offsets, xs, a.ys_PD.f32(), a, xsq ? &xsq->get() : nullptr);
+    run_experts(ps, a.offsets, xs, a.ys_PD.f32(), a, xsq.ptr());
   } else {
     ScratchScope scope;
     std::vector<int64_t> counts(static_cast<size_t>(E));
@@ -232,19 +231,19 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
     const int64_t R = plan_blocks(a);
     Tensor xr = scratch({R, D}), yl = scratch({R, D});
     a.xl_RD.ensure({R, D});
-    std::optional<ScratchFp8Rows> xlq;
+    ScratchFp8Rows xlq;
     if (send_fp8) {
       const int64_t width = fp8_packed_width(D);
       Tensor send = scratch({P, width}), recv = scratch({R, width}), local = scratch({R, width});
-      pack_fp8_rows(send.f32(), xsq->get());
+      pack_fp8_rows(send.f32(), xsq.get());
       {
         MOE_PHASE("expert_dispatch");
         exchange->dispatch(a.plan, send.f32(), recv.f32(), width);
       }
       move_blocks(a, local.f32(), recv.f32(), /*to_local=*/true, width);
-      xlq.emplace(R, D);
-      unpack_fp8_rows(xlq->get(), local.f32());
-      compute().dequantize_rows(a.xl_RD.f32(), xlq->get());
+      xlq = ScratchFp8Rows(R, D);
+      unpack_fp8_rows(xlq.get(), local.f32());
+      compute().dequantize_rows(a.xl_RD.f32(), xlq.get());
     } else {
       {
         MOE_PHASE("expert_dispatch");
@@ -252,7 +251,7 @@ void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B
       }
       move_blocks(a, a.xl_RD.f32(), xr.f32(), /*to_local=*/true, D);
     }
-    run_experts(ps, a.local_offsets, a.xl_RD.f32(), yl.f32(), a, xlq ? &xlq->get() : nullptr);
+    run_experts(ps, a.local_offsets, a.xl_RD.f32(), yl.f32(), a, xlq.ptr());
     move_blocks(a, xr.f32(), yl.f32(), /*to_local=*/false, D);  // xr is free again: the outputs go there
     MOE_PHASE("expert_dispatch");
     exchange->combine(a.plan, xr.f32(), a.ys_PD.f32(), D);
