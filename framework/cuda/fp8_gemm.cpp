@@ -14,7 +14,9 @@
 
 namespace moe::cuda {
 
-bool fp8_gemm_shape_ok(int64_t Mr, int64_t Nr) { return Mr > 0 && Nr > 0 && Mr % 16 == 0 && Nr % 16 == 0; }
+bool fp8_gemm_shape_ok(int64_t Mr, int64_t Nr) {
+  return Mr > 0 && Nr > 0 && Mr % kFp8GemmMultiple == 0 && Nr % kFp8GemmMultiple == 0;
+}
 
 Fp8ColMajorGemm fp8_to_col_major(const kern::Fp8OperandLayout& X, const kern::Fp8OperandLayout& Y, int64_t ldc) {
   MOE_CHECK(X.K == Y.K && X.ld == Y.ld, "fp8_gemm: operands with K ", X.K, " and ", Y.K);

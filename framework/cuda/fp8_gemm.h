@@ -56,6 +56,7 @@ Fp8Operand fp8_operand(const float* x, int64_t R, int64_t C, bool transpose, boo
 // codes, exact). Conservative: cuBLASLt's FP8 kernels want 16-byte aligned rows and leading
 // dimensions, and the VEC128 scale tensors' row length round_up(outer, 4) then equals outer,
 // where Transformer Engine and PyTorch agree. Shapes outside it take the fake-quantised f32 path.
+constexpr int64_t kFp8GemmMultiple = 16;
 bool fp8_gemm_shape_ok(int64_t Mr, int64_t Nr);
 
 // C[Mr, Nr] = X Y^T + beta C, ldc the row stride of C (f32, device). X and Y have the same K.

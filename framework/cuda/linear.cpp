@@ -64,25 +64,23 @@ struct DeviceRows {
         rows{codes.get(), scales.get(), n, cols} {}
 };
 
-constexpr int64_t kFp8RowQuantum = 16;  // fp8_gemm_shape_ok's row multiple
-
 // C[X.rows, Nr] = X Y^T (+ C when accumulate; row stride Nr) as FP8 GEMMs over X's codes in place:
 // the rows up to the last multiple of 16 in one GEMM, the rest (fewer than 16: an expert's group
 // rarely has a multiple of 16 rows) through a 16-row copy whose extra rows are zero codes, into a
 // scratch output copied or added into C. Returns how many rows from the first were computed: 0 (C
 // untouched), the body's, or all, as cuBLASLt accepts the shapes; the caller does the rest.
 int64_t fp8_gemm_rows(float* C, const kern::Fp8Rows& X, const Fp8OperandRef& Y, bool accumulate, cudaStream_t s) {
-  const int64_t Nr = Y.layout.outer, body = X.rows / kFp8RowQuantum * kFp8RowQuantum, tail = X.rows - body;
+  const int64_t Nr = Y.layout.outer, body = X.rows / kFp8GemmMultiple * kFp8GemmMultiple, tail = X.rows - body;
   if (body > 0 && !fp8_gemm(C, Nr, fp8_rows_operand(X.slice(0, body), s).ref, Y, accumulate ? 1.f : 0.f, s)) return 0;
   if (tail == 0) return body;
-  DeviceRows pad(kFp8RowQuantum, X.cols);
+  DeviceRows pad(kFp8GemmMultiple, X.cols);
   pad.codes.zero(s);
   pad.scales.zero(s);
   const kern::Fp8Rows t = X.slice(body, tail);
   MOE_CUDA_CHECK(cudaMemcpyAsync(pad.codes.get(), t.codes, size_t(tail * t.ld()), cudaMemcpyDeviceToDevice, s));
   MOE_CUDA_CHECK(
       cudaMemcpyAsync(pad.scales.get(), t.scales, size_t(tail * t.tiles()) * 4, cudaMemcpyDeviceToDevice, s));
-  DeviceBuffer<float> out(kFp8RowQuantum * Nr);
+  DeviceBuffer<float> out(kFp8GemmMultiple * Nr);
   if (!fp8_gemm(out.get(), Nr, fp8_rows_operand(pad.rows, s).ref, Y, 0.f, s)) return body;
   float* c = C + body * Nr;
   if (accumulate)
@@ -98,10 +96,10 @@ int64_t fp8_gemm_rows(float* C, const kern::Fp8Rows& X, const Fp8OperandRef& Y, 
 // the order of the f32 accumulation).
 void fp8_rows_times_w(float* C, const kern::Fp8Rows& X, const float* W, bool dgrad, int64_t in, int64_t out,
                       bool accumulate, cudaStream_t s) {
-  const int64_t Nr = dgrad ? in : out;
+  const Fp8LinearPlan p = fp8_linear_plan(dgrad ? LinearGemm::Dgrad : LinearGemm::Forward, X.rows, in, out);
   int64_t done = 0;
-  if (fp8_gemm_shape_ok(kFp8RowQuantum, Nr)) {
-    const Fp8Operand Y = fp8_operand(W, out, in, /*transpose=*/dgrad, /*blocks=*/true, s);
+  if (fp8_gemm_shape_ok(kFp8GemmMultiple, p.Nr)) {
+    const Fp8Operand Y = fp8_operand(W, p.Y.R, p.Y.C, p.Y.transpose, p.Y.blocks, s);
     done = fp8_gemm_rows(C, X, Y, accumulate, s);
   }
   if (done == X.rows) return;
