@@ -26,10 +26,10 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
     kern::SerialRow one;
     for (int64_t bh = i0; bh < i1; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      const float* qb = q + b * T * l.q_ld + h * l.q_hs;
-      const float* kb = k + b * T * l.k_ld + h * l.k_hs;
-      const float* vb = v + b * T * l.v_ld + h * l.v_hs;
-      float* ob = o + b * T * l.o_ld + h * l.o_hs;
+      const float* qb = q + l.q_at(b, h);
+      const float* kb = k + l.k_at(b, h);
+      const float* vb = v + l.v_at(b, h);
+      float* ob = o + l.o_at(b, h);
       for (int64_t r0 = 0; r0 < T; r0 += kBlock) {
         const int64_t rows = std::min(kBlock, T - r0), keys = r0 + rows;
         gemm_serial(false, true, rows, keys, d, l.scale, qb + r0 * l.q_ld, l.q_ld, kb, l.k_ld, 0.f, S, keys);
@@ -53,13 +53,13 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     kern::SerialRow one;
     for (int64_t bh = i0; bh < i1; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      const float* qb = q + b * T * l.q_ld + h * l.q_hs;
-      const float* kb = k + b * T * l.k_ld + h * l.k_hs;
-      const float* vb = v + b * T * l.v_ld + h * l.v_hs;
-      const float* dob = dout + b * T * l.o_ld + h * l.o_hs;
-      float* dqb = dq + b * T * l.q_ld + h * l.q_hs;
-      float* dkb = dk + b * T * l.k_ld + h * l.k_hs;
-      float* dvb = dv + b * T * l.v_ld + h * l.v_hs;
+      const float* qb = q + l.q_at(b, h);
+      const float* kb = k + l.k_at(b, h);
+      const float* vb = v + l.v_at(b, h);
+      const float* dob = dout + l.o_at(b, h);
+      float* dqb = dq + l.q_at(b, h);
+      float* dkb = dk + l.k_at(b, h);
+      float* dvb = dv + l.v_at(b, h);
       for (int64_t t = 0; t < T; ++t) {  // dV and dK accumulate over query blocks
         std::fill(dvb + t * l.v_ld, dvb + t * l.v_ld + vd, 0.f);
         std::fill(dkb + t * l.k_ld, dkb + t * l.k_ld + d, 0.f);

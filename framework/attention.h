@@ -13,6 +13,12 @@ struct AttentionLayout {
   int64_t B = 0, T = 0, H = 0, dqk = 0, dv = 0;
   int64_t q_ld = 0, q_hs = 0, k_ld = 0, k_hs = 0, v_ld = 0, v_hs = 0, o_ld = 0, o_hs = 0;
   float scale = 1.f;  // applied to q k^T before the causal softmax
+
+  // Where sequence b, head h, position 0 starts in q, k, v and o.
+  int64_t q_at(int64_t b, int64_t h) const { return b * T * q_ld + h * q_hs; }
+  int64_t k_at(int64_t b, int64_t h) const { return b * T * k_ld + h * k_hs; }
+  int64_t v_at(int64_t b, int64_t h) const { return b * T * v_ld + h * v_hs; }
+  int64_t o_at(int64_t b, int64_t h) const { return b * T * o_ld + h * o_hs; }
 };
 
 // o = softmax(scale q k^T, causal) v; lse[B, H, T] saved.

@@ -14,10 +14,7 @@ struct SequenceHeads {
   const float *q, *k, *v, *o;
   SequenceHeads(const float* q_, const float* k_, const float* v_, const float* o_, const AttentionLayout& l, int64_t b,
                 int64_t h0)
-      : q(q_ + b * l.T * l.q_ld + h0 * l.q_hs),
-        k(k_ + b * l.T * l.k_ld + h0 * l.k_hs),
-        v(v_ + b * l.T * l.v_ld + h0 * l.v_hs),
-        o(o_ + b * l.T * l.o_ld + h0 * l.o_hs) {}
+      : q(q_ + l.q_at(b, h0)), k(k_ + l.k_at(b, h0)), v(v_ + l.v_at(b, h0)), o(o_ + l.o_at(b, h0)) {}
 };
 
 // S[hc, T, T] = scale q k^T for hc heads (the upper triangle too; the softmax masks it).
@@ -55,7 +52,7 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
       }, s);
       // o[hc heads] = P v
       gemm_strided_batched(false, false, T, l.dv, T, 1.f, S, T, T * T, h.v, l.v_ld, l.v_hs, 0.f,
-                           o + b * T * l.o_ld + h0 * l.o_hs, l.o_ld, l.o_hs, hc, DType::F32, DType::F32, s);
+                           o + l.o_at(b, h0), l.o_ld, l.o_hs, hc, DType::F32, DType::F32, s);
     }
 }
 
@@ -70,9 +67,9 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     for (int64_t h0 = 0; h0 < H; h0 += chunk) {
       const int64_t hc = chunk < H - h0 ? chunk : H - h0;
       const SequenceHeads h(q, k, v, dout, l, b, h0);  // h.o is dout (the layout of o)
-      float* dq_b = dq + b * T * l.q_ld + h0 * l.q_hs;
-      float* dk_b = dk + b * T * l.k_ld + h0 * l.k_hs;
-      float* dv_b = dv + b * T * l.v_ld + h0 * l.v_hs;
+      float* dq_b = dq + l.q_at(b, h0);
+      float* dk_b = dk + l.k_at(b, h0);
+      float* dv_b = dv + l.v_at(b, h0);
       // P again, from the saved log-sum-exp.
       scores(P, h, l, hc, s);
       const float* lse_chunk = lse + (b * H + h0) * T;
