@@ -6,7 +6,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <numeric>
 #include <random>
 #include <vector>
 
@@ -21,18 +20,10 @@ using namespace moe;
 using moe::test::Lanes;
 using moe::test::LaneRow;
 using moe::test::randn;
+using moe::test::run_shuffled;
 
 namespace {
 
-// Runs f(i) for i in [0, n) in a shuffled order: a kernel must not depend on the order its
-// elements run in.
-template <class F>
-void run_shuffled(int64_t n, F f, uint32_t seed = 7) {
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  std::shuffle(order.begin(), order.end(), std::mt19937(seed));
-  for (int64_t i : order) f(i);
-}
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;

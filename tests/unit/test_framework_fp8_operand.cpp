@@ -5,9 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstring>
-#include <numeric>
-#include <random>
 #include <vector>
 
 #include "framework/kernels/fp8_operand.h"
@@ -15,25 +12,14 @@
 #include "tests/unit/test_random.h"
 
 using namespace moe;
+using moe::kern::f32_bits;
 using moe::test::randn;
+using moe::test::run_shuffled;
 
 namespace {
 
 constexpr int64_t T = kern::kFp8Tile;
 
-template <class F>
-void run_shuffled(int64_t n, F f, uint32_t seed = 11) {
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  std::shuffle(order.begin(), order.end(), std::mt19937(seed));
-  for (int64_t i : order) f(i);
-}
-
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
 
 struct Case {
   int64_t R, C;
@@ -104,10 +90,10 @@ TEST(Fp8Operand, CodesAndScalesAreTheCpusBitForBit) {
     std::vector<float> sc(size_t(L.scale_count()), -1.f);
     run_shuffled(L.code_count(), [&](int64_t i) {
       op[size_t(i)] = kern::fp8_operand_code(x.data(), tile_scales.data(), g, c.transpose, L, i);
-    });
+    }, 11);
     run_shuffled(L.scale_count(), [&](int64_t j) {
       sc[size_t(j)] = kern::fp8_operand_scale(tile_scales.data(), g, c.transpose, L, j);
-    });
+    }, 11);
 
     std::vector<bool> used(sc.size(), false);
     int bad = 0;
@@ -123,8 +109,8 @@ TEST(Fp8Operand, CodesAndScalesAreTheCpusBitForBit) {
         const size_t s = size_t(L.scale_index(o, k));
         used[s] = true;
         bad += q != codes[src];
-        bad += bits(sc[s]) != bits(tile_scales[size_t(g.tile_of(r, col))]);
-        bad += bits(kern::e4m3_bits_to_f32(q) * sc[s]) != bits(xq[src]);  // the CPU's value
+        bad += f32_bits(sc[s]) != f32_bits(tile_scales[size_t(g.tile_of(r, col))]);
+        bad += f32_bits(kern::e4m3_bits_to_f32(q) * sc[s]) != f32_bits(xq[src]);  // the CPU's value
       }
     EXPECT_EQ(bad, 0);
     for (size_t s = 0; s < sc.size(); ++s) {

@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -20,15 +19,10 @@
 #include "tests/unit/test_random.h"
 
 using namespace moe;
+using moe::kern::f32_bits;
 using moe::test::randn;
 
 namespace {
-
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
 
 // Owns the memory of rows x cols E4M3 rows; codes start as 0xAA so unwritten padding shows.
 struct RowsBuffer {
@@ -61,19 +55,19 @@ void expect_rows_of(const Fp8Rows& q, const float* x) {
   fp8_quantize(xq.data(), codes.data(), scales.data(), x, R, C, 1, kern::kFp8Tile);
   for (int64_t r = 0; r < R; ++r) {
     for (int64_t t = 0; t < nt; ++t)
-      ASSERT_EQ(bits(q.row_scales(r)[t]), bits(scales[size_t(r * nt + t)])) << "row " << r << " tile " << t;
+      ASSERT_EQ(f32_bits(q.row_scales(r)[t]), f32_bits(scales[size_t(r * nt + t)])) << "row " << r << " tile " << t;
     for (int64_t c = 0; c < ld; ++c) {
       const uint8_t want = c < C ? codes[size_t(r * C + c)] : 0;
       ASSERT_EQ(q.row_codes(r)[c], want) << "row " << r << " col " << c;
       if (c >= C) continue;
-      ASSERT_EQ(bits(q.value(r, c)), bits(xq[size_t(r * C + c)])) << "row " << r << " col " << c;
+      ASSERT_EQ(f32_bits(q.value(r, c)), f32_bits(xq[size_t(r * C + c)])) << "row " << r << " col " << c;
     }
   }
 }
 
 void expect_same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(bits(a[i]), bits(b[i])) << "element " << i;
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(f32_bits(a[i]), f32_bits(b[i])) << "element " << i;
 }
 
 struct Shape {
@@ -179,7 +173,7 @@ TEST(Fp8Rows, RowsAreTheGemmOperandOfX) {
   for (int64_t i = 0; i < L.code_count(); ++i)
     ASSERT_EQ(s.codes[i], kern::fp8_operand_code(xs, tile_scales.data(), g, false, L, i)) << "code " << i;
   for (int64_t j = 0; j < L.scale_count(); ++j)
-    ASSERT_EQ(bits(kern::fp8_rows_vec128_scale(s, L.scale_ld, j)),
-              bits(kern::fp8_operand_scale(tile_scales.data(), g, false, L, j)))
+    ASSERT_EQ(f32_bits(kern::fp8_rows_vec128_scale(s, L.scale_ld, j)),
+              f32_bits(kern::fp8_operand_scale(tile_scales.data(), g, false, L, j)))
         << "scale " << j;
 }

@@ -1,6 +1,8 @@
-// Random test inputs shared by the kernel and op tests.
+// Random test inputs and orders shared by the kernel and op tests.
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -13,6 +15,16 @@ inline std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
   std::vector<float> v(n);
   for (float& x : v) x = d(rng);
   return v;
+}
+
+// Runs f(i) for i in [0, n) in a shuffled order (the same for the same seed): a kernel must not
+// depend on the order its elements run in.
+template <class F>
+void run_shuffled(int64_t n, F f, uint32_t seed = 7) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937(seed));
+  for (int64_t i : order) f(i);
 }
 
 }  // namespace moe::test
