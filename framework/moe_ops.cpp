@@ -1,5 +1,6 @@
 #include "framework/moe_ops.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "framework/kernels/permute.h"
@@ -40,15 +41,21 @@ void router_bias_update(float* bias, const float* load, int64_t E, float rate) {
   for (int64_t e = 0; e < E; ++e) kern::router_bias_update(bias + e, load[e], mean, rate);
 }
 
+// One pass of a counting sort. The GPU's shape (kern::dispatch_count_segment and
+// dispatch_fill_segment, one block per expert, each scanning all choices) gives the same stable
+// plan; tests compare the two.
 void moe_dispatch_plan(int64_t* offsets, int32_t* slot_of, int32_t* pos_of, const int32_t* idx, int64_t P,
                        int64_t E) {
-  std::vector<int64_t> counts(static_cast<size_t>(E));
-  launch_rows(E, 1, [&](kern::SerialRow& r, int64_t e) {
-    kern::dispatch_count_segment(r, counts.data(), idx, P, int32_t(e));
-  });
-  launch_rows(E, 1, [&](kern::SerialRow& r, int64_t e) {
-    kern::dispatch_fill_segment(r, offsets, slot_of, pos_of, counts.data(), idx, P, int32_t(e), int32_t(E));
-  });
+  std::fill(offsets, offsets + E + 1, 0);
+  for (int64_t i = 0; i < P; ++i) offsets[idx[i] + 1]++;
+  for (int64_t e = 0; e < E; ++e) offsets[e + 1] += offsets[e];
+  for (int64_t i = 0; i < P; ++i) {
+    const int64_t p = offsets[idx[i]]++;  // offsets[e] runs to offsets[e + 1] ...
+    slot_of[p] = int32_t(i);
+    pos_of[i] = int32_t(p);
+  }
+  for (int64_t e = E; e > 0; --e) offsets[e] = offsets[e - 1];  // ... and is shifted back
+  offsets[0] = 0;
 }
 
 void moe_permute(float* xs, const float* x, const int32_t* slot_of, int64_t P, int64_t K, int64_t D) {

@@ -36,16 +36,27 @@ void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, con
   for (int64_t i = 0; i < D; ++i) kern::sum_partials(dw, partial, S, D, i);
 }
 
-void swiglu_forward(float* h, const float* g, const float* u, int64_t n) {
-  launch_elements(n, 4096, [&](int64_t i) { h[i] = kern::swiglu(g[i], u[i]); });
+// The element-wise ops of backend_ops.inc: BODY for every i, at least 4096 elements a thread.
+#define MOE_OP(ret, name, params, args, device)
+#define MOE_ELEMENTWISE_OP(name, params, args, n, ...) \
+  void name params { launch_elements(n, 4096, [&](int64_t i) { __VA_ARGS__; }); }
+#include "framework/backend_ops.inc"
+#undef MOE_OP
+#undef MOE_ELEMENTWISE_OP
+
+// The single-source row moves (kernels/moves.h), a row per item.
+void copy_rows(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols,
+               int64_t src_repeat) {
+  launch_elements(rows, 64, [&](int64_t r) {
+    for (int64_t c = 0; c < cols; ++c) kern::copy_rows_element(dst, ld_dst, src, ld_src, src_repeat, r, c);
+  });
 }
 
-void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {
-  launch_elements(n, 4096, [&](int64_t i) { kern::swiglu_backward(dg + i, du + i, dh[i], g[i], u[i]); });
-}
-
-void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t D) {
-  launch_elements(N * D, 4096, [&](int64_t i) { kern::embedding_forward_element(out, ids, table, D, i); });
+void sum_row_groups(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols,
+                    int64_t group) {
+  launch_elements(rows, 64, [&](int64_t r) {
+    for (int64_t c = 0; c < cols; ++c) kern::sum_row_groups_element(dst, ld_dst, src, ld_src, group, r, c);
+  });
 }
 
 void embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t N, int64_t D) {
@@ -130,6 +141,12 @@ void cast_bf16_to_f32(float* out, const uint16_t* in, int64_t n) {
 
 void axpy(float* y, const float* x, float a, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+double sum(const float* x, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += x[i];
+  return s;
 }
 
 double sum_squares(const float* x, int64_t n) {

@@ -15,12 +15,21 @@ void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int6
 void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
                       int64_t N, int64_t D, bool accumulate_dx = false);
 
-// h[n] = silu(g[n]) * u[n] over n elements.
-void swiglu_forward(float* h, const float* g, const float* u, int64_t n);
-void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n);
+// The element-wise ops of framework/backend_ops.inc (add, swiglu_forward/backward,
+// embedding_forward, ...), generated from their entries there (ops.cpp).
+#define MOE_OP(ret, name, params, args, device)
+#define MOE_ELEMENTWISE_OP(name, params, args, n, ...) void name params;
+#include "framework/backend_ops.inc"
+#undef MOE_OP
+#undef MOE_ELEMENTWISE_OP
 
-// out[N,D] = table[ids[N], :]
-void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t D);
+// dst row r (cols elements, row stride ld_dst) = src row r / src_repeat (row stride ld_src).
+void copy_rows(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols,
+               int64_t src_repeat = 1);
+// dst row r = sum over j < group, in j order, of src row r * group + j.
+void sum_row_groups(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols,
+                    int64_t group);
+
 // dtable[ids[n], :] += dout[n, :]
 void embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t N, int64_t D);
 
@@ -55,6 +64,8 @@ void cast_bf16_to_f32(float* out, const uint16_t* in, int64_t n);
 
 // y += a * x
 void axpy(float* y, const float* x, float a, int64_t n);
+// Sums in f64, in index order.
+double sum(const float* x, int64_t n);
 double sum_squares(const float* x, int64_t n);
 
 }  // namespace moe

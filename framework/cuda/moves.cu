@@ -1,4 +1,4 @@
-// Element-wise ops, row moves, the embedding and f64 sums on the GPU: kernels/moves.h through the
+// Row moves, the embedding's backward and f64 sums on the GPU: kernels/moves.h through the
 // launchers (launch.cuh). Each output element has one writer that reads in a fixed order, so all of
 // these give the same bits on every run.
 #include <vector>
@@ -9,10 +9,6 @@
 #include "framework/kernels/moves.h"
 
 namespace moe::cuda {
-
-void add(float* y, const float* a, const float* b, int64_t n, cudaStream_t stream) {
-  launch_elements(n, [=] __device__(int64_t i) { y[i] = a[i] + b[i]; }, stream);
-}
 
 void copy_rows(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols,
                int64_t src_repeat, cudaStream_t stream) {
@@ -28,13 +24,6 @@ void sum_row_groups(float* dst, int64_t ld_dst, const float* src, int64_t ld_src
   launch_elements(rows * cols, [=] __device__(int64_t i) {
     kern::sum_row_groups_element(dst, ld_dst, src, ld_src, group, i / cols, i % cols);
   }, stream);
-}
-
-void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t D,
-                       cudaStream_t stream) {
-  if (D <= 0) return;
-  launch_elements(N * D, [=] __device__(int64_t i) { kern::embedding_forward_element(out, ids, table, D, i); },
-                  stream);
 }
 
 void embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t N, int64_t D,

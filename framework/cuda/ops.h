@@ -21,10 +21,16 @@ void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int6
 void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
                       int64_t N, int64_t D, bool accumulate_dx, cudaStream_t stream = nullptr);
 
-// SwiGLU (kernels/activation.h).
-void swiglu_forward(float* h, const float* g, const float* u, int64_t n, cudaStream_t stream = nullptr);
-void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n,
-                     cudaStream_t stream = nullptr);
+// The element-wise ops of framework/backend_ops.inc (add, swiglu_forward/backward,
+// embedding_forward, ...), generated from their entries there (elementwise.cu): the CPU op's
+// arguments plus the stream, one thread per element.
+#define MOE_WITH_STREAM(...) (__VA_ARGS__, cudaStream_t stream)
+#define MOE_WITH_DEFAULT_STREAM(...) (__VA_ARGS__, cudaStream_t stream = nullptr)
+#define MOE_OP(ret, name, params, args, device)
+#define MOE_ELEMENTWISE_OP(name, params, args, n, ...) void name MOE_WITH_DEFAULT_STREAM params;
+#include "framework/backend_ops.inc"
+#undef MOE_OP
+#undef MOE_ELEMENTWISE_OP
 
 // RoPE in place (kernels/rope.h); cos/sin[T, dim/2] in device memory; layout as framework/ops.h.
 void rope_apply(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t heads, int64_t row_stride,
@@ -65,16 +71,13 @@ void moe_unpermute_backward(float* dw, float* dys, const float* dy, const float*
 void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const kern::AdamWStep& s,
                   cudaStream_t stream = nullptr);
 
-// Element-wise ops and row moves of the compute backend (kernels/moves.h); shapes as
-// framework/backend.h. embedding_backward runs one thread per column walking the tokens in order
-// (no atomics): bit for bit the CPU's sums.
-void add(float* y, const float* a, const float* b, int64_t n, cudaStream_t stream = nullptr);
+// Row moves and the embedding's backward (kernels/moves.h); shapes as framework/backend_ops.inc.
+// embedding_backward runs one thread per column walking the tokens in order (no atomics): bit for
+// bit the CPU's sums.
 void copy_rows(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols,
                int64_t src_repeat, cudaStream_t stream = nullptr);
 void sum_row_groups(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols,
                     int64_t group, cudaStream_t stream = nullptr);
-void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t D,
-                       cudaStream_t stream = nullptr);
 void embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t N, int64_t D,
                         cudaStream_t stream = nullptr);
 // Sum of x[n] (or of its squares) in f64: kSumSegments partial sums of fixed-width blocks,
@@ -83,6 +86,10 @@ void embedding_backward(float* dtable, const int32_t* ids, const float* dout, in
 constexpr int64_t kSumSegments = 128;
 constexpr int kSumThreads = 256;
 double sum_f64(const float* x, int64_t n, bool squares, cudaStream_t stream = nullptr);
+inline double sum(const float* x, int64_t n, cudaStream_t stream = nullptr) { return sum_f64(x, n, false, stream); }
+inline double sum_squares(const float* x, int64_t n, cudaStream_t stream = nullptr) {
+  return sum_f64(x, n, true, stream);
+}
 // sum_f64(x + begin[i], length[i], true) for every segment, added in segment order (the same bits
 // as that loop); all segments run before one wait. begin/length are host arrays.
 double sum_squares_segments_f64(const float* x, const int64_t* begin, const int64_t* length, int64_t count,

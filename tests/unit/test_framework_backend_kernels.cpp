@@ -9,10 +9,14 @@
 #include <random>
 #include <vector>
 
+#include "framework/backend.h"
+#include "framework/kernels/activation.h"
 #include "framework/kernels/fp8_tiles.h"
 #include "framework/kernels/moves.h"
 #include "framework/kernels/row.h"
+#include "framework/ops.h"
 #include "framework/precision.h"
+#include "framework/threads.h"
 #include "tests/unit/lanes.h"
 #include "tests/unit/test_random.h"
 
@@ -30,6 +34,35 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 }  // namespace
+
+// The element-wise ops generated from the op table (framework/backend_ops.inc): the CPU function
+// and the CPU backend's method both equal the element loop, on any number of threads (aliasing
+// the output with an input, as the model's residual adds do).
+TEST(BackendKernels, ElementwiseOpsFromTheTable) {
+  const int64_t n = 40000;  // several threads' worth at the launch grain
+  const auto a = randn(size_t(n), 1), b = randn(size_t(n), 2), dh = randn(size_t(n), 3);
+  std::vector<float> sum_ref(a.size()), h_ref(a.size()), dg_ref(a.size()), du_ref(a.size());
+  for (int64_t i = 0; i < n; ++i) {
+    sum_ref[i] = a[i] + b[i];
+    h_ref[i] = kern::swiglu(a[i], b[i]);
+    kern::swiglu_backward(&dg_ref[i], &du_ref[i], dh[i], a[i], b[i]);
+  }
+  const int threads = num_threads();
+  for (int t : {1, 3}) {
+    set_num_threads(t);
+    std::vector<float> y = a, h(a.size()), dg(a.size()), du(a.size());
+    add(y.data(), y.data(), b.data(), n);
+    EXPECT_TRUE(same_bits(y, sum_ref)) << t;
+    y = a;
+    cpu_backend().add(y.data(), y.data(), b.data(), n);
+    EXPECT_TRUE(same_bits(y, sum_ref)) << t;
+    cpu_backend().swiglu_forward(h.data(), a.data(), b.data(), n);
+    EXPECT_TRUE(same_bits(h, h_ref)) << t;
+    swiglu_backward(dg.data(), du.data(), dh.data(), a.data(), b.data(), n);
+    EXPECT_TRUE(same_bits(dg, dg_ref) && same_bits(du, du_ref)) << t;
+  }
+  set_num_threads(threads);
+}
 
 TEST(BackendKernels, CopyRowsWithRepeat) {
   const int64_t rows = 12, cols = 5, ld_src = 7, ld_dst = 9, rep = 3;

@@ -128,6 +128,23 @@ TEST(EmulatedDevice, HostPointerToADeviceOpThrows) {
   std::vector<float> host(8, 1.f);
   EXPECT_THROW(device.add(d.f32(), d.f32(), host.data(), 8), InternalError);
   EXPECT_THROW(device.upload(d.f32(), d.f32(), 32), InternalError);  // a "host" source inside device memory
+  // The op table's other kinds of device arguments: a host array of device pointers (itself host
+  // memory, every entry device memory) and E4M3 rows (codes and scales).
+  Tensor y = Tensor::zeros({4, 8}, DType::F32, Device::CUDA), W = Tensor::zeros({8, 8}, DType::F32, Device::CUDA);
+  const int64_t offsets[2] = {0, 4};
+  const float* weights[1] = {W.f32()};
+  device.grouped_linear_forward(y.f32(), y.f32(), weights, offsets, 1, 8, 8, Precision::FP32);  // legal
+  const float* host_weights[1] = {host.data()};
+  EXPECT_THROW(device.grouped_linear_forward(y.f32(), y.f32(), host_weights, offsets, 1, 8, 8, Precision::FP32),
+               InternalError);
+  Tensor offsets_on_device = Tensor::zeros({2}, DType::I64, Device::CUDA);
+  EXPECT_THROW(device.grouped_linear_forward(y.f32(), y.f32(), weights, offsets_on_device.data<int64_t>(), 1, 8, 8,
+                                             Precision::FP32),
+               InternalError);
+  std::vector<uint8_t> host_codes(4 * 128);
+  Tensor scales = Tensor::zeros({4}, DType::F32, Device::CUDA);
+  kern::Fp8Rows q{host_codes.data(), scales.f32(), 4, 8};
+  EXPECT_THROW(device.quantize_rows(q, y.f32()), InternalError);
   // Through the tensor API, host <-> device copies are legal and round-trip.
   Tensor h = Tensor::empty({8});
   h.fill_(2.5f);
