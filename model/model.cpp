@@ -37,16 +37,15 @@ void Block::forward(const ParamStore& ps, float* y, const float* x, int64_t B, i
   const bool fp8 = prec == Precision::FP8;
   const ScratchFp8Rows q1 = fp8 ? ScratchFp8Rows(N, D) : ScratchFp8Rows(),
                        q2 = fp8 ? ScratchFp8Rows(N, D) : ScratchFp8Rows();
-  const Fp8Rows *ln1q = q1.ptr(), *ln2q = q2.ptr();
-  input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, N, ln1q);
-  self_attn.forward(ps, a.attn_out_ND.f32(), a.ln1_ND.f32(), B, T, rt, a.attn, ln1q);
+  const Activation ln1 = input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, N, q1.ptr());
+  self_attn.forward(ps, a.attn_out_ND.f32(), ln1, B, T, rt, a.attn);
   float* h = a.h_ND.f32();
   compute().add(h, x, a.attn_out_ND.f32(), N * D);
-  post_attention_layernorm.forward(ps, a.ln2_ND.f32(), a.ln2_rstd_N.f32(), h, N, ln2q);
+  const Activation ln2 = post_attention_layernorm.forward(ps, a.ln2_ND.f32(), a.ln2_rstd_N.f32(), h, N, q2.ptr());
   if (is_moe)
-    moe.forward(ps, y, a.ln2_ND.f32(), B, T, a.moe, load_E, ln2q);
+    moe.forward(ps, y, ln2, B, T, a.moe, load_E);
   else
-    mlp.forward(ps, y, a.ln2_ND.f32(), N, a.mlp, false, ln2q);
+    mlp.forward(ps, y, ln2, N, a.mlp);
   compute().add(y, y, h, N * D);
 }
 

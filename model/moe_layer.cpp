@@ -133,17 +133,17 @@ void MoELayer::projection_backward(const ExpertGroups& groups, float* dx, float*
 }
 
 // Route -> dispatch -> experts -> combine (y = shared(x) + sum_k w * expert outputs).
-void MoELayer::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, MoEActs& a,
-                       float* load_E, const Fp8Rows* xq) const {
+void MoELayer::forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64_t T, MoEActs& a,
+                       float* load_E) const {
   MOE_PHASE("moe_routing");  // router, dispatch and combine; the experts' own work is "experts"
   const int64_t N = B * T;
   ScratchScope scope;  // the dispatched rows live until combine
-  gate.forward(ps, x, B, T, a.router);
-  const ExpertRows rows = dispatcher.dispatch(x, xq, a.router.idx_NK, N, a.dispatch, load_E);
+  gate.forward(ps, x.f32, B, T, a.router);
+  const ExpertRows rows = dispatcher.dispatch(x, a.router.idx_NK, N, a.dispatch, load_E);
   run_experts(ps, rows, a.dispatch.groups, a.experts);
   if (has_shared) {
     MOE_PHASE("experts");
-    shared_experts.forward(ps, y, x, N, a.shared, false, xq);
+    shared_experts.forward(ps, y, x, N, a.shared);
   }
   dispatcher.combine(y, rows, a.router.weights_NK.f32(), N, /*accumulate=*/has_shared, a.dispatch);
 }

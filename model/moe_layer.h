@@ -39,10 +39,9 @@ struct MoELayer {
   // Registers the router and shared experts in the current unit, then the routed experts in
   // `placement.expert_parts` units of their own.
   void init(ParamStore& ps, const std::string& prefix, const ModelConfig& c, const ModelPlacement& placement);
-  // y[N,D] = moe(x[N,D]); expert loads are added to load_E when not null. xq: x's E4M3 rows
-  // (Linear::forward), read by the shared experts and, dispatched with x, by the routed experts.
-  void forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, MoEActs& a, float* load_E,
-               const Fp8Rows* xq = nullptr) const;
+  // y[N,D] = moe(x[N,D]); expert loads are added to load_E when not null. x's E4M3 rows (when
+  // given) are read by the shared experts and, dispatched with x, by the routed experts.
+  void forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64_t T, MoEActs& a, float* load_E) const;
   // dx[N,D] (assigned) ; loss_scale scales the router's auxiliary-loss gradients.
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T, MoEActs& a,
                 float loss_scale) const;

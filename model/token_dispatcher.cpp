@@ -26,8 +26,8 @@ void unpack_fp8_rows(const Fp8Rows& q, const float* packed) {
 
 }  // namespace
 
-ExpertRows TokenDispatcher::dispatch(const float* x, const Fp8Rows* xq, const Tensor& idx_NK, int64_t N,
-                                     DispatchActs& a, float* load_E) const {
+ExpertRows TokenDispatcher::dispatch(Activation x, const Tensor& idx_NK, int64_t N, DispatchActs& a,
+                                     float* load_E) const {
   const int64_t P = N * K;
   // Dispatch plan: counting sort of the N*K choices by expert, stable in token order. The expert
   // offsets come to the host: they size the grouped GEMMs and the exchange, and count the load.
@@ -47,16 +47,17 @@ ExpertRows TokenDispatcher::dispatch(const float* x, const Fp8Rows* xq, const Te
   // At fp8, x's E4M3 rows travel with x to local experts, and with fp8_dispatch to remote ones too
   // (1x128 tiles lie inside a row: moving rows moves their codes and scales unchanged). With
   // fp8_dispatch the experts' backward reads the rows de-quantised, on every ep alike.
+  const Fp8Rows* xq = x.e4m3;
   const bool send_fp8 = xq && fp8_dispatch;
   ExpertRows rows;
   ScratchFp8Rows xsq;
   if (xq && (!exchange || send_fp8)) {
     xsq = ScratchFp8Rows(P, D);
-    compute().moe_permute_fp8(xs, xsq.get(), x, *xq, a.slot_of.data<int32_t>(), K);
+    compute().moe_permute_fp8(xs, xsq.get(), x.f32, *xq, a.slot_of.data<int32_t>(), K);
     // The local experts' backward reads xs (remote experts read what they receive).
     if (send_fp8 && !exchange) compute().dequantize_rows(xs, xsq.get());
   } else {
-    compute().moe_permute(xs, x, a.slot_of.data<int32_t>(), P, K, D);
+    compute().moe_permute(xs, x.f32, a.slot_of.data<int32_t>(), P, K, D);
   }
 
   if (!exchange) {

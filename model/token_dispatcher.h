@@ -17,11 +17,10 @@
 #include <vector>
 
 #include "framework/scratch.h"
+#include "model/layers.h"
 #include "model/placement.h"
 
 namespace moe {
-
-using kern::Fp8Rows;
 
 // How the R rows of the local experts are grouped. Expert j (of G) computes rows
 // offsets[j]..offsets[j+1]; they came from `sources` processes, source s's share being rows
@@ -80,11 +79,10 @@ struct TokenDispatcher {
   // on it. Off: f32 rows cross the exchange and the backward reads x.
   bool fp8_dispatch = false;
 
-  // x[N,D] with its E4M3 rows xq (at fp8, else null) and the router's choices idx_NK (i32 on the
-  // device) -> the local experts' rows; their group layout goes to a.groups. Expert loads are
-  // added to load_E when not null.
-  ExpertRows dispatch(const float* x, const Fp8Rows* xq, const Tensor& idx_NK, int64_t N, DispatchActs& a,
-                      float* load_E) const;
+  // x[N,D] (with its E4M3 rows at fp8) and the router's choices idx_NK (i32 on the device) -> the
+  // local experts' rows; their group layout goes to a.groups. Expert loads are added to load_E
+  // when not null.
+  ExpertRows dispatch(Activation x, const Tensor& idx_NK, int64_t N, DispatchActs& a, float* load_E) const;
   // y[N,D] (+)= sum_k w[n,k] * rows.y of copy (n,k); accumulate when y already holds something.
   void combine(float* y, const ExpertRows& rows, const float* w_NK, int64_t N, bool accumulate,
                DispatchActs& a) const;

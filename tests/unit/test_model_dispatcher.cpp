@@ -130,7 +130,7 @@ void expect_forward_and_backward(const TokenDispatcher& d, const Fixture& f, int
   ScratchScope scope;
   DispatchActs a;
   std::vector<float> y(N * D), dx(N * D, 0.f), dw(N * K);
-  ExpertRows rows = d.dispatch(f.x.data(), nullptr, f.idx_NK, N, a, nullptr);
+  ExpertRows rows = d.dispatch(f.x.data(), f.idx_NK, N, a, nullptr);
   run_experts(rows.y, rows.x, a.groups, first_e);
   d.combine(y.data(), rows, f.w.data(), N, /*accumulate=*/false, a);
   ExpertGradRows g = d.combine_backward(dw.data(), f.dy.data(), f.w.data(), N, a);
@@ -163,7 +163,7 @@ TEST(TokenDispatcher, LocalRowsInExpertOrder) {
   ScratchScope scope;
   DispatchActs a;
   std::vector<float> load(E, 1.f);
-  ExpertRows rows = d.dispatch(f.x.data(), nullptr, f.idx_NK, N, a, load.data());
+  ExpertRows rows = d.dispatch(f.x.data(), f.idx_NK, N, a, load.data());
   std::vector<float> want;
   std::vector<int64_t> offsets{0};
   for (int64_t e = 0; e < E; ++e) {
@@ -187,7 +187,7 @@ TEST(TokenDispatcher, ReceivedBlocksReorderedExpertMajor) {
   const TokenDispatcher d = dispatcher(G, &ex);
   ScratchScope scope;
   DispatchActs a;
-  ExpertRows rows = d.dispatch(f.x.data(), nullptr, f.idx_NK, N, a, nullptr);
+  ExpertRows rows = d.dispatch(f.x.data(), f.idx_NK, N, a, nullptr);
   std::vector<float> want;
   std::vector<int64_t> offsets{0}, source_offsets{0};
   for (int64_t j = 0; j < G; ++j) {
