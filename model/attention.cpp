@@ -34,8 +34,8 @@ void MLA::init(ParamStore& ps, const std::string& prefix, const ModelConfig& c) 
   o_proj.init(ps, prefix + ".o_proj.weight", H * vdim, hidden, std);
 }
 
-void MLA::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, const RopeTables& rt,
-                  MLAActs& a, const Fp8Rows* xq) const {
+void MLA::forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64_t T, const RopeTables& rt,
+                  MLAActs& a) const {
   const int64_t N = B * T, d = nope + rope, e = nope + vdim, C = kv_lora + rope;
   const bool fp8 = kv_b_proj.prec == Precision::FP8;
   ScratchScope scope;
@@ -45,18 +45,18 @@ void MLA::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int
     a.qa_NQ.ensure({N, q_lora});
     a.qa_norm_NQ.ensure({N, q_lora});
     a.qa_rstd_N.ensure({N});
-    q_a_proj.forward(ps, a.qa_NQ.f32(), x, N, false, xq);
+    q_a_proj.forward(ps, a.qa_NQ.f32(), x, N);
     const ScratchFp8Rows qaq = fp8 ? ScratchFp8Rows(N, q_lora) : ScratchFp8Rows();
-    q_a_layernorm.forward(ps, a.qa_norm_NQ.f32(), a.qa_rstd_N.f32(), a.qa_NQ.f32(), N, qaq.ptr());
-    q_b_proj.forward(ps, a.q_NHd.f32(), a.qa_norm_NQ.f32(), N, false, qaq.ptr());
+    const Activation qa = q_a_layernorm.forward(ps, a.qa_norm_NQ.f32(), a.qa_rstd_N.f32(), a.qa_NQ.f32(), N, qaq.ptr());
+    q_b_proj.forward(ps, a.q_NHd.f32(), qa, N);
   } else {
-    q_proj.forward(ps, a.q_NHd.f32(), x, N, false, xq);
+    q_proj.forward(ps, a.q_NHd.f32(), x, N);
   }
   compute().rope_apply(a.q_NHd.f32() + nope, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, H, H * d, d, int(rope), false);
 
   // Compressed keys/values: [kv_c | k_pe].
   Tensor ckv = scratch({N, C});
-  kv_a_proj_with_mqa.forward(ps, ckv.f32(), x, N, false, xq);
+  kv_a_proj_with_mqa.forward(ps, ckv.f32(), x, N);
   a.kv_c_NL.ensure({N, kv_lora});
   a.kv_norm_NL.ensure({N, kv_lora});
   a.kv_rstd_N.ensure({N});
@@ -67,8 +67,8 @@ void MLA::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int
   compute().rope_apply(ckv.f32() + kv_lora, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, 1, C, 0, int(rope), false);
   a.kvb_NHe.ensure({N, H, e});
   const ScratchFp8Rows kvq = fp8 ? ScratchFp8Rows(N, kv_lora) : ScratchFp8Rows();
-  kv_a_layernorm.forward(ps, a.kv_norm_NL.f32(), a.kv_rstd_N.f32(), kv_c, N, kvq.ptr());
-  kv_b_proj.forward(ps, a.kvb_NHe.f32(), a.kv_norm_NL.f32(), N, false, kvq.ptr());
+  const Activation kv = kv_a_layernorm.forward(ps, a.kv_norm_NL.f32(), a.kv_rstd_N.f32(), kv_c, N, kvq.ptr());
+  kv_b_proj.forward(ps, a.kvb_NHe.f32(), kv, N);
 
   // Keys: per head [k_nope | shared k_pe] (the one k_pe row of a token repeated for its H heads).
   float* k = a.k_NHd.f32();

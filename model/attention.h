@@ -41,10 +41,10 @@ struct MLA {
   int64_t H = 0, nope = 0, rope = 0, vdim = 0, q_lora = 0, kv_lora = 0, hidden = 0;
 
   void init(ParamStore& ps, const std::string& prefix, const ModelConfig& c);
-  // y[N,D] = attn(x[N,D]) for B sequences of T tokens. xq: x's E4M3 rows (Linear::forward), read by
-  // both projections of x; at fp8 the q_a and kv_a norms quantise their outputs for q_b and kv_b.
-  void forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, const RopeTables& rt,
-               MLAActs& a, const Fp8Rows* xq = nullptr) const;
+  // y[N,D] = attn(x[N,D]) for B sequences of T tokens. x's E4M3 rows (when given) serve both
+  // projections of x; at fp8 the q_a and kv_a norms quantise their outputs for q_b and kv_b.
+  void forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64_t T, const RopeTables& rt,
+               MLAActs& a) const;
   // dx[N,D] += d attn / dx (accumulated); parameter gradients accumulate.
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
                 const RopeTables& rt, MLAActs& a) const;

@@ -11,10 +11,10 @@ void Linear::init(ParamStore& ps, const std::string& name, int64_t in_features, 
   w = ps.add(name, {out, in}, Init::Normal, std);
 }
 
-void Linear::forward(const ParamStore& ps, float* y, const float* x, int64_t N, bool accumulate,
-                     const Fp8Rows* xq) const {
-  if (xq && prec == Precision::FP8) return compute().linear_forward_fp8(y, *xq, ps.param(w).f32(), out, accumulate);
-  compute().linear_forward(y, x, ps.param(w).f32(), N, in, out, accumulate, prec);
+void Linear::forward(const ParamStore& ps, float* y, Activation x, int64_t N, bool accumulate) const {
+  if (x.e4m3 && prec == Precision::FP8)
+    return compute().linear_forward_fp8(y, *x.e4m3, ps.param(w).f32(), out, accumulate);
+  compute().linear_forward(y, x.f32, ps.param(w).f32(), N, in, out, accumulate, prec);
 }
 
 void Linear::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N,
@@ -28,9 +28,13 @@ void RMSNorm::init(ParamStore& ps, const std::string& name, int64_t d, float eps
   w = ps.add(name, {d}, Init::Ones, 0.f, /*decay=*/false);
 }
 
-void RMSNorm::forward(const ParamStore& ps, float* y, float* rstd, const float* x, int64_t N, const Fp8Rows* yq) const {
-  if (yq) return compute().rmsnorm_forward_fp8(y, rstd, *yq, x, ps.param(w).f32(), eps);
-  compute().rmsnorm_forward(y, rstd, x, ps.param(w).f32(), N, dim, eps);
+Activation RMSNorm::forward(const ParamStore& ps, float* y, float* rstd, const float* x, int64_t N,
+                            const Fp8Rows* yq) const {
+  if (yq)
+    compute().rmsnorm_forward_fp8(y, rstd, *yq, x, ps.param(w).f32(), eps);
+  else
+    compute().rmsnorm_forward(y, rstd, x, ps.param(w).f32(), N, dim, eps);
+  return {y, yq};
 }
 
 void RMSNorm::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, const float* rstd,
@@ -44,14 +48,13 @@ void SwiGLUMLP::init(ParamStore& ps, const std::string& prefix, int64_t hidden, 
   down_proj.init(ps, prefix + ".down_proj.weight", inter, hidden, std);
 }
 
-void SwiGLUMLP::forward(const ParamStore& ps, float* y, const float* x, int64_t N, MLPActs& a, bool accumulate,
-                        const Fp8Rows* xq) const {
+void SwiGLUMLP::forward(const ParamStore& ps, float* y, Activation x, int64_t N, MLPActs& a, bool accumulate) const {
   int64_t I = gate_proj.out;
   a.gate_NI.ensure({N, I});
   a.up_NI.ensure({N, I});
   a.h_NI.ensure({N, I});
-  gate_proj.forward(ps, a.gate_NI.f32(), x, N, false, xq);
-  up_proj.forward(ps, a.up_NI.f32(), x, N, false, xq);
+  gate_proj.forward(ps, a.gate_NI.f32(), x, N);
+  up_proj.forward(ps, a.up_NI.f32(), x, N);
   if (down_proj.prec != Precision::FP8) {
     compute().swiglu_forward(a.h_NI.f32(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
     return down_proj.forward(ps, y, a.h_NI.f32(), N, accumulate);
@@ -60,7 +63,7 @@ void SwiGLUMLP::forward(const ParamStore& ps, float* y, const float* x, int64_t 
   ScratchScope scope;
   const ScratchFp8Rows hq(N, I);
   compute().swiglu_forward_fp8(a.h_NI.f32(), hq.get(), a.gate_NI.f32(), a.up_NI.f32());
-  down_proj.forward(ps, y, a.h_NI.f32(), N, accumulate, &hq.get());
+  down_proj.forward(ps, y, {a.h_NI.f32(), hq.ptr()}, N, accumulate);
 }
 
 void SwiGLUMLP::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N, MLPActs& a,

@@ -14,15 +14,23 @@ namespace moe {
 
 using kern::Fp8Rows;
 
+// An activation as the forward GEMMs that read it take it: its f32 rows and, at fp8, their E4M3
+// rows when its producer wrote them (RMSNorm, SwiGLU, the MoE dispatch). An fp8 GEMM then reads
+// the codes instead of quantising the f32 rows: the same result, one quantisation for every
+// reader. A plain f32 pointer converts to an activation without rows.
+struct Activation {
+  const float* f32 = nullptr;
+  const Fp8Rows* e4m3 = nullptr;
+  Activation(const float* x, const Fp8Rows* xq = nullptr) : f32(x), e4m3(xq) {}  // implicit: plain f32
+};
+
 struct Linear {
   int w = -1;
   int64_t in = 0, out = 0;
   Precision prec = Precision::FP32;
   void init(ParamStore& ps, const std::string& name, int64_t in_features, int64_t out_features, float std);
-  // y[N,out] = x[N,in] @ W^T  (y += ... when accumulate). At fp8, xq (when given) holds x's E4M3
-  // rows from its producer and the GEMM reads them instead of quantising x (the same result).
-  void forward(const ParamStore& ps, float* y, const float* x, int64_t N, bool accumulate = false,
-               const Fp8Rows* xq = nullptr) const;
+  // y[N,out] = x[N,in] @ W^T  (y += ... when accumulate).
+  void forward(const ParamStore& ps, float* y, Activation x, int64_t N, bool accumulate = false) const;
   // dx[N,in] = dy @ W (dx may be null; += when accumulate_dx); dW += dy^T @ x
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N,
                 bool accumulate_dx = false) const;
@@ -33,9 +41,10 @@ struct RMSNorm {
   int64_t dim = 0;
   float eps = 1e-6f;
   void init(ParamStore& ps, const std::string& name, int64_t d, float eps_);
-  // yq (when given): y's E4M3 rows are written too, for fp8 layers that read y.
-  void forward(const ParamStore& ps, float* y, float* rstd, const float* x, int64_t N,
-               const Fp8Rows* yq = nullptr) const;
+  // yq (when given): y's E4M3 rows are written too, for fp8 layers that read y. Returns y as they
+  // read it (with yq).
+  Activation forward(const ParamStore& ps, float* y, float* rstd, const float* x, int64_t N,
+                     const Fp8Rows* yq = nullptr) const;
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, const float* rstd, int64_t N,
                 bool accumulate_dx = false) const;
 };
@@ -49,9 +58,8 @@ struct MLPActs {
 struct SwiGLUMLP {
   Linear gate_proj, up_proj, down_proj;
   void init(ParamStore& ps, const std::string& prefix, int64_t hidden, int64_t inter, float std);
-  // y[N,D] (+)= mlp(x[N,D]); acts sized here. xq: x's E4M3 rows (Linear::forward).
-  void forward(const ParamStore& ps, float* y, const float* x, int64_t N, MLPActs& a, bool accumulate = false,
-               const Fp8Rows* xq = nullptr) const;
+  // y[N,D] (+)= mlp(x[N,D]); acts sized here.
+  void forward(const ParamStore& ps, float* y, Activation x, int64_t N, MLPActs& a, bool accumulate = false) const;
   // dx[N,D] (+)= d mlp / dx; parameter gradients accumulate. Scratch reuses a's buffers' shapes.
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N, MLPActs& a,
                 bool accumulate_dx = false) const;

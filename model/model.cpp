@@ -34,19 +34,18 @@ void Block::forward(const ParamStore& ps, float* y, const float* x, int64_t B, i
   // At fp8 both norms also write their outputs' E4M3 rows, which every fp8 projection reading them
   // uses (the router and the f32 activations kept for backward read the f32 outputs).
   ScratchScope scope;
-  const bool fp8 = self_attn.o_proj.prec == Precision::FP8;
+  const bool fp8 = prec == Precision::FP8;
   const ScratchFp8Rows q1 = fp8 ? ScratchFp8Rows(N, D) : ScratchFp8Rows(),
                        q2 = fp8 ? ScratchFp8Rows(N, D) : ScratchFp8Rows();
-  const Fp8Rows *ln1q = q1.ptr(), *ln2q = q2.ptr();
-  input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, N, ln1q);
-  self_attn.forward(ps, a.attn_out_ND.f32(), a.ln1_ND.f32(), B, T, rt, a.attn, ln1q);
+  const Activation ln1 = input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, N, q1.ptr());
+  self_attn.forward(ps, a.attn_out_ND.f32(), ln1, B, T, rt, a.attn);
   float* h = a.h_ND.f32();
   compute().add(h, x, a.attn_out_ND.f32(), N * D);
-  post_attention_layernorm.forward(ps, a.ln2_ND.f32(), a.ln2_rstd_N.f32(), h, N, ln2q);
+  const Activation ln2 = post_attention_layernorm.forward(ps, a.ln2_ND.f32(), a.ln2_rstd_N.f32(), h, N, q2.ptr());
   if (is_moe)
-    moe.forward(ps, y, a.ln2_ND.f32(), B, T, a.moe, load_E, ln2q);
+    moe.forward(ps, y, ln2, B, T, a.moe, load_E);
   else
-    mlp.forward(ps, y, a.ln2_ND.f32(), N, a.mlp, false, ln2q);
+    mlp.forward(ps, y, ln2, N, a.mlp);
   compute().add(y, y, h, N * D);
 }
 
@@ -88,52 +87,28 @@ DeepSeekV3::DeepSeekV3(const ModelConfig& c, const ModelPlacement& placement) : 
   else
     ps_.allocate_unbound();
   load_ = Tensor::zeros({int64_t(moe_blocks_.size()), int64_t(c.routed_experts)}, DType::F32, Device::CPU);
+  add_compute_units();
+}
+
+// Embedding, blocks, head. A block reads its dense unit and its local expert part, and prefetches
+// the next block of the pass; the head reads the embedding too when the weights are tied.
+void DeepSeekV3::add_compute_units() {
+  const int L = cfg_.layers;
+  embed_cu_ = units_.add({{embed_unit_}});
+  for (int l = 0; l < L; ++l) {
+    ComputeUnit u{{blocks_[l].unit}};
+    if (blocks_[l].is_moe) u.params.push_back(blocks_[l].moe.expert_units[placement_.local_part]);
+    u.prefetch_forward = l + 1 < L ? block_cu(l + 1) : -1;
+    u.prefetch_backward = l > 0 ? block_cu(l - 1) : -1;
+    units_.add(std::move(u));
+  }
+  ComputeUnit head{{head_unit_}};
+  if (cfg_.tie_embeddings) head.params.push_back(embed_unit_);
+  head_cu_ = units_.add(std::move(head));
 }
 
 void DeepSeekV3::set_expert_exchange(const ExpertExchange* ex) {
-  for (int l : moe_blocks_) blocks_[l].moe.exchange = ex;
-}
-
-void DeepSeekV3::acquire(int unit, bool grad) {
-  if (!hooks_) return;
-  if (grad) hooks_->acquire_grad(unit);
-  else hooks_->acquire(unit);
-}
-
-void DeepSeekV3::release(int unit, bool grad) {
-  if (!hooks_) return;
-  if (grad) hooks_->release_grad(unit);
-  else hooks_->release(unit);
-}
-
-void DeepSeekV3::acquire_block(int l, bool grad) {
-  if (!hooks_) return;
-  const Block& b = blocks_[l];
-  acquire(b.unit, grad);
-  if (b.is_moe) acquire(b.moe.expert_units[placement_.local_part], grad);
-  // The next block in this pass: its gather can run while this one computes.
-  int next = grad ? l - 1 : l + 1;
-  if (next >= 0 && next < cfg_.layers) {
-    hooks_->prefetch(blocks_[next].unit);
-    if (blocks_[next].is_moe) hooks_->prefetch(blocks_[next].moe.expert_units[placement_.local_part]);
-  }
-}
-
-void DeepSeekV3::release_block(int l, bool grad) {
-  if (!hooks_) return;
-  const Block& b = blocks_[l];
-  if (b.is_moe) release(b.moe.expert_units[placement_.local_part], grad);
-  release(b.unit, grad);
-}
-
-void DeepSeekV3::acquire_head(bool grad) {
-  acquire(head_unit_, grad);
-  if (cfg_.tie_embeddings) acquire(embed_unit_, grad);
-}
-
-void DeepSeekV3::release_head(bool grad) {
-  if (cfg_.tie_embeddings) release(embed_unit_, grad);
-  release(head_unit_, grad);
+  for (int l : moe_blocks_) blocks_[l].moe.dispatcher.exchange = ex;
 }
 
 void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load) {
@@ -143,18 +118,17 @@ void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load) {
   resid_.resize(L + 1);
   acts_.resize(recompute_ ? 1 : L);
   for (int l = 0; l <= L; ++l) resid_[l].ensure({N, D});
-  acquire(embed_unit_, false);
-  compute().embedding_forward(resid_[0].f32(), ids_N.data<int32_t>(), ps_.param(embed_tokens).f32(), N, D);
-  release(embed_unit_, false);
+  units_.run(embed_cu_, Pass::Forward, [&] {
+    compute().embedding_forward(resid_[0].f32(), ids_N.data<int32_t>(), ps_.param(embed_tokens).f32(), N, D);
+  });
   aux_sum_ = z_sum_ = 0;
   int moe_i = 0;
   for (int l = 0; l < L; ++l) {
     BlockActs& a = acts_[recompute_ ? 0 : l];
     float* load = nullptr;
     if (blocks_[l].is_moe) load = count_load ? load_.f32() + int64_t(moe_i++) * cfg_.routed_experts : nullptr;
-    acquire_block(l, false);
-    blocks_[l].forward(ps_, resid_[l + 1].f32(), resid_[l].f32(), B, T, rope_, a, load);
-    release_block(l, false);
+    units_.run(block_cu(l), Pass::Forward,
+               [&] { blocks_[l].forward(ps_, resid_[l + 1].f32(), resid_[l].f32(), B, T, rope_, a, load); });
     if (blocks_[l].is_moe) {
       aux_sum_ += a.moe.router.aux_loss;
       z_sum_ += a.moe.router.z_loss;
@@ -168,14 +142,8 @@ void DeepSeekV3::final_norm(int64_t N) {
   norm_.forward(ps_, xf_ND.f32(), xf_rstd_N.f32(), resid_[cfg_.layers].f32(), N);
 }
 
-ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load) {
-  const int64_t N = B * T, D = cfg_.hidden, V = cfg_.vocab_size;
-  B_ = B; T_ = T;
-  upload_tokens(ids_N, ids, N);
-  upload_tokens(targets_N, targets, N);
-  run_blocks(B, T, count_load);
-  acquire_head(false);
-  final_norm(N);
+void DeepSeekV3::head_loss(int64_t N) {
+  const int64_t D = cfg_.hidden, V = cfg_.vocab_size;
   lse_N.ensure({N});
   losses_N.ensure({N});
   ScratchScope scope;
@@ -187,7 +155,18 @@ ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int
     compute().cross_entropy_forward(losses_N.f32() + r0, lse_N.f32() + r0, logits.f32(),
                                     targets_N.data<int32_t>() + r0, n, V);
   }
-  release_head(false);
+}
+
+ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load) {
+  const int64_t N = B * T;
+  B_ = B; T_ = T;
+  upload_tokens(ids_N, ids, N);
+  upload_tokens(targets_N, targets, N);
+  run_blocks(B, T, count_load);
+  units_.run(head_cu_, Pass::Forward, [&] {
+    final_norm(N);
+    head_loss(N);
+  });
   ForwardStats s;
   s.loss = compute().sum(losses_N.f32(), N) / double(N);
   s.aux_loss = aux_sum_;
@@ -196,13 +175,12 @@ ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int
   return s;
 }
 
-void DeepSeekV3::backward(float loss_scale) {
-  const int64_t B = B_, T = T_, N = B * T, D = cfg_.hidden, V = cfg_.vocab_size;
-  const int L = cfg_.layers;
-  // Head: recompute each logits chunk, turn it into dlogits in place, then dxf and dW.
+// dx[N,D] (assigned) of the loss scaled by loss_scale: each logits chunk is recomputed and turned
+// into dlogits in place, then dxf and dW; then the final norm.
+void DeepSeekV3::head_backward(float* dx, float loss_scale) {
+  const int64_t N = B_ * T_, D = cfg_.hidden, V = cfg_.vocab_size;
   ScratchScope scope;
   Tensor dxf = scratch({N, D}), logits = scratch({std::min(N, kHeadChunk), V});
-  acquire_head(true);
   const float* W = ps_.param(lm_head).f32();
   float* dW = ps_.grad(lm_head).f32();
   for (int64_t r0 = 0; r0 < N; r0 += kHeadChunk) {
@@ -213,20 +191,25 @@ void DeepSeekV3::backward(float loss_scale) {
                                      loss_scale / float(N), n, V);
     compute().linear_backward(dxf.f32() + r0 * D, dW, logits.f32(), xf, W, n, D, V, false, Precision::FP32);
   }
+  norm_.backward(ps_, dx, dxf.f32(), resid_[cfg_.layers].f32(), xf_rstd_N.f32(), N);
+}
+
+void DeepSeekV3::backward(float loss_scale) {
+  const int64_t B = B_, T = T_, N = B * T, D = cfg_.hidden;
+  ScratchScope scope;
   Tensor dx = scratch({N, D}), dprev = scratch({N, D});
-  norm_.backward(ps_, dx.f32(), dxf.f32(), resid_[L].f32(), xf_rstd_N.f32(), N);
-  release_head(true);
-  for (int l = L - 1; l >= 0; --l) {
+  units_.run(head_cu_, Pass::Backward, [&] { head_backward(dx.f32(), loss_scale); });
+  for (int l = cfg_.layers - 1; l >= 0; --l) {
     BlockActs& a = acts_[recompute_ ? 0 : l];
-    acquire_block(l, true);
-    if (recompute_) blocks_[l].forward(ps_, dprev.f32(), resid_[l].f32(), B, T, rope_, a, nullptr);
-    blocks_[l].backward(ps_, dprev.f32(), dx.f32(), resid_[l].f32(), B, T, rope_, a, loss_scale);
-    release_block(l, true);
+    units_.run(block_cu(l), Pass::Backward, [&] {
+      if (recompute_) blocks_[l].forward(ps_, dprev.f32(), resid_[l].f32(), B, T, rope_, a, nullptr);
+      blocks_[l].backward(ps_, dprev.f32(), dx.f32(), resid_[l].f32(), B, T, rope_, a, loss_scale);
+    });
     std::swap(dx, dprev);
   }
-  acquire(embed_unit_, true);
-  compute().embedding_backward(ps_.grad(embed_tokens).f32(), ids_N.data<int32_t>(), dx.f32(), N, D);
-  release(embed_unit_, true);
+  units_.run(embed_cu_, Pass::Backward, [&] {
+    compute().embedding_backward(ps_.grad(embed_tokens).f32(), ids_N.data<int32_t>(), dx.f32(), N, D);
+  });
 }
 
 Tensor DeepSeekV3::last_logits(const int32_t* ids, int64_t B, int64_t T) {
@@ -234,13 +217,13 @@ Tensor DeepSeekV3::last_logits(const int32_t* ids, int64_t B, int64_t T) {
   B_ = B; T_ = T;
   upload_tokens(ids_N, ids, N);
   run_blocks(B, T, /*count_load=*/false);
-  acquire_head(false);
-  final_norm(N);
   ScratchScope scope;
   Tensor last = scratch({B, D}), logits = scratch({B, V});
-  compute().copy_rows(last.f32(), D, xf_ND.f32() + (T - 1) * D, T * D, B, D);  // position T-1 of each sequence
-  compute().linear_forward(logits.f32(), last.f32(), ps_.param(lm_head).f32(), B, D, V, false, Precision::FP32);
-  release_head(false);
+  units_.run(head_cu_, Pass::Forward, [&] {
+    final_norm(N);
+    compute().copy_rows(last.f32(), D, xf_ND.f32() + (T - 1) * D, T * D, B, D);  // position T-1 of each sequence
+    compute().linear_forward(logits.f32(), last.f32(), ps_.param(lm_head).f32(), B, D, V, false, Precision::FP32);
+  });
   return logits.to(Device::CPU);
 }
 

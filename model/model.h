@@ -15,6 +15,7 @@
 #include "model/attention.h"
 #include "model/moe_layer.h"
 #include "model/placement.h"
+#include "model/unit_runner.h"
 
 namespace moe {
 
@@ -32,6 +33,7 @@ struct Block {
   SwiGLUMLP mlp;
   MoELayer moe;
   int unit = -1;  // norms, attention, dense MLP or router + shared experts (routed experts: moe.expert_units)
+  Precision prec = Precision::FP32;  // of its GEMMs (set_precision)
 
   void init(ParamStore& ps, int layer, const ModelConfig& c, const ModelPlacement& placement);
   void forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, const RopeTables& rt,
@@ -39,7 +41,12 @@ struct Block {
   // dx (assigned) from dy; parameter gradients accumulate.
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
                 const RopeTables& rt, BlockActs& a, float loss_scale) const;
-  void set_precision(Precision p) { self_attn.set_precision(p); mlp.set_precision(p); moe.set_precision(p); }
+  void set_precision(Precision p) {
+    prec = p;
+    self_attn.set_precision(p);
+    mlp.set_precision(p);
+    moe.set_precision(p);
+  }
 };
 
 struct ForwardStats {
@@ -59,11 +66,14 @@ class DeepSeekV3 {
   const ModelPlacement& placement() const { return placement_; }
   // Distributed training (model/placement.h): who gathers parameter units, and how tokens reach
   // experts on other ranks. Both optional; neither owned.
-  void set_unit_hooks(UnitHooks* hooks) { hooks_ = hooks; }
+  void set_unit_hooks(UnitHooks* hooks) { units_.set_hooks(hooks); }
+  // The compute units in execution order (embedding, blocks, head) and the parameter units each
+  // reads (model/unit_runner.h): what the hooks are called around.
+  const std::vector<ComputeUnit>& compute_units() const { return units_.units(); }
   void set_expert_exchange(const ExpertExchange* ex);
-  // parallel.fp8_dispatch (MoELayer::fp8_dispatch); takes effect at fp8.
+  // parallel.fp8_dispatch (TokenDispatcher::fp8_dispatch); takes effect at fp8.
   void set_fp8_dispatch(bool on) {
-    for (int l : moe_blocks_) blocks_[l].moe.fp8_dispatch = on;
+    for (int l : moe_blocks_) blocks_[l].moe.dispatcher.fp8_dispatch = on;
   }
   // GEMM precision of every Linear: attention projections, dense MLPs, shared and routed experts.
   // Embedding, LM head, norms, router and the attention core stay f32, as in DeepSeek-V3.
@@ -89,21 +99,19 @@ class DeepSeekV3 {
   void update_router_bias(float rate);
 
  private:
+  void add_compute_units();
+  int block_cu(int l) const { return embed_cu_ + 1 + l; }
   void run_blocks(int64_t B, int64_t T, bool count_load);
   void upload_tokens(Tensor& dst, const int32_t* host, int64_t N);
   void final_norm(int64_t N);
-  // UnitHooks calls for a block (its dense unit and the local expert part) or one unit.
-  void acquire_block(int l, bool grad);
-  void release_block(int l, bool grad);
-  void acquire(int unit, bool grad);
-  void release(int unit, bool grad);
-  void acquire_head(bool grad);  // final norm and LM head (the embedding too when tied)
-  void release_head(bool grad);
+  void head_loss(int64_t N);  // losses_N and lse_N from xf_ND, in row chunks
+  void head_backward(float* dx, float loss_scale);
 
   ModelConfig cfg_;
   ModelPlacement placement_;
-  UnitHooks* hooks_ = nullptr;
-  int embed_unit_ = -1, head_unit_ = -1;
+  UnitRunner units_;
+  int embed_unit_ = -1, head_unit_ = -1;  // parameter units
+  int embed_cu_ = -1, head_cu_ = -1;      // compute units (block l: block_cu(l))
   ParamStore ps_;
   int embed_tokens = -1, lm_head = -1;
   std::vector<Block> blocks_;
