@@ -24,6 +24,7 @@ struct DistributedModel {
   DistributedModel(const DistributedModel&) = delete;
   DistributedModel& operator=(const DistributedModel&) = delete;
 
+  const Comm& world;  // the job (host sums of the step's losses and expert loads)
   DeviceMesh mesh;
   // The collectives of world, mesh.dp_comm() and mesh.ep_comm() on the compute device.
   std::unique_ptr<CollectiveGroup> world_group, dp_group, ep_group;
