@@ -348,8 +348,7 @@ class Trainer {
       datasets = checkpoint_datasets(model_.params());
       // The RNG is counter-based (seed, stream, index) and the sampler a function of (seed, step):
       // the seed and the step are the whole random state.
-      meta = {{"tokens", step * int64_t(cfg_.train.micro_batch) * cfg_.train.grad_accum * comm_.size() *
-                             cfg_.data.seq_len},
+      meta = {{"tokens", step * tokens_per_step()},
               {"optimizer_steps", fsdp_.optimizer().steps_taken()},
               {"tokenizer", train_.tokenizer_name()},
               {"tokenizer_hash", train_.tokenizer_hash()},
