@@ -3,6 +3,7 @@
 // bound unit by unit from FSDP shards, train.precision and train.recompute applied), the sharded
 // state with its optimizer, and the all-to-all expert exchange when ep > 1. The parameters are not
 // initialised yet: call fsdp.initialize(seed) or load a checkpoint into fsdp.pieces().
+// parallel/train_step.h trains it, one optimizer step per call.
 #pragma once
 #include <memory>
 
@@ -17,7 +18,8 @@
 namespace moe {
 
 struct DistributedModel {
-  // Collective over world. Throws moe::Error for an impossible layout (parallel.ep). `groups`
+  // Collective over world. Throws moe::Error "<cfg.source>: parallel.ep ..." when parallel.ep does
+  // not divide the world size, on every rank before any communication. `groups`
   // makes the collective groups for the compute device (parallel/group.h): MPI by default, NCCL
   // on GPUs (launch/device.h picks it).
   DistributedModel(const Comm& world, const Config& cfg, GroupFactory groups = &MpiGroup::make);
