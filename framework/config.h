@@ -1,5 +1,8 @@
 // The run configuration: typed sections mirroring the YAML file (DESIGN.md, docs/cli.md).
 // load_config() parses and validates; every error names the file and line of the offending key.
+// Every section is declared here, those framework/ never reads (parallel, checkpoint) too: one
+// schema table (config.cpp) maps each key to its field for parsing, --set, the dump and validation,
+// and each consumer reads its typed section (docs/architecture.md, "Layout").
 #pragma once
 #include <cstdint>
 #include <string>

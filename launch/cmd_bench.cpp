@@ -22,8 +22,8 @@
 #include "launch/commands.h"
 #include "launch/device.h"
 #include "model/model.h"
-#include "model/optimizer.h"
 #include "parallel/distributed_model.h"
+#include "parallel/train_step.h"
 
 namespace moe {
 namespace {
@@ -34,9 +34,10 @@ int bench_train(int argc, char** argv) {
     puts("usage: moe bench train --config FILE.yaml [--set key=value]... [--steps N] [--warmup W] [--threads T]\n"
          "                       [--device auto|cpu|cuda]\n"
          "\n"
-         "Times N training steps (forward, backward, AdamW; after W untimed warm-up steps) of the config's\n"
-         "model on random tokens of shape [train.micro_batch, data.seq_len] per rank, and prints one JSON\n"
-         "line: tokens_per_s (all ranks), step_ms, peak_rss_mib (peak_device_mib and mfu_vs_989 on a GPU),\n"
+         "Times N training steps (after W untimed warm-up steps) of the config's model on random tokens:\n"
+         "the step of `moe train` (train.grad_accum micro-batches of [train.micro_batch, data.seq_len] per\n"
+         "rank, grad-norm clipping, the lr schedule, AdamW, the router bias update). Prints one JSON line:\n"
+         "tokens_per_s (all ranks), step_ms, peak_rss_mib (peak_device_mib and mfu_vs_989 on a GPU),\n"
          "gflops and the per-phase time split. --device overrides the config's device key.\n"
          "Under mpirun it trains as `moe train` does (FSDP, parallel.ep experts per group), so the cost of\n"
          "sharding and dispatch shows next to a single-process run.");
@@ -47,45 +48,41 @@ int bench_train(int argc, char** argv) {
   if (steps < 1) throw error("--steps: ", steps, " (expected >= 1)");
   if (warmup < 0) throw error("--warmup: ", warmup, " (expected >= 0)");
   set_num_threads(int(a.get_int("threads", cfg.train.threads)));
-  const int64_t B = cfg.train.micro_batch, T = cfg.data.seq_len, V = cfg.model.vocab_size;
+  const int64_t B = cfg.train.micro_batch, T = cfg.data.seq_len, V = cfg.model.vocab_size, A = cfg.train.grad_accum;
 
   Comm comm(nullptr, nullptr);
   DeviceChoice device = a.has("device") ? choose_device(a.get("device"), "--device", &comm)
                                         : choose_device(cfg, &comm);
   ComputeScope on_device(*device.backend);
   DistributedModel dm(comm, cfg, device.groups);
-  DeepSeekV3& model = dm.model;
-  ShardedModel& fsdp = dm.fsdp;
-  fsdp.initialize(cfg.run.seed);
+  dm.fsdp.initialize(cfg.run.seed);
   const int W = comm.size();
-  std::vector<int32_t> ids(size_t(B * T)), tgt(size_t(B * T));
-  for (int64_t i = 0; i < B * T; ++i) {
-    uint64_t at = uint64_t(comm.rank()) * uint64_t(B * T) + uint64_t(i);
-    ids[i] = int32_t(rng_bits(cfg.run.seed, 1, at) % uint64_t(V));
-    tgt[i] = int32_t(rng_bits(cfg.run.seed, 2, at) % uint64_t(V));
-  }
-  double loss = 0;
-  auto step = [&] {
-    fsdp.zero_grads();
-    ForwardStats s = model.forward(ids.data(), tgt.data(), B, T);
-    model.backward(1.f / float(W));
-    fsdp.finish_grads();
-    {
-      MOE_PHASE("optimizer");
-      comm.allreduce_sum(model.expert_load().f32(), model.expert_load().numel());
-      fsdp.step(cfg.train.lr, 1.f);
-      model.update_router_bias(float(cfg.model.router.bias_update_rate));
+  // Random tokens, a different [B, T] batch for each micro-batch, laid out as `moe train` draws
+  // them: micro-batch a of rank r is global sample (a·W + r)·B. The same batches every step.
+  std::vector<int32_t> ids(size_t(A * B * T)), tgt(size_t(A * B * T));
+  for (int64_t m = 0; m < A; ++m)
+    for (int64_t i = 0; i < B * T; ++i) {
+      uint64_t at = uint64_t(m * W + comm.rank()) * uint64_t(B * T) + uint64_t(i);
+      ids[m * B * T + i] = int32_t(rng_bits(cfg.run.seed, 1, at) % uint64_t(V));
+      tgt[m * B * T + i] = int32_t(rng_bits(cfg.run.seed, 2, at) % uint64_t(V));
     }
-    loss = s.loss;
+  auto batch = [&](int64_t, int micro) { return MicroBatch{&ids[micro * B * T], &tgt[micro * B * T]}; };
+  auto no_snapshot = [] {};
+  auto no_log = [](const StepStats&) {};
+  // The schedule runs on over the warm-up and timed steps, as if they were a run's first steps.
+  int64_t step = 0;
+  StepStats last;
+  auto run_steps = [&](int64_t n) {
+    for (int64_t end = step + n; step < end; ++step) last = train_step(dm, cfg, step, batch, no_snapshot, no_log);
   };
-  for (int64_t i = 0; i < warmup; ++i) step();
+  run_steps(warmup);
   Profiler::reset();
   auto t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < steps; ++i) step();
+  run_steps(steps);
   compute().synchronize();
   comm.barrier();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  double tps = double(B * T * steps) * W / secs;
+  double tps = double(A * B * T * steps) * W / secs;
   ParamCounts pc = count_params(cfg.model);
   nlohmann::json phases;
   for (auto& [name, s] : Profiler::seconds()) phases[name] = std::round(1000.0 * s / secs) / 1000.0;
@@ -93,23 +90,25 @@ int bench_train(int argc, char** argv) {
   nlohmann::json out = {{"bench", "train"},
                         {"config", cfg.source},
                         {"device", device.description},
-                        {"precision", precision_name(model.precision())},
+                        {"precision", precision_name(dm.model.precision())},
                         {"ranks", W},
                         {"ep", dm.mesh.ep()},
                         {"threads", num_threads()},
                         {"params", pc.total},
                         {"active_params", pc.active},
                         {"batch", B},
+                        {"grad_accum", A},
                         {"seq_len", T},
                         {"steps", steps},
                         {"tokens_per_s", std::round(tps)},
                         {"step_ms", std::round(10000.0 * secs / steps) / 10.0},
                         {"gflops", std::round(10.0 * flops / 1e9) / 10.0},
                         {"tflops", std::round(10.0 * flops / 1e12) / 10.0},  // as torch_ref.py prints it
-                        {"state_mib_per_rank", std::round(fsdp.memory().shard_bytes / 1048576.0 * 10) / 10},
+                        {"state_mib_per_rank", std::round(dm.fsdp.memory().shard_bytes / 1048576.0 * 10) / 10},
                         {"peak_rss_mib", std::round(peak_rss_mib())},
                         {"peak_device_mib", std::round(device_peak_mib(device))},
-                        {"loss", loss},
+                        {"loss", last.loss},
+                        {"grad_norm", last.grad_norm},
                         {"time_split", phases}};
   // The same MFU as bench/torch_ref.py: against 989 TFLOP/s (H100 dense bf16) on a GPU.
   if (device.peak_flops > 0) out["mfu_vs_989"] = std::round(1000.0 * flops / device.peak_flops) / 1000.0;

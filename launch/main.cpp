@@ -9,6 +9,7 @@
 
 #include "framework/error.h"
 #include "launch/commands.h"
+#include "launch/version.h"  // generated (launch/CMakeLists.txt)
 
 namespace {
 
@@ -23,7 +24,9 @@ const char* kUsage =
     "  generate     sample text from a checkpoint\n"
     "  inspect      verify and summarise a shard folder or a checkpoint\n"
     "  export       a checkpoint's model as Hugging Face model.safetensors + config.json\n"
-    "  bench        benchmarks that print JSON lines (train)\n";
+    "  bench        benchmarks that print JSON lines (train, comm, tokenizer, checkpoint)\n"
+    "\n"
+    "moe --version prints the version (and the git commit it was built from).\n";
 
 }  // namespace
 
@@ -35,6 +38,10 @@ int main(int argc, char** argv) {
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
     fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
+  }
+  if (!strcmp(argv[1], "--version")) {
+    printf("moe %s%s%s%s\n", MOE_VERSION, *MOE_GIT_COMMIT ? " (git " : "", MOE_GIT_COMMIT, *MOE_GIT_COMMIT ? ")" : "");
+    return 0;
   }
   std::string cmd = argv[1];
   int sub_argc = argc - 2;

@@ -7,7 +7,7 @@
 
 #include "checkpoints/checkpoint.h"
 #include "model/model.h"
-#include "model/optimizer.h"
+#include "framework/optimizer.h"
 #include "parallel/fsdp.h"
 
 namespace moe {

@@ -24,9 +24,10 @@
 #include "launch/evaluate.h"
 #include "launch/model_io.h"
 #include "model/model.h"
-#include "model/optimizer.h"
+#include "framework/optimizer.h"
 #include "parallel/comm.h"
 #include "parallel/distributed_model.h"
+#include "parallel/train_step.h"
 
 namespace fs = std::filesystem;
 
@@ -132,6 +133,10 @@ class Trainer {
                     " was tokenized with vocab_size ", d->vocab_size(), " (expected model.vocab_size >= ",
                     d->vocab_size(), ")");
     token_bytes_ = token_byte_lengths(val_);
+    const size_t B = size_t(cfg.train.micro_batch), T = size_t(cfg.data.seq_len);
+    window_.resize(B * (T + 1));
+    ids_.resize(B * T);
+    targets_.resize(B * T);
     ckpt_root_ = (fs::path(cfg.run.out_dir) / "checkpoints").string();
   }
 
@@ -143,11 +148,47 @@ class Trainer {
 
   int run() {
     const TrainConfig& t = cfg_.train;
-    const int B = t.micro_batch, T = cfg_.data.seq_len, A = t.grad_accum, W = comm_.size();
-    const int64_t global_batch = int64_t(B) * A * W, tokens_per_step = global_batch * T;
     start_step_ = resume();
     saver_ = std::make_unique<AsyncSaver>(ckpt_root_, Retention(cfg_.checkpoint.keep_last, cfg_.checkpoint.keep_every),
                                           comm_.size());
+    open_logs();
+    const InjectedFault fault = injected_fault();
+    auto batch = [&](int64_t step, int micro) { return sample(step, micro); };
+    // A save's snapshot may still be copying the state in the background: the optimizer waits for it.
+    auto wait_snapshot = [&] { copy_wait_s_ += saver_->wait_snapshot(); };
+    for (int64_t step = start_step_; step < t.steps; ++step) {
+      if (fault.rank == comm_.rank() && fault.step == step)
+        throw error("injected fault at step ", step, " (MOE_FAULT_INJECT)");
+      const auto step_start = Clock::now();
+      const int64_t done = step + 1;
+      auto log = [&](const StepStats& s) { log_step(done, s, seconds_since(step_start)); };
+      train_step(dm_, cfg_, step, batch, wait_snapshot, log);
+      const bool last = done == t.steps;
+      if ((t.eval_every > 0 && done % t.eval_every == 0) || last) run_eval(done);
+      // A background save that finished is reported here; one that failed ends the run (exit 2).
+      report_save(saver_->poll());
+      const int stop = agreed_stop_signal();
+      // The last save and a save on a signal are on disk before the process exits.
+      if ((cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0) || last || stop) save(done, last || stop);
+      if (stop) {
+        if (comm_.is_root()) printf("stopping on signal %d after step %lld (checkpoint saved)\n", stop, (long long)done);
+        return 0;
+      }
+    }
+    if (start_step_ >= t.steps && comm_.is_root())
+      printf("nothing to do: checkpoint is at step %lld, train.steps is %lld\n", (long long)start_step_,
+             (long long)t.steps);
+    return 0;
+  }
+
+ private:
+  int64_t global_batch() const { return int64_t(cfg_.train.micro_batch) * cfg_.train.grad_accum * comm_.size(); }
+  int64_t tokens_per_step() const { return global_batch() * cfg_.data.seq_len; }
+
+  // The run's header on rank 0 (and its config.yaml and metrics.jsonl), the other ranks' own logs
+  // with run.rank_logs, and the MFU denominator.
+  void open_logs() {
+    const int T = cfg_.data.seq_len, W = comm_.size();
     if (comm_.is_root()) {
       fs::create_directories(cfg_.run.out_dir);
       std::ofstream(fs::path(cfg_.run.out_dir) / "config.yaml") << config_to_yaml(cfg_);
@@ -158,7 +199,7 @@ class Trainer {
       printf("moe train: %s | %.2fM params (%.2fM active) | %d rank(s) (dp %d x ep %d) x %d thread(s) | global batch "
              "%lld x %d tokens | %s | %s\n",
              cfg_.run.name.c_str(), pc.total / 1e6, pc.active / 1e6, W, mesh_.dp(), mesh_.ep(), num_threads(),
-             (long long)global_batch, T, precision_name(model_.precision()), device_.description.c_str());
+             (long long)global_batch(), T, precision_name(model_.precision()), device_.description.c_str());
       printf("data: %s (%lld train tokens, %lld val tokens, %lld windows/epoch)\n", cfg_.data.path.c_str(),
              (long long)train_.num_tokens(), (long long)val_.num_tokens(), (long long)sampler_.windows_per_epoch());
       if (val_.num_tokens() < T + 1)
@@ -174,108 +215,74 @@ class Trainer {
       rank_log_ = std::fopen(path.c_str(), start_step_ > 0 ? "a" : "w");
       if (!rank_log_) throw error(path.string(), ": cannot open for writing (run.rank_logs)");
     }
-    const double peak_gflops = device_.peak_flops > 0 ? device_.peak_flops / 1e9 : measure_peak_gflops();
-    const double flops_tok = flops_per_token(cfg_.model, T);
-
-    std::vector<int32_t> window(size_t(B) * (T + 1)), ids(size_t(B) * T), tgt(size_t(B) * T);
-    auto run_start = Clock::now();
-    auto log_start = Clock::now();
-    int64_t log_tokens = 0;
-    int64_t step = start_step_;
-    const InjectedFault fault = injected_fault();
-    for (; step < t.steps; ++step) {
-      if (fault.rank == comm_.rank() && fault.step == step)
-        throw error("injected fault at step ", step, " (MOE_FAULT_INJECT)");
-      auto step_start = Clock::now();
-      fsdp_.zero_grads();
-      double losses[3] = {0, 0, 0};  // ce, aux, z summed over micro-batches
-      for (int a = 0; a < A; ++a) {
-        int64_t first = step * global_batch + (int64_t(a) * W + comm_.rank()) * B;
-        sampler_.fill(first, B, window.data());
-        for (int b = 0; b < B; ++b) {
-          std::copy_n(window.begin() + b * (T + 1), T, ids.begin() + b * T);
-          std::copy_n(window.begin() + b * (T + 1) + 1, T, tgt.begin() + b * T);
-        }
-        ForwardStats s = model_.forward(ids.data(), tgt.data(), B, T);
-        model_.backward(1.f / float(A * W));
-        losses[0] += s.loss; losses[1] += s.aux_loss; losses[2] += s.z_loss;
-      }
-      fsdp_.finish_grads();
-      const double local_loss = losses[0] / A;
-      comm_.allreduce_sum(losses, 3);
-      comm_.allreduce_sum(model_.expert_load().f32(), model_.expert_load().numel());
-      double gnorm = fsdp_.grad_norm();
-      float clip = (t.grad_clip > 0 && gnorm > t.grad_clip) ? float(t.grad_clip / gnorm) : 1.f;
-      double lr = learning_rate(t, step);
-      // A save's snapshot may still be copying the state in the background: wait before changing it.
-      copy_wait_s_ += saver_->wait_snapshot();
-      fsdp_.step(lr, clip);
-      log_tokens += tokens_per_step;
-      const int64_t done = step + 1;
-
-      if (done % t.log_every == 0 || done == t.steps) {
-        double dt = seconds_since(log_start), tps = log_tokens / dt;
-        double step_time = seconds_since(step_start);
-        double gflops = tps * flops_tok / 1e9 / W;
-        double eta = (t.steps - done) * dt / double(log_tokens / tokens_per_step);
-        double loss = losses[0] / (A * W);
-        if (rank_log_) {
-          fprintf(rank_log_, "step %lld | rank %d (dp %d, ep %d) | local loss %.4f | step %.3f s | state %.1f MiB | rss %.0f MiB\n",
-                  (long long)done, comm_.rank(), mesh_.dp_rank(), mesh_.ep_rank(), local_loss, step_time,
-                  fsdp_.memory().shard_bytes / 1048576.0, peak_rss_mib());
-          fflush(rank_log_);
-        }
-        if (comm_.is_root()) {
-          const Tensor& load = model_.expert_load();  // this step's, until the bias update resets it
-          double load_ratio = max_mean_load(load);
-          nlohmann::json load_rows = nlohmann::json::array();  // tokens per expert, one row per MoE layer
-          for (int64_t l = 0; l < load.dim(0); ++l)
-            load_rows.push_back(std::vector<float>(load.f32() + l * load.dim(1), load.f32() + (l + 1) * load.dim(1)));
-          // Memory: the device's peak reserved memory on a GPU, the process's peak RSS on the CPU.
-          const double device_mib = device_peak_mib(device_);
-          printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | mem %.0f MiB | load max/mean %.2f | ETA %s\n",
-                 (long long)done, (long long)t.steps, loss, lr, gnorm, tps, 100.0 * gflops / peak_gflops,
-                 device_mib > 0 ? device_mib : peak_rss_mib(), load_ratio, fmt_duration(eta).c_str());
-          fflush(stdout);
-          ShardMemory mem = fsdp_.memory();
-          log_metrics({{"step", done}, {"state_mib", mem.shard_bytes / 1048576.0},
-                       {"state_fraction", double(mem.shard_bytes) / double(mem.full_bytes)},
-                       {"gathered_peak_mib", mem.peak_gathered_bytes / 1048576.0},
-                       {"expert_load_per_ep_rank", load_per_ep_rank(load)}, {"loss", loss}, {"aux_loss", losses[1] / (A * W)},
-                       {"z_loss", losses[2] / (A * W)}, {"lr", lr}, {"grad_norm", gnorm},
-                       {"tokens", done * tokens_per_step}, {"tokens_per_s", tps}, {"step_s", step_time},
-                       {"gflops_per_rank", gflops}, {"mfu", gflops / peak_gflops},
-                       {"peak_rss_mib", peak_rss_mib()}, {"peak_device_mib", device_mib},
-                       {"expert_load_max_mean", load_ratio},
-                       {"expert_load", load_rows},
-                       {"elapsed_s", seconds_since(run_start)}});
-        }
-        log_start = Clock::now();
-        log_tokens = 0;
-      }
-      model_.update_router_bias(float(cfg_.model.router.bias_update_rate));
-      bool last = done == t.steps;
-      if ((t.eval_every > 0 && done % t.eval_every == 0) || last) run_eval(done);
-      // A background save that finished is reported here; one that failed ends the run (exit 2).
-      report_save(saver_->poll());
-      // Every rank must agree to stop at the same step boundary.
-      double stop_flag = g_stop_signal;
-      comm_.allreduce_sum(&stop_flag, 1);
-      int stop = stop_flag > 0 ? (g_stop_signal ? int(g_stop_signal) : SIGTERM) : 0;
-      // The last save and a save on a signal are on disk before the process exits.
-      if ((cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0) || last || stop) save(done, last || stop);
-      if (stop) {
-        if (comm_.is_root()) printf("stopping on signal %d after step %lld (checkpoint saved)\n", stop, (long long)done);
-        return 0;
-      }
-    }
-    if (start_step_ >= t.steps && comm_.is_root())
-      printf("nothing to do: checkpoint is at step %lld, train.steps is %lld\n", (long long)start_step_,
-             (long long)t.steps);
-    return 0;
+    peak_gflops_ = device_.peak_flops > 0 ? device_.peak_flops / 1e9 : measure_peak_gflops();
+    run_start_ = log_start_ = Clock::now();
   }
 
- private:
+  // This rank's micro-batch `micro` of a step: global samples step·G + (micro·W + rank)·B onwards,
+  // so a batch is a function of (seed, step) whatever the layout.
+  MicroBatch sample(int64_t step, int micro) {
+    const int B = cfg_.train.micro_batch, T = cfg_.data.seq_len;
+    sampler_.fill(step * global_batch() + (int64_t(micro) * comm_.size() + comm_.rank()) * B, B, window_.data());
+    for (int b = 0; b < B; ++b) {
+      std::copy_n(window_.begin() + b * (T + 1), T, ids_.begin() + b * T);
+      std::copy_n(window_.begin() + b * (T + 1) + 1, T, targets_.begin() + b * T);
+    }
+    return {ids_.data(), targets_.data()};
+  }
+
+  // After the optimizer step `done` (1-based), before the bias update: every log_every steps the
+  // step line, the rank logs and a metrics.jsonl row.
+  void log_step(int64_t done, const StepStats& s, double step_time) {
+    const TrainConfig& t = cfg_.train;
+    log_tokens_ += tokens_per_step();
+    if (done % t.log_every != 0 && done != t.steps) return;
+    double dt = seconds_since(log_start_), tps = log_tokens_ / dt;
+    double gflops = tps * flops_per_token(cfg_.model, cfg_.data.seq_len) / 1e9 / comm_.size();
+    double eta = (t.steps - done) * dt / double(log_tokens_ / tokens_per_step());
+    if (rank_log_) {
+      fprintf(rank_log_, "step %lld | rank %d (dp %d, ep %d) | local loss %.4f | step %.3f s | state %.1f MiB | rss %.0f MiB\n",
+              (long long)done, comm_.rank(), mesh_.dp_rank(), mesh_.ep_rank(), s.local_loss, step_time,
+              fsdp_.memory().shard_bytes / 1048576.0, peak_rss_mib());
+      fflush(rank_log_);
+    }
+    if (comm_.is_root()) {
+      const Tensor& load = *s.expert_load;
+      double load_ratio = max_mean_load(load);
+      nlohmann::json load_rows = nlohmann::json::array();  // tokens per expert, one row per MoE layer
+      for (int64_t l = 0; l < load.dim(0); ++l)
+        load_rows.push_back(std::vector<float>(load.f32() + l * load.dim(1), load.f32() + (l + 1) * load.dim(1)));
+      // Memory: the device's peak reserved memory on a GPU, the process's peak RSS on the CPU.
+      const double device_mib = device_peak_mib(device_);
+      printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | mem %.0f MiB | load max/mean %.2f | ETA %s\n",
+             (long long)done, (long long)t.steps, s.loss, s.lr, s.grad_norm, tps, 100.0 * gflops / peak_gflops_,
+             device_mib > 0 ? device_mib : peak_rss_mib(), load_ratio, fmt_duration(eta).c_str());
+      fflush(stdout);
+      ShardMemory mem = fsdp_.memory();
+      log_metrics({{"step", done}, {"state_mib", mem.shard_bytes / 1048576.0},
+                   {"state_fraction", double(mem.shard_bytes) / double(mem.full_bytes)},
+                   {"gathered_peak_mib", mem.peak_gathered_bytes / 1048576.0},
+                   {"expert_load_per_ep_rank", load_per_ep_rank(load)}, {"loss", s.loss}, {"aux_loss", s.aux_loss},
+                   {"z_loss", s.z_loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm},
+                   {"tokens", done * tokens_per_step()}, {"tokens_per_s", tps}, {"step_s", step_time},
+                   {"gflops_per_rank", gflops}, {"mfu", gflops / peak_gflops_},
+                   {"peak_rss_mib", peak_rss_mib()}, {"peak_device_mib", device_mib},
+                   {"expert_load_max_mean", load_ratio},
+                   {"expert_load", load_rows},
+                   {"elapsed_s", seconds_since(run_start_)}});
+    }
+    log_start_ = Clock::now();
+    log_tokens_ = 0;
+  }
+
+  // The signal any rank caught (SIGTERM if they differ), agreed by all: every rank must stop at
+  // the same step boundary. 0 when none did.
+  int agreed_stop_signal() const {
+    double stop_flag = g_stop_signal;
+    comm_.allreduce_sum(&stop_flag, 1);
+    return stop_flag > 0 ? (g_stop_signal ? int(g_stop_signal) : SIGTERM) : 0;
+  }
+
   // Tokens each expert-parallel rank's experts received this step, summed over MoE layers.
   std::vector<double> load_per_ep_rank(const Tensor& load) const {
     std::vector<double> per(size_t(mesh_.ep()), 0.0);
@@ -341,8 +348,7 @@ class Trainer {
       datasets = checkpoint_datasets(model_.params());
       // The RNG is counter-based (seed, stream, index) and the sampler a function of (seed, step):
       // the seed and the step are the whole random state.
-      meta = {{"tokens", step * int64_t(cfg_.train.micro_batch) * cfg_.train.grad_accum * comm_.size() *
-                             cfg_.data.seq_len},
+      meta = {{"tokens", step * tokens_per_step()},
               {"optimizer_steps", fsdp_.optimizer().steps_taken()},
               {"tokenizer", train_.tokenizer_name()},
               {"tokenizer_hash", train_.tokenizer_hash()},
@@ -438,6 +444,10 @@ class Trainer {
   std::unique_ptr<AsyncSaver> saver_;
   FILE* rank_log_ = nullptr;  // run.rank_logs, ranks other than 0
   double copy_wait_s_ = 0;    // this save's stall at the optimizer while its snapshot was copied
+  std::vector<int32_t> window_, ids_, targets_;  // sample()'s [B, T+1] windows and [B, T] ids and targets
+  double peak_gflops_ = 0;                        // the MFU denominator
+  Clock::time_point run_start_, log_start_;
+  int64_t log_tokens_ = 0;                        // tokens trained since the last log line
   int64_t start_step_ = 0;
 };
 
@@ -447,12 +457,6 @@ int train(const Config& cfg, Comm& comm) {
   if (cfg.data.path.empty()) throw error(cfg.source, ": data.path is empty (expected a folder made by moe preprocess)");
   if (cfg.model.mtp_depth != 0)
     throw error(cfg.source, ": model.mtp_depth ", cfg.model.mtp_depth, " is not implemented yet (expected 0)");
-  // An impossible layout is reported before any work (the same message on every rank).
-  try {
-    mesh_coords(comm.size(), cfg.parallel.ep, cfg.model.routed_experts, comm.rank());
-  } catch (const Error& e) {
-    throw error(cfg.source, ": ", e.what());
-  }
   set_num_threads(cfg.train.threads);
   DeviceChoice device = choose_device(cfg, &comm);
   ComputeScope on_device(*device.backend);

@@ -1,6 +1,7 @@
 // The training loop of `moe train`: data-parallel over MPI ranks (each rank draws its slice of
-// the global batch; gradients are summed across ranks before the optimizer step), periodic
-// evaluation, logging to stdout and <out_dir>/metrics.jsonl, checkpoints written in the background
+// the global batch; one step is train_step of parallel/train_step.h, whose gradients are
+// reduce-scattered into each rank's shard before the optimizer step), periodic evaluation, logging
+// to stdout and <out_dir>/metrics.jsonl, checkpoints written in the background
 // (docs/checkpoints.md) with resume, and a clean stop on SIGTERM / SIGINT / SIGUSR1 (checkpoint at
 // the next step boundary, then exit).
 #pragma once

@@ -1,5 +1,7 @@
 #include "model/params.h"
 
+#include <cmath>
+
 #include "framework/backend.h"
 
 #include "framework/error.h"
@@ -119,5 +121,14 @@ int64_t ParamStore::trainable_numel() const {
     if (p.trainable) n += shape_numel(p.shape);
   return n;
 }
+
+std::vector<OptSegment> trainable_segments(const ParamStore& ps) {
+  std::vector<OptSegment> out;
+  for (const ParamInfo& p : ps.infos())
+    if (p.trainable) out.push_back({p.offset, shape_numel(p.shape), p.decay});
+  return out;
+}
+
+double grad_norm(const ParamStore& ps) { return std::sqrt(sum_squares(ps.grads(), trainable_segments(ps))); }
 
 }  // namespace moe

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/optimizer.h"
 #include "framework/tensor.h"
 
 namespace moe {
@@ -94,5 +95,11 @@ class ParamStore {
   Device device_ = Device::CPU;
   Tensor params_, grads_;
 };
+
+// The trainable parameters of an allocate()d store's flat buffer, as the optimizer takes them
+// (framework/optimizer.h): AdamW opt(ps.numel(), trainable_segments(ps), t).
+std::vector<OptSegment> trainable_segments(const ParamStore& ps);
+// L2 norm of the trainable gradients, accumulated in f64 in a fixed order.
+double grad_norm(const ParamStore& ps);
 
 }  // namespace moe

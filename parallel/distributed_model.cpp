@@ -5,7 +5,8 @@
 namespace moe {
 
 DistributedModel::DistributedModel(const Comm& world, const Config& cfg, GroupFactory groups)
-    : mesh(world, cfg.parallel.ep, cfg.model.routed_experts),
+    : world(world),
+      mesh(world, cfg.parallel.ep, cfg.source),
       world_group(groups(world)),
       dp_group(groups(mesh.dp_comm())),
       ep_group(groups(mesh.ep_comm())),

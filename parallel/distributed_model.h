@@ -3,6 +3,7 @@
 // bound unit by unit from FSDP shards, train.precision and train.recompute applied), the sharded
 // state with its optimizer, and the all-to-all expert exchange when ep > 1. The parameters are not
 // initialised yet: call fsdp.initialize(seed) or load a checkpoint into fsdp.pieces().
+// parallel/train_step.h trains it, one optimizer step per call.
 #pragma once
 #include <memory>
 
@@ -17,13 +18,15 @@
 namespace moe {
 
 struct DistributedModel {
-  // Collective over world. Throws moe::Error for an impossible layout (parallel.ep). `groups`
+  // Collective over world. Throws moe::Error "<cfg.source>: parallel.ep ..." when parallel.ep does
+  // not divide the world size, on every rank before any communication. `groups`
   // makes the collective groups for the compute device (parallel/group.h): MPI by default, NCCL
   // on GPUs (launch/device.h picks it).
   DistributedModel(const Comm& world, const Config& cfg, GroupFactory groups = &MpiGroup::make);
   DistributedModel(const DistributedModel&) = delete;
   DistributedModel& operator=(const DistributedModel&) = delete;
 
+  const Comm& world;  // the job (host sums of the step's losses and expert loads)
   DeviceMesh mesh;
   // The collectives of world, mesh.dp_comm() and mesh.ep_comm() on the compute device.
   std::unique_ptr<CollectiveGroup> world_group, dp_group, ep_group;

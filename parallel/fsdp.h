@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "model/model.h"
-#include "model/optimizer.h"
+#include "framework/optimizer.h"
 #include "parallel/comm.h"
 #include "parallel/group.h"
 #include "parallel/mesh.h"

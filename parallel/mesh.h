@@ -12,6 +12,8 @@
 //          ep 2 -> ep groups {0,1} {2,3},     dp groups {0,2} {1,3};
 //          ep 4 -> ep group {0,1,2,3},         dp groups {0} {1} {2} {3}.
 #pragma once
+#include <string>
+
 #include "parallel/comm.h"
 
 namespace moe {
@@ -22,13 +24,16 @@ struct MeshCoords {
 };
 
 // Where `rank` sits in a world of `world` ranks with expert parallelism `ep`. Throws moe::Error
-// naming parallel.ep / model.routed_experts when the layout is impossible (checked before any work).
-MeshCoords mesh_coords(int world, int ep, int routed_experts, int rank);
+// naming parallel.ep when ep does not divide the world: the one layout rule that needs the world
+// size. That ep divides model.routed_experts is config validation's (framework/config.cpp), with
+// the file and line of the key.
+MeshCoords mesh_coords(int world, int ep, int rank);
 
 class DeviceMesh {
  public:
-  // Collective over world (it splits it twice).
-  DeviceMesh(const Comm& world, int ep, int routed_experts);
+  // Collective over world (it splits it twice). An impossible ep is an error prefixed with `where`
+  // (the config file), thrown by every rank before any collective.
+  DeviceMesh(const Comm& world, int ep, const std::string& where = {});
 
   int dp() const { return coords_.dp; }
   int ep() const { return coords_.ep; }

@@ -228,7 +228,7 @@ TEST(Mesh, CoordinatesAndGroupsOfWorld4) {
   if (world.size() != 4) GTEST_SKIP() << "needs mpirun -np 4";
   const int me = world.rank();
   for (int ep : {1, 2, 4}) {
-    DeviceMesh mesh(world, ep, /*routed_experts=*/8);
+    DeviceMesh mesh(world, ep);
     EXPECT_EQ(mesh.dp() * mesh.ep(), 4);
     EXPECT_EQ(mesh.ep(), ep);
     EXPECT_EQ(mesh.dp_rank(), me / ep);
@@ -248,24 +248,28 @@ TEST(Mesh, CoordinatesAndGroupsOfWorld4) {
 }
 
 TEST(Mesh, ImpossibleLayoutsAreErrors) {
-  auto message = [](int world, int ep, int experts) -> std::string {
+  auto message = [](int world, int ep) -> std::string {
     try {
-      mesh_coords(world, ep, experts, 0);
+      mesh_coords(world, ep, 0);
     } catch (const Error& e) {
       return e.what();
     }
     return "no error";
   };
-  EXPECT_EQ(message(4, 3, 8), "parallel.ep 3 does not divide world size 4 (expected a divisor of 4)");
-  EXPECT_EQ(message(4, 0, 8), "parallel.ep 0 does not divide world size 4 (expected a divisor of 4)");
-  EXPECT_EQ(message(4, 8, 8), "parallel.ep 8 does not divide world size 4 (expected a divisor of 4)");
-  EXPECT_EQ(message(4, 4, 6),
-            "model.routed_experts 6 not divisible by parallel.ep 4 (expected a parallel.ep dividing both it and the "
-            "world size 4: 1 or 2)");
-  MeshCoords c = mesh_coords(8, 2, 8, 5);
+  EXPECT_EQ(message(4, 3), "parallel.ep 3 does not divide world size 4 (expected a divisor of 4)");
+  EXPECT_EQ(message(4, 0), "parallel.ep 0 does not divide world size 4 (expected a divisor of 4)");
+  EXPECT_EQ(message(4, 8), "parallel.ep 8 does not divide world size 4 (expected a divisor of 4)");
+  MeshCoords c = mesh_coords(8, 2, 5);
   EXPECT_TRUE(c.dp == 4 && c.ep == 2 && c.dp_rank == 2 && c.ep_rank == 1);
   Comm world(nullptr, nullptr);  // every rank rejects it before splitting, so nobody waits
-  EXPECT_THROW(DeviceMesh(world, world.size() + 1, 8), Error);
+  EXPECT_THROW(DeviceMesh(world, world.size() + 1), Error);
+  std::string where = "no error";  // the config file the CLI names
+  try {
+    DeviceMesh(world, world.size() + 1, "run.yaml");
+  } catch (const Error& e) {
+    where = e.what();
+  }
+  EXPECT_EQ(where.rfind("run.yaml: parallel.ep ", 0), 0u) << where;
 }
 
 // Failure handling, run on their own by tests/CMakeLists.txt (they end the job on purpose).

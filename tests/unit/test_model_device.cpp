@@ -9,10 +9,10 @@
 #include <vector>
 
 #include "emulated_device.h"
+#include "framework/optimizer.h"
 #include "framework/rng.h"
 #include "framework/threads.h"
 #include "model/model.h"
-#include "model/optimizer.h"
 
 using namespace moe;
 
@@ -44,7 +44,7 @@ Trace train(Backend& b, const ModelConfig& c, Precision p, bool recompute, int s
   m.set_precision(p);
   m.params().initialize(11);
   TrainConfig tc;
-  AdamW opt(m.params(), tc);
+  AdamW opt(m.params().numel(), trainable_segments(m.params()), tc);
   Trace t;
   std::vector<int32_t> ids(N), tgt(N);  // one batch, so that the loss must go down
   for (int64_t i = 0; i < N; ++i) {
@@ -56,7 +56,7 @@ Trace train(Backend& b, const ModelConfig& c, Precision p, bool recompute, int s
     ForwardStats st = m.forward(ids.data(), tgt.data(), B, T);
     m.backward(1.f);
     double gn = grad_norm(m.params());
-    opt.step(m.params(), 1e-2, float(1.0 / std::max(1.0, gn)));
+    opt.step(m.params().params(), m.params().grads(), 1e-2, float(1.0 / std::max(1.0, gn)));
     const float* load = m.expert_load().f32();  // a host tensor
     t.load.insert(t.load.end(), load, load + m.expert_load().numel());
     m.update_router_bias(0.01f);

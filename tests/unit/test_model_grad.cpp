@@ -10,7 +10,6 @@
 #include "framework/rng.h"
 #include "framework/threads.h"
 #include "model/model.h"
-#include "model/optimizer.h"
 
 using namespace moe;
 

@@ -1,5 +1,6 @@
-// AdamW, learning-rate schedules, gradient norm and gradient accumulation against independent
-// references written out here in double precision.
+// The optimizer as the model uses it (framework/optimizer.h over a ParamStore): the gradient norm
+// of the trainable parameters, and gradient accumulation. AdamW and the schedules themselves are
+// tested in test_framework_optimizer.cpp.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,66 +9,8 @@
 #include "framework/rng.h"
 #include "framework/threads.h"
 #include "model/model.h"
-#include "model/optimizer.h"
 
 using namespace moe;
-
-TEST(LearningRate, WarmupThenCosineLinearConstant) {
-  TrainConfig t;
-  t.lr = 1e-3; t.min_lr = 1e-4; t.warmup = 10; t.steps = 110;
-  t.schedule = "cosine";
-  EXPECT_DOUBLE_EQ(learning_rate(t, 0), 1e-4);       // (0+1)/10 of lr
-  EXPECT_DOUBLE_EQ(learning_rate(t, 9), 1e-3);       // warmup ends at the peak
-  EXPECT_DOUBLE_EQ(learning_rate(t, 10), 1e-3);      // cosine starts at the peak
-  EXPECT_NEAR(learning_rate(t, 60), 5.5e-4, 1e-12);  // halfway: (lr + min_lr) / 2
-  EXPECT_NEAR(learning_rate(t, 110), 1e-4, 1e-12);   // ends at min_lr
-  EXPECT_NEAR(learning_rate(t, 500), 1e-4, 1e-12);   // and stays there
-  t.schedule = "linear";
-  EXPECT_NEAR(learning_rate(t, 35), 1e-3 - 0.25 * 9e-4, 1e-12);
-  t.schedule = "constant";
-  EXPECT_DOUBLE_EQ(learning_rate(t, 80), 1e-3);
-  EXPECT_DOUBLE_EQ(learning_rate(t, 4), 5e-4);
-}
-
-// Three AdamW steps on a decayed and an undecayed parameter, against PyTorch's AdamW update
-// written in double: w -= lr*wd*w; m,v moments; w -= lr/bc1 * m / (sqrt(v/bc2) + eps).
-TEST(AdamW, MatchesReferenceAndSkipsDecayForNormsAndBuffers) {
-  set_num_threads(1);
-  ParamStore ps;
-  int w = ps.add("w", {3}, Init::Normal, 1.f, /*decay=*/true);
-  int g = ps.add("norm.weight", {2}, Init::Ones, 0.f, /*decay=*/false);
-  int b = ps.add("bias", {2}, Init::Zeros, 0.f, /*decay=*/false, /*trainable=*/false);
-  ps.allocate();
-  ps.initialize(3);
-  TrainConfig t;
-  t.beta1 = 0.9; t.beta2 = 0.95; t.eps = 1e-8; t.weight_decay = 0.1;
-  AdamW opt(ps, t);
-
-  std::vector<double> ref_w(ps.param(w).f32(), ps.param(w).f32() + 3), ref_g = {1, 1};
-  std::vector<double> m(5, 0), v(5, 0);
-  const double lr = 0.01, scale = 0.5;
-  for (int step = 1; step <= 3; ++step) {
-    ps.zero_grads();
-    for (int i = 0; i < 3; ++i) ps.grad(w).f32()[i] = float(0.1 * (i + 1) * step - 0.2);
-    for (int i = 0; i < 2; ++i) ps.grad(g).f32()[i] = float(-0.3 * (i + 1));
-    ps.grad(b).f32()[0] = 5.f;  // must be ignored: buffers are not trained
-    opt.step(ps, lr, float(scale));
-    double bc1 = 1 - std::pow(0.9, step), bc2 = 1 - std::pow(0.95, step);
-    auto update = [&](double& p, double grad, int slot, bool decay) {
-      grad *= scale;
-      if (decay) p -= lr * 0.1 * p;
-      m[slot] = 0.9 * m[slot] + 0.1 * grad;
-      v[slot] = 0.95 * v[slot] + 0.05 * grad * grad;
-      p -= lr / bc1 * m[slot] / (std::sqrt(v[slot] / bc2) + 1e-8);
-    };
-    for (int i = 0; i < 3; ++i) update(ref_w[i], double(float(0.1 * (i + 1) * step - 0.2)), i, true);
-    for (int i = 0; i < 2; ++i) update(ref_g[i], double(float(-0.3 * (i + 1))), 3 + i, false);
-  }
-  for (int i = 0; i < 3; ++i) EXPECT_NEAR(ps.param(w).f32()[i], ref_w[i], 1e-6) << i;
-  for (int i = 0; i < 2; ++i) EXPECT_NEAR(ps.param(g).f32()[i], ref_g[i], 1e-6) << i;
-  EXPECT_EQ(ps.param(b).f32()[0], 0.f);
-  EXPECT_EQ(opt.steps_taken(), 3);
-}
 
 TEST(GradNorm, IsL2OverTrainableGradients) {
   ParamStore ps;

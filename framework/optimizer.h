@@ -1,35 +1,35 @@
-// AdamW with decoupled weight decay (none on norms and biases: ParamInfo::decay), global-norm
-// gradient clipping, and the learning-rate schedules (linear warmup, then cosine / linear decay to
-// min_lr, or constant). The moments are f32 and live here, laid out like the flat parameter buffer
-// the optimizer is given: a ParamStore's, or an FSDP rank's shard (parallel/fsdp.h), described by
-// segments of trainable elements. Moments and updates are on the compute backend's device
+// The optimizer: AdamW with decoupled weight decay over the trainable segments of a flat f32
+// parameter buffer, the squared-gradient sum that global-norm clipping needs, and the
+// learning-rate schedules (linear warmup, then cosine / linear decay to min_lr, or constant).
+//
+// It is model-agnostic math: it sees a flat buffer and runs of elements with or without decay,
+// never a model. Its owners describe their buffer: ShardedModel (parallel/fsdp.h) an FSDP rank's
+// shard, which is how `moe train` steps; model/params.h's trainable_segments() a single-process
+// ParamStore. The moments are f32, laid out like the buffer, on the compute backend's device
 // (framework/backend.h), where the parameters are.
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "framework/config.h"
-#include "model/params.h"
+#include "framework/tensor.h"
 
 namespace moe {
 
 double learning_rate(const TrainConfig& t, int64_t step);  // step is 0-based
 
-// A run of trainable elements [begin, begin + n) of a flat buffer, all with or all without decay.
+// A run of trainable elements [begin, begin + n) of a flat buffer, all with or all without decay
+// (none on norms and biases).
 struct OptSegment {
   int64_t begin = 0, n = 0;
   bool decay = true;
 };
-// The trainable parameters of a ParamStore's flat buffer.
-std::vector<OptSegment> trainable_segments(const ParamStore& ps);
 
 class AdamW {
  public:
-  AdamW(const ParamStore& ps, const TrainConfig& t);
   // Over a buffer of `numel` elements of which `segments` are trained.
   AdamW(int64_t numel, std::vector<OptSegment> segments, const TrainConfig& t);
   // One update with learning rate lr. grad_scale multiplies every gradient first (clipping).
-  void step(ParamStore& ps, double lr, float grad_scale) { step(ps.params(), ps.grads(), lr, grad_scale); }
   void step(float* w, const float* g, double lr, float grad_scale);
   const std::vector<OptSegment>& segments() const { return segments_; }
   int64_t steps_taken() const { return t_; }
@@ -46,7 +46,5 @@ class AdamW {
 
 // Sum of squares of g over the segments, in f64 in a fixed order.
 double sum_squares(const float* g, const std::vector<OptSegment>& segments);
-// L2 norm of the trainable gradients, accumulated in f64 in a fixed order.
-double grad_norm(const ParamStore& ps);
 
 }  // namespace moe

@@ -1,4 +1,4 @@
-#include "model/optimizer.h"
+#include "framework/optimizer.h"
 
 #include <cmath>
 
@@ -14,15 +14,6 @@ double learning_rate(const TrainConfig& t, int64_t step) {
   if (t.schedule == "linear") return t.lr + (t.min_lr - t.lr) * progress;
   return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + std::cos(M_PI * progress));
 }
-
-std::vector<OptSegment> trainable_segments(const ParamStore& ps) {
-  std::vector<OptSegment> out;
-  for (const ParamInfo& p : ps.infos())
-    if (p.trainable) out.push_back({p.offset, shape_numel(p.shape), p.decay});
-  return out;
-}
-
-AdamW::AdamW(const ParamStore& ps, const TrainConfig& t) : AdamW(ps.numel(), trainable_segments(ps), t) {}
 
 AdamW::AdamW(int64_t numel, std::vector<OptSegment> segments, const TrainConfig& t)
     : m_(Tensor::zeros({numel}, DType::F32, compute().device())),
@@ -52,7 +43,5 @@ double sum_squares(const float* g, const std::vector<OptSegment>& segments) {
   s = compute().sum_squares_segments(g, begin.data(), length.data(), int64_t(segments.size()));
   return s;
 }
-
-double grad_norm(const ParamStore& ps) { return std::sqrt(sum_squares(ps.grads(), trainable_segments(ps))); }
 
 }  // namespace moe

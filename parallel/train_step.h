@@ -1,0 +1,56 @@
+// One training step of one rank, the same for `moe train` (launch/trainer.cpp) and `moe bench
+// train`: what happens between two optimizer updates, in the order that keeps every rank, every
+// layout of the same global batch, and a checkpoint taken in the background consistent.
+//
+//   1. zero the gradients
+//   2. per micro-batch a = 0 .. A-1: forward, backward with loss scale 1/(A·W) (A = grad_accum,
+//      W = ranks), so the gradients summed over micro-batches and ranks are those of the mean
+//      loss of the global batch; FSDP reduce-scatters each unit's gradient as its backward ends
+//   3. finish_grads: the last reduce-scatters complete
+//   4. all-reduce the losses and the expert loads over the world (the loads drive the bias update
+//      and the log, and must be the same on every rank)
+//   5. global grad norm, clip scale min(1, grad_clip / norm), lr from the schedule
+//   6. before_update(): a checkpoint snapshot still copying the state in the background finishes
+//      here — after the forward and backward, which read the state, and before the optimizer,
+//      which changes it
+//   7. AdamW step on this rank's shards
+//   8. after_update(stats): the caller logs; this step's expert loads are still there
+//   9. router bias update from the loads, which resets them: it comes after the log, and before
+//      any forward of the next step or an evaluation, which route with the new bias
+#pragma once
+#include <cstdint>
+
+#include "framework/config.h"
+#include "framework/function_ref.h"
+#include "framework/tensor.h"
+#include "parallel/distributed_model.h"
+
+namespace moe {
+
+// One micro-batch of this rank: [train.micro_batch, data.seq_len] token ids and their targets.
+struct MicroBatch {
+  const int32_t* ids = nullptr;
+  const int32_t* targets = nullptr;
+};
+
+struct StepStats {
+  double loss = 0;        // mean cross-entropy over the global batch
+  double aux_loss = 0;    // balance loss, mean over the global batch's micro-batches
+  double z_loss = 0;      // router z-loss, the same
+  double local_loss = 0;  // mean cross-entropy of this rank's micro-batches only
+  double grad_norm = 0;   // global L2 norm of the gradients, before clipping
+  float clip_scale = 1;   // what the gradients were multiplied by (1: not clipped)
+  double lr = 0;          // the schedule's learning rate for this step
+  // Tokens per routed expert this step, [moe layers, routed experts], summed over micro-batches
+  // and ranks: the model's own tensor, valid during after_update only (the bias update resets it).
+  const Tensor* expert_load = nullptr;
+};
+
+// Step `step` (0-based: it picks the learning rate). batch(step, a) gives micro-batch a, valid
+// until the next call. cfg supplies train.{micro_batch, grad_accum, grad_clip, schedule},
+// data.seq_len and model.router.bias_update_rate. Collective over dm's world.
+StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
+                     FunctionRef<MicroBatch(int64_t step, int micro)> batch, FunctionRef<void()> before_update,
+                     FunctionRef<void(const StepStats&)> after_update);
+
+}  // namespace moe
