@@ -141,12 +141,11 @@ class Sweep {
       if (!seen_.insert(dir).second) continue;
       ++found_;
       SweepCheckpoint c;
+      Config cfg;
       std::string problem;
       try {
         c = read_sweep_checkpoint(dir);
-        const Config cfg = parse_config(c.config_yaml, dir + "/config.yaml");
-        last_steps_[path_i] = cfg.train.steps;
-        check_data(c, cfg);
+        cfg = parse_config(c.config_yaml, dir + "/config.yaml");
       } catch (const Error& e) {
         problem = e.what();
       }
@@ -155,6 +154,8 @@ class Sweep {
         ++unreadable_;
         continue;
       }
+      last_steps_[path_i] = cfg.train.steps;
+      check_data(c, cfg);  // the same files on every rank: all ranks throw or none
       todo.emplace_back(path_i, std::move(c));
     }
     // Conflicting settings in --out end the sweep before anything runs (results.done throws).
@@ -163,9 +164,9 @@ class Sweep {
       int64_t rows = 0, already = 0;
       for (auto& [path_i, c] : todo) rows += int64_t(pending(c).size());
       already = int64_t(todo.size() * datasets_.size()) - rows;
-      fprintf(stderr, "eval: %lld checkpoints found (%lld unreadable, skipped), %zu datasets: %lld rows to evaluate, "
-              "%lld already in %s\n", (long long)found_, (long long)unreadable_, datasets_.size(), (long long)rows,
-              (long long)already, f_.out.empty() ? "--out" : f_.out.c_str());
+      fprintf(stderr, "eval: found %lld checkpoints (%lld unreadable: skipped) x %zu datasets: %lld rows to "
+              "evaluate, %lld already in %s\n", (long long)found_, (long long)(unreadable_ + not_committed_),
+              datasets_.size(), (long long)rows, (long long)already, f_.out.empty() ? "--out" : f_.out.c_str());
     }
     for (size_t k = 0; k < todo.size(); ++k) {
       auto& [path_i, c] = todo[k];
@@ -203,6 +204,7 @@ class Sweep {
           if (warned_.insert(w).second) {
             warn(w);
             ++not_committed_;
+            ++found_;
           }
       }
     }
