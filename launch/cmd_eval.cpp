@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <optional>
 #include <cstdio>
 #include <set>
 #include <thread>
@@ -55,31 +57,52 @@ const char* kUsage =
     "  --threads N         CPU threads (default: all cores)\n"
     "  --device D          auto | cpu | cuda (default auto: the GPU when there is one)";
 
-// Rank 0's value on every rank.
-std::string broadcast_string(const Comm& comm, std::string s) {
-  int64_t n = int64_t(s.size());
-  comm.broadcast(&n, sizeof n);
-  s.resize(size_t(n));
-  if (n) comm.broadcast(s.data(), n);
-  return s;
-}
-bool broadcast_bool(const Comm& comm, bool b) {
-  int32_t v = b;
-  comm.broadcast(&v, sizeof v);
-  return v != 0;
-}
-
-// Sums over the ranks in rank order (the same on every rank, whatever order messages arrive in).
-void sum_in_rank_order(const Comm& comm, double* x, int n) {
-  if (comm.size() == 1) return;
-  std::vector<double> all(size_t(n) * comm.size());
-  comm.allgather_bytes(x, all.data(), int64_t(n) * int64_t(sizeof(double)));
-  for (int i = 0; i < n; ++i) {
-    double s = 0;
-    for (int r = 0; r < comm.size(); ++r) s += all[size_t(r) * n + i];
-    x[i] = s;
+// The job's ranks: an MPI world under mpirun, else this process alone (MPI is not started for one
+// process: its start-up costs more than a small sweep).
+class Ranks {
+ public:
+  Ranks() {
+    for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
+      if (std::getenv(v)) {
+        comm_.emplace(nullptr, nullptr);
+        break;
+      }
   }
-}
+  const Comm* comm() const { return comm_ ? &*comm_ : nullptr; }
+  int rank() const { return comm_ ? comm_->rank() : 0; }
+  int size() const { return comm_ ? comm_->size() : 1; }
+  bool is_root() const { return rank() == 0; }
+
+  // Rank 0's value on every rank.
+  std::string broadcast(std::string s) const {
+    if (size() == 1) return s;
+    int64_t n = int64_t(s.size());
+    comm_->broadcast(&n, sizeof n);
+    s.resize(size_t(n));
+    if (n) comm_->broadcast(s.data(), n);
+    return s;
+  }
+  bool broadcast(bool b) const {
+    if (size() == 1) return b;
+    int32_t v = b;
+    comm_->broadcast(&v, sizeof v);
+    return v != 0;
+  }
+  // Sums over the ranks in rank order (the same on every rank, whatever order messages arrive in).
+  void sum_in_rank_order(double* x, int n) const {
+    if (size() == 1) return;
+    std::vector<double> all(size_t(n) * size());
+    comm_->allgather_bytes(x, all.data(), int64_t(n) * int64_t(sizeof(double)));
+    for (int i = 0; i < n; ++i) {
+      double s = 0;
+      for (int r = 0; r < size(); ++r) s += all[size_t(r) * n + i];
+      x[i] = s;
+    }
+  }
+
+ private:
+  std::optional<Comm> comm_;
+};
 
 // A live line on stderr when it is a terminal: checkpoint i/n, dataset, batches, tokens/s, ETA.
 class Progress {
@@ -118,7 +141,7 @@ struct EvalFlags {
 
 class Sweep {
  public:
-  Sweep(const EvalFlags& f, const Comm& comm) : f_(f), comm_(comm), progress_(comm.is_root() && isatty(2)) {
+  Sweep(const EvalFlags& f, const Ranks& comm) : f_(f), comm_(comm), progress_(comm.is_root() && isatty(2)) {
     std::set<std::string> names;
     for (const EvalData& d : f.data) {
       if (!names.insert(d.name).second) throw error("--data: two datasets are named '", d.name, "' (use NAME=DIR)");
@@ -149,7 +172,7 @@ class Sweep {
       } catch (const Error& e) {
         problem = e.what();
       }
-      if (!broadcast_bool(comm_, problem.empty())) {
+      if (!comm_.broadcast(problem.empty())) {
         warn("skipping checkpoint " + dir + ": " + problem);
         ++unreadable_;
         continue;
@@ -164,9 +187,9 @@ class Sweep {
       int64_t rows = 0, already = 0;
       for (auto& [path_i, c] : todo) rows += int64_t(pending(c).size());
       already = int64_t(todo.size() * datasets_.size()) - rows;
-      fprintf(stderr, "eval: found %lld checkpoints (%lld unreadable: skipped) x %zu datasets: %lld rows to "
-              "evaluate, %lld already in %s\n", (long long)found_, (long long)(unreadable_ + not_committed_),
-              datasets_.size(), (long long)rows, (long long)already, f_.out.empty() ? "--out" : f_.out.c_str());
+      fprintf(stderr, "eval: found %lld checkpoints (%lld unreadable: skipped) x %zu datasets: %lld rows to evaluate%s\n",
+              (long long)found_, (long long)(unreadable_ + not_committed_), datasets_.size(), (long long)rows,
+              already_in(already).c_str());
     }
     for (size_t k = 0; k < todo.size(); ++k) {
       auto& [path_i, c] = todo[k];
@@ -181,13 +204,17 @@ class Sweep {
 
   void summary() const {
     if (!comm_.is_root()) return;
-    fprintf(stderr, "eval: %lld checkpoints found; %lld rows evaluated, %lld skipped (already in %s), %lld "
-            "checkpoints skipped (unreadable or not committed)\n", (long long)found_, (long long)evaluated_,
-            (long long)skipped_, f_.out.empty() ? "--out" : f_.out.c_str(), (long long)(unreadable_ + not_committed_));
+    fprintf(stderr, "eval: %lld checkpoints found; %lld rows evaluated%s, %lld checkpoints skipped (unreadable or "
+            "not committed)\n", (long long)found_, (long long)evaluated_,
+            f_.out.empty() ? "" : (", " + std::to_string(skipped_) + " skipped (already in " + f_.out + ")").c_str(),
+            (long long)(unreadable_ + not_committed_));
   }
   const std::vector<nlohmann::json>& rows() const { return rows_; }
 
  private:
+  std::string already_in(int64_t rows) const {
+    return f_.out.empty() ? "" : ", " + std::to_string(rows) + " already in " + f_.out;
+  }
   void warn(const std::string& what) const {
     if (comm_.is_root()) fprintf(stderr, "warning: %s\n", what.c_str());
   }
@@ -209,7 +236,7 @@ class Sweep {
       }
     }
     (void)first;
-    list = nlohmann::json::parse(broadcast_string(comm_, list.dump()));
+    list = nlohmann::json::parse(comm_.broadcast(list.dump()));
     std::vector<std::pair<size_t, std::string>> out;
     for (const auto& e : list) out.emplace_back(e[0].get<size_t>(), e[1].get<std::string>());
     return out;
@@ -273,7 +300,7 @@ class Sweep {
     } catch (const Error& e) {
       problem = e.what();
     }
-    if (!broadcast_bool(comm_, problem.empty()) || !model) {
+    if (!comm_.broadcast(problem.empty()) || !model) {
       warn("skipping checkpoint " + c.dir + ": " + (problem.empty() ? "unreadable on another rank" : problem));
       return false;
     }
@@ -285,7 +312,7 @@ class Sweep {
       opt.batches = s.batches;
       opt.rank = comm_.rank();
       opt.world = comm_.size();
-      opt.reduce = [this](double* x, int n) { sum_in_rank_order(comm_, x, n); };
+      opt.reduce = [this](double* x, int n) { comm_.sum_in_rank_order(x, n); };
       opt.accuracy = opt.expert_load = true;
       char what[512];
       snprintf(what, sizeof what, "[%zu/%zu] %s step %lld on %s", index, count, c.run.c_str(), (long long)c.step,
@@ -321,7 +348,7 @@ class Sweep {
   }
 
   const EvalFlags& f_;
-  const Comm& comm_;
+  const Ranks& comm_;
   Progress progress_;
   std::vector<TokenDataset> datasets_;
   std::vector<std::vector<int32_t>> token_bytes_;
@@ -364,9 +391,9 @@ int cmd_eval(int argc, char** argv) {
   f.poll_s = a.get_double("poll", 30);
   if (f.poll_s <= 0) throw error("--poll: ", f.poll_s, " (expected > 0 seconds)");
 
-  Comm comm(nullptr, nullptr);
+  Ranks comm;
   set_num_threads(int(a.get_int("threads", 0)));
-  ComputeScope on_device(*choose_device(a.get("device", "auto"), "--device", &comm).backend);
+  ComputeScope on_device(*choose_device(a.get("device", "auto"), "--device", comm.comm()).backend);
   Sweep sweep(f, comm);
   for (bool first = true;; first = false) {
     const bool finished = sweep.pass(first);
