@@ -112,12 +112,13 @@ class Progress {
     what_ = what;
     t0_ = std::chrono::steady_clock::now();
   }
-  void update(int64_t done, int64_t total, int64_t tokens_per_batch) {
+  void update(int64_t done, int64_t total, int64_t windows_per_batch, int64_t tokens_per_batch) {
     if (!on_) return;
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
     const double eta = done > 0 ? s / double(done) * double(total - done) : 0;
-    fprintf(stderr, "\r\033[K%s: batch %lld/%lld, %.0f tokens/s, ETA %dm%02ds", what_.c_str(), (long long)done,
-            (long long)total, s > 0 ? double(done * tokens_per_batch) / s : 0.0, int(eta) / 60, int(eta) % 60);
+    fprintf(stderr, "\r\033[K%s: batch %lld/%lld (%lld windows each), %.0f tokens/s, ETA %dm%02ds", what_.c_str(),
+            (long long)done, (long long)total, (long long)windows_per_batch, s > 0 ? double(done * tokens_per_batch) / s : 0.0,
+            int(eta) / 60, int(eta) % 60);
     fflush(stderr);
   }
   void clear() {
@@ -158,7 +159,7 @@ class Sweep {
 
   // One look for checkpoints; evaluates what is new. True when --watch has nothing more to wait for.
   bool pass(bool first) {
-    std::vector<std::pair<size_t, std::string>> found = discover(first);
+    std::vector<std::pair<size_t, std::string>> found = discover();
     std::vector<std::pair<size_t, SweepCheckpoint>> todo;
     for (auto& [path_i, dir] : found) {
       if (!seen_.insert(dir).second) continue;
@@ -193,8 +194,9 @@ class Sweep {
     }
     for (size_t k = 0; k < todo.size(); ++k) {
       auto& [path_i, c] = todo[k];
-      if (evaluate_checkpoint(c, k + 1, todo.size())) done_steps_[path_i] = std::max(done_steps_[path_i], c.step);
-      else ++unreadable_;
+      if (!evaluate_checkpoint(c, k + 1, todo.size())) ++unreadable_;
+      // A corrupt last checkpoint ends a --watch too: nothing later will come.
+      done_steps_[path_i] = std::max(done_steps_[path_i], c.step);
     }
     bool finished = true;
     for (size_t i = 0; i < f_.paths.size(); ++i)
@@ -221,22 +223,26 @@ class Sweep {
 
   // Rank 0 lists the checkpoints (a training job may commit one at any moment); every rank gets
   // the same list.
-  std::vector<std::pair<size_t, std::string>> discover(bool first) {
+  std::vector<std::pair<size_t, std::string>> discover() {
     nlohmann::json list = nlohmann::json::array();
     if (comm_.is_root()) {
-      for (size_t i = 0; i < f_.paths.size(); ++i) {
-        std::vector<std::string> warnings;
-        for (const std::string& dir : find_checkpoints(f_.paths[i], warnings, f_.watch)) list.push_back({i, dir});
-        for (const std::string& w : warnings)
-          if (warned_.insert(w).second) {
-            warn(w);
-            ++not_committed_;
-            ++found_;
-          }
+      try {
+        for (size_t i = 0; i < f_.paths.size(); ++i) {
+          std::vector<std::string> warnings;
+          for (const std::string& dir : find_checkpoints(f_.paths[i], warnings, f_.watch)) list.push_back({i, dir});
+          for (const std::string& w : warnings)
+            if (warned_.insert(w).second) {
+              warn(w);
+              ++not_committed_;
+              ++found_;
+            }
+        }
+      } catch (const Error& e) {
+        list = {{"error", e.what()}};  // every rank fails with it, none waits for the others
       }
     }
-    (void)first;
     list = nlohmann::json::parse(comm_.broadcast(list.dump()));
+    if (list.is_object()) throw Error(list["error"].get<std::string>());
     std::vector<std::pair<size_t, std::string>> out;
     for (const auto& e : list) out.emplace_back(e[0].get<size_t>(), e[1].get<std::string>());
     return out;
@@ -318,7 +324,7 @@ class Sweep {
       snprintf(what, sizeof what, "[%zu/%zu] %s step %lld on %s", index, count, c.run.c_str(), (long long)c.step,
                f_.data[d].name.c_str());
       progress_.start(what);
-      opt.progress = [&](int64_t done, int64_t total) { progress_.update(done, total, int64_t(opt.B) * opt.T); };
+      opt.progress = [&](int64_t done, int64_t total) { progress_.update(done, total, opt.B, int64_t(opt.B) * opt.T); };
       const EvalResult r = evaluate(*model, datasets_[d], token_bytes_[d], opt);
       progress_.clear();
       nlohmann::json row = {{"run", c.run}, {"checkpoint", c.dir}};
