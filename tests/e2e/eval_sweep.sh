@@ -47,19 +47,23 @@ grep -q "0 rows to evaluate, 4 already in" "$TMP/err" || fail "did not skip: $(c
 "$MOE" "${sweep[@]}" --out "$TMP/ref.jsonl" --format csv 2> /dev/null | head -1 | grep -q "^run,step,tokens_seen," \
   || fail "no csv header"
 
-# Killed at random moments (kill -9), restarted until it finishes: the same rows as the reference.
-# A torn line (a kill inside the write) is dropped with a note.
+# Killed (kill -9) as soon as it has added a row (so in the middle of the next one), restarted, and
+# so on: the same rows as the reference in the end. After the first kill a torn line is appended,
+# as from a kill inside the write; the next run drops it with a note.
+lines() { if [ -f "$TMP/killed.jsonl" ]; then wc -l < "$TMP/killed.jsonl"; else echo 0; fi; }
 kills=0
-for delay in 0.3 0.5 0.4 0.6 0.5; do
-  "$MOE" "${sweep[@]}" --out "$TMP/killed.jsonl" > /dev/null 2> "$TMP/kill.err" &
+for run in 1 2 3; do
+  before=$(lines)
+  "$MOE" "${sweep[@]}" --out "$TMP/killed.jsonl" > /dev/null 2> "$TMP/kill$run.err" &
   pid=$!
-  sleep "$delay"
+  while kill -0 "$pid" 2> /dev/null && [ "$(lines)" -le "$before" ]; do sleep 0.005; done
   if kill -9 "$pid" 2> /dev/null; then kills=$((kills + 1)); fi
   wait "$pid" 2> /dev/null || true
-  [ "$kills" = 2 ] && printf '{"run": "run", "checkpoint": "' >> "$TMP/killed.jsonl"  # as if killed mid-write
+  if [ "$run" = 1 ]; then printf '{"run": "run", "checkpoint": "' >> "$TMP/killed.jsonl"; fi
 done
 "$MOE" "${sweep[@]}" --out "$TMP/killed.jsonl" > /dev/null 2> "$TMP/kill.err" || fail "resumed sweep failed"
 [ "$kills" -ge 1 ] || fail "the sweep was never killed"
+grep -q "^note: dropped a torn last line of .*killed.jsonl" "$TMP/kill2.err" || fail "no note on the torn line"
 python3 - "$TMP/ref.jsonl" "$TMP/killed.jsonl" <<'PY'
 import json, sys
 strip = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "windows_per_s")}
