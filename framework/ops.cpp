@@ -95,6 +95,12 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* ls
   });
 }
 
+void target_ranks(int32_t* ranks, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
+  launch_rows(N, 16, [&](kern::SerialRow& r, int64_t n) {
+    kern::target_rank_row(r, ranks + n, logits + n * V, targets[n], V);
+  });
+}
+
 void rope_tables(float* cos, float* sin, int64_t T, int dim, double theta) {
   int half = dim / 2;
   for (int64_t t = 0; t < T; ++t)

@@ -48,6 +48,10 @@ double cross_entropy_forward(float* losses, float* lse, const float* logits, con
 void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
                             float scale, int64_t N, int64_t V);
 
+// ranks[N] = the rank of targets[n] among the logits[n, :] (0 = the first arg-max; ties go to
+// the lower id), for top-k accuracy.
+void target_ranks(int32_t* ranks, const float* logits, const int32_t* targets, int64_t N, int64_t V);
+
 // RoPE tables for positions [0, T): cos/sin[T, dim/2], inv_freq[i] = theta^(-2i/dim).
 void rope_tables(float* cos, float* sin, int64_t T, int dim, double theta);
 // Applies RoPE in place to x viewed as [B, T, heads] vectors: element i of (b, t, h) sits at

@@ -12,6 +12,13 @@ Args::Args(int argc, char** argv, const std::vector<std::string>& value_flags,
   auto is = [](const std::vector<std::string>& v, const std::string& s) {
     return std::find(v.begin(), v.end(), s) != v.end();
   };
+  static const std::string kRepeat = "...";
+  std::vector<std::string> value_names;
+  for (const std::string& f : value_flags) {
+    const bool repeat = f.size() > kRepeat.size() && f.compare(f.size() - kRepeat.size(), kRepeat.size(), kRepeat) == 0;
+    value_names.push_back(repeat ? f.substr(0, f.size() - kRepeat.size()) : f);
+    if (repeat) repeatable_.push_back(value_names.back());
+  }
   for (int i = 0; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -31,13 +38,16 @@ Args::Args(int argc, char** argv, const std::vector<std::string>& value_flags,
     }
     if (is(switches, name)) {
       if (inline_value) throw error("--", name, ": takes no value");
-      values_[name].push_back("1");
-    } else if (is(value_flags, name)) {
+      values_[name] = {"1"};
+    } else if (is(value_names, name)) {
       if (!inline_value) {
         if (i + 1 >= argc) throw error("--", name, ": missing value");
         value = argv[++i];
       }
-      values_[name].push_back(value);
+      std::vector<std::string>& seen = values_[name];
+      if (!seen.empty() && !is(repeatable_, name))
+        throw error("--", name, " given twice ('", seen.back(), "' and '", value, "'); it takes one value");
+      seen.push_back(value);
     } else {
       throw error("unknown flag --", name, " (see --help)");
     }
@@ -57,6 +67,8 @@ std::string Args::required(const std::string& flag) const {
 }
 
 std::vector<std::string> Args::all(const std::string& flag) const {
+  MOE_CHECK(std::find(repeatable_.begin(), repeatable_.end(), flag) != repeatable_.end(), "--", flag,
+            " is not declared repeatable (\"", flag, "...\")");
   auto it = values_.find(flag);
   return it == values_.end() ? std::vector<std::string>{} : it->second;
 }

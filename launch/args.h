@@ -1,6 +1,7 @@
 // Command-line flags for the subcommands: `--name value`, `--name=value`, repeatable flags,
-// boolean switches and positionals. Unknown flags and missing values are moe::Error with the flag
-// named, so every subcommand reports bad usage the same way.
+// boolean switches and positionals. Unknown flags, missing values and a value flag given twice
+// that is not declared repeatable are moe::Error with the flag named, so every subcommand reports
+// bad usage the same way and a second value never silently replaces the first.
 #pragma once
 #include <map>
 #include <string>
@@ -10,14 +11,16 @@ namespace moe {
 
 class Args {
  public:
-  // `value_flags` take a value, `switches` do not; both without the leading "--".
+  // `value_flags` take a value, `switches` do not; both without the leading "--". A value flag
+  // that may be given several times is declared with a trailing "..." ("set..."), as usage
+  // texts write it; all() returns its values in order. A repeated switch is the same as one.
   Args(int argc, char** argv, const std::vector<std::string>& value_flags,
        const std::vector<std::string>& switches);
 
   bool has(const std::string& flag) const;
   std::string get(const std::string& flag, const std::string& fallback = "") const;
   std::string required(const std::string& flag) const;
-  std::vector<std::string> all(const std::string& flag) const;  // every occurrence, in order
+  std::vector<std::string> all(const std::string& flag) const;  // a repeatable flag's values, in order
   long long get_int(const std::string& flag, long long fallback) const;
   double get_double(const std::string& flag, double fallback) const;
   const std::vector<std::string>& positional() const { return positional_; }
@@ -25,6 +28,7 @@ class Args {
 
  private:
   std::map<std::string, std::vector<std::string>> values_;
+  std::vector<std::string> repeatable_;
   std::vector<std::string> positional_;
   bool help_ = false;
 };

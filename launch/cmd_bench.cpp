@@ -29,7 +29,7 @@ namespace moe {
 namespace {
 
 int bench_train(int argc, char** argv) {
-  Args a(argc, argv, {"config", "set", "steps", "warmup", "threads", "device"}, {});
+  Args a(argc, argv, {"config", "set...", "steps", "warmup", "threads", "device"}, {});
   if (a.help()) {
     puts("usage: moe bench train --config FILE.yaml [--set key=value]... [--steps N] [--warmup W] [--threads T]\n"
          "                       [--device auto|cpu|cuda]\n"

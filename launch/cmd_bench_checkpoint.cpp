@@ -131,7 +131,7 @@ void drop_from_page_cache(const std::string& path) {
 }  // namespace
 
 int cmd_bench_checkpoint(int argc, char** argv) {
-  Args a(argc, argv, {"config", "set", "dir", "saves", "threads"}, {"keep"});
+  Args a(argc, argv, {"config", "set...", "dir", "saves", "threads"}, {"keep"});
   if (a.help()) {
     puts("usage: moe bench checkpoint [--config configs/moe-1b.yaml] [--set key=value]... [--dir DIR] [--saves N]\n"
          "                            [--threads T] [--keep]\n"

@@ -41,7 +41,7 @@ const char* kUsage =
 
 int cmd_preprocess(int argc, char** argv) {
   Args a(argc, argv,
-         {"input", "tokenizer", "output", "val-fraction", "workers", "text-key", "shard-tokens", "format", "dtype",
+         {"input...", "tokenizer", "output", "val-fraction", "workers", "text-key", "shard-tokens", "format", "dtype",
           "progress-every"},
          {"overwrite", "split-docs", "skip-bad-lines"});
   if (a.help()) {

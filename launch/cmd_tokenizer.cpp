@@ -100,7 +100,7 @@ PieceCounts count_corpus(const std::vector<CorpusFile>& files, const std::string
 }
 
 int train(int argc, char** argv) {
-  Args a(argc, argv, {"input", "vocab-size", "output", "pre-tokenizer", "special", "text-key", "workers"}, {});
+  Args a(argc, argv, {"input...", "vocab-size", "output", "pre-tokenizer", "special...", "text-key", "workers"}, {});
   if (a.help()) return std::fputs(kTrainUsage, stdout), 0;
   std::vector<std::string> inputs = a.all("input");
   if (inputs.empty()) throw error("missing required flag --input (see --help)");

@@ -10,7 +10,7 @@
 namespace moe {
 
 int cmd_train(int argc, char** argv) {
-  Args a(argc, argv, {"config", "set"}, {});
+  Args a(argc, argv, {"config", "set..."}, {});
   if (a.help()) {
     puts("usage: moe train --config FILE.yaml [--set key=value]...\n"
          "\n"

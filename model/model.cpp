@@ -142,7 +142,7 @@ void DeepSeekV3::final_norm(int64_t N) {
   norm_.forward(ps_, xf_ND.f32(), xf_rstd_N.f32(), resid_[cfg_.layers].f32(), N);
 }
 
-void DeepSeekV3::head_loss(int64_t N) {
+void DeepSeekV3::head_loss(int64_t N, int32_t* ranks) {
   const int64_t D = cfg_.hidden, V = cfg_.vocab_size;
   lse_N.ensure({N});
   losses_N.ensure({N});
@@ -154,19 +154,28 @@ void DeepSeekV3::head_loss(int64_t N) {
     compute().linear_forward(logits.f32(), xf_ND.f32() + r0 * D, W, n, D, V, false, Precision::FP32);
     compute().cross_entropy_forward(losses_N.f32() + r0, lse_N.f32() + r0, logits.f32(),
                                     targets_N.data<int32_t>() + r0, n, V);
+    if (ranks) compute().target_ranks(ranks + r0, logits.f32(), targets_N.data<int32_t>() + r0, n, V);
   }
 }
 
 ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load) {
+  return forward_ranked(ids, targets, B, T, count_load, nullptr);
+}
+
+ForwardStats DeepSeekV3::forward_ranked(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T,
+                                        bool count_load, int32_t* ranks_N) {
   const int64_t N = B * T;
   B_ = B; T_ = T;
   upload_tokens(ids_N, ids, N);
   upload_tokens(targets_N, targets, N);
   run_blocks(B, T, count_load);
+  ScratchScope scope;
+  Tensor ranks = ranks_N ? scratch({N}, DType::I32) : Tensor();
   units_.run(head_cu_, Pass::Forward, [&] {
     final_norm(N);
-    head_loss(N);
+    head_loss(N, ranks_N ? ranks.data<int32_t>() : nullptr);
   });
+  if (ranks_N) compute().download(ranks_N, ranks.raw(), size_t(N) * sizeof(int32_t));
   ForwardStats s;
   s.loss = compute().sum(losses_N.f32(), N) / double(N);
   s.aux_loss = aux_sum_;

@@ -86,6 +86,10 @@ class DeepSeekV3 {
   // ids, targets [B*T]. Returns the losses; keeps activations for backward. Expert loads are
   // counted for the bias update only when count_load (training, not evaluation).
   ForwardStats forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load = true);
+  // Evaluation: forward() and, for every token, the rank of its target among the logits (0 = the
+  // first arg-max; ranks < k are top-k hits), into ranks_N (host, [B*T]).
+  ForwardStats forward_ranked(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load,
+                              int32_t* ranks_N);
   // Gradients of loss_scale * (loss + aux + z) accumulate into params().grads().
   void backward(float loss_scale);
   // Logits [B, V] of the last position of each sequence (for generation), on the host.
@@ -104,7 +108,8 @@ class DeepSeekV3 {
   void run_blocks(int64_t B, int64_t T, bool count_load);
   void upload_tokens(Tensor& dst, const int32_t* host, int64_t N);
   void final_norm(int64_t N);
-  void head_loss(int64_t N);  // losses_N and lse_N from xf_ND, in row chunks
+  // losses_N and lse_N from xf_ND, in row chunks; with ranks (device, [N]) the target ranks too.
+  void head_loss(int64_t N, int32_t* ranks = nullptr);
   void head_backward(float* dx, float loss_scale);
 
   ModelConfig cfg_;

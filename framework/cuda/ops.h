@@ -46,6 +46,8 @@ void cross_entropy_forward(float* losses, float* lse, const float* logits, const
                            cudaStream_t stream = nullptr);
 void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets, float scale,
                             int64_t N, int64_t V, cudaStream_t stream = nullptr);
+void target_ranks(int32_t* ranks, const float* logits, const int32_t* targets, int64_t N, int64_t V,
+                  cudaStream_t stream = nullptr);
 
 // Router (kernels/router.h); one thread per token.
 void router_forward(float* scores, int32_t* idx, float* w, const float* logits, const float* bias, int64_t N,

@@ -1,5 +1,5 @@
-// Softmax and cross-entropy on the GPU: kern::softmax_row_*, kern::cross_entropy_row_*
-// (framework/kernels/softmax.h), one block per row.
+// Softmax, cross-entropy and target ranks on the GPU: kern::softmax_row_*, kern::cross_entropy_row_*,
+// kern::target_rank_row (framework/kernels/softmax.h), one block per row.
 #include "framework/cuda/launch.cuh"
 #include "framework/cuda/ops.h"
 #include "framework/kernels/softmax.h"
@@ -32,6 +32,13 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* ls
                             int64_t N, int64_t V, cudaStream_t stream) {
   launch_rows(N, row_threads(V), 0, [=] __device__(BlockRow & r, int64_t n) {
     kern::cross_entropy_row_backward(r, dlogits + n * V, logits + n * V, lse[n], targets[n], scale, V);
+  }, stream);
+}
+
+void target_ranks(int32_t* ranks, const float* logits, const int32_t* targets, int64_t N, int64_t V,
+                  cudaStream_t stream) {
+  launch_rows(N, row_threads(V), 0, [=] __device__(BlockRow & r, int64_t n) {
+    kern::target_rank_row(r, ranks + n, logits + n * V, targets[n], V);
   }, stream);
 }
 

@@ -86,4 +86,16 @@ MOE_HD inline void cross_entropy_row_backward(R& r, float* d, const float* x, fl
   for (int64_t i = r.lane(); i < V; i += r.width()) d[i] = scale * (expf(x[i] - lse) - (i == target ? 1.f : 0.f));
 }
 
+// The rank of `target` among the logits x[V] (0 = the arg-max): how many logits are larger, plus
+// how many equal ones have a lower id, so that ranks are a permutation of 0..V-1 and the top-1
+// prediction is the first arg-max. Top-k accuracy counts rank < k. NaN logits never count as larger.
+template <class R>
+MOE_HD inline void target_rank_row(R& r, int32_t* rank, const float* x, int32_t target, int64_t V) {
+  const float xt = x[target];
+  int32_t above = 0;
+  for (int64_t i = r.lane(); i < V; i += r.width()) above += (x[i] > xt || (x[i] == xt && i < target)) ? 1 : 0;
+  above = r.sum(above);
+  if (r.leader()) *rank = above;
+}
+
 }  // namespace moe::kern

@@ -115,6 +115,21 @@ TEST_F(GpuOps, CrossEntropy) {
   expect_close(to_host(l_d), d, 1e-5, "dlogits");
 }
 
+// The integer ranks equal the CPU's exactly, ties (rounded logits) included.
+TEST_F(GpuOps, TargetRanks) {
+  const int64_t N = 300, V = 5000;
+  auto logits = randn(size_t(N * V), 15, 2.f);
+  for (float& x : logits) x = std::round(x * 4.f) / 4.f;
+  std::vector<int32_t> t(static_cast<size_t>(N)), ranks(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) t[n] = int32_t((n * 7919) % V);
+  target_ranks(ranks.data(), logits.data(), t.data(), N, V);
+  auto l_d = to_device(logits);
+  auto t_d = to_device(t);
+  cuda::DeviceBuffer<int32_t> ranks_d(N);
+  cuda::target_ranks(ranks_d.get(), l_d.get(), t_d.get(), N, V);
+  EXPECT_EQ(to_host(ranks_d), ranks);
+}
+
 TEST_F(GpuOps, AdamW) {
   const int64_t n = 100000;
   auto w = randn(size_t(n), 12), m = randn(size_t(n), 13, 0.01f), g = randn(size_t(n), 14);

@@ -5,6 +5,7 @@
 // tests/gpu.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -147,4 +148,32 @@ TEST(Ops, AdamWAndCastsElementwise) {
     w.insert(w.end(), back.begin(), back.end());
     return w;
   });
+}
+
+// target_ranks against the definition: sort the ids by (logit descending, id ascending); the rank
+// is the target's position. Rounded logits make ties common.
+TEST(Ops, TargetRanksMatchSortedOrder) {
+  const int64_t N = 37, V = 50;
+  std::mt19937 gen(5);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(size_t(N * V));
+  for (float& v : x) v = std::round(nd(gen) * 2.f) / 2.f;
+  std::vector<int32_t> t(static_cast<size_t>(N)), ranks(static_cast<size_t>(N), -1);
+  for (int64_t n = 0; n < N; ++n) t[n] = int32_t((n * 13) % V);
+  target_ranks(ranks.data(), x.data(), t.data(), N, V);
+  for (int64_t n = 0; n < N; ++n) {
+    std::vector<int32_t> order(static_cast<size_t>(V));
+    for (int32_t i = 0; i < V; ++i) order[i] = i;
+    const float* row = x.data() + n * V;
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return row[a] > row[b]; });
+    const int32_t expected = int32_t(std::find(order.begin(), order.end(), t[n]) - order.begin());
+    EXPECT_EQ(ranks[n], expected) << "row " << n;
+  }
+  // The arg-max is rank 0, a first-place tie goes to the lower id, the minimum is V-1.
+  std::vector<float> row = {1.f, 3.f, 3.f, -2.f};
+  std::vector<int32_t> targets = {1, 2, 3, 0}, r(4);
+  std::vector<float> rows;
+  for (int i = 0; i < 4; ++i) rows.insert(rows.end(), row.begin(), row.end());
+  target_ranks(r.data(), rows.data(), targets.data(), 4, 4);
+  EXPECT_EQ(r, (std::vector<int32_t>{0, 1, 3, 2}));
 }
