@@ -5,8 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoints/checkpoint.h"
-#include "data_pipeline/tokenizer.h"
 #include "data_pipeline/shards.h"
+#include "data_pipeline/tokenizer.h"
 #include "framework/threads.h"
 #include "launch/args.h"
 #include "launch/commands.h"
@@ -74,8 +74,9 @@ int cmd_eval(int argc, char** argv) {
     auto model = load_model(ckpt);
     int B = int(a.get_int("micro-batch", cfg.train.micro_batch));
     if (B < 1) throw error("--micro-batch: ", B, " (expected >= 1)");
+    std::unique_ptr<Tokenizer> tok = tasks.empty() ? nullptr : checkpoint_tokenizer(ckpt);
     for (const TaskSet& task : tasks) {
-      TaskResult t = evaluate_task(*model, *checkpoint_tokenizer(ckpt), task, B, cfg.data.seq_len);
+      TaskResult t = evaluate_task(*model, *tok, task, B, cfg.data.seq_len);
       nlohmann::json row = {{"checkpoint", dir}, {"step", ckpt.step()}, {"task", t.name}, {"n", t.n},
                             {"acc", t.acc}, {"acc_stderr", t.acc_stderr}, {"acc_norm", t.acc_norm},
                             {"acc_norm_stderr", t.acc_norm_stderr}, {"chance", t.chance}};

@@ -352,8 +352,10 @@ std::string gnuplot_commands(const Figure& f, const std::string& data_dir) {
   g += "plot";
   for (size_t i = 0; i < f.lines.size(); ++i) {
     const PlotLine& l = f.lines[i];
+    // Dashed and dotted lines have point marks too: a series of one evaluation is a single point.
     static const char* const kStyle[] = {"with lines lw 2", "with linespoints lw 2 pt 7 ps 0.7",
-                                         "with lines lw 2 dt 2", "with lines lw 1 dt 3"};
+                                         "with linespoints lw 2 dt 2 pt 6 ps 0.8",
+                                         "with linespoints lw 1 dt 3 pt 1 ps 0.8"};
     g += std::string(i ? ", \\\n    " : " ") + quoted(data_file(data_dir, f, i)) + " using 1:2 " + kStyle[l.style] +
          " lc " + std::to_string(l.color) + " title " + quoted(l.title);
   }
