@@ -16,6 +16,7 @@
 
 #include "checkpoints/checkpoint.h"
 #include "data_pipeline/shards.h"
+#include "data_pipeline/tokenizer.h"
 #include "framework/precision.h"
 #include "framework/threads.h"
 #include "launch/args.h"
@@ -26,6 +27,7 @@
 #include "launch/eval_table.h"
 #include "launch/evaluate.h"
 #include "launch/model_io.h"
+#include "launch/tasks.h"
 #include "parallel/comm.h"
 
 namespace moe {
@@ -42,8 +44,11 @@ const char* kUsage =
     "Under mpirun the windows are split across the ranks (each holds the whole model).\n"
     "\n"
     "  --checkpoint PATH   a checkpoint, checkpoints folder or run folder (repeatable; required)\n"
-    "  --data [NAME=]DIR   output of moe preprocess, or one split folder (repeatable; required);\n"
-    "                      NAME defaults to the folder's name\n"
+    "  --data [NAME=]DIR   output of moe preprocess, or one split folder (repeatable; required unless\n"
+    "                      --task is given); NAME defaults to the folder's name\n"
+    "  --task FILE.jsonl   a multiple-choice task ({\"context\", \"choices\", \"gold\"} per line), scored by\n"
+    "                      each choice's log-likelihood: acc, acc_norm (per byte), their stderr, chance\n"
+    "                      (repeatable; one row per checkpoint and task, resumed like the data rows)\n"
     "  --split NAME        split to evaluate (default val)\n"
     "  --out FILE.jsonl    append one JSON row per (checkpoint, dataset, split); rows already there\n"
     "                      (same checkpoint checksum, dataset, split and settings) are skipped\n"
@@ -134,6 +139,7 @@ class Progress {
 struct EvalFlags {
   std::vector<std::string> paths;
   std::vector<EvalData> data;
+  std::vector<TaskSet> tasks;
   std::string split, precision, out;
   int64_t batches = 0, micro_batch = 0;
   bool json = false, watch = false;
@@ -149,6 +155,10 @@ class Sweep {
       datasets_.push_back(TokenDataset::open(d.dir, f.split));
       token_bytes_.push_back(token_byte_lengths(datasets_.back()));
     }
+    std::set<std::string> task_names;
+    for (const TaskSet& t : f.tasks)
+      if (!task_names.insert(t.name).second)
+        throw error("--task: two tasks are named '", t.name, "' (", t.path, "; rows are keyed by the file's name)");
     if (!f.out.empty()) {
       results_ = ResultsFile::open(f.out, comm.is_root());
       if (comm.is_root() && !results_.note().empty()) fprintf(stderr, "note: %s\n", results_.note().c_str());
@@ -187,10 +197,12 @@ class Sweep {
     if (first && comm_.is_root()) {
       int64_t rows = 0, already = 0;
       for (auto& [path_i, c] : todo) rows += int64_t(pending(c).size());
-      already = int64_t(todo.size() * datasets_.size()) - rows;
-      fprintf(stderr, "eval: found %lld checkpoints (%lld unreadable: skipped) x %zu datasets: %lld rows to evaluate%s\n",
-              (long long)found_, (long long)(unreadable_ + not_committed_), datasets_.size(), (long long)rows,
-              already_in(already).c_str());
+      already = int64_t(todo.size() * units()) - rows;
+      fprintf(stderr,
+              "eval: found %lld checkpoints (%lld unreadable: skipped) x %zu datasets + %zu tasks: %lld rows to "
+              "evaluate%s\n",
+              (long long)found_, (long long)(unreadable_ + not_committed_), datasets_.size(), f_.tasks.size(),
+              (long long)rows, already_in(already).c_str());
     }
     for (size_t k = 0; k < todo.size(); ++k) {
       auto& [path_i, c] = todo[k];
@@ -266,14 +278,22 @@ class Sweep {
     return {f_.batches, f_.micro_batch > 0 ? f_.micro_batch : cfg.train.micro_batch, cfg.data.seq_len,
             f_.precision.empty() ? cfg.train.precision : f_.precision};
   }
-  EvalKey key(const SweepCheckpoint& c, size_t d) const { return {c.checksum, c.step, f_.data[d].name, f_.split}; }
+  // Units of work per checkpoint: the datasets, then the tasks (split "task" in their rows' keys).
+  size_t units() const { return datasets_.size() + f_.tasks.size(); }
+  bool is_task(size_t u) const { return u >= datasets_.size(); }
+  const std::string& unit_name(size_t u) const {
+    return is_task(u) ? f_.tasks[u - datasets_.size()].name : f_.data[u].name;
+  }
+  EvalKey key(const SweepCheckpoint& c, size_t u) const {
+    return {c.checksum, c.step, unit_name(u), is_task(u) ? std::string("task") : f_.split};
+  }
 
   // The datasets this checkpoint still needs (throws on a conflicting row in --out).
   std::vector<size_t> pending(const SweepCheckpoint& c) const {
     const EvalSettings s = settings(parse_config(c.config_yaml, c.dir + "/config.yaml"));
     std::vector<size_t> out;
-    for (size_t d = 0; d < datasets_.size(); ++d)
-      if (!results_.done(key(c, d), s)) out.push_back(d);
+    for (size_t u = 0; u < units(); ++u)
+      if (!results_.done(key(c, u), s)) out.push_back(u);
     return out;
   }
 
@@ -290,7 +310,7 @@ class Sweep {
     const Config cfg = parse_config(c.config_yaml, c.dir + "/config.yaml");
     const EvalSettings s = settings(cfg);
     const std::vector<size_t> todo = pending(c);
-    for (size_t d = 0; d < datasets_.size(); ++d)
+    for (size_t d = 0; d < units(); ++d)
       if (std::find(todo.begin(), todo.end(), d) == todo.end()) {
         ++skipped_;
         for (const nlohmann::json& row : results_.rows())
@@ -312,6 +332,10 @@ class Sweep {
     }
     model->set_precision(parse_precision(s.precision));
     for (size_t d : todo) {
+      if (is_task(d)) {
+        evaluate_task_row(*model, c, d, s);
+        continue;
+      }
       EvalOptions opt;
       opt.B = int(s.micro_batch);
       opt.T = int(s.seq_len);
@@ -353,6 +377,35 @@ class Sweep {
     return true;
   }
 
+  // Every rank scores the whole task (the same numbers); rank 0 writes the row.
+  void evaluate_task_row(DeepSeekV3& model, const SweepCheckpoint& c, size_t u, const EvalSettings& s) {
+    if (c.tokenizer.empty())
+      throw error(c.dir, ": the checkpoint does not record its tokenizer (trained on a bare Megatron dataset), so ",
+                  "--task cannot tokenize (expected a checkpoint of a run on moe preprocess output)");
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::unique_ptr<Tokenizer> tok = make_tokenizer(c.tokenizer);
+    const TaskResult t = evaluate_task(model, *tok, f_.tasks[u - datasets_.size()], int(s.micro_batch),
+                                       int(s.seq_len));
+    nlohmann::json row = {{"run", c.run}, {"checkpoint", c.dir}};
+    set_key_fields(row, key(c, u), s);
+    row["tokens_seen"] = c.tokens_seen;
+    row["task"] = t.name;
+    row["task_file"] = f_.tasks[u - datasets_.size()].path;
+    row["n"] = t.n;
+    row["acc"] = t.acc;
+    row["acc_stderr"] = t.acc_stderr;
+    row["acc_norm"] = t.acc_norm;
+    row["acc_norm_stderr"] = t.acc_norm_stderr;
+    row["chance"] = t.chance;
+    row["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!f_.out.empty()) {
+      if (comm_.is_root()) results_.append(row);
+      else results_.remember(row);
+    }
+    ++evaluated_;
+    emit(row);
+  }
+
   const EvalFlags& f_;
   const Ranks& comm_;
   Progress progress_;
@@ -369,7 +422,7 @@ class Sweep {
 
 int cmd_eval(int argc, char** argv) {
   Args a(argc, argv,
-         {"checkpoint...", "data...", "split", "out", "batches", "micro-batch", "precision", "format", "poll",
+         {"checkpoint...", "data...", "task...", "split", "out", "batches", "micro-batch", "precision", "format", "poll",
           "threads", "device"},
          {"json", "watch"});
   if (a.help()) {
@@ -380,7 +433,8 @@ int cmd_eval(int argc, char** argv) {
   EvalFlags f;
   f.paths = a.all("checkpoint");
   if (f.paths.empty()) throw error("missing required flag --checkpoint (see --help)");
-  if (a.all("data").empty()) throw error("missing required flag --data (see --help)");
+  for (const std::string& file : a.all("task")) f.tasks.push_back(load_task(file));
+  if (a.all("data").empty() && f.tasks.empty()) throw error("missing required flag --data (see --help)");
   for (const std::string& v : a.all("data")) f.data.push_back(parse_data_flag(v));
   f.split = a.get("split", "val");
   f.out = a.get("out");

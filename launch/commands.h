@@ -15,5 +15,6 @@ int cmd_bench_tokenizer(int argc, char** argv);  // `moe bench tokenizer`, args 
 int cmd_bench_comm(int argc, char** argv);       // `moe bench comm`, args after "comm"
 int cmd_bench_checkpoint(int argc, char** argv); // `moe bench checkpoint`, args after "checkpoint"
 int cmd_export(int argc, char** argv);           // checkpoint -> Hugging Face safetensors + config.json
+int cmd_plot(int argc, char** argv);             // metrics / eval results -> PNG and SVG figures (gnuplot)
 
 }  // namespace moe

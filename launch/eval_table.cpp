@@ -124,16 +124,19 @@ std::string csv(const Grid& g) {
   return out.str();
 }
 
-}  // namespace
+// Task rows (moe eval --task) have "task" and the accuracy fields instead of a loss.
+bool is_task(const Json& row) { return row.contains("task"); }
 
-TableFormat parse_table_format(const std::string& name) {
-  if (name == "table") return TableFormat::Table;
-  if (name == "csv") return TableFormat::Csv;
-  if (name == "markdown") return TableFormat::Markdown;
-  throw error("--format ", name, " (expected table, csv, markdown or json)");
+Grid task_table(const std::vector<Json>& rows) {
+  Grid g = {{"run", "step", "task", "n", "acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "chance"}};
+  for (const Json& r : rows)
+    g.push_back({str(r, "run"), count(r, "step"), str(r, "task"), count(r, "n"), percent(num(r, "acc")),
+                 percent(num(r, "acc_stderr")), percent(num(r, "acc_norm")), percent(num(r, "acc_norm_stderr")),
+                 percent(num(r, "chance"))});
+  return g;
 }
 
-std::string format_results(const std::vector<Json>& rows, TableFormat format) {
+std::string format_data_rows(const std::vector<Json>& rows, TableFormat format) {
   if (format == TableFormat::Csv) {
     // Numbers at full precision for tools; the percent signs and rounding are for people.
     Grid g = long_table(rows);
@@ -150,6 +153,32 @@ std::string format_results(const std::vector<Json>& rows, TableFormat format) {
   if (format == TableFormat::Markdown)
     return "Latest step of each run:\n\n" + markdown(matrix(rows)) + "\nEvery checkpoint:\n\n" + markdown(long_table(rows));
   return aligned(matrix(rows)) + "\n" + aligned(long_table(rows));
+}
+
+}  // namespace
+
+TableFormat parse_table_format(const std::string& name) {
+  if (name == "table") return TableFormat::Table;
+  if (name == "csv") return TableFormat::Csv;
+  if (name == "markdown") return TableFormat::Markdown;
+  throw error("--format ", name, " (expected table, csv, markdown or json)");
+}
+
+// Data rows as before; task rows in a table of their own (csv: full-precision numbers).
+std::string format_results(const std::vector<Json>& all, TableFormat format) {
+  std::vector<Json> rows, tasks;
+  for (const Json& r : all) (is_task(r) ? tasks : rows).push_back(r);
+  if (tasks.empty()) return format_data_rows(rows, format);
+  std::string out = rows.empty() ? "" : format_data_rows(rows, format) + "\n";
+  Grid g = task_table(tasks);
+  if (format == TableFormat::Csv) {
+    for (size_t i = 0; i < tasks.size(); ++i)
+      for (size_t c = 4; c < g[0].size(); ++c)
+        g[i + 1][c] = std::isnan(num(tasks[i], g[0][c].c_str())) ? "" : Json(num(tasks[i], g[0][c].c_str())).dump();
+    return out + csv(g);
+  }
+  if (format == TableFormat::Markdown) return out + "Tasks:\n\n" + markdown(g);
+  return out + aligned(g);
 }
 
 }  // namespace moe

@@ -24,6 +24,7 @@ const char* kUsage =
     "  generate     sample text from a checkpoint\n"
     "  inspect      verify and summarise a shard folder or a checkpoint\n"
     "  export       a checkpoint's model as Hugging Face model.safetensors + config.json\n"
+    "  plot         PNG and SVG figures of training metrics and evaluation results\n"
     "  bench        benchmarks that print JSON lines (train, comm, tokenizer, checkpoint)\n"
     "\n"
     "moe --version prints the version (and the git commit it was built from).\n";
@@ -55,7 +56,8 @@ int main(int argc, char** argv) {
     if (cmd == "inspect") return moe::cmd_inspect(sub_argc, sub_argv);
     if (cmd == "bench") return moe::cmd_bench(sub_argc, sub_argv);
     if (cmd == "export") return moe::cmd_export(sub_argc, sub_argv);
-    fprintf(stderr, "error: unknown command '%s' (expected tokenizer, preprocess, train, eval, generate, inspect, export or bench; see moe --help)\n", cmd.c_str());
+    if (cmd == "plot") return moe::cmd_plot(sub_argc, sub_argv);
+    fprintf(stderr, "error: unknown command '%s' (expected tokenizer, preprocess, train, eval, generate, inspect, export, plot or bench; see moe --help)\n", cmd.c_str());
     return 2;
   } catch (const moe::Error& e) {
     fprintf(stderr, "error: %s\n", e.what());

@@ -146,6 +146,7 @@ void DeepSeekV3::head_loss(int64_t N, int32_t* ranks) {
   const int64_t D = cfg_.hidden, V = cfg_.vocab_size;
   lse_N.ensure({N});
   losses_N.ensure({N});
+  scored_N_ = N;
   ScratchScope scope;
   Tensor logits = scratch({std::min(N, kHeadChunk), V});
   const float* W = ps_.param(lm_head).f32();
@@ -182,6 +183,13 @@ ForwardStats DeepSeekV3::forward_ranked(const int32_t* ids, const int32_t* targe
   s.z_loss = z_sum_;
   s.tokens = N;
   return s;
+}
+
+std::vector<float> DeepSeekV3::token_losses() const {
+  MOE_CHECK(scored_N_ == B_ * T_, "token_losses() reads the losses of the last forward()");
+  std::vector<float> out(static_cast<size_t>(scored_N_));
+  compute().download(out.data(), losses_N.raw(), out.size() * sizeof(float));
+  return out;
 }
 
 // dx[N,D] (assigned) of the loss scaled by loss_scale: each logits chunk is recomputed and turned
@@ -224,6 +232,7 @@ void DeepSeekV3::backward(float loss_scale) {
 Tensor DeepSeekV3::last_logits(const int32_t* ids, int64_t B, int64_t T) {
   const int64_t N = B * T, D = cfg_.hidden, V = cfg_.vocab_size;
   B_ = B; T_ = T;
+  scored_N_ = 0;
   upload_tokens(ids_N, ids, N);
   run_blocks(B, T, /*count_load=*/false);
   ScratchScope scope;

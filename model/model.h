@@ -94,6 +94,9 @@ class DeepSeekV3 {
   void backward(float loss_scale);
   // Logits [B, V] of the last position of each sequence (for generation), on the host.
   Tensor last_logits(const int32_t* ids, int64_t B, int64_t T);
+  // Cross-entropy of every position of the last forward(), [B*T] nats (-log p(targets[i] | ids[..i])
+  // within its sequence), downloaded to the host: per-token log-likelihoods for scoring continuations.
+  std::vector<float> token_losses() const;
 
   // Tokens routed to each expert since the last reset, [moe_layers, E], on the host (for logging,
   // the bias update and cross-rank reduction by the trainer).
@@ -128,6 +131,7 @@ class DeepSeekV3 {
 
   // Saved state of the last forward.
   int64_t B_ = 0, T_ = 0;
+  int64_t scored_N_ = 0;            // rows of losses_N the head last wrote (forward()); 0 after last_logits()
   Tensor ids_N, targets_N;          // on the compute device
   std::vector<Tensor> resid_;      // resid_[l] = input of block l; resid_[L] = last block's output
   std::vector<BlockActs> acts_;    // one per block, or one shared when recomputing
