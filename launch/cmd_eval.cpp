@@ -198,10 +198,9 @@ class Sweep {
       int64_t rows = 0, already = 0;
       for (auto& [path_i, c] : todo) rows += int64_t(pending(c).size());
       already = int64_t(todo.size() * units()) - rows;
-      fprintf(stderr,
-              "eval: found %lld checkpoints (%lld unreadable: skipped) x %zu datasets + %zu tasks: %lld rows to "
-              "evaluate%s\n",
-              (long long)found_, (long long)(unreadable_ + not_committed_), datasets_.size(), f_.tasks.size(),
+      const std::string tasks = f_.tasks.empty() ? "" : " + " + std::to_string(f_.tasks.size()) + " tasks";
+      fprintf(stderr, "eval: found %lld checkpoints (%lld unreadable: skipped) x %zu datasets%s: %lld rows to evaluate%s\n",
+              (long long)found_, (long long)(unreadable_ + not_committed_), datasets_.size(), tasks.c_str(),
               (long long)rows, already_in(already).c_str());
     }
     for (size_t k = 0; k < todo.size(); ++k) {

@@ -87,12 +87,12 @@ Inputs read_inputs(const std::vector<std::string>& paths) {
     Run run{name, {}, {}};
     size_t used = 0;
     for (Json& row : read_rows(path)) {
-      if (row.contains("dataset")) {
-        if (!row.contains("run")) row["run"] = name;
-        in.evals.push_back(std::move(row));
-      } else if (row.contains("task")) {
+      if (row.contains("task")) {  // before "dataset": a task row names its task there too (its key)
         if (!row.contains("run")) row["run"] = run_of_checkpoint(str(row, "checkpoint"), name);
         in.tasks.push_back(std::move(row));
+      } else if (row.contains("dataset")) {
+        if (!row.contains("run")) row["run"] = name;
+        in.evals.push_back(std::move(row));
       } else if (row.contains("val_loss")) {
         run.val.push_back(std::move(row));
       } else if (row.contains("loss")) {

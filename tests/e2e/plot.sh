@@ -13,7 +13,7 @@ cat > "$TMP/task.jsonl" <<'JSONL'
 {"context": "ROMEO:\nO Romeo, Romeo! wherefore art thou Rom", "choices": ["eo?\n", "xq!\n"], "gold": 0}
 {"context": "First Citizen:\nSpeak, ", "choices": ["speak.\n", "zzzzz.\n", "qqqqq.\n"], "gold": 0}
 JSONL
-"$MOE" eval --checkpoint "$TMP/run_a/checkpoints" --task "$TMP/task.jsonl" > "$TMP/tasks.jsonl"
+"$MOE" eval --checkpoint "$TMP/run_a/checkpoints" --task "$TMP/task.jsonl" --json > "$TMP/tasks.jsonl"
 [ "$(wc -l < "$TMP/tasks.jsonl")" = 2 ] || fail "expected task rows at steps 10 and 20"
 # Sweep rows as `moe eval --out` writes them (run, step, dataset, split, loss, top1, top5).
 for s in 10 20; do

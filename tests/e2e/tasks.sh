@@ -39,6 +39,16 @@ end = tasks["shakespeare_line_end"]
 assert end["acc"] >= 0.35 and end["acc_norm"] >= 0.35, end
 PY
 
+# Task rows resume from --out like data rows: a second sweep evaluates nothing and leaves the file.
+"$MOE" eval --checkpoint "$TMP/run/checkpoints/latest" --task "$TASKS/shakespeare_line_end.jsonl" \
+  --out "$TMP/sweep.jsonl" --micro-batch 32 > /dev/null 2>&1
+cp "$TMP/sweep.jsonl" "$TMP/sweep.first"
+"$MOE" eval --checkpoint "$TMP/run/checkpoints/latest" --task "$TASKS/shakespeare_line_end.jsonl" \
+  --out "$TMP/sweep.jsonl" --micro-batch 32 > "$TMP/again.txt" 2> "$TMP/again.err"
+grep -q "0 rows to evaluate, 1 already in" "$TMP/again.err" || fail "task row not resumed: $(cat "$TMP/again.err")"
+cmp -s "$TMP/sweep.jsonl" "$TMP/sweep.first" || fail "a resumed task sweep changed its --out file"
+grep -q "shakespeare_line_end" "$TMP/again.txt" || fail "the task table lacks the task: $(cat "$TMP/again.txt")"
+
 # Bad task files: one error line naming FILE:LINE, exit 2, nothing evaluated.
 bad() {  # bad <file content> <expected message>
   printf '%s\n' '{"context": "a", "choices": ["b", "c"], "gold": 0}' "$1" > "$TMP/bad.jsonl"
