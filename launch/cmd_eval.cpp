@@ -350,28 +350,20 @@ class Sweep {
       opt.progress = [&](int64_t done, int64_t total) { progress_.update(done, total, opt.B, int64_t(opt.B) * opt.T); };
       const EvalResult r = evaluate(*model, datasets_[d], token_bytes_[d], opt);
       progress_.clear();
-      nlohmann::json row = {{"run", c.run}, {"checkpoint", c.dir}};
-      set_key_fields(row, key(c, d), s);
-      row["tokens_seen"] = c.tokens_seen;
-      row["data_dir"] = f_.data[d].dir;
-      row["loss"] = r.loss;
-      row["perplexity"] = r.perplexity;
-      row["bits_per_byte"] = r.bits_per_byte;
-      row["top1"] = r.top1;
-      row["top5"] = r.top5;
-      row["tokens"] = r.tokens;
-      row["windows"] = r.windows;
-      row["expert_load_max_mean"] = r.load_max_mean;
-      row["expert_load_max_mean_worst"] = r.load_max_mean_worst;
-      row["ranks"] = comm_.size();
-      row["seconds"] = r.seconds;
-      row["windows_per_s"] = r.seconds > 0 ? double(r.windows) / r.seconds : 0.0;
-      if (!f_.out.empty()) {
-        if (comm_.is_root()) results_.append(row);
-        else results_.remember(row);
-      }
-      ++evaluated_;
-      emit(row);
+      record(c, d, s,
+             {{"data_dir", f_.data[d].dir},
+              {"loss", r.loss},
+              {"perplexity", r.perplexity},
+              {"bits_per_byte", r.bits_per_byte},
+              {"top1", r.top1},
+              {"top5", r.top5},
+              {"tokens", r.tokens},
+              {"windows", r.windows},
+              {"expert_load_max_mean", r.load_max_mean},
+              {"expert_load_max_mean_worst", r.load_max_mean_worst},
+              {"ranks", comm_.size()},
+              {"seconds", r.seconds},
+              {"windows_per_s", r.seconds > 0 ? double(r.windows) / r.seconds : 0.0}});
     }
     return true;
   }
@@ -385,18 +377,25 @@ class Sweep {
     const std::unique_ptr<Tokenizer> tok = make_tokenizer(c.tokenizer);
     const TaskResult t = evaluate_task(model, *tok, f_.tasks[u - datasets_.size()], int(s.micro_batch),
                                        int(s.seq_len));
+    record(c, u, s,
+           {{"task", t.name},
+            {"task_file", f_.tasks[u - datasets_.size()].path},
+            {"n", t.n},
+            {"acc", t.acc},
+            {"acc_stderr", t.acc_stderr},
+            {"acc_norm", t.acc_norm},
+            {"acc_norm_stderr", t.acc_norm_stderr},
+            {"chance", t.chance},
+            {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}});
+  }
+
+  // A finished row: the run, checkpoint, key and settings, then `fields`; into --out (rank 0
+  // writes it) and the output.
+  void record(const SweepCheckpoint& c, size_t u, const EvalSettings& s, const nlohmann::json& fields) {
     nlohmann::json row = {{"run", c.run}, {"checkpoint", c.dir}};
     set_key_fields(row, key(c, u), s);
     row["tokens_seen"] = c.tokens_seen;
-    row["task"] = t.name;
-    row["task_file"] = f_.tasks[u - datasets_.size()].path;
-    row["n"] = t.n;
-    row["acc"] = t.acc;
-    row["acc_stderr"] = t.acc_stderr;
-    row["acc_norm"] = t.acc_norm;
-    row["acc_norm_stderr"] = t.acc_norm_stderr;
-    row["chance"] = t.chance;
-    row["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    row.update(fields);
     if (!f_.out.empty()) {
       if (comm_.is_root()) results_.append(row);
       else results_.remember(row);
