@@ -20,7 +20,7 @@ echo "== 3/6 evaluate the final checkpoint on the validation split"
 
 echo "== 4/6 downstream tasks (data/tasks, from the validation text; chance is 0.25)"
 "$MOE" eval --checkpoint "$OUT/checkpoints/latest" --task data/tasks/shakespeare_line_end.jsonl \
-  --task data/tasks/shakespeare_next_line.jsonl | tee "$OUT/tasks.jsonl"
+  --task data/tasks/shakespeare_next_line.jsonl --out "$OUT/tasks.jsonl"
 
 echo "== 5/6 generate"
 "$MOE" generate --checkpoint "$OUT/checkpoints/latest" --prompt "ROMEO:" --max-tokens 300 --temperature 0.8 --seed 1
