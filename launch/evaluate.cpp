@@ -99,17 +99,4 @@ EvalResult evaluate(DeepSeekV3& model, const TokenDataset& data, const std::vect
   return r;
 }
 
-EvalResult evaluate(DeepSeekV3& model, const TokenDataset& data, const std::vector<int32_t>& token_bytes, int B,
-                    int T, int64_t batches, int rank, int world, void (*reduce)(double*, int, void*),
-                    void* reduce_ctx) {
-  EvalOptions opt;
-  opt.B = B;
-  opt.T = T;
-  opt.batches = batches;
-  opt.rank = rank;
-  opt.world = world;
-  if (reduce) opt.reduce = [reduce, reduce_ctx](double* x, int n) { reduce(x, n, reduce_ctx); };
-  return evaluate(model, data, token_bytes, opt);
-}
-
 }  // namespace moe

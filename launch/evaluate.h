@@ -51,9 +51,5 @@ std::vector<int32_t> token_byte_lengths(const TokenDataset& data);
 // several ranks, rank r evaluates every world-th batch and the sums are combined by the reduce.
 EvalResult evaluate(DeepSeekV3& model, const TokenDataset& data, const std::vector<int32_t>& token_bytes,
                     const EvalOptions& opt);
-// The loss alone (what `moe train` logs); reduce(x, n, reduce_ctx) sums over ranks when given.
-EvalResult evaluate(DeepSeekV3& model, const TokenDataset& data, const std::vector<int32_t>& token_bytes, int B,
-                    int T, int64_t batches, int rank = 0, int world = 1,
-                    void (*reduce)(double*, int, void*) = nullptr, void* reduce_ctx = nullptr);
 
 }  // namespace moe

@@ -58,8 +58,6 @@ double measure_peak_gflops() {
   return best;
 }
 
-void reduce_doubles(double* x, int n, void* comm) { static_cast<Comm*>(comm)->allreduce_sum(x, n); }
-
 // metrics.jsonl tells the history that led to the current state. A run that died after its last
 // checkpoint logged steps the resumed run will log again, so on start every row after the step we
 // start from is dropped (and a line torn by a kill). Returns the rows kept. The file is rewritten
@@ -311,8 +309,14 @@ class Trainer {
     // eval_batches counts global batches, so every layout of the same global batch (ranks, micro
     // batches, accumulation) evaluates the same windows.
     const int64_t batches = int64_t(cfg_.train.eval_batches) * cfg_.train.grad_accum * comm_.size();
-    EvalResult r = evaluate(model_, val_, token_bytes_, cfg_.train.micro_batch, cfg_.data.seq_len, batches,
-                            comm_.rank(), comm_.size(), reduce_doubles, &comm_);
+    EvalOptions opt;
+    opt.B = cfg_.train.micro_batch;
+    opt.T = cfg_.data.seq_len;
+    opt.batches = batches;
+    opt.rank = comm_.rank();
+    opt.world = comm_.size();
+    opt.reduce = [this](double* x, int n) { comm_.allreduce_sum(x, n); };
+    EvalResult r = evaluate(model_, val_, token_bytes_, opt);
     if (!comm_.is_root()) return;
     printf("eval step %lld | val loss %.4f | ppl %.2f | bits/byte %.4f | %lld tokens\n", (long long)step, r.loss,
            r.perplexity, r.bits_per_byte, (long long)r.tokens);
