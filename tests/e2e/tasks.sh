@@ -69,4 +69,13 @@ set +e
 "$MOE" eval --checkpoint "$TMP/run/checkpoints/latest" --task "$TMP/missing.jsonl" 2> "$TMP/err"; rc=$?
 set -e
 [ $rc = 2 ] && grep -qF "$TMP/missing.jsonl: cannot open" "$TMP/err" || fail "missing task file: exit $rc, $(cat "$TMP/err")"
+# Two tasks of one name would share their rows' key in --out.
+mkdir -p "$TMP/other"
+cp "$TASKS/shakespeare_line_end.jsonl" "$TMP/other/"
+set +e
+"$MOE" eval --checkpoint "$TMP/run/checkpoints/latest" --task "$TASKS/shakespeare_line_end.jsonl" \
+  --task "$TMP/other/shakespeare_line_end.jsonl" > "$TMP/out" 2> "$TMP/err"; rc=$?
+set -e
+[ $rc = 2 ] && grep -qF "error: --task: two tasks are named 'shakespeare_line_end'" "$TMP/err" \
+  || fail "two tasks of one name: exit $rc, $(cat "$TMP/err")"
 echo "tasks: OK"
