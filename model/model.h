@@ -13,6 +13,7 @@
 
 #include "framework/config.h"
 #include "model/attention.h"
+#include "model/kv_cache.h"
 #include "model/moe_layer.h"
 #include "model/placement.h"
 #include "model/unit_runner.h"
@@ -94,6 +95,13 @@ class DeepSeekV3 {
   void backward(float loss_scale);
   // Logits [B, V] of the last position of each sequence (for generation), on the host.
   Tensor last_logits(const int32_t* ids, int64_t B, int64_t T);
+  // Generation with the latent KV cache (model/kv_cache.h). prefill: the normal forward over one
+  // sequence's ids[T] that also fills cache slot `slot` (positions 0..T-1, replacing what it held);
+  // returns the last position's logits [V] on the host.
+  Tensor prefill(KVCache& cache, int64_t slot, const int32_t* ids, int64_t T);
+  // One token per entry: ids[i] enters slot slots[i] at position cache.length[slot] (which then
+  // grows by one), attending to the slot's cached positions and itself. Logits [n, V] on the host.
+  Tensor decode(KVCache& cache, const int64_t* slots, const int32_t* ids, int64_t n);
   // Cross-entropy of every position of the last forward(), [B*T] nats (-log p(targets[i] | ids[..i])
   // within its sequence), downloaded to the host: per-token log-likelihoods for scoring continuations.
   std::vector<float> token_losses() const;
