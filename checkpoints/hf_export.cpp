@@ -39,18 +39,18 @@ Tensor to_bf16(const Tensor& t) {
 
 }  // namespace
 
-bool int8_quantized(const std::string& name, const Shape& shape) {
+bool int8_quantized(const std::string& name, const Shape& shape, bool embeddings) {
   if (shape.size() != 2 || !ends_with(name, ".weight")) return false;
-  for (const std::string& kept : int8_modules_not_converted())
+  for (const std::string& kept : int8_modules_not_converted(embeddings))
     if (name == kept + ".weight" || (kept[0] == '*' && ends_with(name, kept.substr(1) + ".weight"))) return false;
   return true;
 }
 
-const std::vector<std::string>& int8_modules_not_converted() {
-  // lm_head stays f32: on the demo model int8 there costs more loss than all the blocks together
-  // (docs/checkpoints.md, "INT8 export"). Norms are 1-D, so never converted anyway.
-  static const std::vector<std::string> kept = {"model.embed_tokens", "lm_head", "*.mlp.gate", "*layernorm",
-                                                "model.norm"};
+std::vector<std::string> int8_modules_not_converted(bool embeddings) {
+  // lm_head is converted: on the demo model its int8 costs no measurable loss (docs/checkpoints.md,
+  // "INT8 export"). The routers choose experts from small score differences; the norms are 1-D.
+  std::vector<std::string> kept = {"*.mlp.gate", "*layernorm", "model.norm"};
+  if (!embeddings) kept.insert(kept.begin(), "model.embed_tokens");
   return kept;
 }
 
@@ -132,7 +132,8 @@ void write_json(const std::string& path, const nlohmann::ordered_json& j) {
 
 }  // namespace
 
-ExportSummary export_hf(const CheckpointReader& ckpt, const std::string& out_dir, const std::string& dtype) {
+ExportSummary export_hf(const CheckpointReader& ckpt, const std::string& out_dir, const std::string& dtype,
+                        bool int8_embeddings) {
   MOE_CHECK(dtype == "f32" || dtype == "bf16" || dtype == "int8", "export dtype ", dtype);
   Config cfg = parse_config(ckpt.config_yaml(), ckpt.dir() + "/" + ckpt::kConfig);
   std::vector<std::string> names;
@@ -148,7 +149,7 @@ ExportSummary export_hf(const CheckpointReader& ckpt, const std::string& out_dir
                   " (expected f32 master weights to export)");
     const Shape shape = ckpt.shape(n);
     sum.parameters += shape_numel(shape);
-    if (dtype == "int8" && int8_quantized(n, shape)) {
+    if (dtype == "int8" && int8_quantized(n, shape, int8_embeddings)) {
       entries.push_back({n, shape, "I8"});
       entries.push_back({int8_scale_name(n), {shape[0]}, "F32"});
     } else {
@@ -190,7 +191,7 @@ ExportSummary export_hf(const CheckpointReader& ckpt, const std::string& out_dir
                                      {"symmetric", true},
                                      {"scale_dtype", "float32"},
                                      {"scale_suffix", "weight_scale"},
-                                     {"modules_not_converted", int8_modules_not_converted()}};
+                                     {"modules_not_converted", int8_modules_not_converted(int8_embeddings)}};
   // What generation needs beyond the model: the tokenizer, and what the model is (step, val loss).
   const nlohmann::json& m = ckpt.meta();
   nlohmann::ordered_json moe = {
