@@ -66,7 +66,7 @@ std::vector<std::string> find_checkpoints(const std::string& path_str, std::vect
   if (!path_exists(path)) {
     if (may_be_empty) return {};
     throw error(path_str, ": no such checkpoint or folder (expected a step-N folder, a 'latest' link, a checkpoints "
-                "folder or a run folder)");
+                "folder, a run folder or an export folder)");
   }
   // A single checkpoint: committed, or a step folder whose save never finished; or an export.
   if (path_exists(path / "COMMITTED")) return {resolve_checkpoint(path.string())};
