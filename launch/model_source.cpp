@@ -134,7 +134,14 @@ ModelSource open_model_source(const std::string& path) {
   if (!fs::exists(path, ec))
     throw error(path, ": no such checkpoint or export (expected a step-N folder, a 'latest' link, a checkpoints "
                 "folder, or a folder with config.json and model.safetensors from moe export)");
-  if (fs::is_directory(path, ec) && is_export_folder(path)) return open_export(fs::path(path));
+  if (fs::is_directory(path, ec)) {
+    if (is_export_folder(path)) return open_export(fs::path(path));
+    // Half an export is named as such, not as a folder without checkpoints.
+    const bool has_config = is_file(fs::path(path) / kHfConfig), has_weights = is_file(fs::path(path) / kWeights);
+    if (has_config != has_weights)
+      throw error(path, ": ", has_config ? kHfConfig : kWeights, " without ", has_config ? kWeights : kHfConfig,
+                  " (expected an export folder of moe export, with both)");
+  }
   return open_checkpoint(path);
 }
 
