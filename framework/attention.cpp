@@ -1,9 +1,12 @@
 #include "framework/attention.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "framework/gemm.h"
+#include "framework/kernels/latent_attention.h"
 #include "framework/kernels/softmax.h"
+#include "framework/launch.h"
 #include "framework/profiler.h"
 #include "framework/scratch.h"
 #include "framework/threads.h"
@@ -85,6 +88,17 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         gemm_serial(true, false, keys, d, rows, l.scale, dP, keys, qblk, l.q_ld, 1.f, dkb, l.k_ld);
       }
     }
+  });
+}
+
+void latent_attention(float* o, const float* q, const float* cache, const int64_t* row_offset, const int64_t* length,
+                      int64_t n, int64_t H, int64_t C, int64_t L, int64_t max_len, float scale) {
+  launch_rows(n * H, 1, [&](kern::SerialRow& r, int64_t row) {
+    thread_local std::vector<float> p;
+    p.resize(size_t(max_len));
+    const int64_t i = row / H;
+    MOE_CHECK(length[i] >= 1 && length[i] <= max_len, "latent_attention: length out of range");
+    kern::latent_attention_row(r, o + row * L, p.data(), q + row * C, cache + row_offset[i], length[i], C, L, scale);
   });
 }
 

@@ -27,4 +27,8 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* lse, const AttentionLayout& l);
 
+// MLA decoding over the latent KV cache (framework/backend_ops.inc documents it).
+void latent_attention(float* o, const float* q, const float* cache, const int64_t* row_offset, const int64_t* length,
+                      int64_t n, int64_t H, int64_t C, int64_t L, int64_t max_len, float scale);
+
 }  // namespace moe

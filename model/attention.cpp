@@ -34,12 +34,11 @@ void MLA::init(ParamStore& ps, const std::string& prefix, const ModelConfig& c) 
   o_proj.init(ps, prefix + ".o_proj.weight", H * vdim, hidden, std);
 }
 
-void MLA::forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64_t T, const RopeTables& rt,
-                  MLAActs& a) const {
-  const int64_t N = B * T, d = nope + rope, e = nope + vdim, C = kv_lora + rope;
-  const bool fp8 = kv_b_proj.prec == Precision::FP8;
+// q [N, H, d] (RoPE not yet applied) from x.
+void MLA::project_queries(const ParamStore& ps, Activation x, int64_t N, MLAActs& a) const {
+  const int64_t d = nope + rope;
+  const bool fp8 = q_b_proj.prec == Precision::FP8;
   ScratchScope scope;
-  // Queries.
   a.q_NHd.ensure({N, H, d});
   if (q_lora > 0) {
     a.qa_NQ.ensure({N, q_lora});
@@ -52,25 +51,54 @@ void MLA::forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64
   } else {
     q_proj.forward(ps, a.q_NHd.f32(), x, N);
   }
-  compute().rope_apply(a.q_NHd.f32() + nope, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, H, H * d, d, int(rope), false);
+}
 
-  // Compressed keys/values: [kv_c | k_pe].
-  Tensor ckv = scratch({N, C});
-  kv_a_proj_with_mqa.forward(ps, ckv.f32(), x, N);
+// ckv [N, C] = [kv_c | k_pe] (k_pe without RoPE) and the normalised kv_c; with `latent` ([N, kv_lora],
+// may be null) also the normalised kv_c as kv_b_proj's GEMM reads it at its precision: what the
+// latent KV cache keeps.
+Activation MLA::project_latent(const ParamStore& ps, float* ckv, Activation x, int64_t N, MLAActs& a,
+                               const ScratchFp8Rows& kvq, float* latent) const {
+  const int64_t C = kv_lora + rope;
+  kv_a_proj_with_mqa.forward(ps, ckv, x, N);
   a.kv_c_NL.ensure({N, kv_lora});
   a.kv_norm_NL.ensure({N, kv_lora});
   a.kv_rstd_N.ensure({N});
-  a.k_NHd.ensure({N, H, d});
-  const float* c = ckv.f32();
-  float* kv_c = a.kv_c_NL.f32();
-  compute().copy_rows(kv_c, kv_lora, c, C, N, kv_lora);
-  compute().rope_apply(ckv.f32() + kv_lora, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, 1, C, 0, int(rope), false);
-  a.kvb_NHe.ensure({N, H, e});
+  compute().copy_rows(a.kv_c_NL.f32(), kv_lora, ckv, C, N, kv_lora);
+  const Activation kv = kv_a_layernorm.forward(ps, a.kv_norm_NL.f32(), a.kv_rstd_N.f32(), a.kv_c_NL.f32(), N, kvq.ptr());
+  if (latent) {
+    if (kv.e4m3)
+      compute().dequantize_rows(latent, *kv.e4m3);
+    else if (kv_b_proj.prec == Precision::BF16)
+      compute().bf16_round(latent, kv.f32, N * kv_lora);
+    else
+      compute().copy_rows(latent, kv_lora, kv.f32, kv_lora, N, kv_lora);
+  }
+  return kv;
+}
+
+void MLA::forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64_t T, const RopeTables& rt,
+                  MLAActs& a, float* cache_rows) const {
+  const int64_t N = B * T, d = nope + rope, e = nope + vdim, C = kv_lora + rope;
+  const bool fp8 = kv_b_proj.prec == Precision::FP8;
+  ScratchScope scope;
+  project_queries(ps, x, N, a);
+  compute().rope_apply(a.q_NHd.f32() + nope, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, H, H * d, d, int(rope), false);
+
+  // Compressed keys/values: [kv_c | k_pe].
+  Tensor ckv = scratch({N, C}), latent = cache_rows ? scratch({N, kv_lora}) : Tensor();
   const ScratchFp8Rows kvq = fp8 ? ScratchFp8Rows(N, kv_lora) : ScratchFp8Rows();
-  const Activation kv = kv_a_layernorm.forward(ps, a.kv_norm_NL.f32(), a.kv_rstd_N.f32(), kv_c, N, kvq.ptr());
+  const Activation kv = project_latent(ps, ckv.f32(), x, N, a, kvq, cache_rows ? latent.f32() : nullptr);
+  const float* c = ckv.f32();
+  compute().rope_apply(ckv.f32() + kv_lora, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, 1, C, 0, int(rope), false);
+  if (cache_rows) {
+    compute().copy_rows(cache_rows, C, latent.f32(), kv_lora, N, kv_lora);
+    compute().copy_rows(cache_rows + kv_lora, C, c + kv_lora, C, N, rope);
+  }
+  a.kvb_NHe.ensure({N, H, e});
   kv_b_proj.forward(ps, a.kvb_NHe.f32(), kv, N);
 
   // Keys: per head [k_nope | shared k_pe] (the one k_pe row of a token repeated for its H heads).
+  a.k_NHd.ensure({N, H, d});
   float* k = a.k_NHd.f32();
   compute().copy_rows(k, d, a.kvb_NHe.f32(), e, N * H, nope);
   compute().copy_rows(k + nope, d, c + kv_lora, C, N * H, rope, /*src_repeat=*/H);
@@ -80,6 +108,41 @@ void MLA::forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64
   compute().attention_forward(a.o_NHv.f32(), a.lse_BHT.f32(), a.q_NHd.f32(), k, a.kvb_NHe.f32() + nope,
                               attention_layout(B, T));
   o_proj.forward(ps, y, a.o_NHv.f32(), N);
+}
+
+// The absorbed form (model/kv_cache.h): per head h, kv_b's rows [h*e, h*e + nope) are W_uk [nope, L]
+// and the next vdim rows W_uv [vdim, L], so q_lat = q_nope W_uk and o = o_lat W_uv^T are GEMMs on
+// strided views; no per-head key or value is formed.
+void MLA::decode(const ParamStore& ps, float* y, Activation x, const LatentStep& step, float* cache,
+                 const float* kv_b_eff, MLAActs& a) const {
+  const int64_t n = step.n, d = nope + rope, e = nope + vdim, C = kv_lora + rope, L = kv_lora;
+  const bool fp8 = kv_b_proj.prec == Precision::FP8;
+  ScratchScope scope;
+  project_queries(ps, x, n, a);
+  float* q = a.q_NHd.f32();
+  compute().rope_apply(q + nope, step.cos, step.sin, 1, n, H, H * d, d, int(rope), false);
+
+  // The new tokens' cache rows: [latent kv_c | k_pe with RoPE].
+  Tensor ckv = scratch({n, C}), latent = scratch({n, L});
+  const ScratchFp8Rows kvq = fp8 ? ScratchFp8Rows(n, L) : ScratchFp8Rows();
+  project_latent(ps, ckv.f32(), x, n, a, kvq, latent.f32());
+  compute().rope_apply(ckv.f32() + L, step.cos, step.sin, 1, n, 1, C, 0, int(rope), false);
+  compute().copy_rows(ckv.f32(), C, latent.f32(), L, n, L);
+  for (int64_t i = 0; i < n; ++i) compute().copy_rows(cache + step.write_offset[i], C, ckv.f32() + i * C, C, 1, C);
+
+  // Absorbed queries [n, H, C] = [q_nope W_uk | q_pe], the latent attention, then W_uv per head.
+  Tensor qa = scratch({n, H, C}), o_lat = scratch({n, H, L});
+  for (int64_t h = 0; h < H; ++h)
+    compute().gemm(false, false, n, L, nope, 1.f, q + h * d, H * d, kv_b_eff + h * e * L, L, 0.f,
+                   qa.f32() + h * C, H * C);
+  compute().copy_rows(qa.f32() + L, C, q + nope, d, n * H, rope);
+  compute().latent_attention(o_lat.f32(), qa.f32(), cache, step.row_offset, step.length, n, H, C, L, step.max_len,
+                             1.0f / std::sqrt(float(d)));
+  a.o_NHv.ensure({n, H, vdim});
+  for (int64_t h = 0; h < H; ++h)
+    compute().gemm(false, true, n, vdim, L, 1.f, o_lat.f32() + h * L, H * L, kv_b_eff + (h * e + nope) * L, L, 0.f,
+                   a.o_NHv.f32() + h * vdim, H * vdim);
+  o_proj.forward(ps, y, a.o_NHv.f32(), n);
 }
 
 // q and k [N, H, d]; v inside kv_b_proj's output [N, H, nope + vdim] after the nope part; o [N, H, vdim].

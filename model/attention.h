@@ -15,6 +15,8 @@
 
 #include "framework/attention.h"
 #include "framework/config.h"
+#include "framework/scratch.h"
+#include "model/kv_cache.h"
 #include "model/layers.h"
 
 namespace moe {
@@ -43,8 +45,15 @@ struct MLA {
   void init(ParamStore& ps, const std::string& prefix, const ModelConfig& c);
   // y[N,D] = attn(x[N,D]) for B sequences of T tokens. x's E4M3 rows (when given) serve both
   // projections of x; at fp8 the q_a and kv_a norms quantise their outputs for q_b and kv_b.
+  // With cache_rows ([N, kv_lora + rope]): also the latent KV cache's rows of the N tokens
+  // (model/kv_cache.h).
   void forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64_t T, const RopeTables& rt,
-               MLAActs& a) const;
+               MLAActs& a, float* cache_rows = nullptr) const;
+  // Decoding with the latent cache (model/kv_cache.h): y[n,D] for n new tokens, each at its own
+  // slot and position; their cache rows are written first, then each attends to its slot's rows.
+  // `a` is scratch here (nothing is kept for backward).
+  void decode(const ParamStore& ps, float* y, Activation x, const LatentStep& step, float* cache,
+              const float* kv_b_eff, MLAActs& a) const;
   // dx[N,D] += d attn / dx (accumulated); parameter gradients accumulate.
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
                 const RopeTables& rt, MLAActs& a) const;
@@ -55,6 +64,9 @@ struct MLA {
 
  private:
   AttentionLayout attention_layout(int64_t B, int64_t T) const;
+  void project_queries(const ParamStore& ps, Activation x, int64_t N, MLAActs& a) const;
+  Activation project_latent(const ParamStore& ps, float* ckv, Activation x, int64_t N, MLAActs& a,
+                            const ScratchFp8Rows& kvq, float* latent) const;
 };
 
 }  // namespace moe

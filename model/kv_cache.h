@@ -17,6 +17,18 @@ namespace moe {
 
 class DeepSeekV3;
 
+// One decode step, the same for every layer: n new tokens, token i at position pos_i of its slot.
+// Offsets count floats from the start of a layer's cache tensor.
+struct LatentStep {
+  int64_t n = 0;
+  int64_t max_len = 0;                         // the largest length[i]
+  const float* cos = nullptr;                  // [n, rope/2] on the compute device: RoPE at pos_i
+  const float* sin = nullptr;
+  const int64_t* row_offset = nullptr;         // device [n]: the token's slot, position 0
+  const int64_t* length = nullptr;             // device [n]: positions it attends to (pos_i + 1)
+  std::vector<int64_t> write_offset;           // host [n]: where its own cache row goes
+};
+
 struct KVCache {
   // Allocated on the compute device for `model` at its current precision (the absorbed weights
   // are derived from its parameters now: make a new cache after the weights change).
@@ -26,6 +38,7 @@ struct KVCache {
   std::vector<Tensor> rows;                     // per layer [S, P, C]
   std::vector<Tensor> kv_b;                     // per layer kv_b_proj's weight as its GEMM reads it [H*(nope+v), kv_lora]
   std::vector<int64_t> length;                  // filled positions per slot (host)
+  std::vector<float> rope_cos, rope_sin;        // RoPE tables of every position [P, rope/2] (host)
 
   // Cache row of (layer, slot, position 0): the slot's positions follow contiguously.
   float* slot_rows(int layer, int64_t slot) { return rows[layer].f32() + slot * positions * width; }

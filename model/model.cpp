@@ -26,19 +26,42 @@ void Block::init(ParamStore& ps, int layer, const ModelConfig& c, const ModelPla
 }
 
 void Block::forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, const RopeTables& rt,
-                    BlockActs& a, float* load_E) const {
+                    BlockActs& a, float* load_E, float* cache_rows) const {
   const int64_t N = B * T, D = input_layernorm.dim;
-  a.ln1_ND.ensure({N, D}); a.ln1_rstd_N.ensure({N});
-  a.attn_out_ND.ensure({N, D}); a.h_ND.ensure({N, D});
-  a.ln2_ND.ensure({N, D}); a.ln2_rstd_N.ensure({N});
+  ensure_acts(N, a);
   // At fp8 both norms also write their outputs' E4M3 rows, which every fp8 projection reading them
   // uses (the router and the f32 activations kept for backward read the f32 outputs).
   ScratchScope scope;
-  const bool fp8 = prec == Precision::FP8;
-  const ScratchFp8Rows q1 = fp8 ? ScratchFp8Rows(N, D) : ScratchFp8Rows(),
-                       q2 = fp8 ? ScratchFp8Rows(N, D) : ScratchFp8Rows();
+  const ScratchFp8Rows q1 = prec == Precision::FP8 ? ScratchFp8Rows(N, D) : ScratchFp8Rows();
   const Activation ln1 = input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, N, q1.ptr());
-  self_attn.forward(ps, a.attn_out_ND.f32(), ln1, B, T, rt, a.attn);
+  self_attn.forward(ps, a.attn_out_ND.f32(), ln1, B, T, rt, a.attn, cache_rows);
+  feed_forward(ps, y, x, B, T, a, load_E);
+}
+
+void Block::decode(const ParamStore& ps, float* y, const float* x, const LatentStep& step, float* cache,
+                   const float* kv_b_eff, BlockActs& a) const {
+  const int64_t n = step.n, D = input_layernorm.dim;
+  ensure_acts(n, a);
+  ScratchScope scope;
+  const ScratchFp8Rows q1 = prec == Precision::FP8 ? ScratchFp8Rows(n, D) : ScratchFp8Rows();
+  const Activation ln1 = input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, n, q1.ptr());
+  self_attn.decode(ps, a.attn_out_ND.f32(), ln1, step, cache, kv_b_eff, a.attn);
+  feed_forward(ps, y, x, n, 1, a, nullptr);  // every token is a sequence of its own to the MoE
+}
+
+void Block::ensure_acts(int64_t N, BlockActs& a) const {
+  const int64_t D = input_layernorm.dim;
+  a.ln1_ND.ensure({N, D}); a.ln1_rstd_N.ensure({N});
+  a.attn_out_ND.ensure({N, D}); a.h_ND.ensure({N, D});
+  a.ln2_ND.ensure({N, D}); a.ln2_rstd_N.ensure({N});
+}
+
+// h = x + attn_out; y = h + mlp(ln2(h)).
+void Block::feed_forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, BlockActs& a,
+                         float* load_E) const {
+  const int64_t N = B * T, D = input_layernorm.dim;
+  ScratchScope scope;
+  const ScratchFp8Rows q2 = prec == Precision::FP8 ? ScratchFp8Rows(N, D) : ScratchFp8Rows();
   float* h = a.h_ND.f32();
   compute().add(h, x, a.attn_out_ND.f32(), N * D);
   const Activation ln2 = post_attention_layernorm.forward(ps, a.ln2_ND.f32(), a.ln2_rstd_N.f32(), h, N, q2.ptr());
@@ -111,7 +134,7 @@ void DeepSeekV3::set_expert_exchange(const ExpertExchange* ex) {
   for (int l : moe_blocks_) blocks_[l].moe.dispatcher.exchange = ex;
 }
 
-void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load) {
+void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load, KVCache* cache, int64_t slot) {
   const int64_t N = B * T, D = cfg_.hidden;
   const int L = cfg_.layers;
   if (rope_.T != T) rope_.build(T, cfg_.qk_rope_dim, cfg_.rope_theta);
@@ -127,8 +150,10 @@ void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load) {
     BlockActs& a = acts_[recompute_ ? 0 : l];
     float* load = nullptr;
     if (blocks_[l].is_moe) load = count_load ? load_.f32() + int64_t(moe_i++) * cfg_.routed_experts : nullptr;
-    units_.run(block_cu(l), Pass::Forward,
-               [&] { blocks_[l].forward(ps_, resid_[l + 1].f32(), resid_[l].f32(), B, T, rope_, a, load); });
+    float* cache_rows = cache ? cache->slot_rows(l, slot) : nullptr;
+    units_.run(block_cu(l), Pass::Forward, [&] {
+      blocks_[l].forward(ps_, resid_[l + 1].f32(), resid_[l].f32(), B, T, rope_, a, load, cache_rows);
+    });
     if (blocks_[l].is_moe) {
       aux_sum_ += a.moe.router.aux_loss;
       z_sum_ += a.moe.router.z_loss;
@@ -230,19 +255,29 @@ void DeepSeekV3::backward(float loss_scale) {
 }
 
 Tensor DeepSeekV3::last_logits(const int32_t* ids, int64_t B, int64_t T) {
-  const int64_t N = B * T, D = cfg_.hidden, V = cfg_.vocab_size;
   B_ = B; T_ = T;
   scored_N_ = 0;
-  upload_tokens(ids_N, ids, N);
+  upload_tokens(ids_N, ids, B * T);
   run_blocks(B, T, /*count_load=*/false);
+  return head_logits(resid_[cfg_.layers].f32(), B, T);
+}
+
+// Logits [B, V] on the host of position T-1 of each of the B sequences in x [B*T, D] (the last
+// block's output).
+Tensor DeepSeekV3::head_logits(const float* x, int64_t B, int64_t T) {
+  const int64_t D = cfg_.hidden, V = cfg_.vocab_size;
   ScratchScope scope;
-  Tensor last = scratch({B, D}), logits = scratch({B, V});
+  Tensor last = scratch({B, D}), normed = scratch({B, D}), rstd = scratch({B}), logits = scratch({B, V});
   units_.run(head_cu_, Pass::Forward, [&] {
-    final_norm(N);
-    compute().copy_rows(last.f32(), D, xf_ND.f32() + (T - 1) * D, T * D, B, D);  // position T-1 of each sequence
-    compute().linear_forward(logits.f32(), last.f32(), ps_.param(lm_head).f32(), B, D, V, false, Precision::FP32);
+    compute().copy_rows(last.f32(), D, x + (T - 1) * D, T * D, B, D);
+    norm_.forward(ps_, normed.f32(), rstd.f32(), last.f32(), B);
+    compute().linear_forward(logits.f32(), normed.f32(), ps_.param(lm_head).f32(), B, D, V, false, Precision::FP32);
   });
-  return logits.to(Device::CPU);
+  // A host tensor of its own: on the CPU, to() would return the scratch buffer itself, which the
+  // next forward reuses.
+  Tensor out = Tensor::empty({B, V});
+  compute().download(out.raw(), logits.raw(), size_t(out.nbytes()));
+  return out;
 }
 
 void DeepSeekV3::upload_tokens(Tensor& dst, const int32_t* host, int64_t N) {

@@ -37,8 +37,12 @@ struct Block {
   Precision prec = Precision::FP32;  // of its GEMMs (set_precision)
 
   void init(ParamStore& ps, int layer, const ModelConfig& c, const ModelPlacement& placement);
+  // cache_rows: the latent KV cache's rows of the N tokens, written when given (MLA::forward).
   void forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, const RopeTables& rt,
-               BlockActs& a, float* load_E) const;
+               BlockActs& a, float* load_E, float* cache_rows = nullptr) const;
+  // Decoding step.n tokens with the latent KV cache (MLA::decode); a is scratch.
+  void decode(const ParamStore& ps, float* y, const float* x, const LatentStep& step, float* cache,
+              const float* kv_b_eff, BlockActs& a) const;
   // dx (assigned) from dy; parameter gradients accumulate.
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
                 const RopeTables& rt, BlockActs& a, float loss_scale) const;
@@ -48,6 +52,11 @@ struct Block {
     mlp.set_precision(p);
     moe.set_precision(p);
   }
+
+ private:
+  void ensure_acts(int64_t N, BlockActs& a) const;
+  void feed_forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, BlockActs& a,
+                    float* load_E) const;
 };
 
 struct ForwardStats {
@@ -110,13 +119,16 @@ class DeepSeekV3 {
   // the bias update and cross-rank reduction by the trainer).
   Tensor& expert_load() { return load_; }
   int moe_layers() const { return int(moe_blocks_.size()); }
+  const std::vector<Block>& blocks() const { return blocks_; }
   // Aux-loss-free balancing from expert_load(), then resets it.
   void update_router_bias(float rate);
 
  private:
   void add_compute_units();
   int block_cu(int l) const { return embed_cu_ + 1 + l; }
-  void run_blocks(int64_t B, int64_t T, bool count_load);
+  // With a cache: the blocks also write its rows of `slot` (prefill; B == 1).
+  void run_blocks(int64_t B, int64_t T, bool count_load, KVCache* cache = nullptr, int64_t slot = 0);
+  Tensor head_logits(const float* x, int64_t B, int64_t T);
   void upload_tokens(Tensor& dst, const int32_t* host, int64_t N);
   void final_norm(int64_t N);
   // losses_N and lse_N from xf_ND, in row chunks; with ranks (device, [N]) the target ranks too.
@@ -144,6 +156,7 @@ class DeepSeekV3 {
   std::vector<Tensor> resid_;      // resid_[l] = input of block l; resid_[L] = last block's output
   std::vector<BlockActs> acts_;    // one per block, or one shared when recomputing
   Tensor xf_ND, xf_rstd_N, lse_N, losses_N;
+  BlockActs decode_acts_;  // scratch of decode()
   Tensor load_;
   double aux_sum_ = 0, z_sum_ = 0;
 };

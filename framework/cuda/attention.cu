@@ -4,6 +4,7 @@
 #include "framework/cuda/attention.h"
 #include "framework/cuda/gemm.h"
 #include "framework/cuda/launch.cuh"
+#include "framework/kernels/latent_attention.h"
 #include "framework/kernels/softmax.h"
 
 namespace moe::cuda {
@@ -92,6 +93,17 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       gemm_strided_batched(true, false, T, l.dqk, T, l.scale, dP, T, T * T, h.q, l.q_ld, l.q_hs, 0.f, dk_b, l.k_ld,
                            l.k_hs, hc, DType::F32, DType::F32, s);
     }
+}
+
+void latent_attention(float* o, const float* q, const float* cache, const int64_t* row_offset, const int64_t* length,
+                      int64_t n, int64_t H, int64_t C, int64_t L, int64_t max_len, float scale, cudaStream_t stream) {
+  // The probabilities of a row live in shared memory: a cache of 12k positions fits in 48 KiB.
+  const size_t smem = size_t(max_len) * sizeof(float);
+  MOE_CHECK(smem <= 48 * 1024, "latent_attention: ", max_len, " positions exceed the shared-memory row (12288)");
+  launch_rows(n * H, 128, smem, [=] __device__(BlockRow & r, int64_t row) {
+    const int64_t i = row / H;
+    kern::latent_attention_row(r, o + row * L, r.shared(), q + row * C, cache + row_offset[i], length[i], C, L, scale);
+  }, stream);
 }
 
 }  // namespace moe::cuda

@@ -3,6 +3,7 @@
 #include "framework/cuda/launch.cuh"
 #include "framework/cuda/ops.h"
 #include "framework/kernels/activation.h"
+#include "framework/kernels/cast.h"
 #include "framework/kernels/moves.h"
 
 namespace moe::cuda {
