@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <set>
+#include <tuple>
 
 #include "framework/dtype.h"
 #include "framework/error.h"
@@ -182,8 +183,7 @@ SafetensorsReader::SafetensorsReader(std::string path) : path_(std::move(path)) 
     throw error(p, ": header is not JSON (", e.what(), ")");
   }
   if (!header.is_object()) throw error(p, ": header is a JSON ", header.type_name(), " (expected an object)");
-  std::vector<std::pair<int64_t, int64_t>> spans;  // (begin, end) of non-empty tensors, to check overlaps
-  std::map<int64_t, std::string> name_at;
+  std::vector<std::tuple<int64_t, int64_t, std::string>> spans;  // (begin, end, name) of non-empty tensors
   for (const auto& [name, e] : header.items()) {
     if (name == "__metadata__") {
       if (!e.is_object()) throw error(p, ": __metadata__ is not an object of strings");
@@ -224,14 +224,13 @@ SafetensorsReader::SafetensorsReader(std::string path) : path_(std::move(path)) 
     if (numel * elem != info.end - info.begin)
       throw error(where, ": shape ", e["shape"].dump(), " of ", info.dtype, " is ", numel * elem,
                   " bytes but data_offsets span ", info.end - info.begin);
-    if (info.end > info.begin) spans.emplace_back(info.begin, info.end), name_at[info.begin] = name;
+    if (info.end > info.begin) spans.emplace_back(info.begin, info.end, name);
     tensors_[name] = std::move(info);
   }
   std::sort(spans.begin(), spans.end());
   for (size_t i = 1; i < spans.size(); ++i)
-    if (spans[i].first < spans[i - 1].second)
-      throw error(p, ": tensors '", name_at[spans[i - 1].first], "' and '", name_at[spans[i].first],
-                  "' overlap in the data");
+    if (std::get<0>(spans[i]) < std::get<1>(spans[i - 1]))
+      throw error(p, ": tensors '", std::get<2>(spans[i - 1]), "' and '", std::get<2>(spans[i]), "' overlap in the data");
 }
 
 const SafetensorsReader::Info& SafetensorsReader::info(const std::string& name) const {

@@ -1,5 +1,7 @@
 #include "launch/model_source.h"
 
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -110,9 +112,15 @@ void load_export_tensors(const SafetensorsReader& st, DeepSeekV3& model) {
         throw error(st.path(), ": tensor '", scale_name, "' is ", si.dtype, " ", nlohmann::json(si.shape).dump(),
                     " (expected F32 [", p.shape[0], "], one scale per row of '", p.name, "')");
       used.insert(scale_name);
-      const std::vector<char> q = st.read_bytes(p.name), scale = st.read_bytes(scale_name);
-      dequantize_rows_int8(reinterpret_cast<const int8_t*>(q.data()), reinterpret_cast<const float*>(scale.data()),
-                           p.shape[0], shape_numel(p.shape) / std::max<int64_t>(p.shape[0], 1), dst);
+      const std::vector<char> q = st.read_bytes(p.name);
+      std::vector<float> scale(size_t(p.shape[0]));
+      const std::vector<char> scale_bytes = st.read_bytes(scale_name);
+      std::memcpy(scale.data(), scale_bytes.data(), scale_bytes.size());
+      for (float s : scale)
+        if (!(s >= 0 && std::isfinite(s)))
+          throw error(st.path(), ": tensor '", scale_name, "' holds ", s, " (expected finite scales >= 0)");
+      dequantize_rows_int8(reinterpret_cast<const int8_t*>(q.data()), scale.data(), p.shape[0],
+                           shape_numel(p.shape) / std::max<int64_t>(p.shape[0], 1), dst);
     } else {
       Tensor t = st.read_f32(p.name);
       std::copy(t.f32(), t.f32() + t.numel(), dst);

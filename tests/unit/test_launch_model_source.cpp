@@ -130,6 +130,21 @@ TEST_F(ModelSourceTest, BadExportsAreErrorsNamingTheFile) {
                "tensor 'model.norm.weight' has shape [31] (expected [32]");
   const std::string extra = rewrite("extra", [](auto& e) { e.push_back({"zz.weight", {2}, "F32"}); });
   expect_error([&] { load_model(open_model_source(extra)); }, "unexpected tensor 'zz.weight'");
+  // A non-finite int8 scale (a corrupt file whose header is fine).
+  const std::string bad_scale = dir_ + "/bad-scale";
+  fs::copy(exported("int8"), bad_scale);
+  {
+    const std::string file = bad_scale + "/model.safetensors", name = "lm_head.weight_scale";
+    const int64_t begin = SafetensorsReader(file).info(name).begin;
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    uint64_t n = 0;
+    f.read(reinterpret_cast<char*>(&n), 8);
+    f.seekp(std::streamoff(8 + n + uint64_t(begin)));
+    const float nan = std::nanf("");
+    f.write(reinterpret_cast<const char*>(&nan), 4);
+  }
+  expect_error([&] { load_model(open_model_source(bad_scale)); },
+               "tensor 'lm_head.weight_scale' holds nan (expected finite scales >= 0)");
   fs::remove(extra + "/config.json");
   expect_error([&] { open_model_source(extra); }, extra + ": model.safetensors without config.json");
   expect_error([&] { open_model_source(dir_ + "/none"); }, dir_ + "/none: no such checkpoint or export");
