@@ -1,79 +1,203 @@
+// `moe generate`: one prompt streamed to stdout, or a file of prompts decoded as one batch
+// (launch/generator.h) with one JSON line per prompt.
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
-#include <numeric>
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
 
 #include "checkpoints/checkpoint.h"
 #include "data_pipeline/tokenizer.h"
-#include "framework/rng.h"
+#include "framework/precision.h"
 #include "framework/threads.h"
 #include "launch/args.h"
 #include "launch/commands.h"
 #include "launch/device.h"
+#include "launch/generator.h"
 #include "launch/model_io.h"
 
 namespace moe {
 namespace {
 
-// Samples one token id from logits with temperature, top-k and top-p (nucleus) filtering; u is a
-// uniform (0,1) draw. temperature 0 = greedy.
-int32_t sample_token(const float* logits, int64_t V, double temperature, int64_t top_k, double top_p, float u) {
-  std::vector<int32_t> order(static_cast<size_t>(V));
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
-  if (temperature <= 0) return order[0];
-  int64_t keep = top_k > 0 ? std::min(top_k, V) : V;
-  std::vector<double> p(static_cast<size_t>(keep));
-  double mx = logits[order[0]] / temperature, sum = 0;
-  for (int64_t i = 0; i < keep; ++i) sum += (p[i] = std::exp(logits[order[i]] / temperature - mx));
-  // Smallest prefix whose probability reaches top_p.
-  double cum = 0;
-  int64_t n = keep;
-  for (int64_t i = 0; i < keep; ++i) {
-    cum += p[i] / sum;
-    if (cum >= top_p) { n = i + 1; break; }
+struct PromptLine {
+  std::string text;
+  SamplingParams sampling;
+};
+
+// Per-prompt settings a JSONL line may give; the flags' values are the defaults.
+void read_sampling_keys(const nlohmann::json& j, SamplingParams& s, const std::string& where) {
+  static const char* known[] = {"prompt", "max_tokens", "temperature", "top_k", "top_p", "seed", "stop"};
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (std::find(std::begin(known), std::end(known), it.key()) == std::end(known))
+      throw error(where, ": unknown key '", it.key(), "' (expected prompt, max_tokens, temperature, top_k, top_p, "
+                  "seed, stop)");
+  auto number = [&](const char* key, auto& out, bool integer) {
+    if (!j.contains(key)) return;
+    const nlohmann::json& v = j[key];
+    if (!v.is_number() || (integer && !v.is_number_integer()))
+      throw error(where, ": '", key, "' must be ", integer ? "an integer" : "a number");
+    out = v.get<std::decay_t<decltype(out)>>();
+  };
+  number("max_tokens", s.max_tokens, true);
+  number("temperature", s.temperature, false);
+  number("top_k", s.top_k, true);
+  number("top_p", s.top_p, false);
+  if (j.contains("seed")) {
+    if (!j["seed"].is_number_unsigned()) throw error(where, ": 'seed' must be an integer >= 0");
+    s.seed = j["seed"].get<uint64_t>();
   }
-  double total = 0;
-  for (int64_t i = 0; i < n; ++i) total += p[i];
-  double target = u * total;
-  for (int64_t i = 0; i < n; ++i) {
-    target -= p[i];
-    if (target <= 0) return order[i];
+  if (j.contains("stop")) {
+    const nlohmann::json& v = j["stop"];
+    s.stop.clear();
+    if (v.is_string()) {
+      s.stop.push_back(v.get<std::string>());
+    } else if (v.is_array()) {
+      for (const auto& e : v) {
+        if (!e.is_string()) throw error(where, ": 'stop' must be a string or an array of strings");
+        s.stop.push_back(e.get<std::string>());
+      }
+    } else {
+      throw error(where, ": 'stop' must be a string or an array of strings");
+    }
   }
-  return order[n - 1];
+  validate_sampling(s, where + ": ");
+}
+
+// FILE.jsonl: one JSON object per line ({"prompt": ..., and optionally the sampling keys});
+// any other file: one prompt per line. Blank lines are skipped.
+std::vector<PromptLine> read_prompts(const std::string& path, const SamplingParams& defaults) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw error(path, ": cannot read the prompts file");
+  const bool jsonl = path.size() >= 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0;
+  std::vector<PromptLine> prompts;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    PromptLine p{line, defaults};
+    if (jsonl) {
+      const std::string where = path + ":" + std::to_string(n);
+      nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_object()) throw error(where, ": not a JSON object (expected {\"prompt\": \"...\", ...})");
+      if (!j.contains("prompt") || !j["prompt"].is_string()) throw error(where, ": 'prompt' (a string) is missing");
+      p.text = j["prompt"].get<std::string>();
+      read_sampling_keys(j, p.sampling, where);
+    }
+    prompts.push_back(std::move(p));
+  }
+  if (prompts.empty()) throw error(path, ": no prompts (expected one per line", jsonl ? ", as JSON objects)" : ")");
+  return prompts;
+}
+
+// Decodes every prompt as one batch; prints a JSON line per prompt, in file order.
+void generate_batch(Generator& gen, const std::vector<PromptLine>& prompts) {
+  std::map<int64_t, size_t> index_of;
+  std::vector<std::string> text(prompts.size());
+  std::vector<nlohmann::ordered_json> done(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    try {
+      index_of[gen.submit(prompts[i].text, prompts[i].sampling)] = i;
+    } catch (const Error& e) {
+      throw error("prompt ", i + 1, ": ", e.what());
+    }
+  }
+  size_t printed = 0;
+  while (!gen.idle()) {
+    for (const GenerationEvent& e : gen.step()) {
+      const size_t i = index_of.at(e.id);
+      text[i] += e.text;
+      if (e.finish == FinishReason::None) continue;
+      done[i] = {{"index", i},
+                 {"prompt", prompts[i].text},
+                 {"text", text[i]},
+                 {"finish_reason", finish_reason_name(e.finish)},
+                 {"prompt_tokens", e.prompt_tokens},
+                 {"completion_tokens", e.completion_tokens}};
+    }
+    for (; printed < prompts.size() && !done[printed].is_null(); ++printed) {
+      puts(done[printed].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+      fflush(stdout);
+    }
+  }
+}
+
+// One prompt: the prompt, then the text as it is produced.
+void generate_one(Generator& gen, const std::string& prompt, const SamplingParams& s) {
+  gen.submit(prompt, s);
+  fputs(prompt.c_str(), stdout);
+  fflush(stdout);
+  while (!gen.idle())
+    for (const GenerationEvent& e : gen.step()) {
+      fwrite(e.text.data(), 1, e.text.size(), stdout);
+      fflush(stdout);
+    }
+  fputc('\n', stdout);
 }
 
 }  // namespace
 
 int cmd_generate(int argc, char** argv) {
-  Args a(argc, argv, {"checkpoint", "prompt", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads", "device", "tokenizer"}, {});
+  Args a(argc, argv,
+         {"checkpoint", "prompt", "prompts", "max-tokens", "temperature", "top-k", "top-p", "seed", "stop...",
+          "batch", "precision", "threads", "device", "tokenizer"},
+         {"no-cache", "sliding-window", "no-eos-stop"});
   if (a.help()) {
-    puts("usage: moe generate --checkpoint PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]\n"
-         "                    [--top-p P] [--seed S]\n"
+    puts("usage: moe generate --checkpoint PATH (--prompt TEXT | --prompts FILE) [--max-tokens N]\n"
+         "                    [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop STRING]...\n"
          "\n"
-         "Samples a continuation of the prompt and streams it to stdout as it is generated.\n"
+         "Samples continuations with the model's latent KV cache. One --prompt is streamed to stdout as it\n"
+         "is generated; --prompts FILE decodes every prompt of the file as one batch and prints one JSON\n"
+         "line per prompt (index, prompt, text, finish_reason, prompt_tokens, completion_tokens) in order.\n"
          "\n"
          "  --checkpoint PATH  step-N folder, 'latest' link or checkpoints folder (required)\n"
-         "  --prompt TEXT      text to continue (required; may be empty)\n"
-         "  --max-tokens N     tokens to generate (default 200)\n"
+         "  --prompt TEXT      text to continue (may be empty: a new document)\n"
+         "  --prompts FILE     one prompt per line; FILE.jsonl: one {\"prompt\": ...} object per line, which\n"
+         "                     may also set max_tokens, temperature, top_k, top_p, seed and stop\n"
+         "  --max-tokens N     tokens to generate at most (default 200)\n"
          "  --temperature T    softmax temperature, 0 = greedy (default 0.8)\n"
          "  --top-k K          sample among the K most likely tokens, 0 = all (default 0)\n"
          "  --top-p P          nucleus sampling: smallest set with probability >= P (default 1.0)\n"
-         "  --seed S           sampling seed (default 0); the same seed gives the same text\n"
+         "  --seed S           sampling seed (default 0); a prompt with a seed always gives the same text,\n"
+         "                     whatever else is in the batch\n"
+         "  --stop STRING      end a sequence at STRING (not printed); repeatable\n"
+         "  --no-eos-stop      go on past the tokenizer's end-of-document token\n"
+         "  --batch N          sequences decoded together (default 16)\n"
+         "  --sliding-window   let prompt + output exceed the trained context: when a sequence fills it, its\n"
+         "                     newest context/2 tokens are prefilled again and decoding goes on\n"
+         "  --no-cache         re-run the whole window for every token (the reference path; slow)\n"
+         "  --precision P      fp32 | bf16 | fp8 GEMMs (default fp32)\n"
          "  --threads N        CPU threads (default: all cores)\n"
          "  --device D         auto | cpu | cuda (default auto: the GPU when there is one)\n"
          "  --tokenizer T      tokenizer to use (default: the one recorded in the checkpoint)");
     return 0;
   }
   if (!a.positional().empty()) throw error("moe generate: unexpected argument '", a.positional()[0], "' (see --help)");
-  std::string prompt = a.required("prompt");
-  int64_t max_tokens = a.get_int("max-tokens", 200), top_k = a.get_int("top-k", 0);
-  double temperature = a.get_double("temperature", 0.8), top_p = a.get_double("top-p", 1.0);
-  uint64_t seed = uint64_t(a.get_int("seed", 0));
-  if (max_tokens < 0) throw error("--max-tokens: ", max_tokens, " (expected >= 0)");
-  if (temperature < 0) throw error("--temperature: ", temperature, " (expected >= 0)");
-  if (top_k < 0) throw error("--top-k: ", top_k, " (expected >= 0)");
-  if (!(top_p > 0 && top_p <= 1)) throw error("--top-p: ", top_p, " (expected 0 < P <= 1)");
+  if (a.has("prompt") == a.has("prompts")) throw error("moe generate: give --prompt TEXT or --prompts FILE (one of them)");
+  SamplingParams s;
+  s.max_tokens = a.get_int("max-tokens", 200);
+  s.top_k = a.get_int("top-k", 0);
+  s.temperature = a.get_double("temperature", 0.8);
+  s.top_p = a.get_double("top-p", 1.0);
+  s.seed = uint64_t(a.get_int("seed", 0));
+  s.stop = a.all("stop");
+  s.stop_at_eos = !a.has("no-eos-stop");
+  if (s.max_tokens < 0) throw error("--max-tokens: ", s.max_tokens, " (expected >= 0)");
+  if (!(s.temperature >= 0)) throw error("--temperature: ", s.temperature, " (expected >= 0)");
+  if (s.top_k < 0) throw error("--top-k: ", s.top_k, " (expected >= 0)");
+  if (!(s.top_p > 0 && s.top_p <= 1)) throw error("--top-p: ", s.top_p, " (expected 0 < P <= 1)");
+  for (const std::string& stop : s.stop)
+    if (stop.empty()) throw error("--stop: an empty string (expected at least one character)");
+  GeneratorOptions opt;
+  opt.max_batch = a.get_int("batch", 16);
+  if (opt.max_batch < 1) throw error("--batch: ", opt.max_batch, " (expected >= 1)");
+  opt.use_cache = !a.has("no-cache");
+  opt.sliding_window = a.has("sliding-window");
+  const std::string precision_flag = a.get("precision", "fp32");
+  if (precision_flag != "fp32" && precision_flag != "bf16" && precision_flag != "fp8")
+    throw error("--precision: '", precision_flag, "' (expected fp32, bf16 or fp8)");
+  std::vector<PromptLine> prompts;
+  if (a.has("prompts")) prompts = read_prompts(a.get("prompts"), s);  // bad input before the model loads
   set_num_threads(int(a.get_int("threads", 0)));
   ComputeScope on_device(*choose_device(a.get("device", "auto"), "--device", nullptr).backend);
 
@@ -85,26 +209,15 @@ int cmd_generate(int argc, char** argv) {
                 "pass --tokenizer (expected byte, a tokenizer.json or a SentencePiece .model)");
   auto tok = make_tokenizer(tok_name);
   auto model = load_model(ckpt);
-  const int64_t V = cfg.model.vocab_size, ctx = cfg.data.seq_len;
 
-  std::vector<uint32_t> ids = tok->encode(prompt);
-  if (ids.empty()) ids.push_back(tok->eos_id());  // an empty prompt starts a new document
-  fputs(prompt.c_str(), stdout);
-  fflush(stdout);
-  // Without a KV cache each step re-runs the last `seq_len` tokens (the trained context length).
-  std::string pending;
-  for (int64_t i = 0; i < max_tokens; ++i) {
-    int64_t start = std::max<int64_t>(0, int64_t(ids.size()) - ctx);
-    std::vector<int32_t> window(ids.begin() + start, ids.end());
-    Tensor logits = model->last_logits(window.data(), 1, int64_t(window.size()));
-    int32_t next = sample_token(logits.f32(), V, temperature, top_k, top_p, rng_uniform(seed, 0x9e17, uint64_t(i)));
-    if (next >= tok->vocab_size()) next = int32_t(tok->eos_id());  // ids the tokenizer never produces
-    ids.push_back(uint32_t(next));
-    std::string piece = tok->token_text(uint32_t(next));
-    fwrite(piece.data(), 1, piece.size(), stdout);
-    fflush(stdout);
-  }
-  fputc('\n', stdout);
+  model->set_precision(parse_precision(precision_flag));
+  opt.context = cfg.data.seq_len;
+  if (prompts.empty()) opt.max_batch = 1;
+  Generator gen(*model, *tok, opt);
+  if (prompts.empty())
+    generate_one(gen, a.get("prompt"), s);
+  else
+    generate_batch(gen, prompts);
   return 0;
 }
 
