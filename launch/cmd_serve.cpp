@@ -43,7 +43,7 @@ json checkpoint_val_loss(const CheckpointReader& ckpt) {
 const char* kHelp =
     "usage: moe serve --checkpoint PATH [--host 127.0.0.1] [--port 8080] [--max-batch 16] [--max-queue N]\n"
     "                 [--max-body-bytes B] [--max-prompt-tokens P] [--max-tokens-limit M] [--threads N]\n"
-    "                 [--device D] [--tokenizer T] [--precision fp32|bf16|fp8]\n"
+    "                 [--device D] [--tokenizer T] [--precision fp32|bf16|fp8] [--sliding-window]\n"
     "\n"
     "Serves the model over HTTP: POST /v1/completions (OpenAI's completions API, streaming with\n"
     "\"stream\": true), GET /health, /info, /v1/models, and a web page at / (docs/serving.md).\n"
@@ -57,10 +57,12 @@ const char* kHelp =
     "  --max-body-bytes B      request bodies over B bytes get 413 (default 1048576)\n"
     "  --max-prompt-tokens P   longer prompts get 400 (default: the model's context)\n"
     "  --max-tokens-limit M    largest max_tokens a request may ask for (default: the context)\n"
+    "  --sliding-window        let prompt + max_tokens exceed the context: a full sequence keeps its\n"
+    "                          newest context/2 tokens and goes on (as moe generate --sliding-window)\n"
     "  --threads N             CPU threads (default: all cores)\n"
     "  --device D              auto | cpu | cuda (default auto: the GPU when there is one)\n"
     "  --tokenizer T           tokenizer to use (default: the one recorded in the checkpoint)\n"
-    "  --precision P           fp32 | bf16 | fp8 GEMMs (default: the checkpoint's train.precision)";
+    "  --precision P           fp32 | bf16 | fp8 GEMMs (default fp32, as moe generate)";
 
 int64_t positive(const Args& a, const char* flag, int64_t fallback) {
   int64_t v = a.get_int(flag, fallback);
@@ -72,7 +74,7 @@ int64_t positive(const Args& a, const char* flag, int64_t fallback) {
 
 int cmd_serve(int argc, char** argv) {
   Args a(argc, argv, {"checkpoint", "host", "port", "max-batch", "max-queue", "max-body-bytes", "max-prompt-tokens",
-                      "max-tokens-limit", "threads", "device", "tokenizer", "precision"}, {});
+                      "max-tokens-limit", "threads", "device", "tokenizer", "precision"}, {"sliding-window"});
   if (a.help()) {
     puts(kHelp);
     return 0;
@@ -98,11 +100,14 @@ int cmd_serve(int argc, char** argv) {
                 "pass --tokenizer (expected byte, a tokenizer.json or a SentencePiece .model)");
   auto tok = make_tokenizer(tok_name);
   auto model = load_model(ckpt);
-  Precision precision = parse_precision(a.get("precision", cfg.train.precision));
+  Precision precision = parse_precision(a.get("precision", "fp32"));
   model->set_precision(precision);
 
   const int64_t context = cfg.data.seq_len;
   const int64_t max_prompt_tokens = positive(a, "max-prompt-tokens", context);
+  if (max_prompt_tokens > context)
+    throw error("--max-prompt-tokens: ", max_prompt_tokens, " (expected at most the model's context, ", context, ")");
+  const bool sliding_window = a.has("sliding-window");
   const int64_t max_tokens_limit = positive(a, "max-tokens-limit", context);
   ParamCounts params = count_params(cfg.model);
   json info = {{"model", cfg.run.name},
@@ -118,12 +123,13 @@ int cmd_serve(int argc, char** argv) {
                {"tokenizer", tok->name()},
                {"device", device.description},
                {"max_batch", max_batch},
+               {"sliding_window", sliding_window},
                {"kv_cache", {{"bytes_per_token", KVCache::bytes_per_token(cfg.model)},
                              {"full_kv_bytes_per_token", KVCache::full_kv_bytes_per_token(cfg.model)}}},
                {"limits", {{"max_body_bytes", so.max_body_bytes}, {"max_prompt_tokens", max_prompt_tokens},
                            {"max_tokens", max_tokens_limit}, {"max_queue", max_queue}}}};
   so.max_prompt_tokens = max_prompt_tokens;
-  so.context = context;
+  so.context = sliding_window ? INT64_MAX : context;
   so.api.max_tokens = max_tokens_limit;
   so.model_name = cfg.run.name;
   so.info = info;
@@ -131,6 +137,7 @@ int cmd_serve(int argc, char** argv) {
   GeneratorOptions gopt;
   gopt.max_batch = max_batch;
   gopt.context = context;
+  gopt.sliding_window = sliding_window;
   Generator gen(*model, *tok, gopt);
   DecoderLoop decoder(gen, max_batch + max_queue, stderr);
   printf("moe serve: %s (step %lld, %s) on %s, listening on http://%s:%d/\n", cfg.run.name.c_str(),

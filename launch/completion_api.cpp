@@ -150,7 +150,7 @@ int64_t check_prompt_fits(const std::string& prompt, const Tokenizer& tok, int64
   if (n > max_prompt_tokens)
     throw ApiError(400, "prompt: " + std::to_string(n) + " tokens, more than the limit of " +
                             std::to_string(max_prompt_tokens), "prompt");
-  if (n + max_tokens > context)
+  if (max_tokens > context - n)
     throw ApiError(400, "max_tokens: the prompt's " + std::to_string(n) + " tokens + max_tokens " +
                             std::to_string(max_tokens) + " exceed the model's context of " + std::to_string(context) +
                             " tokens", "max_tokens");

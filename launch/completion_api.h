@@ -45,7 +45,7 @@ struct CompletionRequest {
 CompletionRequest parse_completion_request(const std::string& body, const ApiLimits& limits);
 
 // The prompt's token count, checked against `max_prompt_tokens` and, with max_tokens, against the
-// context a sequence may fill (ApiError 400, param "prompt" / "max_tokens").
+// context a sequence may fill (ApiError 400, param "prompt" / "max_tokens"; INT64_MAX: no such limit).
 int64_t check_prompt_fits(const std::string& prompt, const Tokenizer& tok, int64_t max_tokens,
                           int64_t max_prompt_tokens, int64_t context);
 

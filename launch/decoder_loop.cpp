@@ -1,6 +1,7 @@
 #include "launch/decoder_loop.h"
 
 #include <cstdio>
+#include <algorithm>
 #include <exception>
 
 #include "launch/completion_api.h"
@@ -98,7 +99,9 @@ void DecoderLoop::run() {
     }
     int64_t finished = 0;
     for (const GenerationEvent& ev : events) finished += ev.finish != FinishReason::None;
-    deliver(events, gen_.active() + finished);
+    // Sequences decoded in this step: those still in slots and those that just finished (a
+    // cancelled queued request also finishes, hence the cap).
+    deliver(events, std::min(gen_.active() + finished, gen_.options().max_batch));
   }
 }
 
