@@ -1,0 +1,121 @@
+"""Drives `moe serve`'s web page in headless Chromium through chromedriver's WebDriver HTTP API,
+with the standard library only (driven by serve_browser.sh).
+Usage: browser_drive.py SERVER_PORT CHROMEDRIVER_PORT SCREENSHOT.png
+Types a prompt, clicks Generate, checks that the text arrives in pieces (a MutationObserver
+records the output's length at every change) and ends equal to the API's greedy answer, reads the
+model's facts, shows an API error in the page, and saves a screenshot."""
+import base64
+import json
+import sys
+import time
+import urllib.request
+
+SERVER, DRIVER, SHOT = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+PAGE = f"http://127.0.0.1:{SERVER}/"
+ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C WebDriver element key
+PROMPT, MAX_TOKENS = "ROMEO:", 400
+
+
+def fail(msg):
+    print("FAIL:", msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def call(method, path, body=None, port=DRIVER):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        fail(f"WebDriver {method} {path}: {e.code} {e.read()[:500]!r}")
+
+
+def wait_for(what, check, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    fail(f"timed out waiting for {what}")
+
+
+caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+    "binary": "/usr/bin/chromium",
+    "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,860"]}}}}
+session = call("POST", "/session", caps)["value"]["sessionId"]
+S = f"/session/{session}"
+
+
+def find(css):
+    return call("POST", f"{S}/element", {"using": "css selector", "value": css})["value"][ELEMENT]
+
+
+def text(css):
+    return call("GET", f"{S}/element/{find(css)}/text")["value"]
+
+
+def js(script, *args):
+    return call("POST", f"{S}/execute/sync", {"script": script, "args": list(args)})["value"]
+
+
+def type_into(css, value):
+    el = find(css)
+    call("POST", f"{S}/element/{el}/clear", {})
+    call("POST", f"{S}/element/{el}/value", {"text": str(value)})
+
+
+def click(css):
+    call("POST", f"{S}/element/{find(css)}/click", {})
+
+
+try:
+    call("POST", f"{S}/url", {"url": PAGE})
+    # The facts come from /info.
+    params = wait_for("the model's facts", lambda: text("#fact-parameters") not in ("", "–") and text("#fact-parameters"))
+    facts = {k: text("#fact-" + k) for k in ("parameters", "active-parameters", "step", "val-loss")}
+    print("facts in the page:", facts)
+    info = json.loads(urllib.request.urlopen(PAGE + "info").read())
+    if facts["step"] != str(info["step"]) or facts["val-loss"] != f"{info['val_loss']:.4f}":
+        fail(f"facts {facts} do not match /info {info}")
+    if not facts["parameters"] or not facts["active-parameters"]:
+        fail(f"missing parameter counts: {facts}")
+
+    # An API error is shown in the page.
+    type_into("#temperature", -1)
+    click("#generate")
+    err = wait_for("the error message", lambda: js("return document.getElementById('error').offsetParent !== null") and text("#error"))
+    if "temperature" not in err:
+        fail(f"the page shows {err!r} for temperature -1")
+
+    # Greedy generation, streamed.
+    type_into("#prompt", PROMPT)
+    type_into("#max_tokens", MAX_TOKENS)
+    type_into("#temperature", 0)
+    js("""window.__lengths = [];
+          new MutationObserver(() => window.__lengths.push(document.getElementById('out-text').textContent.length))
+            .observe(document.getElementById('out-text'), {childList: true, characterData: true, subtree: true});""")
+    click("#generate")
+    wait_for("the end of the generation", lambda: text("#status").startswith("done"), timeout=60)
+    if js("return document.getElementById('error').offsetParent !== null"):
+        fail(f"the page shows an error: {text('#error')}")
+    shown = js("return document.getElementById('out-text').textContent")
+    lengths = js("return window.__lengths")
+    body = json.dumps({"prompt": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0, "top_k": 0, "top_p": 1, "seed": 0})
+    req = urllib.request.Request(PAGE + "v1/completions", data=body.encode(), headers={"Content-Type": "application/json"})
+    expected = json.loads(urllib.request.urlopen(req).read())["choices"][0]["text"]
+    if shown != expected:
+        fail(f"the page shows {shown[:80]!r}... ({len(shown)} chars), the API gives {expected[:80]!r}... ({len(expected)})")
+    partial = sorted({n for n in lengths if 0 < n < len(expected)})
+    if len(partial) < 3:
+        fail(f"the text did not stream: output lengths seen {lengths[:20]} (final {len(expected)})")
+    print(f"streamed: {len(expected)} chars in {len(lengths)} updates; status: {text('#status')}")
+    png = base64.b64decode(call("GET", f"{S}/screenshot")["value"])
+    with open(SHOT, "wb") as f:
+        f.write(png)
+    print("screenshot:", SHOT, len(png), "bytes")
+finally:
+    call("DELETE", S)
+print("browser_drive.py: all checks passed")
