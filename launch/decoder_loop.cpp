@@ -108,6 +108,17 @@ void DecoderLoop::run() {
 void DecoderLoop::deliver(const std::vector<GenerationEvent>& events, int64_t batch) {
   for (auto& [id, r] : running_) r.max_batch = std::max(r.max_batch, batch);
   int64_t done = 0;
+  for (const GenerationEvent& ev : events) done += ev.finish != FinishReason::None && running_.count(ev.id);
+  {
+    // The counters first: a client that reads /health right after its answer sees itself gone.
+    std::lock_guard<std::mutex> lock(mu_);
+    outstanding_ -= done;
+    stats_.completed += done;
+    stats_.active = gen_.active();
+    stats_.queued = gen_.queued() + int64_t(inbox_.size());
+    stats_.steps += 1;
+    stats_.max_batch_seen = std::max(stats_.max_batch_seen, batch);
+  }
   for (const GenerationEvent& ev : events) {
     auto it = running_.find(ev.id);
     if (it == running_.end()) continue;
@@ -121,15 +132,7 @@ void DecoderLoop::deliver(const std::vector<GenerationEvent>& events, int64_t ba
     }
     ticket_ids_.erase(it->second.ticket);
     running_.erase(it);
-    ++done;
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  outstanding_ -= done;
-  stats_.completed += done;
-  stats_.active = gen_.active();
-  stats_.queued = gen_.queued() + int64_t(inbox_.size());
-  stats_.steps += 1;
-  stats_.max_batch_seen = std::max(stats_.max_batch_seen, batch);
 }
 
 void DecoderLoop::fail_all(const std::string& message) {

@@ -68,8 +68,13 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(uint64_t(sh_.opt.max_body_bytes));
     stream_.expires_after(kReadTimeout);
-    http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      self->on_read(ec);
+    http::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (ec) return self->on_read(ec);
+      // curl sends "Expect: 100-continue" before a body over 1 kB and waits a second for it.
+      auto expect = self->parser_->get()[http::field::expect];
+      if (beast::iequals(expect, "100-continue")) self->write_raw("HTTP/1.1 100 Continue\r\n\r\n", false);
+      http::async_read(self->stream_, self->buffer_, *self->parser_,
+                       [self](beast::error_code ec, size_t) { self->on_read(ec); });
     });
   }
 

@@ -2,7 +2,7 @@
 Usage: serve_api.py PORT EXPECTED.jsonl
 EXPECTED.jsonl: `moe generate --prompts` output for the prompts below (same order), which every
 completion must reproduce. The server runs with --max-batch 4 --max-queue 2 --max-body-bytes 4096
---sliding-window --max-tokens-limit 100000, so max_tokens 100000 makes a request that only ends
+--sliding-window --max-tokens-limit 10000000, so max_tokens 10000000 makes a request that only ends
 when its client goes away."""
 import http.client
 import json
@@ -15,7 +15,7 @@ PORT = int(sys.argv[1])
 EXPECTED = [json.loads(line) for line in open(sys.argv[2])]
 GREEDY = {"max_tokens": 20, "temperature": 0}
 SAMPLED = {"max_tokens": 20, "temperature": 0.9, "top_k": 20, "top_p": 0.95, "seed": 7}
-ENDLESS = {"prompt": "KING:", "max_tokens": 100000, "temperature": 0}
+ENDLESS = {"prompt": "KING:", "max_tokens": 10000000, "temperature": 0}
 
 
 def fail(msg):
@@ -166,7 +166,7 @@ def check_errors():
         ("POST", "/v1/completions", '{"max_tokens": 5}', 400, "prompt"),
         ("POST", "/v1/completions", '{"prompt": 12}', 400, "prompt"),
         ("POST", "/v1/completions", '{"prompt": "a", "max_tokens": "ten"}', 400, "max_tokens"),
-        ("POST", "/v1/completions", '{"prompt": "a", "max_tokens": 100001}', 400, "max_tokens"),
+        ("POST", "/v1/completions", '{"prompt": "a", "max_tokens": 10000001}', 400, "max_tokens"),
         ("POST", "/v1/completions", '{"prompt": "a", "temperature": -1}', 400, "temperature"),
         ("POST", "/v1/completions", '{"prompt": "a", "top_p": 0}', 400, "top_p"),
         ("POST", "/v1/completions", '{"prompt": "a", "top_p": 1.01}', 400, "top_p"),
