@@ -4,9 +4,7 @@
 #include <vector>
 
 #include "framework/gemm.h"
-#include "framework/kernels/latent_attention.h"
 #include "framework/kernels/softmax.h"
-#include "framework/launch.h"
 #include "framework/profiler.h"
 #include "framework/scratch.h"
 #include "framework/threads.h"
@@ -91,15 +89,25 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   });
 }
 
+// Per token: the scores of all its heads over its cached rows in one GEMM, the softmax rows, and the
+// latent output in a second GEMM (the GPU runs kern::latent_attention_row per (token, head): the
+// same math, summed in another order).
 void latent_attention(float* o, const float* q, const float* cache, const int64_t* row_offset, const int64_t* length,
                       int64_t n, int64_t H, int64_t C, int64_t L, int64_t max_len, float scale) {
-  launch_rows(n * H, 1, [&](kern::SerialRow& r, int64_t row) {
-    thread_local std::vector<float> p;
-    p.resize(size_t(max_len));
-    const int64_t i = row / H;
-    MOE_CHECK(length[i] >= 1 && length[i] <= max_len, "latent_attention: length out of range");
-    kern::latent_attention_row(r, o + row * L, p.data(), q + row * C, cache + row_offset[i], length[i], C, L, scale);
-  });
+  MOE_PHASE("attention");
+  parallel_for(n, [&](int64_t i0, int64_t i1) {
+    ScratchScope scope;
+    float* S = scratch_floats(H * max_len);
+    kern::SerialRow one;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t len = length[i];
+      MOE_CHECK(len >= 1 && len <= max_len, "latent_attention: length ", len, " outside 1..", max_len);
+      const float* rows = cache + row_offset[i];
+      gemm_serial(false, true, H, len, C, scale, q + i * H * C, C, rows, C, 0.f, S, len);
+      for (int64_t h = 0; h < H; ++h) kern::softmax_row_forward(one, S + h * len, S + h * len, len, len, /*fast=*/true);
+      gemm_serial(false, false, H, L, len, 1.f, S, len, rows, C, 0.f, o + i * H * L, L);
+    }
+  }, /*grain=*/1);
 }
 
 }  // namespace moe

@@ -120,8 +120,9 @@ int bench_train(int argc, char** argv) {
 
 int cmd_bench(int argc, char** argv) {
   const char* usage =
-      "usage: moe bench <train|comm|tokenizer|checkpoint> [flags]   (moe bench <what> --help for its flags)\n"
+      "usage: moe bench <train|generate|comm|tokenizer|checkpoint> [flags]   (moe bench <what> --help for its flags)\n"
       "  train       training throughput of a config on random tokens, with the per-phase time split\n"
+      "  generate    decoding tokens/s with the latent KV cache against the no-cache path, at several batch sizes\n"
       "  comm        all-gather / reduce-scatter / all-reduce / all-to-all-v bandwidth (under mpirun)\n"
       "  tokenizer   encode throughput of a tokenizer on a file\n"
       "  checkpoint  save / load GB/s and the training stall per save";
@@ -131,10 +132,11 @@ int cmd_bench(int argc, char** argv) {
   }
   std::string what = argv[0];
   if (what == "train") return bench_train(argc - 1, argv + 1);
+  if (what == "generate") return cmd_bench_generate(argc - 1, argv + 1);
   if (what == "comm") return cmd_bench_comm(argc - 1, argv + 1);
   if (what == "tokenizer") return cmd_bench_tokenizer(argc - 1, argv + 1);
   if (what == "checkpoint") return cmd_bench_checkpoint(argc - 1, argv + 1);
-  throw error("moe bench: unknown benchmark '", what, "' (expected train, comm, tokenizer or checkpoint)");
+  throw error("moe bench: unknown benchmark '", what, "' (expected train, generate, comm, tokenizer or checkpoint)");
 }
 
 }  // namespace moe

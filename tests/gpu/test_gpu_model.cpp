@@ -124,3 +124,33 @@ TEST_F(GpuModel, Deterministic) {
   Result a = train(cuda::backend(), c, 5), b = train(cuda::backend(), c, 5);
   EXPECT_EQ(a.curve, b.curve);
 }
+
+// Generation with the latent KV cache on the GPU: prefill and batched decode logits against the
+// CPU's (reduction order only at fp32; rounded GEMM inputs at bf16).
+std::vector<float> decode_logits(Backend& b, const ModelConfig& c, Precision p) {
+  ComputeScope scope(b);
+  DeepSeekV3 m(c);
+  m.set_precision(p);
+  m.params().initialize(3);
+  KVCache cache(m, 2, 32);
+  std::vector<int32_t> a = {1, 5, 9, 2}, s = {7, 3, 3, 8, 30, 11};
+  std::vector<float> out;
+  auto keep = [&](const Tensor& t) { out.insert(out.end(), t.f32(), t.f32() + t.numel()); };
+  keep(m.prefill(cache, 0, a.data(), int64_t(a.size())));
+  keep(m.prefill(cache, 1, s.data(), int64_t(s.size())));
+  const int64_t slots[2] = {1, 0};
+  for (int32_t step = 0; step < 8; ++step) {
+    const int32_t ids[2] = {step, 2 * step + 1};
+    keep(m.decode(cache, slots, ids, 2));
+  }
+  return out;
+}
+
+TEST_F(GpuModel, KVCacheDecodeMatchesTheCpu) {
+  const ModelConfig c = tiny();
+  for (auto [p, tol] : {std::tuple{Precision::FP32, 1e-4}, std::tuple{Precision::BF16, 1e-2}}) {
+    std::vector<float> cpu = decode_logits(cpu_backend(), c, p), gpu = decode_logits(cuda::backend(), c, p);
+    expect_close(gpu, cpu, tol, precision_name(p));
+  }
+}
+

@@ -5,6 +5,10 @@
 // Skips without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
+#include "framework/attention.h"
+#include "framework/cuda/attention.h"
 #include "framework/cuda/ops.h"
 #include "framework/kernels/cast.h"
 #include "framework/ops.h"
@@ -161,3 +165,37 @@ TEST_F(GpuOps, CastsAreExact) {
   for (size_t i = 1; i < x.size(); ++i) EXPECT_EQ(back[i], kern::round_bf16(x[i])) << i;
   EXPECT_TRUE(std::isnan(back[0]));
 }
+
+// MLA decoding over the latent KV cache: tokens of different lengths in one call, against the CPU op
+// (the same row function; the GPU sums the dot products and the output in another order).
+TEST_F(GpuOps, LatentAttention) {
+  const int64_t n = 5, H = 6, L = 64, C = L + 16, slots = 5, P = 300;
+  auto q = randn(size_t(n * H * C), 11), cache = randn(size_t(slots * P * C), 12);
+  std::vector<int64_t> offset, length;
+  for (int64_t i = 0; i < n; ++i) {
+    offset.push_back(((i * 3) % slots) * P * C);
+    length.push_back(1 + (i * 71) % P);
+  }
+  const int64_t max_len = *std::max_element(length.begin(), length.end());
+  std::vector<float> o(size_t(n * H * L));
+  latent_attention(o.data(), q.data(), cache.data(), offset.data(), length.data(), n, H, C, L, max_len, 0.11f);
+  auto q_d = to_device(q), cache_d = to_device(cache);
+  auto offset_d = to_device(offset), length_d = to_device(length);
+  cuda::DeviceBuffer<float> o_d(n * H * L);
+  cuda::latent_attention(o_d.get(), q_d.get(), cache_d.get(), offset_d.get(), length_d.get(), n, H, C, L, max_len,
+                         0.11f);
+  expect_close(to_host(o_d), o, 1e-5, "o");
+}
+
+// The element-wise bf16 rounding: exact.
+TEST_F(GpuOps, Bf16Round) {
+  const int64_t n = 1 << 16;
+  auto x = randn(size_t(n), 13, 100.f);
+  std::vector<float> y(static_cast<size_t>(n));
+  bf16_round(y.data(), x.data(), n);
+  auto x_d = to_device(x);
+  cuda::DeviceBuffer<float> y_d(n);
+  cuda::bf16_round(y_d.get(), x_d.get(), n);
+  EXPECT_EQ(to_host(y_d), y);
+}
+

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "emulated_device.h"
@@ -108,6 +109,42 @@ TEST_P(ModelOnDevice, TrainsBitwiseLikeTheCpu) {
 INSTANTIATE_TEST_SUITE_P(Precisions, ModelOnDevice,
                          ::testing::Combine(::testing::Values(Precision::FP32, Precision::BF16, Precision::FP8),
                                             ::testing::Bool()));
+
+// Generation with the latent KV cache on the device: prefill two slots, decode both together a
+// few steps; the logits must be the CPU's bit for bit.
+std::vector<float> decode_logits(Backend& b, const ModelConfig& c, Precision p) {
+  ComputeScope scope(b);
+  DeepSeekV3 m(c);
+  m.set_precision(p);
+  m.params().initialize(3);
+  KVCache cache(m, 2, 16);
+  std::vector<int32_t> a = {1, 5, 9, 2}, s = {7, 3, 3, 8, 30, 11};
+  std::vector<float> out;
+  auto keep = [&](const Tensor& t) {
+    EXPECT_EQ(t.device(), Device::CPU);
+    out.insert(out.end(), t.f32(), t.f32() + t.numel());
+  };
+  keep(m.prefill(cache, 0, a.data(), int64_t(a.size())));
+  keep(m.prefill(cache, 1, s.data(), int64_t(s.size())));
+  const int64_t slots[2] = {1, 0};
+  for (int32_t step = 0; step < 4; ++step) {
+    const int32_t ids[2] = {step, 2 * step + 1};
+    keep(m.decode(cache, slots, ids, 2));
+  }
+  return out;
+}
+
+TEST(KVCacheOnDevice, DecodesBitwiseLikeTheCpu) {
+  set_num_threads(2);
+  for (Precision p : {Precision::FP32, Precision::BF16, Precision::FP8}) {
+    std::vector<float> cpu = decode_logits(cpu_backend(), small_model(), p);
+    test::EmulatedDevice device;
+    std::vector<float> dev = decode_logits(device, small_model(), p);
+    EXPECT_GT(device.ops(), 100);
+    ASSERT_EQ(cpu.size(), dev.size());
+    EXPECT_EQ(0, std::memcmp(cpu.data(), dev.data(), cpu.size() * sizeof(float))) << precision_name(p);
+  }
+}
 
 // The emulation's own guarantees, which the test above relies on.
 TEST(EmulatedDevice, HostAccessToDeviceMemoryFaults) {
