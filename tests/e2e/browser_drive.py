@@ -1,9 +1,11 @@
 """Drives `moe serve`'s web page in headless Chromium through chromedriver's WebDriver HTTP API,
 with the standard library only (driven by serve_browser.sh).
 Usage: browser_drive.py SERVER_PORT CHROMEDRIVER_PORT SCREENSHOT.png
-Types a prompt, clicks Generate, checks that the text arrives in pieces (a MutationObserver
-records the output's length at every change) and ends equal to the API's greedy answer, reads the
-model's facts, shows an API error in the page, and saves a screenshot."""
+Reads the model's facts, shows an API error in the page, types a prompt, clicks Generate on a
+request that only ends when stopped (text must appear while it runs: streaming, with no timing),
+clicks Stop (the server must free the slot), generates again to the end (the text must equal the
+API's greedy answer), and saves a screenshot. The server runs with --sliding-window
+--max-tokens-limit 1000000."""
 import base64
 import json
 import sys
@@ -13,7 +15,7 @@ import urllib.request
 SERVER, DRIVER, SHOT = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 PAGE = f"http://127.0.0.1:{SERVER}/"
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C WebDriver element key
-PROMPT, MAX_TOKENS = "ROMEO:", 400
+PROMPT, MAX_TOKENS, ENDLESS = "ROMEO:", 400, 1000000
 
 
 def fail(msg):
@@ -90,28 +92,39 @@ try:
     if "temperature" not in err:
         fail(f"the page shows {err!r} for temperature -1")
 
-    # Greedy generation, streamed.
     type_into("#prompt", PROMPT)
-    type_into("#max_tokens", MAX_TOKENS)
     type_into("#temperature", 0)
-    js("""window.__lengths = [];
-          new MutationObserver(() => window.__lengths.push(document.getElementById('out-text').textContent.length))
-            .observe(document.getElementById('out-text'), {childList: true, characterData: true, subtree: true});""")
+    body = json.dumps({"prompt": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0, "top_k": 0, "top_p": 1, "seed": 0})
+    req = urllib.request.Request(PAGE + "v1/completions", data=body.encode(), headers={"Content-Type": "application/json"})
+    expected = json.loads(urllib.request.urlopen(req).read())["choices"][0]["text"]
+
+    # Streaming, without timing: a generation that only ends when stopped shows text while it runs.
+    type_into("#max_tokens", ENDLESS)
+    click("#generate")
+    seen = wait_for("text while generating", lambda: js(
+        "const n = document.getElementById('out-text').textContent.length;"
+        "return document.getElementById('status').textContent.startsWith('generating') && n >= 50 ? n : 0"))
+    click("#stop")
+    wait_for("the stop", lambda: text("#status") == "stopped")
+    partial = js("return document.getElementById('out-text').textContent")
+    n = min(len(partial), len(expected))
+    if len(partial) < seen or partial[:n] != expected[:n]:
+        fail(f"the stopped output {partial[:60]!r}... is not the greedy text {expected[:60]!r}...")
+    print(f"streamed: {seen} chars shown while generating, {len(partial)} when stopped")
+    # Stop closed the connection: the server frees the slot.
+    wait_for("the stopped request's slot to be freed",
+             lambda: json.loads(urllib.request.urlopen(PAGE + "health").read())["active"] == 0, timeout=15)
+
+    # A whole generation ends equal to the API's answer.
+    type_into("#max_tokens", MAX_TOKENS)
     click("#generate")
     wait_for("the end of the generation", lambda: text("#status").startswith("done"), timeout=60)
     if js("return document.getElementById('error').offsetParent !== null"):
         fail(f"the page shows an error: {text('#error')}")
     shown = js("return document.getElementById('out-text').textContent")
-    lengths = js("return window.__lengths")
-    body = json.dumps({"prompt": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0, "top_k": 0, "top_p": 1, "seed": 0})
-    req = urllib.request.Request(PAGE + "v1/completions", data=body.encode(), headers={"Content-Type": "application/json"})
-    expected = json.loads(urllib.request.urlopen(req).read())["choices"][0]["text"]
     if shown != expected:
         fail(f"the page shows {shown[:80]!r}... ({len(shown)} chars), the API gives {expected[:80]!r}... ({len(expected)})")
-    partial = sorted({n for n in lengths if 0 < n < len(expected)})
-    if len(partial) < 3:
-        fail(f"the text did not stream: output lengths seen {lengths[:20]} (final {len(expected)})")
-    print(f"streamed: {len(expected)} chars in {len(lengths)} updates; status: {text('#status')}")
+    print(f"generated {len(shown)} chars; status: {text('#status')}")
     png = base64.b64decode(call("GET", f"{S}/screenshot")["value"])
     with open(SHOT, "wb") as f:
         f.write(png)

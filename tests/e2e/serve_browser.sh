@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `moe serve`'s web page in a real browser: headless Chromium (Debian's chromium and
 # chromium-driver, driven over WebDriver by browser_drive.py) types a prompt, clicks Generate,
-# watches the text stream in, checks it against the API and saves a screenshot to
-# <build>/tests/serve_browser/screenshot.png. Skips (exit 77) only where Chromium is not installed.
+# sees the text stream in, clicks Stop, generates again, checks the text against the API and
+# saves a screenshot to <build>/tests/serve_browser/screenshot.png. Skips (exit 77) only where Chromium is not installed.
 # Usage: serve_browser.sh <moe binary> <source dir>
 CHROMIUM=$(command -v chromium || true); DRIVER=$(command -v chromedriver || true)
 if [ -z "$CHROMIUM" ] || [ -z "$DRIVER" ] || [ "$CHROMIUM" != /usr/bin/chromium ]; then
@@ -18,7 +18,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null; done; rm -rf "$TMP
 trap cleanup EXIT
 
 "$MOE" train --config "$SRC/configs/tiny.yaml" --set data.path="$TMP/data" --set run.out_dir="$TMP/run" > /dev/null
-"$MOE" serve --checkpoint "$TMP/run/checkpoints/latest" --port 0 --sliding-window --max-tokens-limit 1000 \
+"$MOE" serve --checkpoint "$TMP/run/checkpoints/latest" --port 0 --sliding-window --max-tokens-limit 1000000 \
   > "$TMP/server.out" 2> "$TMP/server.err" &
 PIDS+=($!)
 # chromedriver on a free port the kernel picks (asked for through a bound socket, then released).
