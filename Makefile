@@ -4,9 +4,11 @@ JOBS  ?= $(shell nproc)
 # Debian packages the build and tests need. python3-torch is only for regenerating golden files;
 # sentencepiece (spm_train/spm_encode/spm_decode) lets the tests also compare with SentencePiece
 # live, beside the committed golden ids (tests/golden/sentencepiece). gnuplot-nox draws `moe plot`.
+# libboost-dev has Boost.Beast (`moe serve`); chromium and chromium-driver run its page's browser test.
 DEB_PKGS := build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
             libyaml-cpp-dev libboost-dev libgtest-dev libopenblas-dev libopenblas0-pthread \
-            nlohmann-json3-dev zlib1g-dev libzstd-dev libsentencepiece-dev sentencepiece gnuplot-nox
+            nlohmann-json3-dev zlib1g-dev libzstd-dev libsentencepiece-dev sentencepiece gnuplot-nox \
+            chromium chromium-driver
 
 .PHONY: deps build test unit demo clean golden gpu-carry
 

@@ -22,6 +22,7 @@ const char* kUsage =
     "  train        train a DeepSeek-V3-style MoE from a YAML config\n"
     "  eval         loss, perplexity and bits per byte of checkpoints on a split\n"
     "  generate     sample text from a checkpoint\n"
+    "  serve        an HTTP completions API and a web page for a checkpoint\n"
     "  inspect      verify and summarise a shard folder or a checkpoint\n"
     "  export       a checkpoint's model as Hugging Face model.safetensors + config.json\n"
     "  plot         PNG and SVG figures of training metrics and evaluation results\n"
@@ -57,7 +58,8 @@ int main(int argc, char** argv) {
     if (cmd == "bench") return moe::cmd_bench(sub_argc, sub_argv);
     if (cmd == "export") return moe::cmd_export(sub_argc, sub_argv);
     if (cmd == "plot") return moe::cmd_plot(sub_argc, sub_argv);
-    fprintf(stderr, "error: unknown command '%s' (expected tokenizer, preprocess, train, eval, generate, inspect, export, plot or bench; see moe --help)\n", cmd.c_str());
+    if (cmd == "serve") return moe::cmd_serve(sub_argc, sub_argv);
+    fprintf(stderr, "error: unknown command '%s' (expected tokenizer, preprocess, train, eval, generate, serve, inspect, export, plot or bench; see moe --help)\n", cmd.c_str());
     return 2;
   } catch (const moe::Error& e) {
     fprintf(stderr, "error: %s\n", e.what());
