@@ -344,9 +344,9 @@ class Trainer {
     if (stop.signal)
       printf("stopping on signal %d after step %lld (checkpoint saved)\n", stop.signal, d);
     else if (stop.time_limit)
-      printf("stopping at the time limit after step %lld of %lld: %.1f min elapsed, train.time_limit is %g min "
+      printf("stopping at the time limit after step %lld of %lld: %s elapsed, train.time_limit is %g min "
              "(checkpoint saved; run again to continue)\n",
-             d, steps, seconds_since(process_start_) / 60.0, cfg_.train.time_limit);
+             d, steps, fmt_duration(seconds_since(process_start_)).c_str(), cfg_.train.time_limit);
     else
       printf("stopping after %lld step(s) of this run (train.stop_after) at step %lld of %lld (checkpoint saved; "
              "run again to continue)\n",
@@ -589,8 +589,8 @@ class Trainer {
     differs("decay_steps", saved.decay_steps, now.decay_steps);
     differs("decay_shape", saved.decay_shape, now.decay_shape);
     char lrs[160];
-    snprintf(lrs, sizeof lrs, "lr at step %lld is %.4e under the checkpoint's schedule, %.4e under this run's",
-             (long long)step, learning_rate(saved, step), learning_rate(now, step));
+    snprintf(lrs, sizeof lrs, "the next step (%lld) trains at lr %.4e under the checkpoint's schedule, %.4e under this run's",
+             (long long)step + 1, learning_rate(saved, step), learning_rate(now, step));
     start_notes_.push_back("note: the learning-rate schedule differs from the checkpoint's (" + changed + "): " + lrs +
                            " (used from here on)");
   }
