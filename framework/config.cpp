@@ -57,14 +57,19 @@ std::vector<Field> schema(Config& c) {
       {"train.micro_batch", &t.micro_batch}, {"train.grad_accum", &t.grad_accum},
       {"train.steps", &t.steps}, {"train.lr", &t.lr}, {"train.min_lr", &t.min_lr},
       {"train.warmup", &t.warmup}, {"train.schedule", &t.schedule},
+      {"train.decay_steps", &t.decay_steps}, {"train.decay_shape", &t.decay_shape},
       {"train.weight_decay", &t.weight_decay}, {"train.beta1", &t.beta1}, {"train.beta2", &t.beta2},
       {"train.eps", &t.eps}, {"train.grad_clip", &t.grad_clip}, {"train.precision", &t.precision},
       {"train.recompute", &t.recompute}, {"train.eval_every", &t.eval_every},
       {"train.eval_batches", &t.eval_batches}, {"train.log_every", &t.log_every},
-      {"train.threads", &t.threads},
+      {"train.expert_report_every", &t.expert_report_every}, {"train.sample_every", &t.sample_every},
+      {"train.sample_prompt", &t.sample_prompt}, {"train.sample_tokens", &t.sample_tokens},
+      {"train.sample_temperature", &t.sample_temperature}, {"train.stop_after", &t.stop_after},
+      {"train.time_limit", &t.time_limit}, {"train.threads", &t.threads},
       {"parallel.ep", &c.parallel.ep}, {"parallel.fp8_dispatch", &c.parallel.fp8_dispatch},
       {"checkpoint.every", &c.checkpoint.every}, {"checkpoint.keep_last", &c.checkpoint.keep_last},
       {"checkpoint.keep_every", &c.checkpoint.keep_every}, {"checkpoint.resume", &c.checkpoint.resume},
+      {"checkpoint.init_from", &c.checkpoint.init_from},
       {"device", &c.device},
   };
 }
@@ -357,7 +362,9 @@ void validate(const Config& c, const Rules& r) {
   r.at_least("train.lr", t.lr, 0.0);
   r.at_least("train.min_lr", t.min_lr, 0.0);
   r.at_least("train.warmup", t.warmup, int64_t(0));
-  r.one_of("train.schedule", t.schedule, {"cosine", "constant", "linear"});
+  r.one_of("train.schedule", t.schedule, {"cosine", "constant", "linear", "wsd"});
+  r.at_least("train.decay_steps", t.decay_steps, int64_t(0));
+  r.one_of("train.decay_shape", t.decay_shape, {"linear", "cosine", "sqrt"});
   r.at_least("train.weight_decay", t.weight_decay, 0.0);
   r.need(t.beta1 >= 0 && t.beta1 < 1, {"train.beta1"}, "train.beta1 is " + show(t.beta1), "0 <= beta1 < 1");
   r.need(t.beta2 >= 0 && t.beta2 < 1, {"train.beta2"}, "train.beta2 is " + show(t.beta2), "0 <= beta2 < 1");
@@ -367,6 +374,12 @@ void validate(const Config& c, const Rules& r) {
   r.at_least("train.eval_every", t.eval_every, int64_t(0));
   r.positive("train.eval_batches", t.eval_batches);
   r.positive("train.log_every", t.log_every);
+  r.at_least("train.expert_report_every", t.expert_report_every, int64_t(0));
+  r.at_least("train.sample_every", t.sample_every, int64_t(0));
+  r.positive("train.sample_tokens", t.sample_tokens);
+  r.at_least("train.sample_temperature", t.sample_temperature, 0.0);
+  r.at_least("train.stop_after", t.stop_after, int64_t(0));
+  r.at_least("train.time_limit", t.time_limit, 0.0);
   r.at_least("train.threads", t.threads, 0);
   r.positive("parallel.ep", c.parallel.ep);
   r.at_least("checkpoint.every", c.checkpoint.every, int64_t(0));
@@ -416,6 +429,17 @@ void validate(const Config& c, const Rules& r) {
          "train.min_lr is " + show(t.min_lr) + " but train.lr is " + show(t.lr), "min_lr <= lr");
   r.need(t.steps == 0 || t.warmup <= t.steps, {"train.steps", "train.warmup"},
          "train.warmup is " + show(t.warmup) + " but train.steps is " + show(t.steps), "warmup <= steps");
+  if (t.schedule == "wsd") {
+    r.need(t.decay_steps >= 1 && t.decay_steps <= t.steps - t.warmup,
+           {"train.decay_steps", "train.schedule", "train.steps", "train.warmup"},
+           "train.decay_steps is " + show(t.decay_steps) + " with train.schedule wsd, train.steps " + show(t.steps) +
+               " and train.warmup " + show(t.warmup),
+           "1 <= decay_steps <= steps - warmup = " + show(t.steps - t.warmup));
+  } else {
+    r.need(t.decay_steps == 0, {"train.decay_steps", "train.schedule"},
+           "train.decay_steps is " + show(t.decay_steps) + " but train.schedule is " + t.schedule,
+           "decay_steps only with schedule wsd (" + t.schedule + " decays over steps - warmup)");
+  }
 }
 
 // YAML double-quoted string, so names like "true", "1e3" or "" read back as the same string.

@@ -67,7 +67,9 @@ struct TrainConfig {
   double lr = 3e-4;
   double min_lr = 3e-5;
   int64_t warmup = 100;
-  std::string schedule = "cosine";  // cosine | constant | linear
+  std::string schedule = "cosine";  // cosine | constant | linear | wsd
+  int64_t decay_steps = 0;             // wsd: the last decay_steps of `steps` decay to min_lr
+  std::string decay_shape = "linear";  // wsd: linear | cosine | sqrt
   double weight_decay = 0.1;
   double beta1 = 0.9;
   double beta2 = 0.95;
@@ -78,6 +80,13 @@ struct TrainConfig {
   int64_t eval_every = 200;  // 0 = only at the end
   int eval_batches = 20;
   int64_t log_every = 10;
+  int64_t expert_report_every = 0;  // top experts per MoE layer every N steps; 0 = at each evaluation
+  int64_t sample_every = 0;         // generate a sample every N steps (0 = never)
+  std::string sample_prompt;        // "" = start a new document
+  int64_t sample_tokens = 100;
+  double sample_temperature = 0.8;  // 0 = greedy
+  int64_t stop_after = 0;           // steps this invocation runs, then save and exit 0 (0 = no limit)
+  double time_limit = 0;            // wall-clock minutes, then save and exit 0 (0 = no limit)
   int threads = 0;  // CPU threads per process, 0 = all cores
   bool operator==(const TrainConfig&) const = default;
 };
@@ -95,6 +104,7 @@ struct CheckpointConfig {
   int keep_last = 3;    // 0 = keep all
   int64_t keep_every = 0;  // also keep every checkpoint whose step is a multiple (milestones), 0 = none
   std::string resume = "auto";  // auto | never (or none) | <path to a checkpoint>
+  std::string init_from;        // a checkpoint whose weights start a fresh run (fine-tuning); "" = none
   bool operator==(const CheckpointConfig&) const = default;
 };
 

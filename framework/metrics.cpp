@@ -20,7 +20,8 @@ MetricsLog::~MetricsLog() {
 
 void MetricsLog::write(const nlohmann::json& row) {
   if (!f_) return;
-  std::string line = row.dump() + "\n";
+  // Invalid UTF-8 (text sampled from a byte-level model) becomes U+FFFD instead of an exception.
+  std::string line = row.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   fwrite(line.data(), 1, line.size(), f_);
   fflush(f_);
 }

@@ -1,6 +1,7 @@
 // The optimizer: AdamW with decoupled weight decay over the trainable segments of a flat f32
 // parameter buffer, the squared-gradient sum that global-norm clipping needs, and the
-// learning-rate schedules (linear warmup, then cosine / linear decay to min_lr, or constant).
+// learning-rate schedules (linear warmup, then cosine / linear decay to min_lr, constant, or
+// warmup-stable-decay: lr until the last decay_steps steps, then a linear / cosine / sqrt decay).
 //
 // It is model-agnostic math: it sees a flat buffer and runs of elements with or without decay,
 // never a model. Its owners describe their buffer: ShardedModel (parallel/fsdp.h) an FSDP rank's
@@ -16,7 +17,11 @@
 
 namespace moe {
 
-double learning_rate(const TrainConfig& t, int64_t step);  // step is 0-based
+// The schedule is a function of train.{schedule, steps, warmup, lr, min_lr, decay_steps, decay_shape}
+// and the 0-based step only, so a run in pieces (train.stop_after, a resume) follows one curve.
+double learning_rate(const TrainConfig& t, int64_t step);
+// Whether a and b define the same learning-rate curve (the keys learning_rate() reads).
+bool same_schedule(const TrainConfig& a, const TrainConfig& b);
 
 // A run of trainable elements [begin, begin + n) of a flat buffer, all with or all without decay
 // (none on norms and biases).

@@ -17,7 +17,9 @@ int cmd_train(int argc, char** argv) {
          "Trains the model described by the config (docs/cli.md lists every key). Resumes from the newest\n"
          "committed checkpoint in <run.out_dir>/checkpoints unless checkpoint.resume says otherwise.\n"
          "Run under mpirun for data parallelism: mpirun -np 4 moe train --config ...\n"
-         "SIGTERM, SIGINT or SIGUSR1: save a checkpoint at the next step boundary and exit.\n"
+         "SIGTERM, SIGINT or SIGUSR1: save a checkpoint at the next step boundary and exit; so do\n"
+         "train.stop_after (steps) and train.time_limit (minutes), running again continues the run.\n"
+         "checkpoint.init_from PATH starts from a checkpoint's weights (fresh optimizer, step 0).\n"
          "\n"
          "  --config FILE   YAML config (required)\n"
          "  --set K=V       override one key, e.g. --set train.steps=100 (repeatable)");

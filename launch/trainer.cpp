@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <sstream>
 
 #include <unistd.h>
 
@@ -22,7 +23,9 @@
 #include "framework/threads.h"
 #include "launch/device.h"
 #include "launch/evaluate.h"
+#include "launch/expert_report.h"
 #include "launch/model_io.h"
+#include "launch/train_sample.h"
 #include "model/model.h"
 #include "framework/optimizer.h"
 #include "parallel/comm.h"
@@ -112,6 +115,33 @@ InjectedFault injected_fault() {
   return f;
 }
 
+// The model keys a checkpoint's weights depend on differ (the router's loss coefficients and bias
+// rate are training settings): the first differing key as "model.x: A -> B", or "" if none.
+std::string model_difference(const ModelConfig& saved, const ModelConfig& now) {
+  Config a, b;
+  a.model = saved;
+  b.model = now;
+  for (Config* c : {&a, &b}) {
+    c->model.router.bias_update_rate = c->model.router.aux_loss_coef = c->model.router.z_loss_coef = 0;
+  }
+  std::istringstream ya(config_to_yaml(a)), yb(config_to_yaml(b));
+  std::vector<std::string> path;  // the sections the current line is in
+  for (std::string la, lb; std::getline(ya, la) && std::getline(yb, lb);) {
+    const size_t indent = la.find_first_not_of(' '), colon = la.find(':');
+    const std::string name = la.substr(indent, colon - indent), value = la.substr(colon + 1);
+    path.resize(indent / 2);
+    if (value.empty()) {
+      path.push_back(name);
+      continue;
+    }
+    if (la == lb) continue;
+    std::string key;
+    for (const std::string& p : path) key += p + ".";
+    return key + name + ":" + value + " ->" + lb.substr(lb.find(':') + 1);
+  }
+  return "";
+}
+
 std::string fmt_duration(double s) {
   char buf[32];
   int h = int(s / 3600), m = int(std::fmod(s, 3600) / 60), sec = int(std::fmod(s, 60));
@@ -122,9 +152,10 @@ std::string fmt_duration(double s) {
 
 class Trainer {
  public:
-  Trainer(const Config& cfg, Comm& comm, DeviceChoice device)
+  Trainer(const Config& cfg, Comm& comm, DeviceChoice device, Clock::time_point process_start)
       : cfg_(cfg), comm_(comm), device_(std::move(device)), dm_(comm, cfg, device_.groups), train_(TokenDataset::open(cfg.data.path, "train")),
-        val_(TokenDataset::open(cfg.data.path, "val")), sampler_(train_, cfg.data.seq_len, cfg.run.seed) {
+        val_(TokenDataset::open(cfg.data.path, "val")), sampler_(train_, cfg.data.seq_len, cfg.run.seed),
+        experts_(moe_block_indices()), process_start_(process_start) {
     for (const TokenDataset* d : {&train_, &val_})
       if (d->vocab_size() > cfg.model.vocab_size)
         throw error(cfg.source, ": model.vocab_size is ", cfg.model.vocab_size, " but ", d->dir(),
@@ -136,6 +167,7 @@ class Trainer {
     ids_.resize(B * T);
     targets_.resize(B * T);
     ckpt_root_ = (fs::path(cfg.run.out_dir) / "checkpoints").string();
+    if (cfg.train.sample_every > 0) open_sample_tokenizer();
   }
 
   ~Trainer() {
@@ -159,17 +191,24 @@ class Trainer {
         throw error("injected fault at step ", step, " (MOE_FAULT_INJECT)");
       const auto step_start = Clock::now();
       const int64_t done = step + 1;
-      auto log = [&](const StepStats& s) { log_step(done, s, seconds_since(step_start)); };
+      auto log = [&](const StepStats& s) {
+        if (comm_.is_root()) experts_.add(*s.expert_load);
+        log_step(done, s, seconds_since(step_start));
+      };
       train_step(dm_, cfg_, step, batch, wait_snapshot, log);
       const bool last = done == t.steps;
       if ((t.eval_every > 0 && done % t.eval_every == 0) || last) run_eval(done);
+      const int64_t report_every = t.expert_report_every > 0 ? t.expert_report_every : t.eval_every;
+      if ((report_every > 0 && done % report_every == 0) || last) report_experts(done);
+      if (t.sample_every > 0 && (done % t.sample_every == 0 || last)) sample(done);
       // A background save that finished is reported here; one that failed ends the run (exit 2).
       report_save(saver_->poll());
-      const int stop = agreed_stop_signal();
-      // The last save and a save on a signal are on disk before the process exits.
-      if ((cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0) || last || stop) save(done, last || stop);
-      if (stop) {
-        if (comm_.is_root()) printf("stopping on signal %d after step %lld (checkpoint saved)\n", stop, (long long)done);
+      const Stop stop = agreed_stop(done);
+      // The last save and a save on a stop are on disk before the process exits.
+      if ((cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0) || last || stop.any())
+        save(done, last || stop.any());
+      if (stop.any() && !last) {
+        if (comm_.is_root()) print_stop(stop, done);
         return 0;
       }
     }
@@ -193,6 +232,11 @@ class Trainer {
       fs::path metrics_path = fs::path(cfg_.run.out_dir) / "metrics.jsonl";
       metrics_rows_ = keep_metrics_up_to(metrics_path, start_step_);
       metrics_ = std::make_unique<MetricsLog>(metrics_path.string());
+      if (cfg_.train.sample_every > 0) {
+        fs::path samples_path = fs::path(cfg_.run.out_dir) / "samples.jsonl";
+        keep_metrics_up_to(samples_path, start_step_);
+        samples_ = std::make_unique<MetricsLog>(samples_path.string());
+      }
       ParamCounts pc = count_params(cfg_.model);
       printf("moe train: %s | %.2fM params (%.2fM active) | %d rank(s) (dp %d x ep %d) x %d thread(s) | global batch "
              "%lld x %d tokens | %s | %s\n",
@@ -204,6 +248,7 @@ class Trainer {
         printf("warning: %s/val has %lld tokens, fewer than seq_len+1; evaluation is skipped\n",
                cfg_.data.path.c_str(), (long long)val_.num_tokens());
       if (start_step_ > 0) printf("resumed from %s at step %lld\n", resumed_from_.c_str(), (long long)start_step_);
+      for (const std::string& note : start_notes_) printf("%s\n", note.c_str());
       fflush(stdout);
     }
     if (!comm_.is_root() && cfg_.run.rank_logs) {
@@ -252,15 +297,16 @@ class Trainer {
         load_rows.push_back(std::vector<float>(load.f32() + l * load.dim(1), load.f32() + (l + 1) * load.dim(1)));
       // Memory: the device's peak reserved memory on a GPU, the process's peak RSS on the CPU.
       const double device_mib = device_peak_mib(device_);
-      printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | mem %.0f MiB | load max/mean %.2f | ETA %s\n",
-             (long long)done, (long long)t.steps, s.loss, s.lr, s.grad_norm, tps, 100.0 * gflops / peak_gflops_,
+      printf("step %6lld/%lld | loss %.4f | acc %.1f%% | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | mem %.0f MiB | load max/mean %.2f | ETA %s\n",
+             (long long)done, (long long)t.steps, s.loss, 100.0 * s.accuracy, s.lr, s.grad_norm, tps, 100.0 * gflops / peak_gflops_,
              device_mib > 0 ? device_mib : peak_rss_mib(), load_ratio, fmt_duration(eta).c_str());
       fflush(stdout);
       ShardMemory mem = fsdp_.memory();
       log_metrics({{"step", done}, {"state_mib", mem.shard_bytes / 1048576.0},
                    {"state_fraction", double(mem.shard_bytes) / double(mem.full_bytes)},
                    {"gathered_peak_mib", mem.peak_gathered_bytes / 1048576.0},
-                   {"expert_load_per_ep_rank", load_per_ep_rank(load)}, {"loss", s.loss}, {"aux_loss", s.aux_loss},
+                   {"expert_load_per_ep_rank", load_per_ep_rank(load)}, {"loss", s.loss}, {"accuracy", s.accuracy},
+                   {"aux_loss", s.aux_loss},
                    {"z_loss", s.z_loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm},
                    {"tokens", done * tokens_per_step()}, {"tokens_per_s", tps}, {"step_s", step_time},
                    {"gflops_per_rank", gflops}, {"mfu", gflops / peak_gflops_},
@@ -273,12 +319,97 @@ class Trainer {
     log_tokens_ = 0;
   }
 
-  // The signal any rank caught (SIGTERM if they differ), agreed by all: every rank must stop at
-  // the same step boundary. 0 when none did.
-  int agreed_stop_signal() const {
-    double stop_flag = g_stop_signal;
-    comm_.allreduce_sum(&stop_flag, 1);
-    return stop_flag > 0 ? (g_stop_signal ? int(g_stop_signal) : SIGTERM) : 0;
+  // Why this invocation stops after step `done`, agreed by all ranks (they must stop at the same
+  // step boundary): a signal any rank caught (SIGTERM if they differ), train.time_limit passed on
+  // any rank, or train.stop_after steps run. One all-reduce per step, as before either limit existed.
+  struct Stop {
+    int signal = 0;
+    bool time_limit = false, stop_after = false;
+    bool any() const { return signal || time_limit || stop_after; }
+  };
+  Stop agreed_stop(int64_t done) const {
+    const TrainConfig& t = cfg_.train;
+    double flags[2] = {double(g_stop_signal),
+                       t.time_limit > 0 && seconds_since(process_start_) >= 60.0 * t.time_limit ? 1.0 : 0.0};
+    comm_.allreduce_sum(flags, 2);
+    Stop s;
+    s.signal = flags[0] > 0 ? (g_stop_signal ? int(g_stop_signal) : SIGTERM) : 0;
+    s.time_limit = flags[1] > 0;
+    s.stop_after = t.stop_after > 0 && done - start_step_ >= t.stop_after;
+    return s;
+  }
+
+  void print_stop(const Stop& stop, int64_t done) const {
+    const long long d = (long long)done, steps = (long long)cfg_.train.steps;
+    if (stop.signal)
+      printf("stopping on signal %d after step %lld (checkpoint saved)\n", stop.signal, d);
+    else if (stop.time_limit)
+      printf("stopping at the time limit after step %lld of %lld: %s elapsed, train.time_limit is %g min "
+             "(checkpoint saved; run again to continue)\n",
+             d, steps, fmt_duration(seconds_since(process_start_)).c_str(), cfg_.train.time_limit);
+    else
+      printf("stopping after %lld step(s) of this run (train.stop_after) at step %lld of %lld (checkpoint saved; "
+             "run again to continue)\n",
+             (long long)(done - start_step_), d, steps);
+    fflush(stdout);
+  }
+
+  // Block index of each MoE layer (the rows of the expert loads).
+  std::vector<int> moe_block_indices() const {
+    std::vector<int> out;
+    for (int l = 0; l < int(model_.blocks().size()); ++l)
+      if (model_.blocks()[size_t(l)].is_moe) out.push_back(l);
+    return out;
+  }
+
+  // Rank 0 prints the top experts of every MoE layer since the previous report and writes the
+  // full counts to metrics.jsonl (the loads were reduced over ranks in the step).
+  void report_experts(int64_t step) {
+    if (!comm_.is_root() || experts_.steps() == 0 || model_.moe_layers() == 0) return;
+    for (const std::string& line : experts_.lines()) printf("%s\n", line.c_str());
+    fflush(stdout);
+    nlohmann::json row = experts_.json();
+    row["step"] = step;
+    log_metrics(row);
+    experts_.reset();
+  }
+
+  // train.sample_every needs the tokenizer the data was made with; a prompt it cannot encode for
+  // this model fails here, before any step.
+  void open_sample_tokenizer() {
+    const std::string& name = train_.tokenizer_name();
+    if (name.empty())
+      throw error(cfg_.source, ": train.sample_every is ", cfg_.train.sample_every, " but ", train_.dir(),
+                  " records no tokenizer (expected data made by moe preprocess, or sample_every 0)");
+    sample_tok_ = make_tokenizer(name);
+    for (uint32_t id : sample_tok_->encode(cfg_.train.sample_prompt))
+      if (int64_t(id) >= cfg_.model.vocab_size)
+        throw error(cfg_.source, ": train.sample_prompt encodes to token id ", id, ", outside model.vocab_size ",
+                    cfg_.model.vocab_size, " (expected a prompt the data's tokenizer maps into the vocabulary)");
+  }
+
+  // Collective: every rank hands its shards to rank 0, which generates from a model of its own
+  // (launch/train_sample.h), prints the text and appends it to samples.jsonl.
+  void sample(int64_t step) {
+    auto t0 = Clock::now();
+    std::unique_ptr<DeepSeekV3> full =
+        gather_model(comm_, cfg_.model, model_.params(), fsdp_.pieces(), model_.precision());
+    if (!full) return;
+    SampleOptions opt;
+    opt.prompt = cfg_.train.sample_prompt;
+    opt.tokens = cfg_.train.sample_tokens;
+    opt.temperature = cfg_.train.sample_temperature;
+    opt.seed = cfg_.run.seed;
+    opt.context = cfg_.data.seq_len;
+    const std::string text = generate_sample(*full, *sample_tok_, opt);
+    // Control bytes other than newlines and tabs (an early byte-level model emits any byte) are
+    // shown as '?' on the console; samples.jsonl keeps the text.
+    std::string shown = opt.prompt + text;
+    for (char& c : shown)
+      if ((static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t') || c == 0x7f) c = '?';
+    printf("sample step %lld (%.2f s):\n%s\n", (long long)step, seconds_since(t0), shown.c_str());
+    fflush(stdout);
+    samples_->write({{"step", step}, {"prompt", opt.prompt}, {"text", text}});
   }
 
   // Tokens each expert-parallel rank's experts received this step, summed over MoE layers.
@@ -417,15 +548,21 @@ class Trainer {
     } else {
       dir = resolve_checkpoint(mode);
     }
+    const std::string& init_from = cfg_.checkpoint.init_from;
     if (dir.empty()) {
-      fsdp_.initialize(cfg_.run.seed);
+      if (init_from.empty()) fsdp_.initialize(cfg_.run.seed);
+      else start_from_weights(init_from);
       return 0;
     }
+    if (!init_from.empty())
+      start_notes_.push_back("checkpoint.init_from " + init_from + " is not used: resuming from " + dir +
+                             " takes precedence (init_from only starts a run)");
     CheckpointReader ckpt(dir);
     Config saved = parse_config(ckpt.config_yaml(), dir + "/config.yaml");
     if (!(saved.model == cfg_.model))
       throw error(cfg_.source, ": model section differs from the checkpoint being resumed (", dir,
                   "/config.yaml); use checkpoint.resume: never or a new run.out_dir");
+    note_schedule_change(saved.train, ckpt.step());
     // Datasets are logical tensors: each rank reads its shards whatever layout saved them.
     load_checkpoint_pieces(ckpt, model_.params(), fsdp_.host_pieces());
     fsdp_.upload_host_pieces();
@@ -434,6 +571,60 @@ class Trainer {
       last_val_ = {{"val_loss", ckpt.meta()["val_loss"]}, {"val_loss_step", ckpt.meta()["val_loss_step"]}};
     resumed_from_ = dir;
     return ckpt.step();
+  }
+
+  // The schedule is a function of train.steps (and the other schedule keys), so changing them on
+  // resume moves the learning rate; the log says by how much instead of changing it silently.
+  void note_schedule_change(const TrainConfig& saved, int64_t step) {
+    const TrainConfig& now = cfg_.train;
+    if (same_schedule(saved, now)) return;
+    std::string changed;
+    auto differs = [&](const char* key, const auto& a, const auto& b) {
+      if (a == b) return;
+      std::ostringstream os;
+      os << (changed.empty() ? "" : ", ") << "train." << key << " " << a << " -> " << b;
+      changed += os.str();
+    };
+    differs("schedule", saved.schedule, now.schedule);
+    differs("steps", saved.steps, now.steps);
+    differs("warmup", saved.warmup, now.warmup);
+    differs("lr", saved.lr, now.lr);
+    differs("min_lr", saved.min_lr, now.min_lr);
+    differs("decay_steps", saved.decay_steps, now.decay_steps);
+    differs("decay_shape", saved.decay_shape, now.decay_shape);
+    char lrs[160];
+    snprintf(lrs, sizeof lrs, "the next step (%lld) trains at lr %.4e under the checkpoint's schedule, %.4e under this run's",
+             (long long)step + 1, learning_rate(saved, step), learning_rate(now, step));
+    start_notes_.push_back("note: the learning-rate schedule differs from the checkpoint's (" + changed + "): " + lrs +
+                           " (used from here on)");
+  }
+
+  // checkpoint.init_from: the checkpoint's weights (and router biases) into this rank's shards;
+  // the optimizer moments stay zero and the run starts at step 0 with its own schedule and data
+  // order. Any layout reads any checkpoint (each piece is a range of a logical tensor).
+  void start_from_weights(const std::string& path) {
+    std::unique_ptr<CheckpointReader> ckpt;
+    try {
+      ckpt = std::make_unique<CheckpointReader>(path);
+      ckpt->verify();
+    } catch (const Error& e) {
+      throw error(cfg_.source, ": checkpoint.init_from: ", e.what());
+    }
+    Config saved = parse_config(ckpt->config_yaml(), ckpt->dir() + "/config.yaml");
+    if (std::string diff = model_difference(saved.model, cfg_.model); !diff.empty())
+      throw error(cfg_.source, ": checkpoint.init_from ", ckpt->dir(), " has another model shape (", diff,
+                  "; expected the model section of its config.yaml)");
+    const std::string hash = ckpt->meta().value("tokenizer_hash", std::string());
+    if (!hash.empty() && !train_.tokenizer_hash().empty() && hash != train_.tokenizer_hash())
+      throw error(cfg_.source, ": checkpoint.init_from ", ckpt->dir(), " was trained with tokenizer ",
+                  ckpt->meta().value("tokenizer", std::string("?")), " but ", cfg_.data.path, " was made with ",
+                  train_.tokenizer_name(), " (expected data made with the checkpoint's tokenizer)");
+    std::vector<ShardPiece> pieces = fsdp_.host_pieces();
+    for (ShardPiece& p : pieces) p.exp_avg = p.exp_avg_sq = nullptr;  // weights only: fresh moments
+    load_checkpoint_pieces(*ckpt, model_.params(), pieces);
+    fsdp_.upload_host_pieces();
+    start_notes_.push_back("initialized from the weights of " + ckpt->dir() + " (step " +
+                           std::to_string(ckpt->step()) + "; fresh optimizer, step 0, this run's schedule)");
   }
 
   Config cfg_;
@@ -447,7 +638,11 @@ class Trainer {
   BatchSampler sampler_;
   std::vector<int32_t> token_bytes_;
   std::string ckpt_root_, resumed_from_;
-  std::unique_ptr<MetricsLog> metrics_;
+  std::unique_ptr<MetricsLog> metrics_, samples_;
+  std::unique_ptr<Tokenizer> sample_tok_;  // train.sample_every: the data's tokenizer
+  ExpertReport experts_;                   // rank 0: expert loads since the last report
+  std::vector<std::string> start_notes_;   // printed with the run's header (resume, init_from)
+  Clock::time_point process_start_;        // train.time_limit counts from here
   int64_t metrics_rows_ = 0;  // rows in metrics.jsonl (recorded in each checkpoint's meta.json)
   nlohmann::json last_val_ = nlohmann::json::object();  // {val_loss, val_loss_step} of the latest eval, if any
   std::unique_ptr<AsyncSaver> saver_;
@@ -463,6 +658,7 @@ class Trainer {
 }  // namespace
 
 int train(const Config& cfg, Comm& comm) {
+  const auto process_start = Clock::now();
   if (cfg.data.path.empty()) throw error(cfg.source, ": data.path is empty (expected a folder made by moe preprocess)");
   if (cfg.model.mtp_depth != 0)
     throw error(cfg.source, ": model.mtp_depth ", cfg.model.mtp_depth, " is not implemented yet (expected 0)");
@@ -472,7 +668,7 @@ int train(const Config& cfg, Comm& comm) {
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGUSR1, on_stop_signal);
-  Trainer trainer(cfg, comm, device);
+  Trainer trainer(cfg, comm, device, process_start);
   return trainer.run();
 }
 

@@ -196,13 +196,17 @@ ForwardStats DeepSeekV3::forward_ranked(const int32_t* ids, const int32_t* targe
   upload_tokens(targets_N, targets, N);
   run_blocks(B, T, count_load);
   ScratchScope scope;
-  Tensor ranks = ranks_N ? scratch({N}, DType::I32) : Tensor();
+  // The target ranks come from the logits chunks the loss already computes; the hits are summed
+  // on the device, so the training step's accuracy costs one pass over each chunk.
+  Tensor ranks = scratch({N}, DType::I32), hits = scratch({N});
   units_.run(head_cu_, Pass::Forward, [&] {
     final_norm(N);
-    head_loss(N, ranks_N ? ranks.data<int32_t>() : nullptr);
+    head_loss(N, ranks.data<int32_t>());
   });
   if (ranks_N) compute().download(ranks_N, ranks.raw(), size_t(N) * sizeof(int32_t));
+  compute().top1_hits(hits.f32(), ranks.data<int32_t>(), N);
   ForwardStats s;
+  s.top1_hits = compute().sum(hits.f32(), N);
   s.loss = compute().sum(losses_N.f32(), N) / double(N);
   s.aux_loss = aux_sum_;
   s.z_loss = z_sum_;

@@ -64,6 +64,7 @@ struct ForwardStats {
   double aux_loss = 0;  // sum over MoE layers of the balance loss
   double z_loss = 0;    // sum over MoE layers of the router z-loss
   int64_t tokens = 0;
+  double top1_hits = 0;  // tokens whose target is the arg-max of its logits (counted on the device)
 };
 
 class DeepSeekV3 {
@@ -93,8 +94,8 @@ class DeepSeekV3 {
   }
   Precision precision() const { return precision_; }
 
-  // ids, targets [B*T]. Returns the losses; keeps activations for backward. Expert loads are
-  // counted for the bias update only when count_load (training, not evaluation).
+  // ids, targets [B*T]. Returns the losses and the top-1 hits; keeps activations for backward.
+  // Expert loads are counted for the bias update only when count_load (training, not evaluation).
   ForwardStats forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load = true);
   // Evaluation: forward() and, for every token, the rank of its target among the logits (0 = the
   // first arg-max; ranks < k are top-k hits), into ranks_N (host, [B*T]).

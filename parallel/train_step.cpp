@@ -14,7 +14,7 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
   ShardedModel& fsdp = dm.fsdp;
 
   fsdp.zero_grads();
-  double losses[3] = {0, 0, 0};  // ce, aux, z summed over micro-batches
+  double losses[4] = {0, 0, 0, 0};  // ce, aux, z, top-1 hits summed over micro-batches
   for (int a = 0; a < A; ++a) {
     const MicroBatch mb = batch(step, a);
     const ForwardStats s = model.forward(mb.ids, mb.targets, B, T);
@@ -22,6 +22,7 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
     losses[0] += s.loss;
     losses[1] += s.aux_loss;
     losses[2] += s.z_loss;
+    losses[3] += s.top1_hits;
   }
   fsdp.finish_grads();
 
@@ -30,13 +31,14 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
   Tensor& load = model.expert_load();
   {
     MOE_PHASE("optimizer");
-    dm.world.allreduce_sum(losses, 3);
+    dm.world.allreduce_sum(losses, 4);
     dm.world.allreduce_sum(load.f32(), load.numel());
     st.grad_norm = fsdp.grad_norm();
   }
   st.loss = losses[0] / (A * W);
   st.aux_loss = losses[1] / (A * W);
   st.z_loss = losses[2] / (A * W);
+  st.accuracy = losses[3] / (double(A) * W * B * T);
   st.clip_scale = (t.grad_clip > 0 && st.grad_norm > t.grad_clip) ? float(t.grad_clip / st.grad_norm) : 1.f;
   st.lr = learning_rate(t, step);
   st.expert_load = &load;

@@ -7,7 +7,7 @@
 //      W = ranks), so the gradients summed over micro-batches and ranks are those of the mean
 //      loss of the global batch; FSDP reduce-scatters each unit's gradient as its backward ends
 //   3. finish_grads: the last reduce-scatters complete
-//   4. all-reduce the losses and the expert loads over the world (the loads drive the bias update
+//   4. all-reduce the losses, the top-1 hits and the expert loads over the world (the loads drive the bias update
 //      and the log, and must be the same on every rank)
 //   5. global grad norm, clip scale min(1, grad_clip / norm), lr from the schedule
 //   6. before_update(): a checkpoint snapshot still copying the state in the background finishes
@@ -37,6 +37,7 @@ struct StepStats {
   double loss = 0;        // mean cross-entropy over the global batch
   double aux_loss = 0;    // balance loss, mean over the global batch's micro-batches
   double z_loss = 0;      // router z-loss, the same
+  double accuracy = 0;    // fraction of the global batch's tokens whose target was the top-1 logit
   double local_loss = 0;  // mean cross-entropy of this rank's micro-batches only
   double grad_norm = 0;   // global L2 norm of the gradients, before clipping
   float clip_scale = 1;   // what the gradients were multiplied by (1: not clipped)

@@ -134,6 +134,19 @@ TEST_F(GpuOps, TargetRanks) {
   EXPECT_EQ(to_host(ranks_d), ranks);
 }
 
+// The hit marks of ranks: exactly the CPU's.
+TEST_F(GpuOps, Top1Hits) {
+  const int64_t n = 10000;
+  std::vector<int32_t> ranks(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) ranks[i] = int32_t((i * 7919) % 5);
+  std::vector<float> hits(static_cast<size_t>(n));
+  top1_hits(hits.data(), ranks.data(), n);
+  auto r_d = to_device(ranks);
+  cuda::DeviceBuffer<float> h_d(n);
+  cuda::top1_hits(h_d.get(), r_d.get(), n);
+  EXPECT_EQ(to_host(h_d), hits);
+}
+
 TEST_F(GpuOps, AdamW) {
   const int64_t n = 100000;
   auto w = randn(size_t(n), 12), m = randn(size_t(n), 13, 0.01f), g = randn(size_t(n), 14);

@@ -216,7 +216,13 @@ TEST_F(ConfigTest, OutOfRange) {
       {"checkpoint:\n  keep_last: -1\n", 2, "checkpoint.keep_last", ">= 0"},
       {"checkpoint:\n  resume: \"\"\n", 2, "checkpoint.resume", "auto | never | a checkpoint path"},
       {"model:\n  router:\n    score: relu\n", 3, "model.router.score is 'relu'", "sigmoid | softmax"},
-      {"train:\n  schedule: step\n", 2, "train.schedule", "cosine | constant | linear"},
+      {"train:\n  schedule: step\n", 2, "train.schedule", "cosine | constant | linear | wsd"},
+      {"train:\n  decay_shape: exp\n", 2, "train.decay_shape is 'exp'", "linear | cosine | sqrt"},
+      {"train:\n  sample_tokens: 0\n", 2, "train.sample_tokens", "> 0"},
+      {"train:\n  sample_temperature: -1\n", 2, "train.sample_temperature", ">= 0"},
+      {"train:\n  stop_after: -3\n", 2, "train.stop_after", ">= 0"},
+      {"train:\n  time_limit: -0.5\n", 2, "train.time_limit", ">= 0"},
+      {"train:\n  expert_report_every: -1\n", 2, "train.expert_report_every", ">= 0"},
       {"train:\n  precision: fp16\n", 2, "train.precision is 'fp16'", "fp32 | bf16 | fp8"},
       {"run: {name: x}\ndevice: gpu\n", 2, "device is 'gpu'", "auto | cpu | cuda"},
   };
@@ -249,6 +255,14 @@ TEST_F(ConfigTest, InconsistentCombinationsBlameTheLaterKey) {
   EXPECT_NO_THROW(moe::parse_config("train: {precision: fp8}\nparallel: {fp8_dispatch: true}\n", "x"));
   expect_error_at("train:\n  min_lr: 1e-2\n  lr: 1e-3\n", 3, {"train.min_lr is 0.01 but train.lr is 0.001", "min_lr <= lr"});
   expect_error_at("train:\n  steps: 10\n  warmup: 11\n", 3, {"warmup <= steps"});
+  // WSD: decay_steps in [1, steps - warmup], and only with wsd.
+  expect_error_at("train:\n  steps: 100\n  warmup: 10\n  schedule: wsd\n", 4,
+                  {"train.decay_steps is 0 with train.schedule wsd", "1 <= decay_steps <= steps - warmup = 90"});
+  expect_error_at("train:\n  steps: 100\n  warmup: 10\n  schedule: wsd\n  decay_steps: 91\n", 5,
+                  {"train.decay_steps is 91", "steps - warmup = 90"});
+  expect_error_at("train:\n  decay_steps: 20\n", 2, {"train.decay_steps is 20 but train.schedule is cosine",
+                                                      "decay_steps only with schedule wsd"});
+  EXPECT_NO_THROW(moe::parse_config("train: {steps: 100, warmup: 10, schedule: wsd, decay_steps: 90}\n", "x"));
   // All-dense models need no experts; steps 0 (only set up) allows any warmup.
   EXPECT_NO_THROW(moe::parse_config("model: {layers: 2, dense_layers: 2, routed_experts: 0}\n", "x"));
   EXPECT_NO_THROW(moe::parse_config("train: {steps: 0, warmup: 100}\n", "x"));

@@ -177,3 +177,12 @@ TEST(Ops, TargetRanksMatchSortedOrder) {
   target_ranks(r.data(), rows.data(), targets.data(), 4, 4);
   EXPECT_EQ(r, (std::vector<int32_t>{0, 1, 3, 2}));
 }
+
+// top1_hits marks exactly the rank-0 targets; their sum is the hit count.
+TEST(Ops, Top1HitsMarkRankZero) {
+  const std::vector<int32_t> ranks = {0, 3, 0, 1, 255, 0};
+  std::vector<float> hits(ranks.size(), -1.f);
+  top1_hits(hits.data(), ranks.data(), int64_t(ranks.size()));
+  EXPECT_EQ(hits, (std::vector<float>{1.f, 0.f, 1.f, 0.f, 0.f, 1.f}));
+  EXPECT_EQ(sum(hits.data(), int64_t(hits.size())), 3.0);
+}

@@ -27,6 +27,57 @@ TEST(LearningRate, WarmupThenCosineLinearConstant) {
   EXPECT_DOUBLE_EQ(learning_rate(t, 4), 5e-4);
 }
 
+// WSD: warmup, lr until the last decay_steps steps, then each shape's formula down to min_lr at
+// the final step; monotone non-increasing after warmup.
+TEST(LearningRate, WarmupStableDecay) {
+  TrainConfig t;
+  t.lr = 1e-3; t.min_lr = 1e-4; t.warmup = 10; t.steps = 100; t.decay_steps = 20;
+  t.schedule = "wsd";
+  for (const char* shape : {"linear", "cosine", "sqrt"}) {
+    SCOPED_TRACE(shape);
+    t.decay_shape = shape;
+    EXPECT_DOUBLE_EQ(learning_rate(t, 0), 1e-4);   // warmup as every schedule
+    EXPECT_DOUBLE_EQ(learning_rate(t, 9), 1e-3);   // the peak at the end of warmup
+    EXPECT_DOUBLE_EQ(learning_rate(t, 10), 1e-3);  // stable phase starts
+    EXPECT_DOUBLE_EQ(learning_rate(t, 79), 1e-3);  // and ends just before the last 20 steps
+    EXPECT_LT(learning_rate(t, 80), 1e-3);         // the first decay step is below the peak
+    EXPECT_NEAR(learning_rate(t, 99), 1e-4, 1e-15);   // the final step trains at min_lr
+    EXPECT_NEAR(learning_rate(t, 500), 1e-4, 1e-15);  // and it stays there
+    for (int64_t s = 80; s < 100; ++s) {
+      const double p = double(s - 80 + 1) / 20.0, span = t.lr - t.min_lr;
+      const double want = t.decay_shape == "linear" ? t.lr - span * p
+                          : t.decay_shape == "cosine" ? t.min_lr + span * 0.5 * (1 + std::cos(M_PI * p))
+                                                      : t.lr - span * std::sqrt(p);
+      EXPECT_NEAR(learning_rate(t, s), want, 1e-15) << s;
+    }
+    for (int64_t s = 10; s < 110; ++s) EXPECT_LE(learning_rate(t, s + 1), learning_rate(t, s)) << s;
+  }
+  // decay_steps = steps - warmup: no stable phase; 1: only the last step decays.
+  t.decay_shape = "linear";
+  t.decay_steps = 90;
+  EXPECT_NEAR(learning_rate(t, 10), 1e-3 - 9e-4 / 90, 1e-15);
+  t.decay_steps = 1;
+  EXPECT_DOUBLE_EQ(learning_rate(t, 98), 1e-3);
+  EXPECT_DOUBLE_EQ(learning_rate(t, 99), 1e-4);
+  // No warmup: stable from step 0.
+  t.warmup = 0;
+  EXPECT_DOUBLE_EQ(learning_rate(t, 0), 1e-3);
+}
+
+TEST(LearningRate, SameScheduleComparesTheKeysThatShapeTheCurve) {
+  TrainConfig a, b;
+  EXPECT_TRUE(same_schedule(a, b));
+  b.micro_batch = 3;  // not a schedule key
+  EXPECT_TRUE(same_schedule(a, b));
+  b.steps = a.steps + 1;
+  EXPECT_FALSE(same_schedule(a, b));
+  b = a;
+  b.decay_shape = "sqrt";  // ignored unless wsd
+  EXPECT_TRUE(same_schedule(a, b));
+  a.schedule = b.schedule = "wsd";
+  EXPECT_FALSE(same_schedule(a, b));
+}
+
 // Three AdamW steps on a decayed segment (a weight) and an undecayed one (a norm), with an element
 // outside every segment (a buffer), against PyTorch's AdamW update written in double:
 // w -= lr*wd*w; m,v moments; w -= lr/bc1 * m / (sqrt(v/bc2) + eps).

@@ -4,6 +4,7 @@
 // scale, the loss as the mean over micro-batches).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -26,6 +27,12 @@ std::vector<float> state(ShardedModel& fsdp) {
   return out;
 }
 
+// A world of one, shared: MPI can be initialised only once per process.
+Comm& world_of_one() {
+  static Comm world(nullptr, nullptr);
+  return world;
+}
+
 double sum(const Tensor& t) {
   double s = 0;
   for (int64_t i = 0; i < t.numel(); ++i) s += t.f32()[i];
@@ -39,8 +46,7 @@ TEST(TrainStep, HooksSeeTheOrderTheStepPromises) {
   const char* src = std::getenv("MOE_SOURCE_DIR");
   Config cfg = load_config(std::string(src ? src : ".") + "/configs/tiny.yaml",
                            {"train.grad_accum=2", "train.grad_clip=0.05", "train.warmup=2", "train.steps=6"});
-  Comm world(nullptr, nullptr);  // a world of one
-  DistributedModel dm(world, cfg);
+  DistributedModel dm(world_of_one(), cfg);
   dm.fsdp.initialize(cfg.run.seed);
   const int64_t B = cfg.train.micro_batch, T = cfg.data.seq_len, A = cfg.train.grad_accum;
   std::vector<int32_t> ids(A * B * T), tgt(A * B * T);
@@ -80,5 +86,38 @@ TEST(TrainStep, HooksSeeTheOrderTheStepPromises) {
     EXPECT_EQ(st.loss, losses);
     EXPECT_EQ(st.loss, st.local_loss);  // one rank: its micro-batches are the global batch
     EXPECT_EQ(st.expert_load, nullptr);
+  }
+}
+
+// The step's accuracy is the fraction of the global batch's targets ranked first by the logits
+// the step trained on: the same count as evaluation's target ranks. A vocabulary of 4 makes hits
+// common, so a wrong count cannot pass as 0 == 0.
+TEST(TrainStep, AccuracyIsTheTop1HitsOfTheBatch) {
+  set_num_threads(2);
+  const char* src = std::getenv("MOE_SOURCE_DIR");
+  Config cfg = load_config(std::string(src ? src : ".") + "/configs/tiny.yaml",
+                           {"train.grad_accum=2", "model.vocab_size=4", "train.steps=6"});
+  DistributedModel dm(world_of_one(), cfg);
+  dm.fsdp.initialize(cfg.run.seed);
+  const int64_t B = cfg.train.micro_batch, T = cfg.data.seq_len, A = cfg.train.grad_accum, N = B * T;
+  std::vector<int32_t> ids(A * N), tgt(A * N);
+  for (int64_t i = 0; i < A * N; ++i) {
+    ids[i] = int32_t(rng_bits(7, 1, uint64_t(i)) % 4);
+    tgt[i] = int32_t(rng_bits(7, 2, uint64_t(i)) % 4);
+  }
+  for (int64_t step = 0; step < 2; ++step) {
+    int64_t hits = 0;  // with this step's weights, before it trains
+    std::vector<int32_t> ranks(static_cast<size_t>(N));
+    for (int64_t a = 0; a < A; ++a) {
+      const ForwardStats f = dm.model.forward_ranked(&ids[a * N], &tgt[a * N], B, T, /*count_load=*/false, ranks.data());
+      const int64_t here = std::count(ranks.begin(), ranks.end(), 0);
+      EXPECT_EQ(f.top1_hits, double(here));
+      hits += here;
+    }
+    ASSERT_GT(hits, 0);
+    ASSERT_LT(hits, A * N);
+    auto batch = [&](int64_t, int micro) { return MicroBatch{&ids[micro * N], &tgt[micro * N]}; };
+    const StepStats st = train_step(dm, cfg, step, batch, [] {}, [](const StepStats&) {});
+    EXPECT_EQ(st.accuracy, double(hits) / double(A * N));
   }
 }
