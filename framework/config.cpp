@@ -398,7 +398,7 @@ void validate(const Config& c, const Rules& r) {
   r.need(c.data.mix.size() <= kMaxMixSources, {"data.mix"}, "data.mix has " + show(c.data.mix.size()) + " sources",
          "at most " + show(kMaxMixSources));
   r.need(c.data.mix.empty() || c.data.path.empty(), {"data.path", "data.mix"},
-         "data.path and data.mix are both set", "one of them: a folder, or a list of folders with weights");
+         "data.path and data.mix are both set", "one of them: a folder, or a list of folders with weights; --set data.path=\"\" clears it");
   r.positive("train.micro_batch", t.micro_batch);
   r.positive("train.grad_accum", t.grad_accum);
   r.at_least("train.steps", t.steps, int64_t(0));

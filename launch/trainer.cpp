@@ -206,11 +206,10 @@ class Trainer {
       double total_weight = 0;
       for (double w : data_.weights) total_weight += w;
       for (int s = 0; s < sampler_.sources(); ++s) {
-        const std::string share = data_.mixture ? " " + data_.names[size_t(s)] + " " +
-                                                      std::to_string(int(std::lround(100 * data_.weights[size_t(s)] / total_weight))) + "%,"
-                                                : "";
-        printf("data: %s (%s %lld train tokens, %lld val tokens, %lld windows/epoch)%s\n", data_.paths[size_t(s)].c_str(),
-               share.c_str() + (share.empty() ? 0 : 1), (long long)data_.train[size_t(s)].num_tokens(),
+        const double share = 100 * data_.weights[size_t(s)] / total_weight;
+        const std::string mix = data_.mixture ? data_.names[size_t(s)] + " " + std::to_string(std::lround(share)) + "%, " : "";
+        printf("data: %s (%s%lld train tokens, %lld val tokens, %lld windows/epoch)%s\n", data_.paths[size_t(s)].c_str(),
+               mix.c_str(), (long long)data_.train[size_t(s)].num_tokens(),
                (long long)data_.val[size_t(s)].num_tokens(), (long long)sampler_.source(s).windows_per_epoch(),
                cfg_.data.document_mask && s == 0 ? " | document mask" : "");
         if (data_.val[size_t(s)].num_tokens() < T + 1)
