@@ -368,6 +368,7 @@ class Trainer {
     printf("eval step %lld | val loss %.4f | ppl %.2f | bits/byte %.4f | %lld tokens%s\n", (long long)step, loss,
            std::exp(loss), bpb, (long long)tokens, data_.mixture ? line.c_str() : "");
     fflush(stdout);
+    last_val_ = {{"val_loss", loss}, {"val_loss_step", step}};
     nlohmann::json row = {{"step", step}, {"val_loss", loss}, {"val_perplexity", std::exp(loss)},
                           {"val_bits_per_byte", bpb}, {"val_tokens", tokens}};
     if (data_.mixture) {
@@ -414,6 +415,7 @@ class Trainer {
               {"world_size", comm_.size()},
               {"expert_parallel", mesh_.ep()},
               {"metrics_rows", metrics_rows_}};
+      meta.update(last_val_);  // the latest validation loss at or before this step (exports carry it)
     }
     // Unless the process is about to exit, the snapshot is copied in the background while the next
     // step's forward and backward run (they do not change the state); the optimizer waits for it.
@@ -482,6 +484,8 @@ class Trainer {
     load_checkpoint_pieces(ckpt, model_.params(), fsdp_.host_pieces());
     fsdp_.upload_host_pieces();
     fsdp_.optimizer().set_steps_taken(ckpt.meta().value("optimizer_steps", ckpt.step()));
+    if (ckpt.meta().contains("val_loss") && ckpt.meta().contains("val_loss_step"))
+      last_val_ = {{"val_loss", ckpt.meta()["val_loss"]}, {"val_loss_step", ckpt.meta()["val_loss_step"]}};
     resumed_from_ = dir;
     return ckpt.step();
   }
@@ -499,6 +503,7 @@ class Trainer {
   std::string ckpt_root_, resumed_from_;
   std::unique_ptr<MetricsLog> metrics_;
   int64_t metrics_rows_ = 0;  // rows in metrics.jsonl (recorded in each checkpoint's meta.json)
+  nlohmann::json last_val_ = nlohmann::json::object();  // {val_loss, val_loss_step} of the latest eval, if any
   std::unique_ptr<AsyncSaver> saver_;
   FILE* rank_log_ = nullptr;  // run.rank_logs, ranks other than 0
   double copy_wait_s_ = 0;    // this save's stall at the optimizer while its snapshot was copied
