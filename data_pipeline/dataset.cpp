@@ -8,6 +8,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 #include "data_pipeline/megatron.h"
@@ -137,7 +138,7 @@ struct TokenDataset::Impl {
   std::string dir;
   json manifest;
   std::string tokenizer, tokenizer_hash;
-  int64_t vocab = 0, tokens = 0;
+  int64_t vocab = 0, tokens = 0, eos = -1;
   int width = 2;           // bytes per token on disk: 1, 2, 4 or 8
   bool is_signed = false;  // Megatron i8/i16/i32/i64
   bool megatron = false;
@@ -179,6 +180,11 @@ struct TokenDataset::Impl {
       default: MOE_CHECK(false, "token width ", width);
     }
   }
+  // Global token offsets where documents start, rising; built on the first document_starts().
+  mutable std::once_flag docs_once;
+  mutable std::vector<int64_t> doc_starts;
+  void read_document_starts() const;
+
   void load_manifest(const std::string& path);
   void open_bare_megatron(const std::string& prefix, const std::string& split);
   void check_megatron_index(const Shard& s, const MappedFile& idx) const;
@@ -206,7 +212,7 @@ void TokenDataset::Impl::load_manifest(const std::string& path) {
   tokenizer = m.str(manifest, "tokenizer");
   tokenizer_hash = m.str(manifest, "tokenizer_hash");
   vocab = m.count(manifest, "vocab_size");
-  int64_t eos = m.count(manifest, "eos_id");
+  eos = m.count(manifest, "eos_id");
   std::string dtype = m.str(manifest, "dtype");
   const char* wide = megatron ? "i32" : "u32";
   if (dtype != "u16" && dtype != wide) throw error(path, ": dtype '", dtype, "' (expected u16 or ", wide, ")");
@@ -348,6 +354,47 @@ const std::string& TokenDataset::tokenizer_name() const { return impl_->tokenize
 const std::string& TokenDataset::tokenizer_hash() const { return impl_->tokenizer_hash; }
 const std::string& TokenDataset::dir() const { return impl_->dir; }
 const json& TokenDataset::manifest() const { return impl_->manifest; }
+
+// A shard's pieces start documents, except a first piece continuing a document that the previous
+// shard's boundary cut (that shard does not end with EOS). docs/formats.md describes pieces.
+void TokenDataset::Impl::read_document_starts() const {
+  for (const Shard& s : shards) {
+    if (s.tokens == 0) continue;
+    MappedFile idx(s.idx);
+    if (megatron) {
+      for (int64_t start : megatron_document_starts(idx.data(), idx.size())) doc_starts.push_back(s.begin + start);
+      continue;
+    }
+    MOE_CHECK(idx.size() == size_t(s.documents + 1) * 8, s.idx, ": ", idx.size(), " bytes");
+    for (int64_t k = 0; k < s.documents; ++k) {
+      uint64_t off;
+      std::memcpy(&off, idx.data() + 8 * k, 8);
+      const int64_t start = s.begin + int64_t(off);
+      if (start >= tokens) throw error(s.idx, ": document offset ", off, " beyond the shard's tokens ", kRerun);
+      if (k == 0 && s.begin > 0) {
+        int32_t last;
+        const Shard& prev = shards[shard_of(s.begin - 1)];
+        copy(prev, s.begin - 1 - prev.begin, 1, &last);
+        if (last != eos) continue;
+      }
+      doc_starts.push_back(start);
+    }
+  }
+}
+
+void TokenDataset::document_starts(int64_t begin, int64_t n, int32_t* start) const {
+  const Impl& im = *impl_;
+  MOE_CHECK(begin >= 0 && n >= 0 && begin + n <= im.tokens, "document_starts [", begin, ", ", begin + n, ")");
+  std::call_once(im.docs_once, [&] { im.read_document_starts(); });
+  const std::vector<int64_t>& d = im.doc_starts;
+  // The last document start at or before `begin`, then every one after it within the range.
+  auto next = std::upper_bound(d.begin(), d.end(), begin);
+  int64_t current = begin;
+  for (int64_t i = 0; i < n; ++i) {
+    if (next != d.end() && *next == begin + i) current = *next++;
+    start[i] = int32_t(current - begin);
+  }
+}
 
 uint32_t TokenDataset::token(int64_t i) const {
   int32_t t;

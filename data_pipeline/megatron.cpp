@@ -108,6 +108,21 @@ MegatronIndex parse_megatron_index(const std::string& path, const uint8_t* data,
   return ix;
 }
 
+std::vector<int64_t> megatron_document_starts(const uint8_t* data, size_t size) {
+  const uint64_t n = load<uint64_t>(data + 18), d = load<uint64_t>(data + 26);
+  MOE_CHECK(size >= kHeaderBytes + 12 * n + 8 * d, "megatron index of ", size, " bytes");
+  const uint8_t* sizes = data + kHeaderBytes;
+  const uint8_t* docs = sizes + 12 * n;
+  std::vector<int64_t> seq_start(size_t(n) + 1, 0);
+  for (uint64_t i = 0; i < n; ++i) seq_start[i + 1] = seq_start[i] + load<int32_t>(sizes + 4 * i);
+  std::vector<int64_t> out;
+  for (uint64_t j = 0; j + 1 < d; ++j) {
+    const int64_t s = seq_start[size_t(load<int64_t>(docs + 8 * j))];
+    if (out.empty() || s > out.back()) out.push_back(s);  // empty documents start nothing
+  }
+  return out;
+}
+
 std::pair<nlohmann::ordered_json, nlohmann::ordered_json> finish_megatron(const FinishInput& in) {
   const ShardHeader& h = in.header;
   const int64_t total = in.stream.tokens, cut = in.cut;

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -31,6 +32,10 @@ struct MegatronIndex {
 // takes .bin as one token stream), and that the document index rises from 0 to at most N. Float
 // dtypes are refused (token ids are integers).
 MegatronIndex parse_megatron_index(const std::string& path, const uint8_t* data, size_t size);
+
+// The first token of every document of an index that parse_megatron_index accepted (the start of
+// the sequence each document_index entry but the last names), rising, offsets into .bin's tokens.
+std::vector<int64_t> megatron_document_starts(const uint8_t* data, size_t size);
 
 // The dtype code for `width` bytes per token as preprocess writes it: 2 -> 8 (u16), 4 -> 4 (i32).
 int megatron_code(int width);

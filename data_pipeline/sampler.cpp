@@ -27,7 +27,7 @@ BatchSampler::BatchSampler(const TokenDataset& data, int seq_len, uint64_t seed)
 
 int64_t BatchSampler::windows_per_epoch() const { return windows_; }
 
-void BatchSampler::fill(int64_t first_sample, int B, int32_t* tokens) const {
+void BatchSampler::fill(int64_t first_sample, int B, int32_t* tokens, int32_t* doc_start) const {
   MOE_CHECK(first_sample >= 0 && B >= 0, "first_sample ", first_sample, ", B ", B);
   const int64_t T = seq_len_;
   for (int b = 0; b < B; ++b) {
@@ -39,7 +39,9 @@ void BatchSampler::fill(int64_t first_sample, int B, int32_t* tokens) const {
         std::swap(perm_[size_t(i)], perm_[size_t(below(rng_bits(seed_, uint64_t(epoch), uint64_t(i)), uint64_t(i + 1)))]);
       cached_epoch_ = epoch;
     }
-    data_->read(perm_[size_t(g % windows_)] * T, T + 1, tokens + int64_t(b) * (T + 1));
+    const int64_t begin = perm_[size_t(g % windows_)] * T;
+    data_->read(begin, T + 1, tokens + int64_t(b) * (T + 1));
+    if (doc_start) data_->document_starts(begin, T, doc_start + int64_t(b) * T);
   }
 }
 

@@ -33,6 +33,10 @@ class TokenDataset {
   uint32_t token(int64_t i) const;        // global index across shards
   // Copies tokens [begin, begin+n) (may span shards) widened to int32.
   void read(int64_t begin, int64_t n, int32_t* out) const;
+  // start[i] for each token begin+i of [begin, begin+n): the offset from `begin` where its document
+  // starts, clipped to 0 (documents from the index files: shard pieces joined where a shard
+  // boundary cut a document, or Megatron's document index). Read lazily on the first call.
+  void document_starts(int64_t begin, int64_t n, int32_t* start) const;
   int64_t vocab_size() const;
   const std::string& tokenizer_name() const;
   const std::string& tokenizer_hash() const;
@@ -54,8 +58,9 @@ class BatchSampler {
  public:
   BatchSampler(const TokenDataset& data, int seq_len, uint64_t seed);
   int64_t windows_per_epoch() const;
-  // Fills tokens[B*(T+1)] with global samples [first_sample, first_sample + B).
-  void fill(int64_t first_sample, int B, int32_t* tokens) const;
+  // Fills tokens[B*(T+1)] with global samples [first_sample, first_sample + B), and with doc_start
+  // (may be null) [B*T] where each input token's document starts within its window.
+  void fill(int64_t first_sample, int B, int32_t* tokens, int32_t* doc_start = nullptr) const;
 
  private:
   const TokenDataset* data_;

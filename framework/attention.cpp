@@ -12,7 +12,8 @@
 namespace moe {
 
 // Causal attention in query blocks of kBlock rows: block [i0, i1) only needs keys [0, i1), which
-// skips most of the masked upper triangle (5/8 of the full work at T = 256). One (sequence, head)
+// skips most of the masked upper triangle (5/8 of the full work at T = 256); under a document mask
+// only keys [first_key(i0), i1), as a document's queries never see keys before its start. One (sequence, head)
 // per task; each GEMM runs on the task's thread.
 namespace {
 constexpr int64_t kBlock = 64;
@@ -32,13 +33,17 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
       const float* vb = v + l.v_at(b, h);
       float* ob = o + l.o_at(b, h);
       for (int64_t r0 = 0; r0 < T; r0 += kBlock) {
-        const int64_t rows = std::min(kBlock, T - r0), keys = r0 + rows;
-        gemm_serial(false, true, rows, keys, d, l.scale, qb + r0 * l.q_ld, l.q_ld, kb, l.k_ld, 0.f, S, keys);
-        for (int64_t r = 0; r < rows; ++r) {  // causal softmax of query t over keys 0..t
+        // Keys [k0, r0 + rows): k0 = 0 without a document mask, else the block's first document start.
+        const int64_t rows = std::min(kBlock, T - r0), k0 = l.first_key(b, r0), keys = r0 + rows - k0;
+        gemm_serial(false, true, rows, keys, d, l.scale, qb + r0 * l.q_ld, l.q_ld, kb + k0 * l.k_ld, l.k_ld, 0.f, S,
+                    keys);
+        for (int64_t r = 0; r < rows; ++r) {  // softmax of query t over keys first_key..t
           const int64_t t = r0 + r;
-          lse[bh * T + t] = kern::softmax_row_forward(one, S + r * keys, S + r * keys, t + 1, keys, /*fast=*/true);
+          lse[bh * T + t] = kern::softmax_span_forward(one, S + r * keys, S + r * keys, l.first_key(b, t) - k0,
+                                                       t + 1 - k0, keys, /*fast=*/true);
         }
-        gemm_serial(false, false, rows, dv, keys, 1.f, S, keys, vb, l.v_ld, 0.f, ob + r0 * l.o_ld, l.o_ld);
+        gemm_serial(false, false, rows, dv, keys, 1.f, S, keys, vb + k0 * l.v_ld, l.v_ld, 0.f, ob + r0 * l.o_ld,
+                    l.o_ld);
       }
     }
   });
@@ -66,24 +71,29 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         std::fill(dkb + t * l.k_ld, dkb + t * l.k_ld + d, 0.f);
       }
       for (int64_t r0 = 0; r0 < T; r0 += kBlock) {
-        const int64_t rows = std::min(kBlock, T - r0), keys = r0 + rows;
+        const int64_t rows = std::min(kBlock, T - r0), k0 = l.first_key(b, r0), keys = r0 + rows - k0;
         const float* qblk = qb + r0 * l.q_ld;
         const float* doblk = dob + r0 * l.o_ld;
+        const float *kblk = kb + k0 * l.k_ld, *vblk = vb + k0 * l.v_ld;
         // Recompute probabilities from the saved log-sum-exp.
-        gemm_serial(false, true, rows, keys, d, l.scale, qblk, l.q_ld, kb, l.k_ld, 0.f, P, keys);
+        gemm_serial(false, true, rows, keys, d, l.scale, qblk, l.q_ld, kblk, l.k_ld, 0.f, P, keys);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t t = r0 + r;
-          kern::softmax_row_recompute(one, P + r * keys, P + r * keys, lse[bh * T + t], t + 1, keys, /*fast=*/true);
+          kern::softmax_span_recompute(one, P + r * keys, P + r * keys, lse[bh * T + t], l.first_key(b, t) - k0,
+                                       t + 1 - k0, keys, /*fast=*/true);
         }
         // dV += P^T dO ; dP = dO V^T
-        gemm_serial(true, false, keys, vd, rows, 1.f, P, keys, doblk, l.o_ld, 1.f, dvb, l.v_ld);
-        gemm_serial(false, true, rows, keys, vd, 1.f, doblk, l.o_ld, vb, l.v_ld, 0.f, dP, keys);
+        gemm_serial(true, false, keys, vd, rows, 1.f, P, keys, doblk, l.o_ld, 1.f, dvb + k0 * l.v_ld, l.v_ld);
+        gemm_serial(false, true, rows, keys, vd, 1.f, doblk, l.o_ld, vblk, l.v_ld, 0.f, dP, keys);
         // dS = P * (dP - rowsum(P * dP)), stored over dP
-        for (int64_t r = 0; r < rows; ++r)
-          kern::softmax_row_backward(one, dP + r * keys, P + r * keys, dP + r * keys, r0 + r + 1, keys);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t t = r0 + r;
+          kern::softmax_span_backward(one, dP + r * keys, P + r * keys, dP + r * keys, l.first_key(b, t) - k0,
+                                      t + 1 - k0, keys);
+        }
         // dQ = scale dS K ; dK += scale dS^T Q
-        gemm_serial(false, false, rows, d, keys, l.scale, dP, keys, kb, l.k_ld, 0.f, dqb + r0 * l.q_ld, l.q_ld);
-        gemm_serial(true, false, keys, d, rows, l.scale, dP, keys, qblk, l.q_ld, 1.f, dkb, l.k_ld);
+        gemm_serial(false, false, rows, d, keys, l.scale, dP, keys, kblk, l.k_ld, 0.f, dqb + r0 * l.q_ld, l.q_ld);
+        gemm_serial(true, false, keys, d, rows, l.scale, dP, keys, qblk, l.q_ld, 1.f, dkb + k0 * l.k_ld, l.k_ld);
       }
     }
   });

@@ -13,6 +13,13 @@ struct AttentionLayout {
   int64_t B = 0, T = 0, H = 0, dqk = 0, dv = 0;
   int64_t q_ld = 0, q_hs = 0, k_ld = 0, k_hs = 0, v_ld = 0, v_hs = 0, o_ld = 0, o_hs = 0;
   float scale = 1.f;  // applied to q k^T before the causal softmax
+  // data.document_mask: doc_start[b*T + t] (device memory, [B*T]) is the position where the
+  // document of query t of sequence b starts; the query sees keys doc_start..t only. Null: every
+  // query sees keys 0..t.
+  const int32_t* doc_start = nullptr;
+
+  // The first key query t of sequence b sees.
+  int64_t first_key(int64_t b, int64_t t) const { return doc_start ? doc_start[b * T + t] : 0; }
 
   // Where sequence b, head h, position 0 starts in q, k, v and o.
   int64_t q_at(int64_t b, int64_t h) const { return b * T * q_ld + h * q_hs; }
@@ -21,7 +28,7 @@ struct AttentionLayout {
   int64_t o_at(int64_t b, int64_t h) const { return b * T * o_ld + h * o_hs; }
 };
 
-// o = softmax(scale q k^T, causal) v; lse[B, H, T] saved.
+// o = softmax(scale q k^T, causal, within documents when l.doc_start) v; lse[B, H, T] saved.
 void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const AttentionLayout& l);
 // dq, dk, dv assigned, from dout and the saved lse.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,

@@ -23,7 +23,7 @@
 namespace moe {
 namespace {
 
-using Slot = std::variant<int*, int64_t*, uint64_t*, double*, bool*, std::string*>;
+using Slot = std::variant<int*, int64_t*, uint64_t*, double*, bool*, std::string*, std::vector<DataSource>*>;
 
 struct Field {
   const char* key;  // dotted path; its prefixes are the sections
@@ -53,7 +53,8 @@ std::vector<Field> schema(Config& c) {
       {"model.rope_theta", &m.rope_theta}, {"model.rms_norm_eps", &m.rms_norm_eps},
       {"model.init_std", &m.init_std}, {"model.mtp_depth", &m.mtp_depth},
       {"model.tie_embeddings", &m.tie_embeddings},
-      {"data.path", &c.data.path}, {"data.seq_len", &c.data.seq_len},
+      {"data.path", &c.data.path}, {"data.mix", &c.data.mix}, {"data.seq_len", &c.data.seq_len},
+      {"data.document_mask", &c.data.document_mask},
       {"train.micro_batch", &t.micro_batch}, {"train.grad_accum", &t.grad_accum},
       {"train.steps", &t.steps}, {"train.lr", &t.lr}, {"train.min_lr", &t.min_lr},
       {"train.warmup", &t.warmup}, {"train.schedule", &t.schedule},
@@ -240,6 +241,38 @@ bool parse_integer(const std::string& s, T& v, bool& overflow) {
   return b != e && p == e && ec == std::errc();
 }
 
+// data.mix: a sequence of {path: DIR, weight: W} mappings (weights checked by validate()).
+std::vector<DataSource> data_sources(const std::string& key, const Entry& e) {
+  const char* expected = "a list of {path: DIR, weight: W}";
+  if (e.value.IsNull()) return {};
+  if (!e.value.IsSequence()) throw error(e.origin.where, ": ", key, " is ", kind(e.value), " (expected ", expected, ")");
+  std::vector<DataSource> out;
+  for (size_t i = 0; i < e.value.size(); ++i) {
+    const YAML::Node& item = e.value[i];
+    const std::string at = key + "[" + std::to_string(i) + "]";
+    if (!item.IsMap()) throw error(e.origin.where, ": ", at, " is ", kind(item), " (expected {path: DIR, weight: W})");
+    DataSource src;
+    bool has_path = false;
+    for (const auto& kv : item) {
+      const std::string name = kv.first.IsScalar() ? kv.first.Scalar() : "";
+      if (name == "path" && kv.second.IsScalar() && !kv.second.Scalar().empty()) {
+        src.path = kv.second.Scalar();
+        has_path = true;
+      } else if (name == "weight") {
+        const std::string w = kv.second.IsScalar() ? kv.second.Scalar() : "";
+        auto [p, ec] = std::from_chars(w.data() + (!w.empty() && w[0] == '+'), w.data() + w.size(), src.weight);
+        if (w.empty() || ec != std::errc() || p != w.data() + w.size() || !std::isfinite(src.weight))
+          throw error(e.origin.where, ": ", at, ".weight is '", w, "' (expected a finite number)");
+      } else if (name != "path") {
+        throw error(e.origin.where, ": ", at, " has unknown key '", name, "' (expected path and weight)");
+      }
+    }
+    if (!has_path) throw error(e.origin.where, ": ", at, ".path is missing or empty (expected a preprocessed folder)");
+    out.push_back(src);
+  }
+  return out;
+}
+
 // Converts one entry into its typed field; the message quotes the value as written.
 void assign(const std::string& key, const Entry& e, const Slot& slot) {
   const YAML::Node& n = e.value;
@@ -268,6 +301,8 @@ void assign(const std::string& key, const Entry& e, const Slot& slot) {
             throw fail("a finite number");
         } else if constexpr (std::is_same_v<T, bool>) {
           if (!n.IsScalar() || !YAML::convert<bool>::decode(n, *dst)) throw fail("true or false");
+        } else if constexpr (std::is_same_v<T, std::vector<DataSource>>) {
+          *dst = data_sources(key, e);
         } else {
           if (!n.IsScalar()) throw fail("a string");
           *dst = n.Scalar();
@@ -356,6 +391,19 @@ void validate(const Config& c, const Rules& r) {
   r.positive("model.init_std", m.init_std);
   r.at_least("model.mtp_depth", m.mtp_depth, 0);
   r.positive("data.seq_len", c.data.seq_len);
+  double weights = 0;
+  for (size_t i = 0; i < c.data.mix.size(); ++i) {
+    const double w = c.data.mix[i].weight;
+    r.need(w > 0, {"data.mix"}, "data.mix[" + show(i) + "].weight is " + show(w) + " for " + c.data.mix[i].path,
+           "a weight > 0");
+    weights += w;
+  }
+  r.need(c.data.mix.empty() || (weights > 0 && std::isfinite(weights)), {"data.mix"},
+         "data.mix weights sum to " + show(weights), "a positive finite sum");
+  r.need(c.data.mix.size() <= kMaxMixSources, {"data.mix"}, "data.mix has " + show(c.data.mix.size()) + " sources",
+         "at most " + show(kMaxMixSources));
+  r.need(c.data.mix.empty() || c.data.path.empty(), {"data.path", "data.mix"},
+         "data.path and data.mix are both set", "one of them: a folder, or a list of folders with weights; --set data.path=\"\" clears it");
   r.positive("train.micro_batch", t.micro_batch);
   r.positive("train.grad_accum", t.grad_accum);
   r.at_least("train.steps", t.steps, int64_t(0));
@@ -533,6 +581,14 @@ std::string config_to_yaml(const Config& config) {
             os << (*v ? "true" : "false");
           } else if constexpr (std::is_same_v<T, std::string>) {
             os << quoted(*v);
+          } else if constexpr (std::is_same_v<T, std::vector<DataSource>>) {
+            os << "[";
+            for (size_t i = 0; i < v->size(); ++i) {
+              char buf[32];
+              os << (i ? ", " : "") << "{path: " << quoted((*v)[i].path) << ", weight: "
+                 << std::string_view(buf, std::to_chars(buf, buf + sizeof buf, (*v)[i].weight).ptr) << "}";
+            }
+            os << "]";
           } else {
             os << *v;
           }

@@ -54,9 +54,23 @@ struct RunConfig {
   bool operator==(const RunConfig&) const = default;
 };
 
+// The most sources data.mix takes (the mixture's chunk of 4096 windows gives each its share).
+constexpr size_t kMaxMixSources = 64;
+
+// One source of a data mixture: a preprocessed folder and its share of the training windows.
+struct DataSource {
+  std::string path;
+  double weight = 1;
+  bool operator==(const DataSource&) const = default;
+};
+
 struct DataConfig {
   std::string path;  // a preprocessed folder (with train/ and val/ splits)
+  // Instead of path: several folders, windows drawn in proportion to the weights (data_pipeline/mixture.h).
+  std::vector<DataSource> mix;
   int seq_len = 256;
+  // Packed windows keep attention inside each document and restart RoPE positions at its start.
+  bool document_mask = false;
   bool operator==(const DataConfig&) const = default;
 };
 

@@ -4,6 +4,7 @@
 //   comm       collective bandwidth over MPI ranks (cmd_bench_comm.cpp)
 //   tokenizer  encode throughput (cmd_bench_tokenizer.cpp)
 //   checkpoint save/load speed and the training stall per save (cmd_bench_checkpoint.cpp)
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -66,7 +67,16 @@ int bench_train(int argc, char** argv) {
       ids[m * B * T + i] = int32_t(rng_bits(cfg.run.seed, 1, at) % uint64_t(V));
       tgt[m * B * T + i] = int32_t(rng_bits(cfg.run.seed, 2, at) % uint64_t(V));
     }
-  auto batch = [&](int64_t, int micro) { return MicroBatch{&ids[micro * B * T], &tgt[micro * B * T]}; };
+  // data.document_mask: every sequence packs four documents of T/4 tokens (the last takes the rest).
+  std::vector<int32_t> doc_start;
+  const int64_t doc = std::max<int64_t>(T / 4, 1);
+  if (cfg.data.document_mask)
+    for (int64_t i = 0; i < B * T; ++i) doc_start.push_back(int32_t(std::min(i % T / doc, int64_t(3)) * doc));
+  auto batch = [&](int64_t, int micro) {
+    MicroBatch mb{&ids[micro * B * T], &tgt[micro * B * T]};
+    if (!doc_start.empty()) mb.doc_start = doc_start.data();
+    return mb;
+  };
   auto no_snapshot = [] {};
   auto no_log = [](const StepStats&) {};
   // The schedule runs on over the warm-up and timed steps, as if they were a run's first steps.

@@ -349,6 +349,7 @@ class Sweep {
       opt.world = comm_.size();
       opt.reduce = [this](double* x, int n) { comm_.sum_in_rank_order(x, n); };
       opt.accuracy = opt.expert_load = true;
+      opt.document_mask = cfg.data.document_mask;  // as the run evaluated itself
       char what[512];
       snprintf(what, sizeof what, "[%zu/%zu] %s step %lld on %s", index, count, c.run.c_str(), (long long)c.step,
                f_.data[d].name.c_str());

@@ -36,7 +36,7 @@ EvalResult evaluate(DeepSeekV3& model, const TokenDataset& data, const std::vect
   if (opt.batches > 0) total_batches = std::min(total_batches, opt.batches);
   const int64_t E = model.config().routed_experts, layers = model.moe_layers();
   std::vector<double> sums(size_t(kLoads + (opt.expert_load ? layers * E : 0)), 0.0);
-  std::vector<int32_t> window(size_t(T + 1)), ids, tgt, ranks;
+  std::vector<int32_t> window(size_t(T + 1)), ids, tgt, ranks, doc_start;
   const auto start = std::chrono::steady_clock::now();
   // Every rank runs the same number of forwards: under FSDP and expert parallelism a forward is
   // collective. A rank past the last batch re-runs batch 0 and ignores the result.
@@ -51,10 +51,15 @@ EvalResult evaluate(DeepSeekV3& model, const TokenDataset& data, const std::vect
       data.read((first + i) * T, T + 1, window.data());
       std::copy(window.begin(), window.end() - 1, ids.begin() + i * T);
       std::copy(window.begin() + 1, window.end(), tgt.begin() + i * T);
+      if (opt.document_mask) {
+        doc_start.resize(size_t(n * T));
+        data.document_starts((first + i) * T, T, doc_start.data() + i * T);
+      }
     }
     ranks.resize(opt.accuracy ? size_t(n * T) : 0);
     ForwardStats s = model.forward_ranked(ids.data(), tgt.data(), n, T, opt.expert_load && counted,
-                                          opt.accuracy ? ranks.data() : nullptr);
+                                          opt.accuracy ? ranks.data() : nullptr,
+                                          opt.document_mask ? doc_start.data() : nullptr);
     if (opt.progress) opt.progress(std::min(total_batches, (round + 1) * world), total_batches);
     if (!counted) continue;
     sums[kLoss] += s.loss * double(n * T);

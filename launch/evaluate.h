@@ -39,6 +39,7 @@ struct EvalOptions {
   EvalReduce reduce;      // null for one process
   bool accuracy = false;     // top-1/top-5 (downloads each batch's target ranks)
   bool expert_load = false;  // counts routing into model.expert_load(), which must start at zero
+  bool document_mask = false;  // attention within the split's documents (data.document_mask)
   // Called on every rank after each of its forwards: batches done by the whole job (an estimate
   // counting every rank's like this one's), of total.
   std::function<void(int64_t done, int64_t total)> progress;

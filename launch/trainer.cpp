@@ -15,12 +15,14 @@
 
 #include "checkpoints/async_save.h"
 #include "checkpoints/checkpoint.h"
+#include "data_pipeline/mixture.h"
 #include "data_pipeline/shards.h"
 #include "framework/error.h"
 #include "framework/gemm.h"
 #include "framework/metrics.h"
 #include "framework/precision.h"
 #include "framework/threads.h"
+#include "launch/data_sources.h"
 #include "launch/device.h"
 #include "launch/evaluate.h"
 #include "launch/expert_report.h"
@@ -36,6 +38,12 @@ namespace fs = std::filesystem;
 
 namespace moe {
 namespace {
+
+std::vector<const TokenDataset*> pointers(const std::vector<TokenDataset>& v) {
+  std::vector<const TokenDataset*> out;
+  for (const TokenDataset& d : v) out.push_back(&d);
+  return out;
+}
 
 volatile std::sig_atomic_t g_stop_signal = 0;
 extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
@@ -153,19 +161,16 @@ std::string fmt_duration(double s) {
 class Trainer {
  public:
   Trainer(const Config& cfg, Comm& comm, DeviceChoice device, Clock::time_point process_start)
-      : cfg_(cfg), comm_(comm), device_(std::move(device)), dm_(comm, cfg, device_.groups), train_(TokenDataset::open(cfg.data.path, "train")),
-        val_(TokenDataset::open(cfg.data.path, "val")), sampler_(train_, cfg.data.seq_len, cfg.run.seed),
+      : cfg_(cfg), comm_(comm), device_(std::move(device)), dm_(comm, cfg, device_.groups),
+        data_(open_data_sources(cfg)), sampler_(pointers(data_.train), data_.weights, cfg.data.seq_len, cfg.run.seed),
         experts_(moe_block_indices()), process_start_(process_start) {
-    for (const TokenDataset* d : {&train_, &val_})
-      if (d->vocab_size() > cfg.model.vocab_size)
-        throw error(cfg.source, ": model.vocab_size is ", cfg.model.vocab_size, " but ", d->dir(),
-                    " was tokenized with vocab_size ", d->vocab_size(), " (expected model.vocab_size >= ",
-                    d->vocab_size(), ")");
-    token_bytes_ = token_byte_lengths(val_);
+    for (const TokenDataset& v : data_.val) token_bytes_.push_back(token_byte_lengths(v));
     const size_t B = size_t(cfg.train.micro_batch), T = size_t(cfg.data.seq_len);
     window_.resize(B * (T + 1));
     ids_.resize(B * T);
     targets_.resize(B * T);
+    if (cfg.data.document_mask) doc_start_.resize(B * T);
+    if (data_.mixture) source_.resize(B);
     ckpt_root_ = (fs::path(cfg.run.out_dir) / "checkpoints").string();
     if (cfg.train.sample_every > 0) open_sample_tokenizer();
   }
@@ -242,11 +247,19 @@ class Trainer {
              "%lld x %d tokens | %s | %s\n",
              cfg_.run.name.c_str(), pc.total / 1e6, pc.active / 1e6, W, mesh_.dp(), mesh_.ep(), num_threads(),
              (long long)global_batch(), T, precision_name(model_.precision()), device_.description.c_str());
-      printf("data: %s (%lld train tokens, %lld val tokens, %lld windows/epoch)\n", cfg_.data.path.c_str(),
-             (long long)train_.num_tokens(), (long long)val_.num_tokens(), (long long)sampler_.windows_per_epoch());
-      if (val_.num_tokens() < T + 1)
-        printf("warning: %s/val has %lld tokens, fewer than seq_len+1; evaluation is skipped\n",
-               cfg_.data.path.c_str(), (long long)val_.num_tokens());
+      double total_weight = 0;
+      for (double w : data_.weights) total_weight += w;
+      for (int s = 0; s < sampler_.sources(); ++s) {
+        const double share = 100 * data_.weights[size_t(s)] / total_weight;
+        const std::string mix = data_.mixture ? data_.names[size_t(s)] + " " + std::to_string(std::lround(share)) + "%, " : "";
+        printf("data: %s (%s%lld train tokens, %lld val tokens, %lld windows/epoch)%s\n", data_.paths[size_t(s)].c_str(),
+               mix.c_str(), (long long)data_.train[size_t(s)].num_tokens(),
+               (long long)data_.val[size_t(s)].num_tokens(), (long long)sampler_.source(s).windows_per_epoch(),
+               cfg_.data.document_mask && s == 0 ? " | document mask" : "");
+        if (data_.val[size_t(s)].num_tokens() < T + 1)
+          printf("warning: %s/val has %lld tokens, fewer than seq_len+1; evaluation is skipped\n",
+                 data_.paths[size_t(s)].c_str(), (long long)data_.val[size_t(s)].num_tokens());
+      }
       if (start_step_ > 0) printf("resumed from %s at step %lld\n", resumed_from_.c_str(), (long long)start_step_);
       for (const std::string& note : start_notes_) printf("%s\n", note.c_str());
       fflush(stdout);
@@ -266,12 +279,16 @@ class Trainer {
   // so a batch is a function of (seed, step) whatever the layout.
   MicroBatch sample(int64_t step, int micro) {
     const int B = cfg_.train.micro_batch, T = cfg_.data.seq_len;
-    sampler_.fill(step * global_batch() + (int64_t(micro) * comm_.size() + comm_.rank()) * B, B, window_.data());
+    sampler_.fill(step * global_batch() + (int64_t(micro) * comm_.size() + comm_.rank()) * B, B, window_.data(),
+                  doc_start_.empty() ? nullptr : doc_start_.data(), source_.empty() ? nullptr : source_.data());
     for (int b = 0; b < B; ++b) {
       std::copy_n(window_.begin() + b * (T + 1), T, ids_.begin() + b * T);
       std::copy_n(window_.begin() + b * (T + 1) + 1, T, targets_.begin() + b * T);
     }
-    return {ids_.data(), targets_.data()};
+    MicroBatch mb{ids_.data(), targets_.data()};
+    if (!doc_start_.empty()) mb.doc_start = doc_start_.data();
+    if (!source_.empty()) mb.source = source_.data(), mb.sources = sampler_.sources();
+    return mb;
   }
 
   // After the optimizer step `done` (1-based), before the bias update: every log_every steps the
@@ -302,7 +319,7 @@ class Trainer {
              device_mib > 0 ? device_mib : peak_rss_mib(), load_ratio, fmt_duration(eta).c_str());
       fflush(stdout);
       ShardMemory mem = fsdp_.memory();
-      log_metrics({{"step", done}, {"state_mib", mem.shard_bytes / 1048576.0},
+      nlohmann::json row = {{"step", done}, {"state_mib", mem.shard_bytes / 1048576.0},
                    {"state_fraction", double(mem.shard_bytes) / double(mem.full_bytes)},
                    {"gathered_peak_mib", mem.peak_gathered_bytes / 1048576.0},
                    {"expert_load_per_ep_rank", load_per_ep_rank(load)}, {"loss", s.loss}, {"accuracy", s.accuracy},
@@ -313,7 +330,9 @@ class Trainer {
                    {"peak_rss_mib", peak_rss_mib()}, {"peak_device_mib", device_mib},
                    {"expert_load_max_mean", load_ratio},
                    {"expert_load", load_rows},
-                   {"elapsed_s", seconds_since(run_start_)}});
+                   {"elapsed_s", seconds_since(run_start_)}};
+      if (data_.mixture) row["source_loss"] = per_source(s.source_loss);
+      log_metrics(row);
     }
     log_start_ = Clock::now();
     log_tokens_ = 0;
@@ -377,9 +396,9 @@ class Trainer {
   // train.sample_every needs the tokenizer the data was made with; a prompt it cannot encode for
   // this model fails here, before any step.
   void open_sample_tokenizer() {
-    const std::string& name = train_.tokenizer_name();
+    const std::string& name = data_.train[0].tokenizer_name();
     if (name.empty())
-      throw error(cfg_.source, ": train.sample_every is ", cfg_.train.sample_every, " but ", train_.dir(),
+      throw error(cfg_.source, ": train.sample_every is ", cfg_.train.sample_every, " but ", data_.train[0].dir(),
                   " records no tokenizer (expected data made by moe preprocess, or sample_every 0)");
     sample_tok_ = make_tokenizer(name);
     for (uint32_t id : sample_tok_->encode(cfg_.train.sample_prompt))
@@ -434,9 +453,17 @@ class Trainer {
     return worst;
   }
 
+  // {name: value} of a mixture's sources; null without data.mix.
+  nlohmann::json per_source(const std::vector<double>& values) const {
+    if (!data_.mixture) return nullptr;
+    nlohmann::json out = nlohmann::json::object();
+    for (size_t s = 0; s < values.size(); ++s) out[data_.names[s]] = values[s];
+    return out;
+  }
+
+  // Every val split that has a window; with data.mix the overall figures are the weighted means of
+  // the sources' (as the training loss mixes them), and each source's is logged too.
   void run_eval(int64_t step) {
-    // A corpus preprocessed with --val-fraction 0 (or a tiny one) has nothing to evaluate on.
-    if (val_.num_tokens() < cfg_.data.seq_len + 1) return;
     // eval_batches counts global batches, so every layout of the same global batch (ranks, micro
     // batches, accumulation) evaluates the same windows.
     const int64_t batches = int64_t(cfg_.train.eval_batches) * cfg_.train.grad_accum * comm_.size();
@@ -446,15 +473,42 @@ class Trainer {
     opt.batches = batches;
     opt.rank = comm_.rank();
     opt.world = comm_.size();
+    opt.document_mask = cfg_.data.document_mask;
     opt.reduce = [this](double* x, int n) { comm_.allreduce_sum(x, n); };
-    EvalResult r = evaluate(model_, val_, token_bytes_, opt);
-    if (!comm_.is_root()) return;
-    printf("eval step %lld | val loss %.4f | ppl %.2f | bits/byte %.4f | %lld tokens\n", (long long)step, r.loss,
-           r.perplexity, r.bits_per_byte, (long long)r.tokens);
+    std::vector<EvalResult> results;
+    std::vector<double> losses;
+    double weight = 0, loss = 0, bpb = 0;
+    int64_t tokens = 0;
+    std::string line;
+    for (size_t s = 0; s < data_.val.size(); ++s) {
+      // A corpus preprocessed with --val-fraction 0 (or a tiny one) has nothing to evaluate on.
+      if (data_.val[s].num_tokens() < cfg_.data.seq_len + 1) continue;
+      const EvalResult r = evaluate(model_, data_.val[s], token_bytes_[s], opt);
+      weight += data_.weights[s];
+      loss += data_.weights[s] * r.loss;
+      bpb += data_.weights[s] * r.bits_per_byte;
+      tokens += r.tokens;
+      losses.push_back(r.loss);
+      char buf[128];
+      snprintf(buf, sizeof buf, " | %s %.4f", data_.names[s].c_str(), r.loss);
+      line += buf;
+    }
+    if (weight == 0 || !comm_.is_root()) return;
+    loss /= weight;
+    bpb /= weight;
+    printf("eval step %lld | val loss %.4f | ppl %.2f | bits/byte %.4f | %lld tokens%s\n", (long long)step, loss,
+           std::exp(loss), bpb, (long long)tokens, data_.mixture ? line.c_str() : "");
     fflush(stdout);
-    last_val_ = {{"val_loss", r.loss}, {"val_loss_step", step}};
-    log_metrics({{"step", step}, {"val_loss", r.loss}, {"val_perplexity", r.perplexity},
-                 {"val_bits_per_byte", r.bits_per_byte}, {"val_tokens", r.tokens}});
+    last_val_ = {{"val_loss", loss}, {"val_loss_step", step}};
+    nlohmann::json row = {{"step", step}, {"val_loss", loss}, {"val_perplexity", std::exp(loss)},
+                          {"val_bits_per_byte", bpb}, {"val_tokens", tokens}};
+    if (data_.mixture) {
+      nlohmann::json by = nlohmann::json::object();
+      for (size_t s = 0, k = 0; s < data_.val.size(); ++s)
+        if (data_.val[s].num_tokens() >= cfg_.data.seq_len + 1) by[data_.names[s]] = losses[k++];
+      row["val_source_loss"] = by;
+    }
+    log_metrics(row);
   }
 
   void log_metrics(const nlohmann::json& row) {
@@ -486,8 +540,8 @@ class Trainer {
       // the seed and the step are the whole random state.
       meta = {{"tokens", step * tokens_per_step()},
               {"optimizer_steps", fsdp_.optimizer().steps_taken()},
-              {"tokenizer", train_.tokenizer_name()},
-              {"tokenizer_hash", train_.tokenizer_hash()},
+              {"tokenizer", data_.train[0].tokenizer_name()},
+              {"tokenizer_hash", data_.train[0].tokenizer_hash()},
               {"sampler", {{"seed", cfg_.run.seed}, {"next_step", step}}},
               {"world_size", comm_.size()},
               {"expert_parallel", mesh_.ep()},
@@ -615,10 +669,10 @@ class Trainer {
       throw error(cfg_.source, ": checkpoint.init_from ", ckpt->dir(), " has another model shape (", diff,
                   "; expected the model section of its config.yaml)");
     const std::string hash = ckpt->meta().value("tokenizer_hash", std::string());
-    if (!hash.empty() && !train_.tokenizer_hash().empty() && hash != train_.tokenizer_hash())
+    if (!hash.empty() && !data_.train[0].tokenizer_hash().empty() && hash != data_.train[0].tokenizer_hash())
       throw error(cfg_.source, ": checkpoint.init_from ", ckpt->dir(), " was trained with tokenizer ",
                   ckpt->meta().value("tokenizer", std::string("?")), " but ", cfg_.data.path, " was made with ",
-                  train_.tokenizer_name(), " (expected data made with the checkpoint's tokenizer)");
+                  data_.train[0].tokenizer_name(), " (expected data made with the checkpoint's tokenizer)");
     std::vector<ShardPiece> pieces = fsdp_.host_pieces();
     for (ShardPiece& p : pieces) p.exp_avg = p.exp_avg_sq = nullptr;  // weights only: fresh moments
     load_checkpoint_pieces(*ckpt, model_.params(), pieces);
@@ -634,9 +688,9 @@ class Trainer {
   DeviceMesh& mesh_ = dm_.mesh;
   DeepSeekV3& model_ = dm_.model;
   ShardedModel& fsdp_ = dm_.fsdp;
-  TokenDataset train_, val_;
-  BatchSampler sampler_;
-  std::vector<int32_t> token_bytes_;
+  DataSources data_;
+  MixtureSampler sampler_;
+  std::vector<std::vector<int32_t>> token_bytes_;  // per val split
   std::string ckpt_root_, resumed_from_;
   std::unique_ptr<MetricsLog> metrics_, samples_;
   std::unique_ptr<Tokenizer> sample_tok_;  // train.sample_every: the data's tokenizer
@@ -649,6 +703,7 @@ class Trainer {
   FILE* rank_log_ = nullptr;  // run.rank_logs, ranks other than 0
   double copy_wait_s_ = 0;    // this save's stall at the optimizer while its snapshot was copied
   std::vector<int32_t> window_, ids_, targets_;  // sample()'s [B, T+1] windows and [B, T] ids and targets
+  std::vector<int32_t> doc_start_, source_;      // [B, T] with data.document_mask, [B] with data.mix
   double peak_gflops_ = 0;                        // the MFU denominator
   Clock::time_point run_start_, log_start_;
   int64_t log_tokens_ = 0;                        // tokens trained since the last log line
@@ -659,7 +714,6 @@ class Trainer {
 
 int train(const Config& cfg, Comm& comm) {
   const auto process_start = Clock::now();
-  if (cfg.data.path.empty()) throw error(cfg.source, ": data.path is empty (expected a folder made by moe preprocess)");
   if (cfg.model.mtp_depth != 0)
     throw error(cfg.source, ": model.mtp_depth ", cfg.model.mtp_depth, " is not implemented yet (expected 0)");
   set_num_threads(cfg.train.threads);

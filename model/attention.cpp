@@ -1,5 +1,6 @@
 #include "model/attention.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "framework/backend.h"
@@ -12,8 +13,40 @@ void RopeTables::build(int64_t T_, int dim, double theta) {
   T = T_;
   Tensor cos = Tensor::empty({T, dim / 2}), sin = Tensor::empty({T, dim / 2});
   rope_tables(cos.f32(), sin.f32(), T, dim, theta);  // on the host, once per sequence length
+  host_cos_.assign(cos.f32(), cos.f32() + cos.numel());
+  host_sin_.assign(sin.f32(), sin.f32() + sin.numel());
   cos_TR2 = cos.to(compute().device());
   sin_TR2 = sin.to(compute().device());
+  documents_ = false;
+}
+
+// Token (b, t) of a document starting at s gets the table rows of position t - s: what the same
+// tokens get in a sequence of their own, bit for bit.
+void RopeTables::set_documents(const int32_t* doc_start, int64_t B) {
+  documents_ = doc_start != nullptr;
+  if (!documents_) return;
+  const int64_t N = B * T, half = cos_TR2.dim(1);
+  Tensor cos = Tensor::empty({N, half}), sin = Tensor::empty({N, half});
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t i = b * T + t, s = doc_start[i];
+      MOE_CHECK(s >= 0 && s <= t && (t == 0 || s == doc_start[i - 1] || s == t),
+                "document starts: token ", t, " of sequence ", b, " starts its document at ", s);
+      std::copy_n(host_cos_.data() + (t - s) * half, half, cos.f32() + i * half);
+      std::copy_n(host_sin_.data() + (t - s) * half, half, sin.f32() + i * half);
+    }
+  cos_NR2_ = cos.to(compute().device());
+  sin_NR2_ = sin.to(compute().device());
+  doc_start_N_.ensure({N}, DType::I32);
+  compute().upload(doc_start_N_.raw(), doc_start, size_t(N) * sizeof(int32_t));
+}
+
+void RopeTables::apply(float* x, int64_t B, int64_t heads, int64_t row_stride, int64_t head_stride, int dim,
+                       bool backward) const {
+  if (documents_)  // one table row per token: B*T sequences of one
+    compute().rope_apply(x, cos_NR2_.f32(), sin_NR2_.f32(), 1, B * T, heads, row_stride, head_stride, dim, backward);
+  else
+    compute().rope_apply(x, cos_TR2.f32(), sin_TR2.f32(), B, T, heads, row_stride, head_stride, dim, backward);
 }
 
 void MLA::init(ParamStore& ps, const std::string& prefix, const ModelConfig& c) {
@@ -82,14 +115,14 @@ void MLA::forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64
   const bool fp8 = kv_b_proj.prec == Precision::FP8;
   ScratchScope scope;
   project_queries(ps, x, N, a);
-  compute().rope_apply(a.q_NHd.f32() + nope, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, H, H * d, d, int(rope), false);
+  rt.apply(a.q_NHd.f32() + nope, B, H, H * d, d, int(rope), false);
 
   // Compressed keys/values: [kv_c | k_pe].
   Tensor ckv = scratch({N, C}), latent = cache_rows ? scratch({N, kv_lora}) : Tensor();
   const ScratchFp8Rows kvq = fp8 ? ScratchFp8Rows(N, kv_lora) : ScratchFp8Rows();
   const Activation kv = project_latent(ps, ckv.f32(), x, N, a, kvq, cache_rows ? latent.f32() : nullptr);
   const float* c = ckv.f32();
-  compute().rope_apply(ckv.f32() + kv_lora, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, 1, C, 0, int(rope), false);
+  rt.apply(ckv.f32() + kv_lora, B, 1, C, 0, int(rope), false);
   if (cache_rows) {
     compute().copy_rows(cache_rows, C, latent.f32(), kv_lora, N, kv_lora);
     compute().copy_rows(cache_rows + kv_lora, C, c + kv_lora, C, N, rope);
@@ -106,7 +139,7 @@ void MLA::forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64
   a.o_NHv.ensure({N, H, vdim});
   a.lse_BHT.ensure({B, H, T});
   compute().attention_forward(a.o_NHv.f32(), a.lse_BHT.f32(), a.q_NHd.f32(), k, a.kvb_NHe.f32() + nope,
-                              attention_layout(B, T));
+                              attention_layout(B, T, rt));
   o_proj.forward(ps, y, a.o_NHv.f32(), N);
 }
 
@@ -146,7 +179,7 @@ void MLA::decode(const ParamStore& ps, float* y, Activation x, const LatentStep&
 }
 
 // q and k [N, H, d]; v inside kv_b_proj's output [N, H, nope + vdim] after the nope part; o [N, H, vdim].
-AttentionLayout MLA::attention_layout(int64_t B, int64_t T) const {
+AttentionLayout MLA::attention_layout(int64_t B, int64_t T, const RopeTables& rt) const {
   const int64_t d = nope + rope, e = nope + vdim;
   AttentionLayout l;
   l.B = B; l.T = T; l.H = H; l.dqk = d; l.dv = vdim;
@@ -157,6 +190,7 @@ AttentionLayout MLA::attention_layout(int64_t B, int64_t T) const {
   l.o_ld = H * vdim;
   l.o_hs = vdim;
   l.scale = 1.0f / std::sqrt(float(d));
+  l.doc_start = rt.doc_start();
   return l;
 }
 
@@ -170,14 +204,14 @@ void MLA::backward(const ParamStore& ps, float* dx, const float* dy, const float
   Tensor dq = scratch({N, H, d}), dk = scratch({N, H, d}), dkvb = scratch({N, H, e});
   float *pdk = dk.f32(), *pdkvb = dkvb.f32();
   compute().attention_backward(dq.f32(), pdk, pdkvb + nope, dO.f32(), a.q_NHd.f32(), a.k_NHd.f32(),
-                               a.kvb_NHe.f32() + nope, a.lse_BHT.f32(), attention_layout(B, T));
+                               a.kvb_NHe.f32() + nope, a.lse_BHT.f32(), attention_layout(B, T, rt));
 
   // Keys: nope part goes to kv_b's output, the rope part is summed over heads (shared k_pe).
   Tensor dckv = scratch({N, C});
   float* pdc = dckv.f32();
   compute().copy_rows(pdkvb, e, pdk, d, N * H, nope);
   compute().sum_row_groups(pdc + kv_lora, C, pdk + nope, d, N, rope, /*group=*/H);
-  compute().rope_apply(pdc + kv_lora, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, 1, C, 0, int(rope), true);
+  rt.apply(pdc + kv_lora, B, 1, C, 0, int(rope), true);
 
   // kv path: kv_b_proj <- kv_a_layernorm <- kv_c part of kv_a_proj_with_mqa.
   Tensor dkv_norm = scratch({N, kv_lora}), dkv_c = scratch({N, kv_lora});
@@ -187,7 +221,7 @@ void MLA::backward(const ParamStore& ps, float* dx, const float* dy, const float
   kv_a_proj_with_mqa.backward(ps, dx, pdc, x, N, /*accumulate_dx=*/true);
 
   // q path.
-  compute().rope_apply(dq.f32() + nope, rt.cos_TR2.f32(), rt.sin_TR2.f32(), B, T, H, H * d, d, int(rope), true);
+  rt.apply(dq.f32() + nope, B, H, H * d, d, int(rope), true);
   if (q_lora > 0) {
     Tensor dqa_norm = scratch({N, q_lora}), dqa = scratch({N, q_lora});
     q_b_proj.backward(ps, dqa_norm.f32(), dq.f32(), a.qa_norm_NQ.f32(), N);

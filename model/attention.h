@@ -12,6 +12,7 @@
 // R rope dims, d = nope + rope.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "framework/attention.h"
 #include "framework/config.h"
@@ -31,10 +32,26 @@ struct MLAActs {
   Tensor lse_BHT;
 };
 
+// The positions of a forward's tokens: RoPE tables of positions 0..T-1, and under a document mask
+// (data.document_mask) each token's own position (counted from its document's start) and the
+// first key its attention sees.
 struct RopeTables {
-  Tensor cos_TR2, sin_TR2;  // [T, R/2]
+  Tensor cos_TR2, sin_TR2;  // [T, R/2], on the device
   int64_t T = 0;
   void build(int64_t T_, int dim, double theta);
+  // doc_start (host, [B*T], or null for plain causal windows): where the document of each token
+  // of each sequence starts. Tokens then get positions t - doc_start and see keys doc_start..t.
+  void set_documents(const int32_t* doc_start, int64_t B);
+  // rope_apply (backend_ops.inc) over [B*T] token rows at their positions.
+  void apply(float* x, int64_t B, int64_t heads, int64_t row_stride, int64_t head_stride, int dim,
+             bool backward) const;
+  // The attention's doc_start (device, [B*T]), or null without a document mask.
+  const int32_t* doc_start() const { return documents_ ? doc_start_N_.data<int32_t>() : nullptr; }
+
+ private:
+  std::vector<float> host_cos_, host_sin_;  // [T, R/2]
+  bool documents_ = false;
+  Tensor cos_NR2_, sin_NR2_, doc_start_N_;  // per token, under a document mask
 };
 
 struct MLA {
@@ -63,7 +80,7 @@ struct MLA {
   }
 
  private:
-  AttentionLayout attention_layout(int64_t B, int64_t T) const;
+  AttentionLayout attention_layout(int64_t B, int64_t T, const RopeTables& rt) const;
   void project_queries(const ParamStore& ps, Activation x, int64_t N, MLAActs& a) const;
   Activation project_latent(const ParamStore& ps, float* ckv, Activation x, int64_t N, MLAActs& a,
                             const ScratchFp8Rows& kvq, float* latent) const;

@@ -134,10 +134,12 @@ void DeepSeekV3::set_expert_exchange(const ExpertExchange* ex) {
   for (int l : moe_blocks_) blocks_[l].moe.dispatcher.exchange = ex;
 }
 
-void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load, KVCache* cache, int64_t slot) {
+void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load, KVCache* cache, int64_t slot,
+                            const int32_t* doc_start) {
   const int64_t N = B * T, D = cfg_.hidden;
   const int L = cfg_.layers;
   if (rope_.T != T) rope_.build(T, cfg_.qk_rope_dim, cfg_.rope_theta);
+  rope_.set_documents(doc_start, B);
   resid_.resize(L + 1);
   acts_.resize(recompute_ ? 1 : L);
   for (int l = 0; l <= L; ++l) resid_[l].ensure({N, D});
@@ -184,17 +186,18 @@ void DeepSeekV3::head_loss(int64_t N, int32_t* ranks) {
   }
 }
 
-ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load) {
-  return forward_ranked(ids, targets, B, T, count_load, nullptr);
+ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load,
+                                 const int32_t* doc_start) {
+  return forward_ranked(ids, targets, B, T, count_load, nullptr, doc_start);
 }
 
 ForwardStats DeepSeekV3::forward_ranked(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T,
-                                        bool count_load, int32_t* ranks_N) {
+                                        bool count_load, int32_t* ranks_N, const int32_t* doc_start) {
   const int64_t N = B * T;
   B_ = B; T_ = T;
   upload_tokens(ids_N, ids, N);
   upload_tokens(targets_N, targets, N);
-  run_blocks(B, T, count_load);
+  run_blocks(B, T, count_load, nullptr, 0, doc_start);
   ScratchScope scope;
   // The target ranks come from the logits chunks the loss already computes; the hits are summed
   // on the device, so the training step's accuracy costs one pass over each chunk.

@@ -96,11 +96,16 @@ class DeepSeekV3 {
 
   // ids, targets [B*T]. Returns the losses and the top-1 hits; keeps activations for backward.
   // Expert loads are counted for the bias update only when count_load (training, not evaluation).
-  ForwardStats forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load = true);
+  // doc_start (host, [B*T], data.document_mask) packs documents: token t of sequence b belongs to
+  // the document that starts at position doc_start[b*T + t], attends only within it and takes its
+  // RoPE position from that start, exactly as if the document were a sequence of its own. Null: one
+  // causal sequence.
+  ForwardStats forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load = true,
+                       const int32_t* doc_start = nullptr);
   // Evaluation: forward() and, for every token, the rank of its target among the logits (0 = the
   // first arg-max; ranks < k are top-k hits), into ranks_N (host, [B*T]).
   ForwardStats forward_ranked(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load,
-                              int32_t* ranks_N);
+                              int32_t* ranks_N, const int32_t* doc_start = nullptr);
   // Gradients of loss_scale * (loss + aux + z) accumulate into params().grads().
   void backward(float loss_scale);
   // Logits [B, V] of the last position of each sequence (for generation), on the host.
@@ -128,7 +133,9 @@ class DeepSeekV3 {
   void add_compute_units();
   int block_cu(int l) const { return embed_cu_ + 1 + l; }
   // With a cache: the blocks also write its rows of `slot` (prefill; B == 1).
-  void run_blocks(int64_t B, int64_t T, bool count_load, KVCache* cache = nullptr, int64_t slot = 0);
+  // doc_start: forward()'s document starts (host), or null.
+  void run_blocks(int64_t B, int64_t T, bool count_load, KVCache* cache = nullptr, int64_t slot = 0,
+                  const int32_t* doc_start = nullptr);
   Tensor head_logits(const float* x, int64_t B, int64_t T);
   void upload_tokens(Tensor& dst, const int32_t* host, int64_t N);
   void final_norm(int64_t N);

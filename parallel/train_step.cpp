@@ -1,9 +1,27 @@
 #include "parallel/train_step.h"
 
+#include <cmath>
+
 #include "framework/optimizer.h"
 #include "framework/profiler.h"
 
 namespace moe {
+namespace {
+
+// Adds each window's summed token losses and token count to its source's entries of
+// by_source [sources losses | sources tokens].
+void add_source_losses(const DeepSeekV3& model, const MicroBatch& mb, int B, int T, std::vector<double>& by_source) {
+  by_source.resize(size_t(2 * mb.sources), 0.0);
+  const std::vector<float> losses = model.token_losses();
+  for (int b = 0; b < B; ++b) {
+    double sum = 0;
+    for (int t = 0; t < T; ++t) sum += losses[size_t(b * T + t)];
+    by_source[size_t(mb.source[b])] += sum;
+    by_source[size_t(mb.sources + mb.source[b])] += T;
+  }
+}
+
+}  // namespace
 
 StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
                      FunctionRef<MicroBatch(int64_t step, int micro)> batch, FunctionRef<void()> before_update,
@@ -15,9 +33,11 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
 
   fsdp.zero_grads();
   double losses[4] = {0, 0, 0, 0};  // ce, aux, z, top-1 hits summed over micro-batches
+  std::vector<double> by_source;      // per source: sum of token losses, then tokens
   for (int a = 0; a < A; ++a) {
     const MicroBatch mb = batch(step, a);
-    const ForwardStats s = model.forward(mb.ids, mb.targets, B, T);
+    const ForwardStats s = model.forward(mb.ids, mb.targets, B, T, /*count_load=*/true, mb.doc_start);
+    if (mb.source) add_source_losses(model, mb, B, T, by_source);
     model.backward(1.f / float(A * W));
     losses[0] += s.loss;
     losses[1] += s.aux_loss;
@@ -32,9 +52,13 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
   {
     MOE_PHASE("optimizer");
     dm.world.allreduce_sum(losses, 4);
+    if (!by_source.empty()) dm.world.allreduce_sum(by_source.data(), int(by_source.size()));
     dm.world.allreduce_sum(load.f32(), load.numel());
     st.grad_norm = fsdp.grad_norm();
   }
+  const size_t S = by_source.size() / 2;
+  for (size_t k = 0; k < S; ++k)
+    st.source_loss.push_back(by_source[S + k] > 0 ? by_source[k] / by_source[S + k] : std::nan(""));
   st.loss = losses[0] / (A * W);
   st.aux_loss = losses[1] / (A * W);
   st.z_loss = losses[2] / (A * W);

@@ -19,6 +19,7 @@
 //      any forward of the next step or an evaluation, which route with the new bias
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "framework/config.h"
 #include "framework/function_ref.h"
@@ -27,10 +28,15 @@
 
 namespace moe {
 
-// One micro-batch of this rank: [train.micro_batch, data.seq_len] token ids and their targets.
+// One micro-batch of this rank: [train.micro_batch, data.seq_len] token ids and their targets;
+// with data.document_mask where each token's document starts in its window ([B*T], the model's
+// doc_start); with data.mix each window's source ([B], 0..sources-1) for per-source losses.
 struct MicroBatch {
   const int32_t* ids = nullptr;
   const int32_t* targets = nullptr;
+  const int32_t* doc_start = nullptr;
+  const int32_t* source = nullptr;
+  int sources = 0;
 };
 
 struct StepStats {
@@ -42,6 +48,9 @@ struct StepStats {
   double grad_norm = 0;   // global L2 norm of the gradients, before clipping
   float clip_scale = 1;   // what the gradients were multiplied by (1: not clipped)
   double lr = 0;          // the schedule's learning rate for this step
+  // With MicroBatch::source: mean cross-entropy of each source's windows over the global batch
+  // (NaN for a source without any this step).
+  std::vector<double> source_loss;
   // Tokens per routed expert this step, [moe layers, routed experts], summed over micro-batches
   // and ranks: the model's own tensor, valid during after_update only (the bias update resets it).
   const Tensor* expert_load = nullptr;

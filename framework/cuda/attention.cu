@@ -1,5 +1,6 @@
 // The causal attention core on the GPU (attention.h). Scores of one chunk of heads of sequence b
-// sit in S[hc, T, T]; row n of S is head h0 + n / T, query t = n % T, which sees keys 0..t.
+// sit in S[hc, T, T]; row n of S is head h0 + n / T, query t = n % T, which sees keys 0..t (under
+// a document mask keys doc_start[b*T + t]..t; the softmax rows zero the rest).
 #include "framework/cuda/allocator.h"
 #include "framework/cuda/attention.h"
 #include "framework/cuda/gemm.h"
@@ -46,9 +47,11 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
       const SequenceHeads h(q, k, v, o, l, b, h0);
       scores(S, h, l, hc, s);
       float* lse_chunk = lse + (b * H + h0) * T;  // lse[B, H, T]: row n of S is lse_chunk[n]
+      const int32_t* ds = l.doc_start ? l.doc_start + b * T : nullptr;
       launch_rows(hc * T, row_threads(T), 0, [=] __device__(BlockRow & r, int64_t n) {
         float* row = S + n * T;
-        const float m = kern::softmax_row_forward(r, row, row, n % T + 1, T, /*fast=*/true);
+        const int64_t t = n % T;
+        const float m = kern::softmax_span_forward(r, row, row, ds ? ds[t] : 0, t + 1, T, /*fast=*/true);
         if (r.leader()) lse_chunk[n] = m;
       }, s);
       // o[hc heads] = P v
@@ -74,9 +77,11 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       // P again, from the saved log-sum-exp.
       scores(P, h, l, hc, s);
       const float* lse_chunk = lse + (b * H + h0) * T;
+      const int32_t* ds = l.doc_start ? l.doc_start + b * T : nullptr;
       launch_rows(hc * T, row_threads(T), 0, [=] __device__(BlockRow & r, int64_t n) {
         float* row = P + n * T;
-        kern::softmax_row_recompute(r, row, row, lse_chunk[n], n % T + 1, T, /*fast=*/true);
+        const int64_t t = n % T;
+        kern::softmax_span_recompute(r, row, row, lse_chunk[n], ds ? ds[t] : 0, t + 1, T, /*fast=*/true);
       }, s);
       // dv = P^T dout ; dP = dout v^T
       gemm_strided_batched(true, false, T, l.dv, T, 1.f, P, T, T * T, h.o, l.o_ld, l.o_hs, 0.f, dv_b, l.v_ld, l.v_hs,
@@ -85,7 +90,8 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                            hc, DType::F32, DType::F32, s);
       // dS = P * (dP - rowsum(P * dP)), over dP
       launch_rows(hc * T, row_threads(T), 0, [=] __device__(BlockRow & r, int64_t n) {
-        kern::softmax_row_backward(r, dP + n * T, P + n * T, dP + n * T, n % T + 1, T);
+        const int64_t t = n % T;
+        kern::softmax_span_backward(r, dP + n * T, P + n * T, dP + n * T, ds ? ds[t] : 0, t + 1, T);
       }, s);
       // dq = scale dS k ; dk = scale dS^T q
       gemm_strided_batched(false, false, T, l.dqk, T, l.scale, dP, T, T * T, h.k, l.k_ld, l.k_hs, 0.f, dq_b, l.q_ld,

@@ -69,6 +69,28 @@ MOE_HD inline void softmax_row_backward(R& r, float* dx, const float* p, const f
   for (int64_t i = n + r.lane(); i < n_total; i += r.width()) dx[i] = 0.f;
 }
 
+// Document-masked rows (data.document_mask): only entries [lo, n) take part, where lo is the first
+// key of the query's document; [0, lo) and [n, n_total) of the output are zero. With lo = 0 these
+// are the rows above, operation for operation.
+template <class R>
+MOE_HD inline float softmax_span_forward(R& r, float* p, const float* x, int64_t lo, int64_t n, int64_t n_total,
+                                         bool fast) {
+  for (int64_t i = r.lane(); i < lo; i += r.width()) p[i] = 0.f;
+  return softmax_row_forward(r, p + lo, x + lo, n - lo, n_total - lo, fast);
+}
+template <class R>
+MOE_HD inline void softmax_span_recompute(R& r, float* p, const float* x, float lse, int64_t lo, int64_t n,
+                                          int64_t n_total, bool fast) {
+  for (int64_t i = r.lane(); i < lo; i += r.width()) p[i] = 0.f;
+  softmax_row_recompute(r, p + lo, x + lo, lse, n - lo, n_total - lo, fast);
+}
+template <class R>
+MOE_HD inline void softmax_span_backward(R& r, float* dx, const float* p, const float* dy, int64_t lo, int64_t n,
+                                         int64_t n_total) {
+  for (int64_t i = r.lane(); i < lo; i += r.width()) dx[i] = 0.f;
+  softmax_row_backward(r, dx + lo, p + lo, dy + lo, n - lo, n_total - lo);
+}
+
 // Cross-entropy of one row of logits x[V] against `target`: loss = lse - x[target]; saves lse.
 template <class R>
 MOE_HD inline void cross_entropy_row_forward(R& r, float* loss, float* lse, const float* x, int32_t target, int64_t V) {

@@ -311,3 +311,33 @@ TEST_F(ConfigTest, CheckpointMilestonesAndResumeNone) {
   expect_override_error("run: {name: x}\n", {"checkpoint.keep_evry=3"}, "checkpoint.keep_evry",
                         {"did you mean 'keep_every'"});
 }
+
+// data.mix and data.document_mask: a list of {path, weight} that round-trips, and its bad inputs
+// named by entry and line.
+TEST_F(ConfigTest, DataMixAndDocumentMask) {
+  moe::Config c = moe::parse_config(
+      "data:\n  mix:\n    - {path: data/a, weight: 0.7}\n    - path: \"data/b c\"\n      weight: 3e-1\n"
+      "  document_mask: true\n",
+      "mix.yaml");
+  ASSERT_EQ(c.data.mix.size(), 2u);
+  EXPECT_EQ(c.data.mix[1].path, "data/b c");
+  EXPECT_EQ(c.data.mix[1].weight, 0.3);
+  EXPECT_TRUE(c.data.document_mask);
+  std::string yaml = moe::config_to_yaml(c);
+  moe::Config back = moe::parse_config(yaml, "mix.yaml");
+  EXPECT_EQ(back, c) << yaml;
+  EXPECT_NE(yaml.find("mix: [{path: \"data/a\", weight: 0.7}, {path: \"data/b c\", weight: 0.3}]"), std::string::npos) << yaml;
+  EXPECT_TRUE(moe::parse_config(moe::config_to_yaml(moe::Config()), "x").data.mix.empty());
+  EXPECT_EQ(moe::parse_config("run:\n  name: x\n", "x", {"data.mix=[{path: p, weight: 2}]"}).data.mix.size(), 1u);
+
+  expect_error_at("data:\n  mix:\n    - {path: a, weight: 0}\n", 2, {"data.mix[0].weight is 0 for a", "> 0"});
+  expect_error_at("data:\n  mix:\n    - {path: a, weight: 1}\n    - {path: b, weight: -2}\n", 2,
+                  {"data.mix[1].weight is -2 for b", "> 0"});
+  expect_error_at("data:\n  mix:\n    - {path: a, weight: x}\n", 2, {"data.mix[0].weight is 'x'", "finite number"});
+  expect_error_at("data:\n  mix:\n    - {weight: 1}\n", 2, {"data.mix[0].path is missing", "preprocessed folder"});
+  expect_error_at("data:\n  mix:\n    - {path: a, wieght: 1}\n", 2, {"data.mix[0] has unknown key 'wieght'"});
+  expect_error_at("data:\n  mix: data/a\n", 2, {"data.mix is a value", "list of {path: DIR, weight: W}"});
+  expect_error_at("data:\n  path: x\n  mix:\n    - {path: a, weight: 1}\n", 3,
+                  {"data.path and data.mix are both set"});
+  expect_error_at("data:\n  document_mask: maybe\n", 2, {"data.document_mask is 'maybe'", "true or false"});
+}
