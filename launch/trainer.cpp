@@ -252,12 +252,15 @@ class Trainer {
         load_rows.push_back(std::vector<float>(load.f32() + l * load.dim(1), load.f32() + (l + 1) * load.dim(1)));
       // Memory: the device's peak reserved memory on a GPU, the process's peak RSS on the CPU.
       const double device_mib = device_peak_mib(device_);
-      printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | mem %.0f MiB | load max/mean %.2f | ETA %s\n",
-             (long long)done, (long long)t.steps, s.loss, s.lr, s.grad_norm, tps, 100.0 * gflops / peak_gflops_,
+      const bool mtp = cfg_.model.mtp_depth > 0;
+      char mtp_part[48] = "";
+      if (mtp) snprintf(mtp_part, sizeof mtp_part, " | mtp loss %.4f", s.mtp_loss);
+      printf("step %6lld/%lld | loss %.4f%s | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | mem %.0f MiB | load max/mean %.2f | ETA %s\n",
+             (long long)done, (long long)t.steps, s.loss, mtp_part, s.lr, s.grad_norm, tps, 100.0 * gflops / peak_gflops_,
              device_mib > 0 ? device_mib : peak_rss_mib(), load_ratio, fmt_duration(eta).c_str());
       fflush(stdout);
       ShardMemory mem = fsdp_.memory();
-      log_metrics({{"step", done}, {"state_mib", mem.shard_bytes / 1048576.0},
+      nlohmann::json row = {{"step", done}, {"state_mib", mem.shard_bytes / 1048576.0},
                    {"state_fraction", double(mem.shard_bytes) / double(mem.full_bytes)},
                    {"gathered_peak_mib", mem.peak_gathered_bytes / 1048576.0},
                    {"expert_load_per_ep_rank", load_per_ep_rank(load)}, {"loss", s.loss}, {"aux_loss", s.aux_loss},
@@ -267,7 +270,9 @@ class Trainer {
                    {"peak_rss_mib", peak_rss_mib()}, {"peak_device_mib", device_mib},
                    {"expert_load_max_mean", load_ratio},
                    {"expert_load", load_rows},
-                   {"elapsed_s", seconds_since(run_start_)}});
+                   {"elapsed_s", seconds_since(run_start_)}};
+      if (mtp) row["mtp_loss"] = s.mtp_loss;
+      log_metrics(row);
     }
     log_start_ = Clock::now();
     log_tokens_ = 0;
@@ -421,7 +426,11 @@ class Trainer {
     }
     CheckpointReader ckpt(dir);
     Config saved = parse_config(ckpt.config_yaml(), dir + "/config.yaml");
-    if (!(saved.model == cfg_.model))
+    ModelConfig same_lambda = saved.model;  // λ and its schedule may change on resume
+    same_lambda.mtp_loss_weight = cfg_.model.mtp_loss_weight;
+    same_lambda.mtp_loss_weight_step = cfg_.model.mtp_loss_weight_step;
+    same_lambda.mtp_loss_weight_final = cfg_.model.mtp_loss_weight_final;
+    if (!(same_lambda == cfg_.model))
       throw error(cfg_.source, ": model section differs from the checkpoint being resumed (", dir,
                   "/config.yaml); use checkpoint.resume: never or a new run.out_dir");
     // Datasets are logical tensors: each rank reads its shards whatever layout saved them.
@@ -459,8 +468,6 @@ class Trainer {
 
 int train(const Config& cfg, Comm& comm) {
   if (cfg.data.path.empty()) throw error(cfg.source, ": data.path is empty (expected a folder made by moe preprocess)");
-  if (cfg.model.mtp_depth != 0)
-    throw error(cfg.source, ": model.mtp_depth ", cfg.model.mtp_depth, " is not implemented yet (expected 0)");
   set_num_threads(cfg.train.threads);
   DeviceChoice device = choose_device(cfg, &comm);
   ComputeScope on_device(*device.backend);

@@ -14,7 +14,8 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
   ShardedModel& fsdp = dm.fsdp;
 
   fsdp.zero_grads();
-  double losses[3] = {0, 0, 0};  // ce, aux, z summed over micro-batches
+  model.set_mtp_loss_weight(mtp_loss_weight_at(cfg.model, step));
+  double losses[4] = {0, 0, 0, 0};  // ce, aux, z, mtp summed over micro-batches
   for (int a = 0; a < A; ++a) {
     const MicroBatch mb = batch(step, a);
     const ForwardStats s = model.forward(mb.ids, mb.targets, B, T);
@@ -22,6 +23,7 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
     losses[0] += s.loss;
     losses[1] += s.aux_loss;
     losses[2] += s.z_loss;
+    losses[3] += s.mtp_loss;
   }
   fsdp.finish_grads();
 
@@ -30,13 +32,14 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
   Tensor& load = model.expert_load();
   {
     MOE_PHASE("optimizer");
-    dm.world.allreduce_sum(losses, 3);
+    dm.world.allreduce_sum(losses, 4);
     dm.world.allreduce_sum(load.f32(), load.numel());
     st.grad_norm = fsdp.grad_norm();
   }
   st.loss = losses[0] / (A * W);
   st.aux_loss = losses[1] / (A * W);
   st.z_loss = losses[2] / (A * W);
+  st.mtp_loss = losses[3] / (A * W);
   st.clip_scale = (t.grad_clip > 0 && st.grad_norm > t.grad_clip) ? float(t.grad_clip / st.grad_norm) : 1.f;
   st.lr = learning_rate(t, step);
   st.expert_load = &load;
