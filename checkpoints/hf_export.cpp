@@ -85,19 +85,28 @@ nlohmann::ordered_json hf_config(const Config& cfg, DType dtype) {
 ExportSummary export_hf(const CheckpointReader& ckpt, const std::string& out_dir, DType dtype) {
   MOE_CHECK(dtype == DType::F32 || dtype == DType::BF16, "export dtype ", dtype_name(dtype));
   Config cfg = parse_config(ckpt.config_yaml(), ckpt.dir() + "/" + ckpt::kConfig);
-  std::vector<std::string> names;
+  // (exported name, checkpoint dataset): every parameter as itself, plus what DeepSeek-V3's release
+  // stores in each MTP module (layer L+k-1) that our modules share with the main model: copies of
+  // the embedding and of the output head (shared_head.head).
+  std::vector<std::pair<std::string, std::string>> names;
   for (const std::string& n : ckpt.names())
-    if (!is_optimizer_state(n)) names.push_back(n);
-  std::sort(names.begin(), names.end());
+    if (!is_optimizer_state(n)) names.emplace_back(n, n);
   if (names.empty()) throw error(ckpt.dir(), ": no model parameters to export");
+  const ModelConfig& m = cfg.model;
+  for (int k = 1; k <= m.mtp_depth; ++k) {
+    const std::string p = "model.layers." + std::to_string(m.layers + k - 1);
+    names.emplace_back(p + ".embed_tokens.weight", "model.embed_tokens.weight");
+    names.emplace_back(p + ".shared_head.head.weight", m.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+  }
+  std::sort(names.begin(), names.end());
 
   ExportSummary sum;
   std::vector<SafetensorsWriter::Entry> entries;
-  for (const std::string& n : names) {
+  for (const auto& [out, n] : names) {
     if (ckpt.dtype(n) != DType::F32)
       throw error(ckpt.dir(), "/state.h5: dataset '", n, "' is ", dtype_name(ckpt.dtype(n)),
                   " (expected f32 master weights to export)");
-    entries.push_back({n, ckpt.shape(n), stays_f32(n) ? DType::F32 : dtype});
+    entries.push_back({out, ckpt.shape(n), stays_f32(n) ? DType::F32 : dtype});
     sum.parameters += shape_numel(entries.back().shape);
   }
   sum.tensors = int64_t(entries.size());
@@ -108,8 +117,9 @@ ExportSummary export_hf(const CheckpointReader& ckpt, const std::string& out_dir
   // Nothing run-specific (paths, times): the same weights always export to the same bytes.
   nlohmann::json meta = {{"format", "pt"}, {"step", std::to_string(ckpt.step())}};
   SafetensorsWriter w(out_dir + "/model.safetensors", entries, meta);
-  for (const auto& e : entries) {
-    Tensor t = ckpt.read(e.name);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const auto& e = entries[i];
+    Tensor t = ckpt.read(names[i].second);
     w.write(e.dtype == DType::BF16 ? to_bf16(t) : t);
   }
   sum.bytes = w.finish();
