@@ -96,7 +96,8 @@ void DeepSeekV3::mtp_backward(float* dresid, float loss_scale) {
   const int64_t B = B_, T = T_, D = cfg_.hidden;
   const float scale = loss_scale * float(mtp_weight_ / double(mtp_.size()));
   ScratchScope scope;
-  const float* carry = nullptr;  // d loss / d h^k from module k+1, [B*(T-k), D]
+  Tensor carry;  // d loss / d h^k from module k+1, [B*(T-k), D] (the handle keeps its scratch alive)
+  bool carried = false;
   for (size_t j = mtp_.size(); j-- > 0;) {
     MTPModule& m = mtp_[j];
     MTPActs& a = m.acts;
@@ -106,7 +107,7 @@ void DeepSeekV3::mtp_backward(float* dresid, float loss_scale) {
     units_.run(head_cu_ + int(k), Pass::Backward, [&] {
       head_rows_backward(dxf.f32(), a.xf_ND.f32(), a.targets_N.data<int32_t>(), a.lse_N.f32(), scale / float(N), N);
       m.shared_head_norm.backward(ps_, dout.f32(), dxf.f32(), a.out_ND.f32(), a.xf_rstd_N.f32(), N);
-      if (carry) compute().add(dout.f32(), dout.f32(), carry, N * D);
+      if (carried) compute().add(dout.f32(), dout.f32(), carry.f32(), N * D);
       // Its activations are its own (kept with recompute too): no forward to re-run.
       m.block.backward(ps_, dx.f32(), dout.f32(), a.x_ND.f32(), B, Tk, rope_, a.block, loss_scale);
       m.eh_proj.backward(ps_, dcat.f32(), dx.f32(), a.cat_N2D.f32(), N);
@@ -120,9 +121,10 @@ void DeepSeekV3::mtp_backward(float* dresid, float loss_scale) {
     // Back to h^{k-1}'s shape: its last position of each sequence fed no module-k row.
     compute().zero(next.raw(), size_t(next.nbytes()));
     compute().copy_rows(next.f32(), Tprev * D, dsrc.f32(), Tk * D, B, Tk * D);
-    carry = next.f32();
+    carry = next;
+    carried = true;
   }
-  compute().copy(dresid, carry, size_t(B * T * D) * sizeof(float));
+  compute().copy(dresid, carry.f32(), size_t(B * T * D) * sizeof(float));
 }
 
 }  // namespace moe
