@@ -151,6 +151,12 @@ class DeepSeekV3 {
   // One token per entry: ids[i] enters slot slots[i] at position cache.length[slot] (which then
   // grows by one), attending to the slot's cached positions and itself. Logits [n, V] on the host.
   Tensor decode(KVCache& cache, const int64_t* slots, const int32_t* ids, int64_t n);
+  // Self-speculative decoding with MTP module 1 (needs model.mtp_depth > 0; launch/speculative.h).
+  // Each of the n tokens ids (one slot, consecutive MTP positions from cache.mtp_length[slot]) is
+  // t_{i+1} for the hidden state h_i in row first_row + j of the last prefill()/decode() (prefill
+  // keeps only its last position's row; decode all n of its rows). Writes the MTP cache rows and
+  // returns the MTP logits [n, V] (host): the draft for t_{i+2}.
+  Tensor mtp_draft(KVCache& cache, int64_t slot, int64_t first_row, const int32_t* ids, int64_t n);
   // Cross-entropy of every position of the last forward(), [B*T] nats (-log p(targets[i] | ids[..i])
   // within its sequence), downloaded to the host: per-token log-likelihoods for scoring continuations.
   std::vector<float> token_losses() const;
@@ -213,6 +219,15 @@ class DeepSeekV3 {
   std::vector<BlockActs> acts_;    // one per block, or one shared when recomputing
   Tensor xf_ND, xf_rstd_N, lse_N, losses_N;
   BlockActs decode_acts_;  // scratch of decode()
+  Tensor hidden_;          // last block's output rows of the last prefill() (its last position) or decode()
+  struct LatentStepBuffers {
+    Tensor cos, sin, offset, length;
+  };
+  void plan_latent_step(LatentStep& step, LatentStepBuffers& buf, const KVCache& cache,
+                        const std::vector<int64_t>& base, const int64_t* slots, int64_t n) const;
+  void keep_hidden(const float* x, int64_t n);
+  // MTP module 1 over positions 0..T-2 of a prefilled sequence (its cache rows; mtp_length T-1).
+  void mtp_prefill(KVCache& cache, int64_t slot, const int32_t* ids, int64_t T);
   Tensor load_;
   double aux_sum_ = 0, z_sum_ = 0;
 };

@@ -8,6 +8,7 @@
 // Module k's sequences are the windows shifted by k: row b*(T-k)+i is position i of sequence b,
 // whose input token is t_{i+k} = ids[b*T+i+k] and whose target is t_{i+k+1} = targets[b*T+i+k].
 // Positions keep their index i (RoPE), as h^{k-1}_i sits at position i.
+#include <algorithm>
 #include <vector>
 
 #include "framework/backend.h"
@@ -125,6 +126,70 @@ void DeepSeekV3::mtp_backward(float* dresid, float loss_scale) {
     carried = true;
   }
   compute().copy(dresid, carry.f32(), size_t(B * T * D) * sizeof(float));
+}
+
+}  // namespace moe
+
+// ---- Self-speculative decoding: MTP module 1 with its own latent KV cache rows ----------------
+
+namespace moe {
+
+namespace {
+
+// x[n, D] = eh_proj(cat[enorm(embed(ids)), hnorm(h)]) into scratch of the caller's scope.
+void mtp_input(const ParamStore& ps, const MTPModule& m, int embed, float* x, const float* h, const int32_t* ids_d,
+               int64_t n, int64_t D) {
+  Tensor emb = scratch({n, D}), e = scratch({n, D}), hn = scratch({n, D}), rstd = scratch({n});
+  Tensor cat = scratch({n, 2 * D});
+  compute().embedding_forward(emb.f32(), ids_d, ps.param(embed).f32(), n, D);
+  m.enorm.forward(ps, e.f32(), rstd.f32(), emb.f32(), n);
+  m.hnorm.forward(ps, hn.f32(), rstd.f32(), h, n);
+  compute().copy_rows(cat.f32(), 2 * D, e.f32(), D, n, D);
+  compute().copy_rows(cat.f32() + D, 2 * D, hn.f32(), D, n, D);
+  m.eh_proj.forward(ps, x, cat.f32(), n);
+}
+
+}  // namespace
+
+void DeepSeekV3::mtp_prefill(KVCache& cache, int64_t slot, const int32_t* ids, int64_t T) {
+  const int64_t D = cfg_.hidden, N = T - 1;
+  cache.mtp_length[size_t(slot)] = std::max<int64_t>(N, 0);
+  if (N <= 0) return;
+  const MTPModule& m = mtp_[0];
+  ScratchScope scope;
+  Tensor x = scratch({N, D}), y = scratch({N, D}), tokens = scratch({N}, DType::I32);
+  compute().upload(tokens.raw(), ids + 1, size_t(N) * sizeof(int32_t));
+  units_.run(head_cu_ + 1, Pass::Forward, [&] {
+    mtp_input(ps_, m, embed_tokens, x.f32(), resid_[cfg_.layers].f32(), tokens.data<int32_t>(), N, D);
+    m.block.forward(ps_, y.f32(), x.f32(), 1, N, rope_, mtp_[0].acts.block, nullptr,
+                    cache.mtp_rows.f32() + slot * cache.positions * cache.width);
+  });
+}
+
+Tensor DeepSeekV3::mtp_draft(KVCache& cache, int64_t slot, int64_t first_row, const int32_t* ids, int64_t n) {
+  MOE_CHECK(!mtp_.empty() && cache.mtp_rows.numel() > 0, "mtp_draft: the model has no MTP module");
+  MOE_CHECK(first_row >= 0 && first_row + n <= hidden_.dim(0), "mtp_draft: rows ", first_row, "+", n, " of ",
+            hidden_.dim(0));
+  const int64_t D = cfg_.hidden, V = cfg_.vocab_size;
+  const MTPModule& m = mtp_[0];
+  ScratchScope scope;
+  const std::vector<int64_t> slots(static_cast<size_t>(n), slot);
+  LatentStep step;
+  LatentStepBuffers buf;
+  plan_latent_step(step, buf, cache, cache.mtp_length, slots.data(), n);
+  Tensor x = scratch({n, D}), y = scratch({n, D}), xf = scratch({n, D}), rstd = scratch({n});
+  Tensor logits = scratch({n, V}), tokens = scratch({n}, DType::I32);
+  compute().upload(tokens.raw(), ids, size_t(n) * sizeof(int32_t));
+  units_.run(head_cu_ + 1, Pass::Forward, [&] {
+    mtp_input(ps_, m, embed_tokens, x.f32(), hidden_.f32() + first_row * D, tokens.data<int32_t>(), n, D);
+    m.block.decode(ps_, y.f32(), x.f32(), step, cache.mtp_rows.f32(), cache.mtp_kv_b.f32(), decode_acts_);
+    m.shared_head_norm.forward(ps_, xf.f32(), rstd.f32(), y.f32(), n);
+    compute().linear_forward(logits.f32(), xf.f32(), ps_.param(lm_head).f32(), n, D, V, false, Precision::FP32);
+  });
+  cache.mtp_length[size_t(slot)] += n;
+  Tensor out = Tensor::empty({n, V});
+  compute().download(out.raw(), logits.raw(), size_t(out.nbytes()));
+  return out;
 }
 
 }  // namespace moe
