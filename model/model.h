@@ -149,7 +149,9 @@ class DeepSeekV3 {
   // returns the last position's logits [V] on the host.
   Tensor prefill(KVCache& cache, int64_t slot, const int32_t* ids, int64_t T);
   // One token per entry: ids[i] enters slot slots[i] at position cache.length[slot] (which then
-  // grows by one), attending to the slot's cached positions and itself. Logits [n, V] on the host.
+  // grows by one), attending to the slot's cached positions and itself. A slot given k times takes
+  // k consecutive positions (speculative verification), each attending to those before it.
+  // Logits [n, V] on the host.
   Tensor decode(KVCache& cache, const int64_t* slots, const int32_t* ids, int64_t n);
   // Self-speculative decoding with MTP module 1 (needs model.mtp_depth > 0; launch/speculative.h).
   // Each of the n tokens ids (one slot, consecutive MTP positions from cache.mtp_length[slot]) is
