@@ -5,7 +5,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 
+#include "checkpoints/int8_weights.h"
 #include "checkpoints/layout.h"
 #include "checkpoints/safetensors.h"
 #include "framework/dtype.h"
@@ -24,6 +26,10 @@ bool stays_f32(const std::string& name) {
   return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 Tensor to_bf16(const Tensor& t) {
   Tensor out = Tensor::empty(t.shape(), DType::BF16);
   const float* src = t.f32();
@@ -34,8 +40,27 @@ Tensor to_bf16(const Tensor& t) {
 
 }  // namespace
 
-nlohmann::ordered_json hf_config(const Config& cfg, DType dtype) {
-  MOE_CHECK(dtype == DType::F32 || dtype == DType::BF16, "export dtype ", dtype_name(dtype));
+bool int8_quantized(const std::string& name, const Shape& shape, bool embeddings) {
+  if (shape.size() != 2 || !ends_with(name, ".weight")) return false;
+  for (const std::string& kept : int8_modules_not_converted(embeddings))
+    if (name == kept + ".weight" || (kept[0] == '*' && ends_with(name, kept.substr(1) + ".weight"))) return false;
+  return true;
+}
+
+std::vector<std::string> int8_modules_not_converted(bool embeddings) {
+  // lm_head is converted: on the demo model its int8 costs no measurable loss (docs/checkpoints.md,
+  // "INT8 export"). The routers choose experts from small score differences; the norms are 1-D.
+  std::vector<std::string> kept = {"*.mlp.gate", "*layernorm", "model.norm"};
+  if (!embeddings) kept.insert(kept.begin(), "model.embed_tokens");
+  return kept;
+}
+
+std::string int8_scale_name(const std::string& weight_name) {
+  return weight_name.substr(0, weight_name.size() - std::string(".weight").size()) + ".weight_scale";
+}
+
+nlohmann::ordered_json hf_config(const Config& cfg, const std::string& dtype) {
+  MOE_CHECK(dtype == "f32" || dtype == "bf16" || dtype == "int8", "export dtype ", dtype);
   const ModelConfig& m = cfg.model;
   return {
       {"architectures", nlohmann::ordered_json::array({"DeepseekV3ForCausalLM"})},
@@ -78,12 +103,39 @@ nlohmann::ordered_json hf_config(const Config& cfg, DType dtype) {
       {"initializer_range", m.init_std},
       {"tie_word_embeddings", m.tie_embeddings},
       {"use_cache", true},
-      {"torch_dtype", dtype == DType::BF16 ? "bfloat16" : "float32"},
+      // int8 weights are de-quantised to f32 to compute: the unquantised tensors are f32 too.
+      {"torch_dtype", dtype == "bf16" ? "bfloat16" : "float32"},
   };
 }
 
-ExportSummary export_hf(const CheckpointReader& ckpt, const std::string& out_dir, DType dtype) {
-  MOE_CHECK(dtype == DType::F32 || dtype == DType::BF16, "export dtype ", dtype_name(dtype));
+namespace {
+
+// The tokenizer the model was trained with, as the export records it: "byte" as is, a tokenizer
+// file copied into the folder (tokenizer.json / tokenizer.model, the names Hugging Face uses) and
+// recorded by that name, so the folder is self-contained.
+std::string export_tokenizer(const std::string& spec, const std::string& ckpt_dir, const std::string& out_dir) {
+  if (spec.empty() || spec == "byte") return spec;
+  const std::string name = ends_with(spec, ".model") ? "tokenizer.model" : "tokenizer.json";
+  std::error_code ec;
+  fs::copy_file(spec, fs::path(out_dir) / name, fs::copy_options::overwrite_existing, ec);
+  if (ec)
+    throw error(ckpt_dir, "/meta.json: tokenizer '", spec, "' cannot be copied into the export (", ec.message(),
+                "; expected the tokenizer file the model was trained with)");
+  return name;
+}
+
+void write_json(const std::string& path, const nlohmann::ordered_json& j) {
+  const std::string tmp = path + ".tmp";
+  ckpt::write_file_synced(tmp, j.dump(2) + "\n");
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw error(tmp, ": cannot rename to ", path, " (", strerror(errno), ")");
+}
+
+}  // namespace
+
+ExportSummary export_hf(const CheckpointReader& ckpt, const std::string& out_dir, const std::string& dtype,
+                        bool int8_embeddings) {
+  MOE_CHECK(dtype == "f32" || dtype == "bf16" || dtype == "int8", "export dtype ", dtype);
   Config cfg = parse_config(ckpt.config_yaml(), ckpt.dir() + "/" + ckpt::kConfig);
   // (exported name, checkpoint dataset): every parameter as itself, plus what DeepSeek-V3's release
   // stores in each MTP module (layer L+k-1) that our modules share with the main model: copies of
@@ -98,7 +150,8 @@ ExportSummary export_hf(const CheckpointReader& ckpt, const std::string& out_dir
     names.emplace_back(p + ".embed_tokens.weight", "model.embed_tokens.weight");
     names.emplace_back(p + ".shared_head.head.weight", m.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
   }
-  std::sort(names.begin(), names.end());
+  std::map<std::string, std::string> source;  // exported name -> dataset (the copies differ)
+  for (const auto& [out, n] : names) source[out] = n;
 
   ExportSummary sum;
   std::vector<SafetensorsWriter::Entry> entries;
@@ -106,9 +159,16 @@ ExportSummary export_hf(const CheckpointReader& ckpt, const std::string& out_dir
     if (ckpt.dtype(n) != DType::F32)
       throw error(ckpt.dir(), "/state.h5: dataset '", n, "' is ", dtype_name(ckpt.dtype(n)),
                   " (expected f32 master weights to export)");
-    entries.push_back({out, ckpt.shape(n), stays_f32(n) ? DType::F32 : dtype});
-    sum.parameters += shape_numel(entries.back().shape);
+    const Shape shape = ckpt.shape(n);
+    sum.parameters += shape_numel(shape);
+    if (dtype == "int8" && int8_quantized(n, shape, int8_embeddings)) {  // a copy as its original
+      entries.push_back({out, shape, "I8"});
+      entries.push_back({int8_scale_name(out), {shape[0]}, "F32"});
+    } else {
+      entries.push_back({out, shape, dtype == "bf16" && !stays_f32(n) ? "BF16" : "F32"});
+    }
   }
+  std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
   sum.tensors = int64_t(entries.size());
 
   std::error_code ec;
@@ -117,17 +177,45 @@ ExportSummary export_hf(const CheckpointReader& ckpt, const std::string& out_dir
   // Nothing run-specific (paths, times): the same weights always export to the same bytes.
   nlohmann::json meta = {{"format", "pt"}, {"step", std::to_string(ckpt.step())}};
   SafetensorsWriter w(out_dir + "/model.safetensors", entries, meta);
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const auto& e = entries[i];
-    Tensor t = ckpt.read(names[i].second);
-    w.write(e.dtype == DType::BF16 ? to_bf16(t) : t);
+  // An int8 weight is written with its scale right after it (".weight" < ".weight_scale"), so
+  // one quantisation serves both entries.
+  Int8Rows pending;
+  std::string pending_scale;
+  for (const auto& e : entries) {
+    if (e.dtype == "I8") {
+      const std::string& n = source.at(e.name);
+      pending = quantize_rows_int8(ckpt.read(n), ckpt.dir() + "/state.h5: dataset '" + n + "'");
+      pending_scale = int8_scale_name(e.name);
+      w.write(pending.q.data(), int64_t(pending.q.size()));
+    } else if (e.name == pending_scale) {
+      w.write(pending.scale.data(), int64_t(pending.scale.size() * sizeof(float)));
+    } else {
+      Tensor t = ckpt.read(source.at(e.name));
+      w.write(e.dtype == "BF16" ? to_bf16(t) : t);
+    }
   }
   sum.bytes = w.finish();
 
-  std::string config_path = out_dir + "/config.json", tmp = config_path + ".tmp";
-  ckpt::write_file_synced(tmp, hf_config(cfg, dtype).dump(2) + "\n");
-  if (std::rename(tmp.c_str(), config_path.c_str()) != 0)
-    throw error(tmp, ": cannot rename to ", config_path, " (", strerror(errno), ")");
+  nlohmann::ordered_json config = hf_config(cfg, dtype);
+  if (dtype == "int8")
+    config["quantization_config"] = {{"quant_method", kInt8QuantMethod},
+                                     {"bits", 8},
+                                     {"group", "per-output-row"},
+                                     {"symmetric", true},
+                                     {"scale_dtype", "float32"},
+                                     {"scale_suffix", "weight_scale"},
+                                     {"modules_not_converted", int8_modules_not_converted(int8_embeddings)}};
+  // What generation needs beyond the model: the tokenizer, and what the model is (step, val loss).
+  const nlohmann::json& m = ckpt.meta();
+  nlohmann::ordered_json moe = {
+      {"tokenizer", export_tokenizer(m.value("tokenizer", std::string("byte")), ckpt.dir(), out_dir)},
+      {"tokenizer_hash", m.value("tokenizer_hash", std::string())},
+      {"step", ckpt.step()}};
+  if (m.contains("tokens")) moe["tokens"] = m["tokens"];
+  if (m.contains("val_loss")) moe["val_loss"] = m["val_loss"];
+  if (m.contains("val_loss_step")) moe["val_loss_step"] = m["val_loss_step"];
+  config["moe"] = moe;
+  write_json(out_dir + "/config.json", config);
   return sum;
 }
 

@@ -27,6 +27,7 @@
 #include "launch/eval_table.h"
 #include "launch/evaluate.h"
 #include "launch/model_io.h"
+#include "launch/model_source.h"
 #include "launch/tasks.h"
 #include "parallel/comm.h"
 
@@ -40,10 +41,11 @@ const char* kUsage =
     "\n"
     "Evaluates every committed checkpoint under each PATH on every dataset: loss, perplexity, bits per\n"
     "byte, top-1 and top-5 next-token accuracy and the expert load, on consecutive windows of the split\n"
-    "(from its start). PATH is a step-N folder, a 'latest' link, a checkpoints folder or a run folder.\n"
+    "(from its start). PATH is a step-N folder, a 'latest' link, a checkpoints folder, a run folder, or\n"
+    "an export folder of moe export (f32, bf16 or int8 weights).\n"
     "Under mpirun the windows are split across the ranks (each holds the whole model).\n"
     "\n"
-    "  --checkpoint PATH   a checkpoint, checkpoints folder or run folder (repeatable; required)\n"
+    "  --checkpoint PATH   a checkpoint, checkpoints folder, run folder or export (repeatable; required)\n"
     "  --data [NAME=]DIR   output of moe preprocess, or one split folder (repeatable; required unless\n"
     "                      --task is given); NAME defaults to the folder's name\n"
     "  --task FILE.jsonl   a multiple-choice task ({\"context\", \"choices\", \"gold\"} per line), scored by\n"
@@ -188,7 +190,7 @@ class Sweep {
         ++unreadable_;
         continue;
       }
-      last_steps_[path_i] = cfg.train.steps;
+      last_steps_[path_i] = c.is_export ? c.step : cfg.train.steps;  // an export is final: nothing to wait for
       check_data(c, cfg);  // the same files on every rank: all ranks throw or none
       todo.emplace_back(path_i, std::move(c));
     }
@@ -319,9 +321,13 @@ class Sweep {
     std::unique_ptr<DeepSeekV3> model;
     std::string problem;
     try {
-      CheckpointReader ckpt(c.dir);
-      if (comm_.is_root()) ckpt.verify();  // a corrupt checkpoint is skipped, not evaluated
-      model = load_model(ckpt);
+      if (c.is_export) {
+        model = load_model(open_model_source(c.dir));
+      } else {
+        CheckpointReader ckpt(c.dir);
+        if (comm_.is_root()) ckpt.verify();  // a corrupt checkpoint is skipped, not evaluated
+        model = load_model(ckpt);
+      }
     } catch (const Error& e) {
       problem = e.what();
     }

@@ -15,7 +15,7 @@
 #include "launch/commands.h"
 #include "launch/device.h"
 #include "launch/generator.h"
-#include "launch/model_io.h"
+#include "launch/model_source.h"
 
 namespace moe {
 namespace {
@@ -201,14 +201,14 @@ int cmd_generate(int argc, char** argv) {
   set_num_threads(int(a.get_int("threads", 0)));
   ComputeScope on_device(*choose_device(a.get("device", "auto"), "--device", nullptr).backend);
 
-  CheckpointReader ckpt(resolve_checkpoint(a.required("checkpoint")));
-  Config cfg = parse_config(ckpt.config_yaml(), ckpt.dir() + "/config.yaml");
-  std::string tok_name = a.get("tokenizer", ckpt.meta().value("tokenizer", std::string("byte")));
+  const ModelSource src = open_model_source(a.required("checkpoint"));  // a checkpoint or an export
+  const Config& cfg = src.config;
+  std::string tok_name = a.get("tokenizer", src.tokenizer);
   if (tok_name.empty())
-    throw error(ckpt.dir(), ": the checkpoint does not record its tokenizer (trained on a bare Megatron dataset); "
+    throw error(src.path, ": the ", src.kind, " does not record its tokenizer (trained on a bare Megatron dataset); "
                 "pass --tokenizer (expected byte, a tokenizer.json or a SentencePiece .model)");
   auto tok = make_tokenizer(tok_name);
-  auto model = load_model(ckpt);
+  auto model = load_model(src);
 
   model->set_precision(parse_precision(precision_flag));
   opt.context = cfg.data.seq_len;

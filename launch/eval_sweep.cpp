@@ -7,6 +7,7 @@
 #include "checkpoints/checkpoint.h"
 #include "framework/error.h"
 #include "framework/sha256.h"
+#include "launch/model_source.h"
 
 namespace moe {
 namespace fs = std::filesystem;
@@ -65,10 +66,11 @@ std::vector<std::string> find_checkpoints(const std::string& path_str, std::vect
   if (!path_exists(path)) {
     if (may_be_empty) return {};
     throw error(path_str, ": no such checkpoint or folder (expected a step-N folder, a 'latest' link, a checkpoints "
-                "folder or a run folder)");
+                "folder, a run folder or an export folder)");
   }
-  // A single checkpoint: committed, or a step folder whose save never finished.
+  // A single checkpoint: committed, or a step folder whose save never finished; or an export.
   if (path_exists(path / "COMMITTED")) return {resolve_checkpoint(path.string())};
+  if (is_export_folder(path.string())) return {path.string()};
   if (is_step_name(path.filename().string())) {
     warnings.push_back("skipping checkpoint " + path.string() + ": not committed (a save that did not finish)");
     return {};
@@ -90,7 +92,31 @@ std::vector<std::string> find_checkpoints(const std::string& path_str, std::vect
   return found;
 }
 
+namespace {
+
+// An export is keyed by its contents, as a checkpoint by its COMMITTED file.
+SweepCheckpoint read_sweep_export(const std::string& dir) {
+  const ModelSource src = open_model_source(dir);
+  SweepCheckpoint c;
+  c.dir = dir;
+  c.is_export = true;
+  c.run = fs::absolute(fs::path(strip_trailing_slashes(dir))).lexically_normal().filename().string();
+  c.step = src.step;
+  Sha256 h;
+  h.update(sha256_file((fs::path(dir) / "config.json").string()));
+  h.update(sha256_file((fs::path(dir) / "model.safetensors").string()));
+  c.checksum = h.hex();
+  c.tokens_seen = src.tokens;
+  c.tokenizer = src.tokenizer;
+  c.tokenizer_hash = src.tokenizer_hash;
+  c.config_yaml = config_to_yaml(src.config);
+  return c;
+}
+
+}  // namespace
+
 SweepCheckpoint read_sweep_checkpoint(const std::string& dir) {
+  if (!path_exists(fs::path(dir) / "COMMITTED") && is_export_folder(dir)) return read_sweep_export(dir);
   SweepCheckpoint c;
   c.dir = dir;
   c.run = run_name_of(dir);

@@ -326,6 +326,7 @@ class Trainer {
     printf("eval step %lld | val loss %.4f | ppl %.2f | bits/byte %.4f | %lld tokens\n", (long long)step, r.loss,
            r.perplexity, r.bits_per_byte, (long long)r.tokens);
     fflush(stdout);
+    last_val_ = {{"val_loss", r.loss}, {"val_loss_step", step}};
     log_metrics({{"step", step}, {"val_loss", r.loss}, {"val_perplexity", r.perplexity},
                  {"val_bits_per_byte", r.bits_per_byte}, {"val_tokens", r.tokens}});
   }
@@ -365,6 +366,7 @@ class Trainer {
               {"world_size", comm_.size()},
               {"expert_parallel", mesh_.ep()},
               {"metrics_rows", metrics_rows_}};
+      meta.update(last_val_);  // the latest validation loss at or before this step (exports carry it)
     }
     // Unless the process is about to exit, the snapshot is copied in the background while the next
     // step's forward and backward run (they do not change the state); the optimizer waits for it.
@@ -437,6 +439,8 @@ class Trainer {
     load_checkpoint_pieces(ckpt, model_.params(), fsdp_.host_pieces());
     fsdp_.upload_host_pieces();
     fsdp_.optimizer().set_steps_taken(ckpt.meta().value("optimizer_steps", ckpt.step()));
+    if (ckpt.meta().contains("val_loss") && ckpt.meta().contains("val_loss_step"))
+      last_val_ = {{"val_loss", ckpt.meta()["val_loss"]}, {"val_loss_step", ckpt.meta()["val_loss_step"]}};
     resumed_from_ = dir;
     return ckpt.step();
   }
@@ -454,6 +458,7 @@ class Trainer {
   std::string ckpt_root_, resumed_from_;
   std::unique_ptr<MetricsLog> metrics_;
   int64_t metrics_rows_ = 0;  // rows in metrics.jsonl (recorded in each checkpoint's meta.json)
+  nlohmann::json last_val_ = nlohmann::json::object();  // {val_loss, val_loss_step} of the latest eval, if any
   std::unique_ptr<AsyncSaver> saver_;
   FILE* rank_log_ = nullptr;  // run.rank_logs, ranks other than 0
   double copy_wait_s_ = 0;    // this save's stall at the optimizer while its snapshot was copied

@@ -23,7 +23,7 @@ echo "== 4/6 downstream tasks (data/tasks, from the validation text; chance is 0
   --task data/tasks/shakespeare_next_line.jsonl --out "$OUT/tasks.jsonl"
 
 echo "== 5/6 generate"
-"$MOE" generate --checkpoint "$OUT/checkpoints/latest" --prompt "ROMEO:" --max-tokens 300 --temperature 0.8 --seed 1
+"$MOE" generate --checkpoint "$OUT/checkpoints/latest" --prompt "ROMEO:" --max-tokens 240 --temperature 0.8 --seed 1
 
 echo "== 6/6 plots of the run (PNG and SVG)"
 "$MOE" plot "$OUT" "$OUT/tasks.jsonl" --out "$OUT/plots"

@@ -2,7 +2,11 @@
 # `moe export` of a trained checkpoint, read back without the safetensors package (json + struct,
 # as the format is specified): header layout, names/shapes/dtypes against `moe inspect`, bf16 =
 # f32 rounded to nearest even (and equal to torch's conversion where torch is installed),
-# config.json fields, bad flags.
+# config.json fields, bad flags. Then the int8 export (I8 weights + per-row F32 scales within half
+# a step of the f32 values, quantization_config, the val loss and tokenizer carried), and loading
+# exports directly: greedy `moe generate` from the f32 export equals the checkpoint's, from int8
+# it gives text, `moe eval` reads every export (f32: the checkpoint's loss exactly), and a missing
+# folder, a truncated model.safetensors or a config.json with a wrong type exit 2 with one line.
 # Usage: export.sh <moe binary> <source dir>
 set -euo pipefail
 MOE=$1; SRC=$2
@@ -11,10 +15,11 @@ export MOE_NUM_THREADS=1
 head -c 50000 "$SRC/data/tinyshakespeare.txt" > "$TMP/corpus.txt"
 "$MOE" preprocess --input "$TMP/corpus.txt" --tokenizer byte --output "$TMP/data" > /dev/null
 "$MOE" train --config "$SRC/configs/tiny.yaml" --set data.path="$TMP/data" --set run.out_dir="$TMP/run" \
-  --set train.steps=4 --set train.eval_every=0 > /dev/null
+  --set train.steps=4 --set train.eval_every=0 --set train.eval_batches=2 > /dev/null
 CK=$TMP/run/checkpoints/latest
 "$MOE" export --checkpoint "$CK" --format safetensors --output "$TMP/bf16" > "$TMP/bf16.json"
 "$MOE" export --checkpoint "$CK" --format safetensors --output "$TMP/f32" --dtype f32 > "$TMP/f32.json"
+"$MOE" export --checkpoint "$CK" --format safetensors --output "$TMP/int8" --dtype int8 > "$TMP/int8.json"
 "$MOE" inspect "$CK" --json > "$TMP/inspect.json"
 
 "${PYTHON:-/usr/bin/python3}" - "$TMP" <<'PY'
@@ -47,7 +52,7 @@ def values(header, data, name):
     """The tensor's elements as f32 bit patterns (F32) or bf16 bit patterns (BF16)."""
     e = header[name]
     b, end = e["data_offsets"]
-    fmt = {"F32": "I", "BF16": "H"}[e["dtype"]]
+    fmt = {"F32": "I", "BF16": "H", "I8": "b"}[e["dtype"]]
     return struct.unpack(f"<{(end - b) // struct.calcsize(fmt)}{fmt}", data[b:end])
 
 def bf16_rne(u):  # f32 bits -> bf16 bits, round to nearest even; NaN stays NaN
@@ -90,16 +95,95 @@ expect = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3
 for k, v in expect.items():
     assert c[k] == v, (k, c[k], v)
 assert json.load(open(f"{tmp}/f32/config.json"))["torch_dtype"] == "float32"
+assert c["moe"]["tokenizer"] == "byte" and c["moe"]["step"] == 4, c["moe"]
+assert isinstance(c["moe"]["val_loss"], float) and c["moe"]["val_loss_step"] == 4, c["moe"]
+
+# int8: every Linear weight (lm_head too) as I8 + "<module>.weight_scale" F32 [out]; the rest f32.
+h8, d8 = load(f"{tmp}/int8/model.safetensors")
+c8 = json.load(open(f"{tmp}/int8/config.json"))
+q = c8["quantization_config"]
+assert q["quant_method"] == "moe-int8-weight-only" and q["bits"] == 8 and q["symmetric"], q
+f32_of = lambda bits: [struct.unpack("<f", struct.pack("<I", u))[0] for u in bits]
+converted = 0
+for name in h32:
+    w = f32_of(values(h32, d32, name))
+    if h8[name]["dtype"] == "F32":
+        assert not (name.endswith("_proj.weight") or name.endswith("_mqa.weight") or name == "lm_head.weight"), name
+        assert values(h8, d8, name) == values(h32, d32, name), name
+        continue
+    converted += 1
+    assert h8[name]["dtype"] == "I8" and h8[name]["shape"] == h32[name]["shape"], name
+    rows, cols = h32[name]["shape"]
+    scale_name = name[: -len(".weight")] + ".weight_scale"
+    assert h8[scale_name]["dtype"] == "F32" and h8[scale_name]["shape"] == [rows], scale_name
+    s, qv = f32_of(values(h8, d8, scale_name)), values(h8, d8, name)
+    for r in range(rows):
+        row = w[r * cols:(r + 1) * cols]
+        assert math.isclose(s[r], max(abs(x) for x in row) / 127, rel_tol=1e-6), (name, r)
+        for k in range(cols):
+            assert -127 <= qv[r * cols + k] <= 127
+            assert abs(qv[r * cols + k] * s[r] - row[k]) <= s[r] / 2 * 1.0001, (name, r, k)
+assert h8["lm_head.weight"]["dtype"] == "I8" and h8["model.embed_tokens.weight"]["dtype"] == "F32"
+assert h8["model.layers.1.mlp.gate.weight"]["dtype"] == "F32"
+assert len(h8) == len(h32) + converted
 print(f"ok: {len(h16)} tensors, {inspect['parameters']} parameters{'' if torch else ' (no torch: rounding checked in Python only)'}")
 PY
 
 # Bad flags: one clear line, exit 2.
-for bad in "--format gguf:expected safetensors" "--dtype fp16:expected bf16 or f32"; do
+for bad in "--format gguf:expected safetensors" "--dtype fp16:expected bf16, f32 or int8"; do
   flag=${bad%%:*}; want=${bad#*:}
   set +e
   "$MOE" export --checkpoint "$CK" --output "$TMP/x" $flag > /dev/null 2> "$TMP/err"
   rc=$?
   set -e
   [ $rc -eq 2 ] && grep -q "$want" "$TMP/err" || { echo "FAIL: $flag: exit $rc: $(cat "$TMP/err")"; exit 1; }
+done
+
+# Loading exports: greedy generation from the f32 export is the checkpoint's; int8 gives text.
+gen() { "$MOE" generate --checkpoint "$1" --prompt "ROMEO:" --max-tokens 24 --temperature 0; }
+gen "$CK" > "$TMP/gen.ckpt"
+gen "$TMP/f32" > "$TMP/gen.f32"
+gen "$TMP/int8" > "$TMP/gen.int8"
+cmp -s "$TMP/gen.ckpt" "$TMP/gen.f32" || { echo "FAIL: f32 export generates '$(cat "$TMP/gen.f32")', checkpoint '$(cat "$TMP/gen.ckpt")'"; exit 1; }
+[ "$(wc -c < "$TMP/gen.int8")" -gt 20 ] || { echo "FAIL: int8 export generated '$(cat "$TMP/gen.int8")'"; exit 1; }
+# moe eval on every export; the f32 export's loss is the checkpoint's.
+for m in "$CK" "$TMP/f32" "$TMP/bf16" "$TMP/int8"; do
+  "$MOE" eval --checkpoint "$m" --data "$TMP/data" --batches 2 --micro-batch 2 --json 2> /dev/null
+done > "$TMP/eval.jsonl"
+"${PYTHON:-/usr/bin/python3}" - "$TMP/eval.jsonl" <<'PY'
+import json, math, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 4, rows
+ck, f32, bf16, int8 = (r["loss"] for r in rows)
+assert f32 == ck, (f32, ck)
+for name, loss in (("bf16", bf16), ("int8", int8)):
+    assert math.isfinite(loss) and abs(loss - ck) / ck < 0.02, (name, loss, ck)
+assert rows[3]["run"] == "int8" and rows[3]["step"] == 4 and len(rows[3]["checksum"]) == 64, rows[3]
+print(f"ok: eval loss checkpoint {ck:.5f}, f32 {f32:.5f}, bf16 {bf16:.5f}, int8 {int8:.5f}")
+PY
+
+# Bad exports: one clear line and exit 2 (moe eval: a warning naming it, the export skipped).
+cp -r "$TMP/int8" "$TMP/trunc"
+truncate -s -100 "$TMP/trunc/model.safetensors"
+cp -r "$TMP/f32" "$TMP/badcfg"
+"${PYTHON:-/usr/bin/python3}" -c "
+import json, sys
+p = sys.argv[1] + '/config.json'; c = json.load(open(p)); c['hidden_size'] = '32'; json.dump(c, open(p, 'w'))" "$TMP/badcfg"
+for bad in "$TMP/nothing:nothing: no such checkpoint" \
+           "$TMP/trunc:model.safetensors: tensor 'model.norm.weight': data_offsets" \
+           "$TMP/badcfg:config.json: \"hidden_size\" is \"32\" (expected an integer)"; do
+  dir=${bad%%:*}; want=${bad#*:}
+  for cmd in generate eval; do
+    set +e
+    if [ $cmd = generate ]; then "$MOE" generate --checkpoint "$dir" --prompt x --max-tokens 2 > /dev/null 2> "$TMP/err"
+    else "$MOE" eval --checkpoint "$dir" --data "$TMP/data" --batches 1 > /dev/null 2> "$TMP/err"; fi
+    rc=$?
+    set -e
+    # moe eval skips an unreadable model with a warning, as a corrupt checkpoint in a sweep.
+    if [ $cmd = eval ] && [ $rc -eq 0 ]; then grep -q "^warning: skipping checkpoint $dir: .*$want" "$TMP/err" ||
+      { echo "FAIL: $cmd $dir: exit $rc: $(cat "$TMP/err")"; exit 1; }; continue; fi
+    [ $rc -eq 2 ] && [ "$(grep -c . "$TMP/err")" -eq 1 ] && grep -qF "$want" "$TMP/err" ||
+      { echo "FAIL: $cmd $dir: exit $rc: $(cat "$TMP/err")"; exit 1; }
+  done
 done
 echo ok

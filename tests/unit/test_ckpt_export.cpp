@@ -74,7 +74,7 @@ class CkptExport : public test::TempDir {
 
 TEST_F(CkptExport, F32IsBitwiseAndHasNoOptimizerState) {
   CheckpointReader ckpt(dir_ckpt_);
-  ExportSummary s = export_hf(ckpt, path("hf"), DType::F32);
+  ExportSummary s = export_hf(ckpt, path("hf"), "f32");
   EXPECT_EQ(s.tensors, 4);
   EXPECT_EQ(s.parameters, 32 + 4 + 6 + 32);
   Safetensors st = parse(path("hf/model.safetensors"));
@@ -105,7 +105,7 @@ TEST_F(CkptExport, F32IsBitwiseAndHasNoOptimizerState) {
 
 TEST_F(CkptExport, Bf16RoundsToNearestEvenAndKeepsTheRouterBiasF32) {
   CheckpointReader ckpt(dir_ckpt_);
-  export_hf(ckpt, path("hf"), DType::BF16);
+  export_hf(ckpt, path("hf"), "bf16");
   Safetensors st = parse(path("hf/model.safetensors"));
   std::string norm = tensor_bytes(st, "model.norm.weight", "BF16", {6});
   std::vector<uint16_t> bits(6);
@@ -141,7 +141,7 @@ TEST_F(CkptExport, MtpModulesGetCopiesOfTheSharedEmbeddingAndHead) {
     if (!tie) t.push_back({"lm_head.weight", ramp({8, 4}, -0.5f)});
     const std::string out = path(tie ? "hf_tied" : "hf");
     CheckpointReader ckpt(save_checkpoint(path(tie ? "ckpt_mtp_tied" : "ckpt_mtp"), 3, t, config_to_yaml(c), nullptr, 0));
-    ExportSummary s = export_hf(ckpt, out, DType::F32);
+    ExportSummary s = export_hf(ckpt, out, "f32");
     EXPECT_EQ(s.tensors, int64_t(t.size()) + 4);
     Safetensors st = parse(out + "/model.safetensors");
     const Tensor& head = tie ? t[0].tensor : t[3].tensor;
@@ -160,7 +160,7 @@ TEST_F(CkptExport, MtpModulesGetCopiesOfTheSharedEmbeddingAndHead) {
 
 TEST_F(CkptExport, ConfigJsonHasDeepseekV3Fields) {
   CheckpointReader ckpt(dir_ckpt_);
-  export_hf(ckpt, path("hf"), DType::BF16);
+  export_hf(ckpt, path("hf"), "bf16");
   std::ifstream in(path("hf/config.json"));
   nlohmann::json c = nlohmann::json::parse(in);
   const ModelConfig& m = cfg_.model;
@@ -197,7 +197,7 @@ TEST_F(CkptExport, NonF32CheckpointIsAnError) {
   bf.data<uint16_t>()[0] = bf.data<uint16_t>()[1] = 0;
   std::string dir = save_checkpoint(path("bf"), 1, {{"w", bf}}, config_to_yaml(cfg_), nullptr, 0);
   CheckpointReader ckpt(dir);
-  expect_error([&] { export_hf(ckpt, path("out"), DType::BF16); }, "dataset 'w' is bf16 (expected f32 master weights");
+  expect_error([&] { export_hf(ckpt, path("out"), "bf16"); }, "dataset 'w' is bf16 (expected f32 master weights");
 }
 
 }  // namespace
