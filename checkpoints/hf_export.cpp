@@ -144,11 +144,11 @@ ExportSummary export_hf(const CheckpointReader& ckpt, const std::string& out_dir
   for (const std::string& n : ckpt.names())
     if (!is_optimizer_state(n)) names.emplace_back(n, n);
   if (names.empty()) throw error(ckpt.dir(), ": no model parameters to export");
-  const ModelConfig& m = cfg.model;
-  for (int k = 1; k <= m.mtp_depth; ++k) {
-    const std::string p = "model.layers." + std::to_string(m.layers + k - 1);
+  const ModelConfig& mc = cfg.model;
+  for (int k = 1; k <= mc.mtp_depth; ++k) {
+    const std::string p = "model.layers." + std::to_string(mc.layers + k - 1);
     names.emplace_back(p + ".embed_tokens.weight", "model.embed_tokens.weight");
-    names.emplace_back(p + ".shared_head.head.weight", m.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+    names.emplace_back(p + ".shared_head.head.weight", mc.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
   }
   std::map<std::string, std::string> source;  // exported name -> dataset (the copies differ)
   for (const auto& [out, n] : names) source[out] = n;

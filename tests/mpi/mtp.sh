@@ -60,7 +60,7 @@ for name, first in (("np4_ep2", 0), ("np2_ep1", 6)):
 PY
 
 # Evaluation reads the checkpoint (main-model loss); export writes the release's MTP names.
-"$MOE" eval --checkpoint "$TMP/np1/checkpoints/step-00000012" --data "$TMP/data" --batches 2 --json > "$TMP/eval.json" ||
+"$MOE" eval --checkpoint "$TMP/np1/checkpoints/step-00000012" --data "$TMP/data" --batches 2 --micro-batch 2 --json > "$TMP/eval.json" 2> /dev/null ||
   { echo "FAIL: moe eval"; cat "$TMP/eval.json"; exit 1; }
 "$MOE" export --checkpoint "$TMP/np1/checkpoints/step-00000012" --output "$TMP/hf" --dtype f32 > /dev/null
 python3 - "$TMP/hf" <<'PY'
@@ -76,6 +76,20 @@ for layer in (2, 3):
               "input_layernorm", "post_attention_layernorm", "self_attn.o_proj", "mlp.gate", "mlp.experts.0.up_proj"):
         assert f"model.layers.{layer}.{t}.weight" in names, (layer, t)
 print(f"export: {len(names)} tensors with the MTP modules as model.layers.2 and model.layers.3")
+PY
+# The export loads back (the per-module copies accepted): the f32 export evaluates to the
+# checkpoint's loss exactly, the int8 one loads too.
+"$MOE" eval --checkpoint "$TMP/hf" --data "$TMP/data" --batches 2 --micro-batch 2 --json > "$TMP/eval_hf.json" 2> /dev/null ||
+  { echo "FAIL: moe eval of the export"; cat "$TMP/eval_hf.json"; exit 1; }
+"$MOE" export --checkpoint "$TMP/np1/checkpoints/step-00000012" --output "$TMP/hf8" --dtype int8 > /dev/null
+"$MOE" eval --checkpoint "$TMP/hf8" --data "$TMP/data" --batches 2 --micro-batch 2 --json > "$TMP/eval_hf8.json" 2> /dev/null ||
+  { echo "FAIL: moe eval of the int8 export"; cat "$TMP/eval_hf8.json"; exit 1; }
+python3 - "$TMP" <<'PY'
+import json, sys
+loss = lambda f: [json.loads(l) for l in open(f"{sys.argv[1]}/{f}") if l.strip()][-1]["loss"]
+a, b, c = loss("eval.json"), loss("eval_hf.json"), loss("eval_hf8.json")
+assert a == b and abs(c - a) < 0.05 * a, (a, b, c)
+print(f"eval loss: checkpoint {a:.6f}, f32 export {b:.6f}, int8 export {c:.6f}")
 PY
 
 # seq_len must exceed mtp_depth: one line naming the keys, exit 2.
