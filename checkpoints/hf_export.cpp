@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 
 #include "checkpoints/int8_weights.h"
 #include "checkpoints/layout.h"
@@ -136,24 +137,35 @@ ExportSummary export_hf(const CheckpointReader& ckpt, const std::string& out_dir
                         bool int8_embeddings) {
   MOE_CHECK(dtype == "f32" || dtype == "bf16" || dtype == "int8", "export dtype ", dtype);
   Config cfg = parse_config(ckpt.config_yaml(), ckpt.dir() + "/" + ckpt::kConfig);
-  std::vector<std::string> names;
+  // (exported name, checkpoint dataset): every parameter as itself, plus what DeepSeek-V3's release
+  // stores in each MTP module (layer L+k-1) that our modules share with the main model: copies of
+  // the embedding and of the output head (shared_head.head).
+  std::vector<std::pair<std::string, std::string>> names;
   for (const std::string& n : ckpt.names())
-    if (!is_optimizer_state(n)) names.push_back(n);
+    if (!is_optimizer_state(n)) names.emplace_back(n, n);
   if (names.empty()) throw error(ckpt.dir(), ": no model parameters to export");
+  const ModelConfig& mc = cfg.model;
+  for (int k = 1; k <= mc.mtp_depth; ++k) {
+    const std::string p = "model.layers." + std::to_string(mc.layers + k - 1);
+    names.emplace_back(p + ".embed_tokens.weight", "model.embed_tokens.weight");
+    names.emplace_back(p + ".shared_head.head.weight", mc.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+  }
+  std::map<std::string, std::string> source;  // exported name -> dataset (the copies differ)
+  for (const auto& [out, n] : names) source[out] = n;
 
   ExportSummary sum;
   std::vector<SafetensorsWriter::Entry> entries;
-  for (const std::string& n : names) {
+  for (const auto& [out, n] : names) {
     if (ckpt.dtype(n) != DType::F32)
       throw error(ckpt.dir(), "/state.h5: dataset '", n, "' is ", dtype_name(ckpt.dtype(n)),
                   " (expected f32 master weights to export)");
     const Shape shape = ckpt.shape(n);
     sum.parameters += shape_numel(shape);
-    if (dtype == "int8" && int8_quantized(n, shape, int8_embeddings)) {
-      entries.push_back({n, shape, "I8"});
-      entries.push_back({int8_scale_name(n), {shape[0]}, "F32"});
+    if (dtype == "int8" && int8_quantized(n, shape, int8_embeddings)) {  // a copy as its original
+      entries.push_back({out, shape, "I8"});
+      entries.push_back({int8_scale_name(out), {shape[0]}, "F32"});
     } else {
-      entries.push_back({n, shape, dtype == "bf16" && !stays_f32(n) ? "BF16" : "F32"});
+      entries.push_back({out, shape, dtype == "bf16" && !stays_f32(n) ? "BF16" : "F32"});
     }
   }
   std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
@@ -171,13 +183,14 @@ ExportSummary export_hf(const CheckpointReader& ckpt, const std::string& out_dir
   std::string pending_scale;
   for (const auto& e : entries) {
     if (e.dtype == "I8") {
-      pending = quantize_rows_int8(ckpt.read(e.name), ckpt.dir() + "/state.h5: dataset '" + e.name + "'");
+      const std::string& n = source.at(e.name);
+      pending = quantize_rows_int8(ckpt.read(n), ckpt.dir() + "/state.h5: dataset '" + n + "'");
       pending_scale = int8_scale_name(e.name);
       w.write(pending.q.data(), int64_t(pending.q.size()));
     } else if (e.name == pending_scale) {
       w.write(pending.scale.data(), int64_t(pending.scale.size() * sizeof(float)));
     } else {
-      Tensor t = ckpt.read(e.name);
+      Tensor t = ckpt.read(source.at(e.name));
       w.write(e.dtype == "BF16" ? to_bf16(t) : t);
     }
   }

@@ -52,6 +52,8 @@ std::vector<Field> schema(Config& c) {
       {"model.router.groups_per_token", &r.groups_per_token},
       {"model.rope_theta", &m.rope_theta}, {"model.rms_norm_eps", &m.rms_norm_eps},
       {"model.init_std", &m.init_std}, {"model.mtp_depth", &m.mtp_depth},
+      {"model.mtp_loss_weight", &m.mtp_loss_weight}, {"model.mtp_loss_weight_step", &m.mtp_loss_weight_step},
+      {"model.mtp_loss_weight_final", &m.mtp_loss_weight_final},
       {"model.tie_embeddings", &m.tie_embeddings},
       {"data.path", &c.data.path}, {"data.mix", &c.data.mix}, {"data.seq_len", &c.data.seq_len},
       {"data.document_mask", &c.data.document_mask},
@@ -390,6 +392,9 @@ void validate(const Config& c, const Rules& r) {
   r.positive("model.rms_norm_eps", m.rms_norm_eps);
   r.positive("model.init_std", m.init_std);
   r.at_least("model.mtp_depth", m.mtp_depth, 0);
+  r.at_least("model.mtp_loss_weight", m.mtp_loss_weight, 0.0);
+  r.at_least("model.mtp_loss_weight_step", m.mtp_loss_weight_step, int64_t(0));
+  r.at_least("model.mtp_loss_weight_final", m.mtp_loss_weight_final, 0.0);
   r.positive("data.seq_len", c.data.seq_len);
   double weights = 0;
   for (size_t i = 0; i < c.data.mix.size(); ++i) {
@@ -438,10 +443,24 @@ void validate(const Config& c, const Rules& r) {
   r.one_of("device", c.device, {"auto", "cpu", "cuda"});
 
   // Combinations.
-  r.need(m.dense_layers <= m.layers, {"model.layers", "model.dense_layers"},
-         "model.dense_layers is " + show(m.dense_layers) + " but model.layers is " + show(m.layers),
-         "dense_layers <= layers");
-  if (m.dense_layers < m.layers) {  // there are MoE layers: the routing must be possible
+  // The MTP modules' blocks are layers L..L+D-1 (Hugging Face numbering), dense below dense_layers.
+  if (m.mtp_depth == 0)
+    r.need(m.dense_layers <= m.layers, {"model.layers", "model.dense_layers"},
+           "model.dense_layers is " + show(m.dense_layers) + " but model.layers is " + show(m.layers),
+           "dense_layers <= layers");
+  else
+    r.need(m.dense_layers <= m.layers + m.mtp_depth, {"model.layers", "model.dense_layers", "model.mtp_depth"},
+           "model.dense_layers is " + show(m.dense_layers) + " but model.layers + model.mtp_depth is " +
+               show(m.layers + m.mtp_depth),
+           "dense_layers <= layers + mtp_depth (the MTP blocks are layers L..L+mtp_depth-1)");
+  r.need(m.mtp_depth < c.data.seq_len, {"model.mtp_depth", "data.seq_len"},
+         "model.mtp_depth is " + show(m.mtp_depth) + " but data.seq_len is " + show(c.data.seq_len),
+         "seq_len > mtp_depth: MTP module k predicts token i+k+1 of the window");
+  // The MTP blocks attend over the whole shifted window (no document masks there yet).
+  r.need(m.mtp_depth == 0 || !c.data.document_mask, {"model.mtp_depth", "data.document_mask"},
+         "model.mtp_depth is " + show(m.mtp_depth) + " with data.document_mask true",
+         "one of them: the MTP modules do not take document masks yet");
+  if (m.dense_layers < m.layers + m.mtp_depth) {  // there are MoE layers: the routing must be possible
     r.need(m.routed_experts > 0, {"model.routed_experts", "model.layers", "model.dense_layers"},
            "model.routed_experts is 0 but layers - dense_layers = " + show(m.layers - m.dense_layers) +
                " blocks are MoE blocks",

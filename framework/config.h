@@ -41,7 +41,10 @@ struct ModelConfig {
   double rope_theta = 10000;
   double rms_norm_eps = 1e-6;
   double init_std = 0.02;
-  int mtp_depth = 0;
+  int mtp_depth = 0;               // multi-token prediction modules (num_nextn_predict_layers)
+  double mtp_loss_weight = 0.3;    // λ: loss = main + λ/D · Σ_k MTP_k (DeepSeek-V3: 0.3, then 0.1)
+  int64_t mtp_loss_weight_step = 0;    // from this step on λ is mtp_loss_weight_final (0 = never)
+  double mtp_loss_weight_final = 0.1;
   bool tie_embeddings = false;
   bool operator==(const ModelConfig&) const = default;
 };
@@ -146,5 +149,9 @@ std::string config_to_yaml(const Config& c);
 
 // Derived sizes used across the code.
 inline int qk_head_dim(const ModelConfig& m) { return m.qk_nope_dim + m.qk_rope_dim; }
+// λ of step `step` (0-based): DeepSeek-V3 lowers it once, late in training.
+inline double mtp_loss_weight_at(const ModelConfig& m, int64_t step) {
+  return m.mtp_loss_weight_step > 0 && step >= m.mtp_loss_weight_step ? m.mtp_loss_weight_final : m.mtp_loss_weight;
+}
 
 }  // namespace moe

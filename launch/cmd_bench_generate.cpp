@@ -22,6 +22,7 @@
 #include "launch/commands.h"
 #include "launch/device.h"
 #include "launch/model_io.h"
+#include "launch/speculative.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
 
@@ -72,7 +73,10 @@ int cmd_bench_generate(int argc, char** argv) {
          "each batch size (prefill of the prompts, then N decode steps). Prints one JSON line: prefill and\n"
          "decode tokens/s per batch, the no-cache decode tokens/s, the speed-up at batch 1, the cache's\n"
          "bytes per token beside a full per-head K/V cache, and peak memory. The model is the config's\n"
-         "(default configs/shakespeare.yaml) with random weights, or a checkpoint's.");
+         "(default configs/shakespeare.yaml) with random weights, or a checkpoint's. A model with MTP\n"
+         "modules (model.mtp_depth > 0) also decodes the batch-1 prompt greedily with self-speculative\n"
+         "decoding (launch/speculative.h) beside plain cached greedy decoding: \"speculative\" gives both\n"
+         "times (prefill included), the speed-up, the draft acceptance rate and whether the tokens match.");
     return 0;
   }
   const int64_t P = a.get_int("prompt-tokens", 16), N = a.get_int("new-tokens", 256);
@@ -166,6 +170,22 @@ int cmd_bench_generate(int argc, char** argv) {
                         {"full_kv_bytes_per_token", KVCache::full_kv_bytes_per_token(mc)},
                         {"peak_rss_mib", std::round(peak_rss_mib())}};
   if (speedup > 0) out["speedup_batch1"] = rounded(speedup, 1);  // with batch 1 among --batches
+  if (mc.mtp_depth > 0) {
+    t0 = Clock::now();
+    const std::vector<int32_t> plain = greedy_decode(*model, prompt(0), N);
+    const double plain_s = seconds_since(t0);
+    SpeculativeStats st;
+    t0 = Clock::now();
+    const std::vector<int32_t> spec = speculative_greedy_decode(*model, prompt(0), N, &st);
+    const double spec_s = seconds_since(t0);
+    out["speculative"] = {{"greedy_tokens_per_s", rounded(double(N) / plain_s, 1)},
+                          {"speculative_tokens_per_s", rounded(double(N) / spec_s, 1)},
+                          {"speedup", rounded(plain_s / spec_s, 2)},
+                          {"acceptance", rounded(st.acceptance(), 3)},
+                          {"drafted", st.drafted},
+                          {"main_passes", st.main_passes},
+                          {"tokens_match", spec == plain}};
+  }
   puts(out.dump().c_str());
   return 0;
 }

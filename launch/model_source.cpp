@@ -126,6 +126,15 @@ void load_export_tensors(const SafetensorsReader& st, DeepSeekV3& model) {
       std::copy(t.f32(), t.f32() + t.numel(), dst);
     }
   }
+  // The copies of the shared embedding and head that DeepSeek-V3's release keeps in each MTP module
+  // (moe export writes them; the model shares the main model's).
+  const ModelConfig& c = model.config();
+  for (int k = 1; k <= c.mtp_depth; ++k)
+    for (const char* copy : {".embed_tokens.weight", ".shared_head.head.weight"}) {
+      const std::string name = "model.layers." + std::to_string(c.layers + k - 1) + copy;
+      used.insert(name);
+      used.insert(int8_scale_name(name));
+    }
   for (const auto& [name, info] : st.tensors())
     if (!used.count(name))
       throw error(st.path(), ": unexpected tensor '", name, "' (not a parameter of the model config.json describes)");

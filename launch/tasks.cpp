@@ -106,7 +106,7 @@ std::vector<double> score_continuations(DeepSeekV3& model, const std::vector<Sco
       std::copy(full.begin() + start, full.end() - 1, ids.begin() + int64_t(i) * L);
       std::copy(full.begin() + start + 1, full.end(), targets.begin() + int64_t(i) * L);
     }
-    model.forward(ids.data(), targets.data(), int64_t(n), L, /*count_load=*/false);
+    model.forward_ranked(ids.data(), targets.data(), int64_t(n), L, /*count_load=*/false, nullptr);
     const std::vector<float> losses = model.token_losses();
     for (size_t i = 0; i < n; ++i) {
       const ScoreRequest& r = requests[order[first + i]];

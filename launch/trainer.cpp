@@ -314,8 +314,11 @@ class Trainer {
         load_rows.push_back(std::vector<float>(load.f32() + l * load.dim(1), load.f32() + (l + 1) * load.dim(1)));
       // Memory: the device's peak reserved memory on a GPU, the process's peak RSS on the CPU.
       const double device_mib = device_peak_mib(device_);
-      printf("step %6lld/%lld | loss %.4f | acc %.1f%% | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | mem %.0f MiB | load max/mean %.2f | ETA %s\n",
-             (long long)done, (long long)t.steps, s.loss, 100.0 * s.accuracy, s.lr, s.grad_norm, tps, 100.0 * gflops / peak_gflops_,
+      const bool mtp = cfg_.model.mtp_depth > 0;
+      char mtp_part[48] = "";
+      if (mtp) snprintf(mtp_part, sizeof mtp_part, " | mtp loss %.4f", s.mtp_loss);
+      printf("step %6lld/%lld | loss %.4f%s | acc %.1f%% | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | mem %.0f MiB | load max/mean %.2f | ETA %s\n",
+             (long long)done, (long long)t.steps, s.loss, mtp_part, 100.0 * s.accuracy, s.lr, s.grad_norm, tps, 100.0 * gflops / peak_gflops_,
              device_mib > 0 ? device_mib : peak_rss_mib(), load_ratio, fmt_duration(eta).c_str());
       fflush(stdout);
       ShardMemory mem = fsdp_.memory();
@@ -332,6 +335,7 @@ class Trainer {
                    {"expert_load", load_rows},
                    {"elapsed_s", seconds_since(run_start_)}};
       if (data_.mixture) row["source_loss"] = per_source(s.source_loss);
+      if (mtp) row["mtp_loss"] = s.mtp_loss;
       log_metrics(row);
     }
     log_start_ = Clock::now();
@@ -613,7 +617,11 @@ class Trainer {
                              " takes precedence (init_from only starts a run)");
     CheckpointReader ckpt(dir);
     Config saved = parse_config(ckpt.config_yaml(), dir + "/config.yaml");
-    if (!(saved.model == cfg_.model))
+    ModelConfig same_lambda = saved.model;  // λ and its schedule may change on resume
+    same_lambda.mtp_loss_weight = cfg_.model.mtp_loss_weight;
+    same_lambda.mtp_loss_weight_step = cfg_.model.mtp_loss_weight_step;
+    same_lambda.mtp_loss_weight_final = cfg_.model.mtp_loss_weight_final;
+    if (!(same_lambda == cfg_.model))
       throw error(cfg_.source, ": model section differs from the checkpoint being resumed (", dir,
                   "/config.yaml); use checkpoint.resume: never or a new run.out_dir");
     note_schedule_change(saved.train, ckpt.step());
@@ -714,8 +722,6 @@ class Trainer {
 
 int train(const Config& cfg, Comm& comm) {
   const auto process_start = Clock::now();
-  if (cfg.model.mtp_depth != 0)
-    throw error(cfg.source, ": model.mtp_depth ", cfg.model.mtp_depth, " is not implemented yet (expected 0)");
   set_num_threads(cfg.train.threads);
   DeviceChoice device = choose_device(cfg, &comm);
   ComputeScope on_device(*device.backend);

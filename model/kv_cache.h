@@ -38,6 +38,12 @@ struct KVCache {
   std::vector<Tensor> rows;                     // per layer [S, P, C]
   std::vector<Tensor> kv_b;                     // per layer kv_b_proj's weight as its GEMM reads it [H*(nope+v), kv_lora]
   std::vector<int64_t> length;                  // filled positions per slot (host)
+  // MTP module 1's block (self-speculative decoding, DeepSeekV3::mtp_draft), when the model has
+  // MTP: its own rows and filled positions per slot (one behind the main model's: its position i
+  // needs token i+1).
+  Tensor mtp_rows;                              // [S, P, C]
+  Tensor mtp_kv_b;
+  std::vector<int64_t> mtp_length;
   std::vector<float> rope_cos, rope_sin;        // RoPE tables of every position [P, rope/2] (host)
 
   // Cache row of (layer, slot, position 0): the slot's positions follow contiguously.

@@ -12,8 +12,12 @@ constexpr int64_t kHeadChunk = 1024;  // rows of logits alive at once
 }
 
 void Block::init(ParamStore& ps, int layer, const ModelConfig& c, const ModelPlacement& placement) {
+  add_params(ps, ps.begin_unit("model.layers." + std::to_string(layer)), layer, c, placement);
+}
+
+void Block::add_params(ParamStore& ps, int unit_, int layer, const ModelConfig& c, const ModelPlacement& placement) {
   std::string p = "model.layers." + std::to_string(layer);
-  unit = ps.begin_unit(p);
+  unit = unit_;
   float eps = float(c.rms_norm_eps);
   input_layernorm.init(ps, p + ".input_layernorm.weight", c.hidden, eps);
   self_attn.init(ps, p + ".self_attn", c);
@@ -105,11 +109,12 @@ DeepSeekV3::DeepSeekV3(const ModelConfig& c, const ModelPlacement& placement) : 
   norm_.init(ps_, "model.norm.weight", c.hidden, float(c.rms_norm_eps));
   lm_head = c.tie_embeddings ? embed_tokens
                              : ps_.add("lm_head.weight", {c.vocab_size, c.hidden}, Init::Normal, float(c.init_std));
+  add_mtp_modules();
   if (placement.own_storage)
     ps_.allocate();
   else
     ps_.allocate_unbound();
-  load_ = Tensor::zeros({int64_t(moe_blocks_.size()), int64_t(c.routed_experts)}, DType::F32, Device::CPU);
+  load_ = Tensor::zeros({int64_t(moe_layers()), int64_t(c.routed_experts)}, DType::F32, Device::CPU);
   add_compute_units();
 }
 
@@ -128,10 +133,21 @@ void DeepSeekV3::add_compute_units() {
   ComputeUnit head{{head_unit_}};
   if (cfg_.tie_embeddings) head.params.push_back(embed_unit_);
   head_cu_ = units_.add(std::move(head));
+  // MTP module k (compute unit head_cu_ + k) reads its own units, the embedding and lm_head: a
+  // parameter unit read by several compute units is gathered for each and its gradient
+  // reduce-scattered after each, the contributions adding up (as for tied embeddings).
+  for (const MTPModule& m : mtp_) {
+    ComputeUnit u{{m.block.unit}};
+    if (m.block.is_moe) u.params.push_back(m.block.moe.expert_units[placement_.local_part]);
+    u.params.push_back(embed_unit_);
+    if (!cfg_.tie_embeddings) u.params.push_back(head_unit_);
+    units_.add(std::move(u));
+  }
 }
 
 void DeepSeekV3::set_expert_exchange(const ExpertExchange* ex) {
   for (int l : moe_blocks_) blocks_[l].moe.dispatcher.exchange = ex;
+  for (int k : mtp_moe_) mtp_[k].block.moe.dispatcher.exchange = ex;
 }
 
 void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load, KVCache* cache, int64_t slot,
@@ -170,31 +186,42 @@ void DeepSeekV3::final_norm(int64_t N) {
 }
 
 void DeepSeekV3::head_loss(int64_t N, int32_t* ranks) {
-  const int64_t D = cfg_.hidden, V = cfg_.vocab_size;
   lse_N.ensure({N});
   losses_N.ensure({N});
   scored_N_ = N;
+  head_rows_loss(xf_ND.f32(), targets_N.data<int32_t>(), lse_N.f32(), losses_N.f32(), N, ranks);
+}
+
+void DeepSeekV3::head_rows_loss(const float* xf, const int32_t* targets, float* lse, float* losses, int64_t N,
+                                int32_t* ranks) {
+  const int64_t D = cfg_.hidden, V = cfg_.vocab_size;
   ScratchScope scope;
   Tensor logits = scratch({std::min(N, kHeadChunk), V});
   const float* W = ps_.param(lm_head).f32();
   for (int64_t r0 = 0; r0 < N; r0 += kHeadChunk) {
     int64_t n = std::min(kHeadChunk, N - r0);
-    compute().linear_forward(logits.f32(), xf_ND.f32() + r0 * D, W, n, D, V, false, Precision::FP32);
-    compute().cross_entropy_forward(losses_N.f32() + r0, lse_N.f32() + r0, logits.f32(),
-                                    targets_N.data<int32_t>() + r0, n, V);
-    if (ranks) compute().target_ranks(ranks + r0, logits.f32(), targets_N.data<int32_t>() + r0, n, V);
+    compute().linear_forward(logits.f32(), xf + r0 * D, W, n, D, V, false, Precision::FP32);
+    compute().cross_entropy_forward(losses + r0, lse + r0, logits.f32(), targets + r0, n, V);
+    if (ranks) compute().target_ranks(ranks + r0, logits.f32(), targets + r0, n, V);
   }
 }
 
 ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load,
                                  const int32_t* doc_start) {
-  return forward_ranked(ids, targets, B, T, count_load, nullptr, doc_start);
+  ForwardStats s = forward_ranked(ids, targets, B, T, count_load, nullptr, doc_start);
+  if (!mtp_.empty()) {
+    s.mtp_loss = mtp_forward(ids, targets, count_load);
+    s.aux_loss = aux_sum_;
+    s.z_loss = z_sum_;
+  }
+  return s;
 }
 
 ForwardStats DeepSeekV3::forward_ranked(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T,
                                         bool count_load, int32_t* ranks_N, const int32_t* doc_start) {
   const int64_t N = B * T;
   B_ = B; T_ = T;
+  mtp_ran_ = false;
   upload_tokens(ids_N, ids, N);
   upload_tokens(targets_N, targets, N);
   run_blocks(B, T, count_load, nullptr, 0, doc_start);
@@ -227,27 +254,37 @@ std::vector<float> DeepSeekV3::token_losses() const {
 // dx[N,D] (assigned) of the loss scaled by loss_scale: each logits chunk is recomputed and turned
 // into dlogits in place, then dxf and dW; then the final norm.
 void DeepSeekV3::head_backward(float* dx, float loss_scale) {
-  const int64_t N = B_ * T_, D = cfg_.hidden, V = cfg_.vocab_size;
+  const int64_t N = B_ * T_, D = cfg_.hidden;
   ScratchScope scope;
-  Tensor dxf = scratch({N, D}), logits = scratch({std::min(N, kHeadChunk), V});
+  Tensor dxf = scratch({N, D});
+  head_rows_backward(dxf.f32(), xf_ND.f32(), targets_N.data<int32_t>(), lse_N.f32(), loss_scale / float(N), N);
+  norm_.backward(ps_, dx, dxf.f32(), resid_[cfg_.layers].f32(), xf_rstd_N.f32(), N);
+}
+
+void DeepSeekV3::head_rows_backward(float* dxf, const float* xf, const int32_t* targets, const float* lse,
+                                    float scale, int64_t N) {
+  const int64_t D = cfg_.hidden, V = cfg_.vocab_size;
+  ScratchScope scope;
+  Tensor logits = scratch({std::min(N, kHeadChunk), V});
   const float* W = ps_.param(lm_head).f32();
   float* dW = ps_.grad(lm_head).f32();
   for (int64_t r0 = 0; r0 < N; r0 += kHeadChunk) {
     int64_t n = std::min(kHeadChunk, N - r0);
-    const float* xf = xf_ND.f32() + r0 * D;
-    compute().linear_forward(logits.f32(), xf, W, n, D, V, false, Precision::FP32);
-    compute().cross_entropy_backward(logits.f32(), logits.f32(), lse_N.f32() + r0, targets_N.data<int32_t>() + r0,
-                                     loss_scale / float(N), n, V);
-    compute().linear_backward(dxf.f32() + r0 * D, dW, logits.f32(), xf, W, n, D, V, false, Precision::FP32);
+    compute().linear_forward(logits.f32(), xf + r0 * D, W, n, D, V, false, Precision::FP32);
+    compute().cross_entropy_backward(logits.f32(), logits.f32(), lse + r0, targets + r0, scale, n, V);
+    compute().linear_backward(dxf + r0 * D, dW, logits.f32(), xf + r0 * D, W, n, D, V, false, Precision::FP32);
   }
-  norm_.backward(ps_, dx, dxf.f32(), resid_[cfg_.layers].f32(), xf_rstd_N.f32(), N);
 }
 
 void DeepSeekV3::backward(float loss_scale) {
   const int64_t B = B_, T = T_, N = B * T, D = cfg_.hidden;
   ScratchScope scope;
   Tensor dx = scratch({N, D}), dprev = scratch({N, D});
+  // The MTP modules' gradient into the last block's output first (their units run after the
+  // head's in forward), parked in dprev, then the head's.
+  if (mtp_ran_) mtp_backward(dprev.f32(), loss_scale);
   units_.run(head_cu_, Pass::Backward, [&] { head_backward(dx.f32(), loss_scale); });
+  if (mtp_ran_) compute().add(dx.f32(), dx.f32(), dprev.f32(), N * D);
   for (int l = cfg_.layers - 1; l >= 0; --l) {
     BlockActs& a = acts_[recompute_ ? 0 : l];
     units_.run(block_cu(l), Pass::Backward, [&] {
@@ -295,6 +332,9 @@ void DeepSeekV3::upload_tokens(Tensor& dst, const int32_t* host, int64_t N) {
 void DeepSeekV3::update_router_bias(float rate) {
   for (size_t i = 0; i < moe_blocks_.size(); ++i)
     blocks_[moe_blocks_[i]].moe.gate.update_bias(ps_, load_.f32() + i * cfg_.routed_experts, rate);
+  for (size_t i = 0; i < mtp_moe_.size(); ++i)
+    mtp_[mtp_moe_[i]].block.moe.gate.update_bias(
+        ps_, load_.f32() + (moe_blocks_.size() + i) * cfg_.routed_experts, rate);
   load_.zero_();
 }
 
@@ -311,6 +351,12 @@ ParamCounts count_params(const ModelConfig& c) {
   ParamCounts pc;
   pc.total = embed + dense + moe_layers * (attn + moe_common + expert * c.routed_experts);
   pc.active = embed + dense + moe_layers * (attn + moe_common + expert * c.experts_per_token);
+  for (int l = c.layers; l < c.layers + c.mtp_depth; ++l) {  // MTP: norms, eh_proj and a block
+    const int64_t own = 3 * D + 2 * D * D + attn;
+    const bool moe = l >= c.dense_layers;
+    pc.total += own + (moe ? moe_common + expert * c.routed_experts : 3 * D * c.dense_inter);
+    pc.active += own + (moe ? moe_common + expert * c.experts_per_token : 3 * D * c.dense_inter);
+  }
   return pc;
 }
 
@@ -322,6 +368,10 @@ double flops_per_token(const ModelConfig& c, int64_t seq_len) {
   double dense = 3.0 * d * c.dense_inter;
   double matmul = c.dense_layers * (attn + dense) + (c.layers - c.dense_layers) * (attn + moe) + d * c.vocab_size;
   double causal_attn = double(c.layers) * h * double(seq_len) * (nope + rope + v);
+  for (int l = c.layers; l < c.layers + c.mtp_depth; ++l) {  // MTP: eh_proj, a block and the head
+    matmul += 2 * d * d + attn + (l >= c.dense_layers ? moe : dense) + d * c.vocab_size;
+    causal_attn += h * double(seq_len) * (nope + rope + v);
+  }
   return 6.0 * matmul + 6.0 * causal_attn;
 }
 

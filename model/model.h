@@ -37,6 +37,8 @@ struct Block {
   Precision prec = Precision::FP32;  // of its GEMMs (set_precision)
 
   void init(ParamStore& ps, int layer, const ModelConfig& c, const ModelPlacement& placement);
+  // The block's parameters into the current unit `unit_` (an MTP module adds its own first).
+  void add_params(ParamStore& ps, int unit_, int layer, const ModelConfig& c, const ModelPlacement& placement);
   // cache_rows: the latent KV cache's rows of the N tokens, written when given (MLA::forward).
   void forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, const RopeTables& rt,
                BlockActs& a, float* load_E, float* cache_rows = nullptr) const;
@@ -59,8 +61,37 @@ struct Block {
                     float* load_E) const;
 };
 
+// A multi-token prediction module (DeepSeek-V3 report, section 2.2; model/mtp.cpp). Module k
+// (1..mtp_depth) is Hugging Face layer L+k-1 and at position i reads h^{k-1}_i (the main model's
+// last block output for k = 1, else module k-1's output) and the embedding of token t_{i+k}:
+//   x = eh_proj(cat[enorm(embed_tokens(t_{i+k})), hnorm(h^{k-1}_i)])
+//   h^k = block(x)   (the block of layer L+k-1: MoE when L+k-1 >= dense_layers, as in DeepSeek-V3)
+//   logits_i = lm_head(shared_head.norm(h^k_i))  -> predicts t_{i+k+1}
+// over positions i = 0 .. T-k-1 of each sequence. embed_tokens and lm_head are the main model's.
+struct MTPActs {
+  Tensor ids_N, targets_N;              // t_{i+k}, t_{i+k+1} on the compute device, [B*(T-k)]
+  Tensor hin_ND, emb_ND, e_ND, e_rstd_N, hn_ND, hn_rstd_N, cat_N2D, x_ND, out_ND;
+  Tensor xf_ND, xf_rstd_N, lse_N, losses_N;
+  BlockActs block;
+};
+
+struct MTPModule {
+  RMSNorm enorm, hnorm, shared_head_norm;
+  Linear eh_proj;
+  Block block;  // its unit holds the four above too; its routed experts their own units
+  int depth = 0;  // k
+  MTPActs acts;
+
+  void init(ParamStore& ps, int depth_k, const ModelConfig& c, const ModelPlacement& placement);
+  void set_precision(Precision p) {
+    eh_proj.prec = p;
+    block.set_precision(p);
+  }
+};
+
 struct ForwardStats {
-  double loss = 0;      // mean cross-entropy (nats per token)
+  double loss = 0;      // mean cross-entropy (nats per token) of the main model
+  double mtp_loss = 0;  // mean over the mtp_depth MTP modules of their cross-entropy (0 without MTP)
   double aux_loss = 0;  // sum over MoE layers of the balance loss
   double z_loss = 0;    // sum over MoE layers of the router z-loss
   int64_t tokens = 0;
@@ -85,29 +116,39 @@ class DeepSeekV3 {
   // parallel.fp8_dispatch (TokenDispatcher::fp8_dispatch); takes effect at fp8.
   void set_fp8_dispatch(bool on) {
     for (int l : moe_blocks_) blocks_[l].moe.dispatcher.fp8_dispatch = on;
+    for (int k : mtp_moe_) mtp_[k].block.moe.dispatcher.fp8_dispatch = on;
   }
   // GEMM precision of every Linear: attention projections, dense MLPs, shared and routed experts.
   // Embedding, LM head, norms, router and the attention core stay f32, as in DeepSeek-V3.
   void set_precision(Precision p) {
     precision_ = p;
     for (Block& b : blocks_) b.set_precision(p);
+    for (MTPModule& m : mtp_) m.set_precision(p);
   }
   Precision precision() const { return precision_; }
 
   // ids, targets [B*T]. Returns the losses and the top-1 hits; keeps activations for backward.
   // Expert loads are counted for the bias update only when count_load (training, not evaluation).
+  // With model.mtp_depth > 0 the MTP modules run too (model/mtp.h); T must exceed mtp_depth.
   // doc_start (host, [B*T], data.document_mask) packs documents: token t of sequence b belongs to
   // the document that starts at position doc_start[b*T + t], attends only within it and takes its
   // RoPE position from that start, exactly as if the document were a sequence of its own. Null: one
-  // causal sequence.
+  // causal sequence. (The MTP modules do not take document masks: config validation refuses both.)
   ForwardStats forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load = true,
                        const int32_t* doc_start = nullptr);
-  // Evaluation: forward() and, for every token, the rank of its target among the logits (0 = the
-  // first arg-max; ranks < k are top-k hits), into ranks_N (host, [B*T]).
+  // Evaluation: forward() of the main model only (no MTP modules) and, for every token, the rank of
+  // its target among the logits (0 = the first arg-max; ranks < k are top-k hits), into ranks_N
+  // (host, [B*T]).
   ForwardStats forward_ranked(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T, bool count_load,
                               int32_t* ranks_N, const int32_t* doc_start = nullptr);
-  // Gradients of loss_scale * (loss + aux + z) accumulate into params().grads().
+  // Gradients of loss_scale * (loss + λ·mtp_loss + aux + z) accumulate into params().grads()
+  // (λ: mtp_loss_weight(); mtp_loss is 0 after forward_ranked()).
   void backward(float loss_scale);
+  // λ, the weight of the MTP loss (model.mtp_loss_weight; the trainer sets it per step from the
+  // schedule, mtp_loss_weight_at()).
+  void set_mtp_loss_weight(double w) { mtp_weight_ = w; }
+  double mtp_loss_weight() const { return mtp_weight_; }
+  const std::vector<MTPModule>& mtp_modules() const { return mtp_; }
   // Logits [B, V] of the last position of each sequence (for generation), on the host.
   Tensor last_logits(const int32_t* ids, int64_t B, int64_t T);
   // Generation with the latent KV cache (model/kv_cache.h). prefill: the normal forward over one
@@ -115,16 +156,25 @@ class DeepSeekV3 {
   // returns the last position's logits [V] on the host.
   Tensor prefill(KVCache& cache, int64_t slot, const int32_t* ids, int64_t T);
   // One token per entry: ids[i] enters slot slots[i] at position cache.length[slot] (which then
-  // grows by one), attending to the slot's cached positions and itself. Logits [n, V] on the host.
+  // grows by one), attending to the slot's cached positions and itself. A slot given k times takes
+  // k consecutive positions (speculative verification), each attending to those before it.
+  // Logits [n, V] on the host.
   Tensor decode(KVCache& cache, const int64_t* slots, const int32_t* ids, int64_t n);
+  // Self-speculative decoding with MTP module 1 (needs model.mtp_depth > 0; launch/speculative.h).
+  // Each of the n tokens ids (one slot, consecutive MTP positions from cache.mtp_length[slot]) is
+  // t_{i+1} for the hidden state h_i in row first_row + j of the last prefill()/decode() (prefill
+  // keeps only its last position's row; decode all n of its rows). Writes the MTP cache rows and
+  // returns the MTP logits [n, V] (host): the draft for t_{i+2}.
+  Tensor mtp_draft(KVCache& cache, int64_t slot, int64_t first_row, const int32_t* ids, int64_t n);
   // Cross-entropy of every position of the last forward(), [B*T] nats (-log p(targets[i] | ids[..i])
   // within its sequence), downloaded to the host: per-token log-likelihoods for scoring continuations.
   std::vector<float> token_losses() const;
 
   // Tokens routed to each expert since the last reset, [moe_layers, E], on the host (for logging,
-  // the bias update and cross-rank reduction by the trainer).
+  // the bias update and cross-rank reduction by the trainer). The MoE blocks of the MTP modules
+  // come after the main model's, in depth order, and count in moe_layers().
   Tensor& expert_load() { return load_; }
-  int moe_layers() const { return int(moe_blocks_.size()); }
+  int moe_layers() const { return int(moe_blocks_.size() + mtp_moe_.size()); }
   const std::vector<Block>& blocks() const { return blocks_; }
   // Aux-loss-free balancing from expert_load(), then resets it.
   void update_router_bias(float rate);
@@ -142,16 +192,31 @@ class DeepSeekV3 {
   // losses_N and lse_N from xf_ND, in row chunks; with ranks (device, [N]) the target ranks too.
   void head_loss(int64_t N, int32_t* ranks = nullptr);
   void head_backward(float* dx, float loss_scale);
+  // The LM head's cross-entropy over N rows of normed hidden states xf (row chunks); with ranks
+  // (device, [N]) the target ranks too. Shared by the main model and the MTP modules.
+  void head_rows_loss(const float* xf, const int32_t* targets, float* lse, float* losses, int64_t N, int32_t* ranks);
+  // dxf[N,D] (assigned) and lm_head's gradient of scale * sum(losses) over the N rows.
+  void head_rows_backward(float* dxf, const float* xf, const int32_t* targets, const float* lse, float scale,
+                          int64_t N);
+  // MTP (model/mtp.cpp): the modules' forward after the head, returning the mean of their losses,
+  // and their backward, adding d(loss_scale·λ·mtp_loss)/d resid_[L] into dresid [N, D].
+  void add_mtp_modules();
+  double mtp_forward(const int32_t* ids, const int32_t* targets, bool count_load);
+  void mtp_backward(float* dresid, float loss_scale);
 
   ModelConfig cfg_;
   ModelPlacement placement_;
   UnitRunner units_;
   int embed_unit_ = -1, head_unit_ = -1;  // parameter units
-  int embed_cu_ = -1, head_cu_ = -1;      // compute units (block l: block_cu(l))
+  int embed_cu_ = -1, head_cu_ = -1;      // compute units (block l: block_cu(l); MTP module k: head_cu_ + k)
   ParamStore ps_;
   int embed_tokens = -1, lm_head = -1;
   std::vector<Block> blocks_;
   std::vector<int> moe_blocks_;  // block index of each MoE layer
+  std::vector<MTPModule> mtp_;   // model.mtp_depth modules (depth k = index + 1)
+  std::vector<int> mtp_moe_;     // index into mtp_ of each MTP module whose block is MoE
+  double mtp_weight_ = 0;        // λ
+  bool mtp_ran_ = false;         // the last forward ran the MTP modules (backward follows it)
   RMSNorm norm_;
   RopeTables rope_;
   bool recompute_ = false;
@@ -165,6 +230,15 @@ class DeepSeekV3 {
   std::vector<BlockActs> acts_;    // one per block, or one shared when recomputing
   Tensor xf_ND, xf_rstd_N, lse_N, losses_N;
   BlockActs decode_acts_;  // scratch of decode()
+  Tensor hidden_;          // last block's output rows of the last prefill() (its last position) or decode()
+  struct LatentStepBuffers {
+    Tensor cos, sin, offset, length;
+  };
+  void plan_latent_step(LatentStep& step, LatentStepBuffers& buf, const KVCache& cache,
+                        const std::vector<int64_t>& base, const int64_t* slots, int64_t n) const;
+  void keep_hidden(const float* x, int64_t n);
+  // MTP module 1 over positions 0..T-2 of a prefilled sequence (its cache rows; mtp_length T-1).
+  void mtp_prefill(KVCache& cache, int64_t slot, const int32_t* ids, int64_t T);
   Tensor load_;
   double aux_sum_ = 0, z_sum_ = 0;
 };

@@ -32,8 +32,9 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
   ShardedModel& fsdp = dm.fsdp;
 
   fsdp.zero_grads();
-  double losses[4] = {0, 0, 0, 0};  // ce, aux, z, top-1 hits summed over micro-batches
-  std::vector<double> by_source;      // per source: sum of token losses, then tokens
+  model.set_mtp_loss_weight(mtp_loss_weight_at(cfg.model, step));
+  double losses[5] = {0, 0, 0, 0, 0};  // ce, aux, z, top-1 hits, mtp summed over micro-batches
+  std::vector<double> by_source;         // per source: sum of token losses, then tokens
   for (int a = 0; a < A; ++a) {
     const MicroBatch mb = batch(step, a);
     const ForwardStats s = model.forward(mb.ids, mb.targets, B, T, /*count_load=*/true, mb.doc_start);
@@ -43,6 +44,7 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
     losses[1] += s.aux_loss;
     losses[2] += s.z_loss;
     losses[3] += s.top1_hits;
+    losses[4] += s.mtp_loss;
   }
   fsdp.finish_grads();
 
@@ -63,6 +65,7 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
   st.aux_loss = losses[1] / (A * W);
   st.z_loss = losses[2] / (A * W);
   st.accuracy = losses[3] / (double(A) * W * B * T);
+  st.mtp_loss = losses[4] / (A * W);
   st.clip_scale = (t.grad_clip > 0 && st.grad_norm > t.grad_clip) ? float(t.grad_clip / st.grad_norm) : 1.f;
   st.lr = learning_rate(t, step);
   st.expert_load = &load;

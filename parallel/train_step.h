@@ -44,6 +44,7 @@ struct StepStats {
   double aux_loss = 0;    // balance loss, mean over the global batch's micro-batches
   double z_loss = 0;      // router z-loss, the same
   double accuracy = 0;    // fraction of the global batch's tokens whose target was the top-1 logit
+  double mtp_loss = 0;    // MTP cross-entropy (mean over modules), the same; 0 without MTP
   double local_loss = 0;  // mean cross-entropy of this rank's micro-batches only
   double grad_norm = 0;   // global L2 norm of the gradients, before clipping
   float clip_scale = 1;   // what the gradients were multiplied by (1: not clipped)

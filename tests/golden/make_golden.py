@@ -18,6 +18,15 @@ Output (commit-size: ~0.2 MB):
   deepseek_v3_tiny.bin   little-endian float32 blob: parameters, gradients, logits [B, T, V], and
                          per MoE layer the router input [N, D] and combine weights [N, K]
 
+Multi-token prediction (DeepSeek-V3 report, section 2.2): the same run also writes
+deepseek_v3_tiny_mtp.{json,bin} for a model with num_nextn_predict_layers = 2 (MTP_CFG below):
+module k is HF layer L+k-1 with enorm, hnorm, eh_proj, shared_head.norm and a decoder block; it
+reads cat[enorm(embed(t_{i+k})), hnorm(h^{k-1}_i)] (the order of vLLM's deepseek_mtp.py) and its
+logits, through the shared lm_head, predict targets[:, k:]. The shared embedding and head are
+stored once (model.embed_tokens, lm_head), not as the release's per-module copies. Its header adds
+"mtp_losses" [L_1..L_D] and "mtp_loss_weight" λ; "loss" stays the main model's, and the gradients
+are those of loss + λ/D · Σ_k L_k.
+
 Run: /usr/bin/python3 tests/golden/make_golden.py   (Debian python3-torch, CPU, ~1 s)
 """
 import json
@@ -43,6 +52,10 @@ CFG = dict(
 B, T = 2, 7
 INIT_STD = 0.2
 SEED = 20250
+# The MTP variant: 2 main layers (1 dense) and 2 MTP modules, both MoE as in DeepSeek-V3.
+MTP_CFG = dict(CFG, num_hidden_layers=2, num_nextn_predict_layers=2)
+MTP_LAMBDA = 0.3
+MTP_SEED = 20252
 
 
 # ---- parameters -------------------------------------------------------------------------------
@@ -58,8 +71,14 @@ def param_shapes(c):
         shapes[prefix + ".up_proj.weight"] = (inter, D)
         shapes[prefix + ".down_proj.weight"] = (D, inter)
 
-    for l in range(c["num_hidden_layers"]):
+    L = c["num_hidden_layers"]
+    for l in range(L + c.get("num_nextn_predict_layers", 0)):
         p = f"model.layers.{l}"
+        if l >= L:  # an MTP module (its shared embedding and head are the main model's)
+            shapes[p + ".enorm.weight"] = (D,)
+            shapes[p + ".hnorm.weight"] = (D,)
+            shapes[p + ".eh_proj.weight"] = (D, 2 * D)
+            shapes[p + ".shared_head.norm.weight"] = (D,)
         a = p + ".self_attn"
         shapes[a + ".q_a_proj.weight"] = (c["q_lora_rank"], D)
         shapes[a + ".q_a_layernorm.weight"] = (c["q_lora_rank"],)
@@ -91,7 +110,7 @@ def make_params(c, gen):
         z = torch.randn(shape, generator=gen, dtype=DT)
         if name.endswith("e_score_correction_bias"):
             v = 0.05 * z
-        elif name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+        elif name.endswith("norm.weight"):
             v = 1.0 + 0.1 * z
         else:
             v = INIT_STD * z
@@ -198,22 +217,43 @@ def moe(P, prefix, c, x):
     return y.view_as(x), dict(input=xf, idx=idx, weights=w, **info)
 
 
-def forward(P, c, ids):
+def decoder_layer(P, c, l, x, routing):
     eps = c["rms_norm_eps"]
+    cos, sin = rope_cos_sin(c, x.shape[1])
+    p = f"model.layers.{l}"
+    x = x + mla(P, p + ".self_attn", c, rms_norm(x, P[p + ".input_layernorm.weight"], eps), cos, sin)
+    h = rms_norm(x, P[p + ".post_attention_layernorm.weight"], eps)
+    if l >= c["first_k_dense_replace"]:
+        y, routing[l] = moe(P, p + ".mlp", c, h)
+    else:
+        y = swiglu_mlp(P, p + ".mlp", h)
+    return x + y
+
+
+def forward(P, c, ids, hidden=None):
+    """Logits [B, T, V] and the routing; hidden (a list) receives the last layer's output."""
     x = P["model.embed_tokens.weight"][ids]
-    cos, sin = rope_cos_sin(c, ids.shape[1])
     routing = {}
     for l in range(c["num_hidden_layers"]):
-        p = f"model.layers.{l}"
-        x = x + mla(P, p + ".self_attn", c, rms_norm(x, P[p + ".input_layernorm.weight"], eps), cos, sin)
-        h = rms_norm(x, P[p + ".post_attention_layernorm.weight"], eps)
-        if l >= c["first_k_dense_replace"]:
-            y, routing[l] = moe(P, p + ".mlp", c, h)
-        else:
-            y = swiglu_mlp(P, p + ".mlp", h)
-        x = x + y
-    x = rms_norm(x, P["model.norm.weight"], eps)
+        x = decoder_layer(P, c, l, x, routing)
+    if hidden is not None:
+        hidden.append(x)
+    x = rms_norm(x, P["model.norm.weight"], c["rms_norm_eps"])
     return x @ P["lm_head.weight"].T, routing
+
+
+def mtp_forward(P, c, ids, h, routing):
+    """The MTP modules' logits: module k's [B, T-k, V] at positions i < T-k, predicting t_{i+k+1}."""
+    eps, L = c["rms_norm_eps"], c["num_hidden_layers"]
+    out = []
+    for k in range(1, c["num_nextn_predict_layers"] + 1):
+        p = f"model.layers.{L + k - 1}"
+        Tk = ids.shape[1] - k
+        emb = rms_norm(P["model.embed_tokens.weight"][ids[:, k:]], P[p + ".enorm.weight"], eps)
+        hin = rms_norm(h[:, :Tk], P[p + ".hnorm.weight"], eps)
+        h = decoder_layer(P, c, L + k - 1, torch.cat([emb, hin], dim=-1) @ P[p + ".eh_proj.weight"].T, routing)
+        out.append(rms_norm(h, P[p + ".shared_head.norm.weight"], eps) @ P["lm_head.weight"].T)
+    return out
 
 
 # ---- output -----------------------------------------------------------------------------------
@@ -235,18 +275,22 @@ class Blob:
         return torch.cat(self.parts).numpy().astype("<f4").tobytes()
 
 
-def main():
-    c = CFG
-    gen = torch.Generator().manual_seed(SEED)
+def write(name, c, seed):
+    gen = torch.Generator().manual_seed(seed)
     P = make_params(c, gen)
-    for name, t in P.items():
-        t.requires_grad_(not name.endswith("e_score_correction_bias"))
+    for n, t in P.items():
+        t.requires_grad_(not n.endswith("e_score_correction_bias"))
     ids = torch.randint(0, c["vocab_size"], (B, T), generator=gen)
     targets = torch.randint(0, c["vocab_size"], (B, T), generator=gen)
 
-    logits, routing = forward(P, c, ids)
+    hidden = []
+    logits, routing = forward(P, c, ids, hidden)
     loss = F.cross_entropy(logits.reshape(-1, c["vocab_size"]), targets.reshape(-1))
-    loss.backward()
+    depth = c.get("num_nextn_predict_layers", 0)
+    mtp_losses = [F.cross_entropy(lk.reshape(-1, c["vocab_size"]), targets[:, k + 1:].reshape(-1))
+                  for k, lk in enumerate(mtp_forward(P, c, ids, hidden[0], routing))] if depth else []
+    total = loss + MTP_LAMBDA / depth * sum(mtp_losses) if depth else loss
+    total.backward()
 
     for l, r in routing.items():
         # f32 vs f64 round-off (~1e-6) must not flip a choice; the case must exercise the group
@@ -260,6 +304,7 @@ def main():
         "config": c, "batch": B, "seq": T,
         "ids": ids.view(-1).tolist(), "targets": targets.view(-1).tolist(),
         "loss": loss.item(),
+        **({"mtp_losses": [x.item() for x in mtp_losses], "mtp_loss_weight": MTP_LAMBDA} if depth else {}),
         "logits": blob.entry(logits),
         "params": {n: blob.entry(t) for n, t in P.items()},
         "grads": {n: blob.entry(t.grad if t.grad is not None else torch.zeros_like(t)) for n, t in P.items()},
@@ -268,16 +313,21 @@ def main():
              "idx": r["idx"].tolist(), "margin": r["margin"],
              "tokens_where_group_limit_changes_choice": r["group_changed"],
              "tokens_where_bias_changes_choice": r["bias_changed"]}
-            for l, r in routing.items()
+            for l, r in sorted(routing.items())
         ],
     }
-    with open(os.path.join(HERE, NAME + ".bin"), "wb") as f:
+    with open(os.path.join(HERE, name + ".bin"), "wb") as f:
         f.write(blob.bytes())
-    with open(os.path.join(HERE, NAME + ".json"), "w") as f:
+    with open(os.path.join(HERE, name + ".json"), "w") as f:
         json.dump(header, f, indent=1)
         f.write("\n")
-    print(f"loss {loss.item():.10f}, {blob.n} floats, routing",
+    print(f"{name}: loss {loss.item():.10f}, mtp {[round(x.item(), 6) for x in mtp_losses]}, {blob.n} floats, routing",
           {l: (round(r['margin'], 5), r['group_changed'], r['bias_changed']) for l, r in routing.items()})
+
+
+def main():
+    write(NAME, CFG, SEED)
+    write(NAME + "_mtp", MTP_CFG, MTP_SEED)
 
 
 if __name__ == "__main__":

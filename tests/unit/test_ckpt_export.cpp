@@ -128,6 +128,36 @@ TEST_F(CkptExport, Bf16RoundsToNearestEvenAndKeepsTheRouterBiasF32) {
             std::string(static_cast<const char*>(bias.raw()), 16));
 }
 
+// MTP modules export under DeepSeek-V3's release names: their own tensors as they are, and in
+// each module (layer L+k-1) copies of the shared embedding and output head.
+TEST_F(CkptExport, MtpModulesGetCopiesOfTheSharedEmbeddingAndHead) {
+  for (bool tie : {false, true}) {
+    Config c = cfg_;
+    c.model.mtp_depth = 2;
+    c.model.tie_embeddings = tie;
+    std::vector<NamedTensor> t = {{"model.embed_tokens.weight", ramp({8, 4}, 0.25f)},
+                                  {"model.layers.4.eh_proj.weight", ramp({4, 8}, 2.f)},
+                                  {"model.layers.5.enorm.weight", ramp({4}, 3.f)}};
+    if (!tie) t.push_back({"lm_head.weight", ramp({8, 4}, -0.5f)});
+    const std::string out = path(tie ? "hf_tied" : "hf");
+    CheckpointReader ckpt(save_checkpoint(path(tie ? "ckpt_mtp_tied" : "ckpt_mtp"), 3, t, config_to_yaml(c), nullptr, 0));
+    ExportSummary s = export_hf(ckpt, out, "f32");
+    EXPECT_EQ(s.tensors, int64_t(t.size()) + 4);
+    Safetensors st = parse(out + "/model.safetensors");
+    const Tensor& head = tie ? t[0].tensor : t[3].tensor;
+    auto bytes = [](const Tensor& x) { return std::string(static_cast<const char*>(x.raw()), size_t(x.nbytes())); };
+    for (const char* layer : {"model.layers.4", "model.layers.5"}) {
+      EXPECT_EQ(tensor_bytes(st, std::string(layer) + ".embed_tokens.weight", "F32", {8, 4}), bytes(t[0].tensor));
+      EXPECT_EQ(tensor_bytes(st, std::string(layer) + ".shared_head.head.weight", "F32", {8, 4}), bytes(head));
+    }
+    EXPECT_EQ(tensor_bytes(st, "model.layers.4.eh_proj.weight", "F32", {4, 8}), bytes(t[1].tensor));
+    std::ifstream in(out + "/config.json");
+    nlohmann::json j = nlohmann::json::parse(in);
+    EXPECT_EQ(j["num_nextn_predict_layers"], 2);
+    EXPECT_EQ(j["num_hidden_layers"], 4);
+  }
+}
+
 TEST_F(CkptExport, ConfigJsonHasDeepseekV3Fields) {
   CheckpointReader ckpt(dir_ckpt_);
   export_hf(ckpt, path("hf"), "bf16");

@@ -341,3 +341,20 @@ TEST_F(ConfigTest, DataMixAndDocumentMask) {
                   {"data.path and data.mix are both set"});
   expect_error_at("data:\n  document_mask: maybe\n", 2, {"data.document_mask is 'maybe'", "true or false"});
 }
+
+TEST_F(ConfigTest, MultiTokenPrediction) {
+  moe::Config c = moe::parse_config(
+      "model: {layers: 2, dense_layers: 3, mtp_depth: 2, mtp_loss_weight: 0.3, mtp_loss_weight_step: 100, "
+      "mtp_loss_weight_final: 0.1}\ndata: {seq_len: 8}\n", "x");
+  EXPECT_EQ(c.model.mtp_depth, 2);
+  EXPECT_EQ(moe::mtp_loss_weight_at(c.model, 99), 0.3);
+  EXPECT_EQ(moe::mtp_loss_weight_at(c.model, 100), 0.1);
+  c.model.mtp_loss_weight_step = 0;  // never lowered
+  EXPECT_EQ(moe::mtp_loss_weight_at(c.model, 1000000), 0.3);
+  EXPECT_EQ(moe::parse_config(moe::config_to_yaml(c), "x"), c);
+  const std::string ok = "model: {layers: 2, mtp_depth: 2}\ndata: {seq_len: 8}\n";
+  expect_override_error(ok, {"data.seq_len=2"}, "data.seq_len", {"model.mtp_depth is 2 but data.seq_len is 2", "seq_len > mtp_depth"});
+  expect_override_error(ok, {"model.dense_layers=5"}, "model.dense_layers",
+                        {"model.layers + model.mtp_depth is 4", "dense_layers <= layers + mtp_depth"});
+  expect_override_error(ok, {"model.mtp_loss_weight=-1"}, "model.mtp_loss_weight", {">= 0"});
+}

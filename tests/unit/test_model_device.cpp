@@ -31,7 +31,7 @@ ModelConfig small_model() {
 
 // Everything a few steps produce that a device could get wrong.
 struct Trace {
-  std::vector<double> loss, aux, z, grad_norm;
+  std::vector<double> loss, aux, z, mtp, grad_norm;
   std::vector<float> load, params, moments, logits;
 };
 
@@ -64,6 +64,7 @@ Trace train(Backend& b, const ModelConfig& c, Precision p, bool recompute, int s
     t.loss.push_back(st.loss);
     t.aux.push_back(st.aux_loss);
     t.z.push_back(st.z_loss);
+    t.mtp.push_back(st.mtp_loss);
     t.grad_norm.push_back(gn);
   }
   t.params.resize(size_t(m.params().numel()));
@@ -80,6 +81,7 @@ void expect_bitwise_equal(const Trace& a, const Trace& b) {
   EXPECT_EQ(a.loss, b.loss);
   EXPECT_EQ(a.aux, b.aux);
   EXPECT_EQ(a.z, b.z);
+  EXPECT_EQ(a.mtp, b.mtp);
   EXPECT_EQ(a.grad_norm, b.grad_norm);
   EXPECT_EQ(a.load, b.load);
   EXPECT_EQ(a.logits, b.logits);
@@ -109,6 +111,21 @@ TEST_P(ModelOnDevice, TrainsBitwiseLikeTheCpu) {
 INSTANTIATE_TEST_SUITE_P(Precisions, ModelOnDevice,
                          ::testing::Combine(::testing::Values(Precision::FP32, Precision::BF16, Precision::FP8),
                                             ::testing::Bool()));
+
+// With two MTP modules (MoE blocks, the shared embedding and head read again): the same.
+TEST(ModelOnDeviceMTP, TrainsBitwiseLikeTheCpu) {
+  set_num_threads(2);
+  ModelConfig c = small_model();
+  c.mtp_depth = 2;
+  for (Precision p : {Precision::FP32, Precision::BF16, Precision::FP8}) {
+    Trace cpu = train(cpu_backend(), c, p, /*recompute=*/p == Precision::BF16);
+    test::EmulatedDevice device;
+    Trace dev = train(device, c, p, p == Precision::BF16);
+    expect_bitwise_equal(cpu, dev);
+    EXPECT_GT(cpu.mtp.front(), 0.0);
+    EXPECT_LT(cpu.mtp.back(), cpu.mtp.front());
+  }
+}
 
 // Generation with the latent KV cache on the device: prefill two slots, decode both together a
 // few steps; the logits must be the CPU's bit for bit.

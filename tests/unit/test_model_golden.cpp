@@ -27,15 +27,16 @@ using nlohmann::json;
 namespace {
 
 const char* kGolden = "tests/golden/deepseek_v3_tiny";
+const char* kGoldenMTP = "tests/golden/deepseek_v3_tiny_mtp";  // with 2 MTP modules
 
 // The header plus the float32 blob it indexes.
 struct Golden {
   json h;
   std::vector<float> blob;
 
-  static Golden load() {
+  static Golden load(const char* name = kGolden) {
     const char* src = std::getenv("MOE_SOURCE_DIR");
-    std::string base = std::string(src ? src : ".") + "/" + kGolden;
+    std::string base = std::string(src ? src : ".") + "/" + name;
     Golden g;
     std::ifstream jf(base + ".json");
     if (!jf) throw std::runtime_error("cannot open " + base + ".json (is MOE_SOURCE_DIR set?)");
@@ -89,6 +90,7 @@ ModelConfig config_from_hf(const json& c) {
   m.rope_theta = c.at("rope_theta");
   m.rms_norm_eps = c.at("rms_norm_eps");
   m.tie_embeddings = c.at("tie_word_embeddings");
+  m.mtp_depth = c.value("num_nextn_predict_layers", 0);
   return m;
 }
 
@@ -262,4 +264,67 @@ TEST_F(ModelGolden, ExpertLoads) {
     for (int64_t e = 0; e < E; ++e)
       EXPECT_EQ(model->expert_load().f32()[i * E + e], count[e]) << "MoE layer " << i << " expert " << e;
   }
+}
+
+// Multi-token prediction against the reference's MTP modules: parameter names (DeepSeek-V3's
+// release names, the shared embedding and head once), the main and per-module losses, and every
+// gradient of loss + λ/D · Σ_k L_k (the embedding and head with both contributions), with and
+// without recompute; the MTP blocks' expert loads follow the main model's.
+TEST(ModelGoldenMTP, LossesGradientsAndLoads) {
+  set_num_threads(2);
+  const Golden g = Golden::load(kGoldenMTP);
+  const ModelConfig cfg = config_from_hf(g.h.at("config"));
+  ASSERT_EQ(cfg.mtp_depth, 2);
+  const int64_t B = g.h.at("batch"), T = g.h.at("seq");
+  const auto ids = g.h.at("ids").get<std::vector<int32_t>>(), targets = g.h.at("targets").get<std::vector<int32_t>>();
+  const double lambda = g.h.at("mtp_loss_weight");
+  const auto mtp_ref = g.h.at("mtp_losses").get<std::vector<double>>();
+  for (bool recompute : {false, true}) {
+    DeepSeekV3 m(cfg);
+    m.set_recompute(recompute);
+    m.set_mtp_loss_weight(lambda);
+    ParamStore& ps = m.params();
+    std::set<std::string> ours;
+    for (const ParamInfo& p : ps.infos()) ours.insert(p.name);
+    std::set<std::string> ref;
+    for (auto& [name, e] : g.h.at("params").items()) {
+      ref.insert(name);
+      int id = ps.find(name);
+      ASSERT_GE(id, 0) << name << " is missing from the model";
+      ASSERT_EQ(shape_str(ps.param(id).shape()), shape_str(Golden::shape(e))) << name;
+      std::vector<float> v = g.get(e);
+      std::copy(v.begin(), v.end(), ps.param(id).f32());
+    }
+    EXPECT_EQ(ours, ref);
+    ps.zero_grads();
+    ForwardStats s = m.forward(ids.data(), targets.data(), B, T);
+    m.backward(1.f);
+    const double main_ref = g.h.at("loss"), mean_ref = (mtp_ref[0] + mtp_ref[1]) / 2;
+    std::printf("loss %.9f (ref %.9f), mtp %.9f (ref %.9f)\n", s.loss, main_ref, s.mtp_loss, mean_ref);
+    EXPECT_NEAR(s.loss, main_ref, 1e-5 * main_ref);
+    EXPECT_NEAR(s.mtp_loss, mean_ref, 1e-5 * mean_ref);
+    double worst = 0;
+    std::string worst_name;
+    for (auto& [name, e] : g.h.at("grads").items()) {
+      int id = ps.find(name);
+      double err = norm_err(ps.grad(id).f32(), g.get(e));
+      EXPECT_LT(err, 1e-4) << name;
+      if (err > worst) worst = err, worst_name = name;
+    }
+    std::printf("worst normalised gradient error %.2e (%s)%s\n", worst, worst_name.c_str(), recompute ? " recompute" : "");
+    const auto& layers = g.h.at("moe_layers");
+    ASSERT_EQ(m.moe_layers(), int(layers.size()));
+    const int64_t E = cfg.routed_experts;
+    for (int i = 0; i < m.moe_layers(); ++i) {
+      std::vector<float> count(E, 0.f);
+      for (const auto& tok : layers[i].at("idx"))
+        for (int e : tok) count[e] += 1.f;
+      for (int64_t e = 0; e < E; ++e)
+        EXPECT_EQ(m.expert_load().f32()[i * E + e], count[e]) << "MoE layer " << i << " expert " << e;
+    }
+  }
+  int64_t n = 0;  // count_params() counts the MTP modules too
+  for (auto& [name, e] : g.h.at("params").items())
+    if (name.find("e_score_correction_bias") == std::string::npos) n += int64_t(g.get(e).size());
+  EXPECT_EQ(count_params(cfg).total, n);
 }

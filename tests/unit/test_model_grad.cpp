@@ -7,6 +7,7 @@
 #include <functional>
 #include <vector>
 
+#include "framework/error.h"
 #include "framework/rng.h"
 #include "framework/threads.h"
 #include "model/model.h"
@@ -176,6 +177,64 @@ TEST_F(ModuleGrad, WholeModelEveryParameter) {
     }
     EXPECT_EQ(checked, int(ps.infos().size()) - m.moe_layers());  // all but the router biases
   }
+}
+
+// Multi-token prediction: loss + λ·mtp_loss, every parameter (the MTP modules', and the shared
+// embedding and head with gradients from both). Depth 2 with dense_layers 3: module 1's block is
+// dense (layer 2), module 2's MoE (layer 3); tied embeddings and recompute once each.
+TEST_F(ModuleGrad, WholeModelWithMTP) {
+  struct Case {
+    int depth, dense_layers;
+    bool tie, recompute;
+  };
+  for (Case cs : {Case{1, 1, false, false}, Case{2, 3, false, true}, Case{2, 1, true, false}}) {
+    c.mtp_depth = cs.depth;
+    c.dense_layers = cs.dense_layers;
+    c.tie_embeddings = cs.tie;
+    DeepSeekV3 m(c);
+    m.set_recompute(cs.recompute);
+    m.set_mtp_loss_weight(0.7);
+    m.params().initialize(23);
+    std::vector<int32_t> ids(N), tgt(N);
+    for (int64_t i = 0; i < N; ++i) {
+      ids[i] = int32_t(rng_bits(1, 3, i) % c.vocab_size);
+      tgt[i] = int32_t(rng_bits(1, 4, i) % c.vocab_size);
+    }
+    auto loss = [&] {
+      ForwardStats s = m.forward(ids.data(), tgt.data(), B, T);
+      return s.loss + 0.7 * s.mtp_loss + s.aux_loss + s.z_loss;
+    };
+    m.params().zero_grads();
+    EXPECT_GT(loss(), 0.0);
+    m.backward(1.f);
+    ParamStore& ps = m.params();
+    int checked = 0;
+    const std::string what = "mtp " + std::to_string(cs.depth) + (cs.tie ? " tied " : " ");
+    for (const ParamInfo& p : ps.infos()) {
+      if (!p.trainable) continue;
+      int id = ps.find(p.name);
+      std::vector<float> g(ps.grad(id).f32(), ps.grad(id).f32() + shape_numel(p.shape));
+      check_grad(what + p.name, ps.param(id).f32(), g.data(), shape_numel(p.shape), loss, 3, 2e-3f);
+      ++checked;
+    }
+    EXPECT_EQ(checked, int(ps.infos().size()) - m.moe_layers());
+    EXPECT_GE(ps.find("model.layers." + std::to_string(c.layers + cs.depth - 1) + ".eh_proj.weight"), 0);
+  }
+}
+
+TEST(ModelMTP, SequenceNoLongerThanDepthIsAClearError) {
+  ModelConfig c = tiny_model();
+  c.mtp_depth = 2;
+  DeepSeekV3 m(c);
+  m.params().initialize(1);
+  std::vector<int32_t> ids(4, 1), tgt(4, 2);
+  try {
+    m.forward(ids.data(), tgt.data(), 2, 2);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.mtp_depth"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(m.forward_ranked(ids.data(), tgt.data(), 2, 2, false, nullptr));  // evaluation: main model only
 }
 
 TEST(ModelLoss, FreshModelLossIsLnVocab) {

@@ -144,7 +144,7 @@ TEST(KVCache, BytesPerTokenAreTheLatentRowOnly) {
   EXPECT_EQ(KVCache::full_kv_bytes_per_token(c), 4 * 6 * (32 + 16 + 32) * 4);
 }
 
-TEST(KVCache, AFullSlotOrARepeatedSlotIsRefused) {
+TEST(KVCache, AFullSlotIsRefused) {
   DeepSeekV3 m(tiny(true, true));
   m.params().initialize(1);
   KVCache cache(m, 2, 4);
@@ -153,7 +153,26 @@ TEST(KVCache, AFullSlotOrARepeatedSlotIsRefused) {
   int64_t slot0 = 0;
   EXPECT_THROW(m.decode(cache, &slot0, ids.data(), 1), InternalError);
   m.prefill(cache, 1, ids.data(), 2);
-  int64_t twice[2] = {1, 1};
-  EXPECT_THROW(m.decode(cache, twice, ids.data(), 2), InternalError);
+  int64_t thrice[3] = {1, 1, 1};  // positions 2, 3 and 4 of 4
+  EXPECT_THROW(m.decode(cache, thrice, ids.data(), 3), InternalError);
   EXPECT_THROW(m.prefill(cache, 0, ids.data(), 5), InternalError);
+}
+
+// A slot given twice in one step takes consecutive positions (speculative verification): the same
+// logits as decoding the two tokens one after the other.
+TEST(KVCache, ARepeatedSlotDecodesConsecutivePositions) {
+  DeepSeekV3 m(tiny(true, true));
+  m.params().initialize(1);
+  std::vector<int32_t> ids = random_ids(5, 9, 40);
+  KVCache a(m, 1, 8), b(m, 1, 8);
+  m.prefill(a, 0, ids.data(), 3);
+  m.prefill(b, 0, ids.data(), 3);
+  const int64_t slot = 0, twice[2] = {0, 0};
+  Tensor both = m.decode(a, twice, ids.data() + 3, 2);
+  Tensor first = m.decode(b, &slot, ids.data() + 3, 1);
+  Tensor second = m.decode(b, &slot, ids.data() + 4, 1);
+  EXPECT_EQ(a.length[0], 5);
+  const int64_t V = 40;
+  EXPECT_LT(relative_difference(both.f32(), first.f32(), V), 1e-6);
+  EXPECT_LT(relative_difference(both.f32() + V, second.f32(), V), 1e-6);
 }
