@@ -125,6 +125,9 @@ int num_threads() { return get_pool().size(); }
 
 bool in_parallel_region() { return t_in_parallel; }
 
+SerialScope::SerialScope() : was_(t_in_parallel) { t_in_parallel = true; }
+SerialScope::~SerialScope() { t_in_parallel = was_; }
+
 void parallel_for(int64_t n, FunctionRef<void(int64_t, int64_t)> fn, int64_t grain) {
   if (n <= 0) return;
   if (t_in_parallel) {

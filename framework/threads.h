@@ -13,6 +13,19 @@ int num_threads();
 // Whether the calling thread is running a chunk of a parallel_for (nested calls run inline).
 bool in_parallel_region();
 
+// While alive, parallel_for runs inline on the calling thread: for work too small to split (a
+// decode step of one sequence), where waking the pool costs more than it saves.
+class SerialScope {
+ public:
+  SerialScope();
+  ~SerialScope();
+  SerialScope(const SerialScope&) = delete;
+  SerialScope& operator=(const SerialScope&) = delete;
+
+ private:
+  bool was_ = false;
+};
+
 // fn(begin, end) on disjoint chunks covering [0, n); chunks hold at least `grain` items.
 void parallel_for(int64_t n, FunctionRef<void(int64_t, int64_t)> fn, int64_t grain = 1);
 
