@@ -5,7 +5,8 @@
 # it. The same tensors split over two shards with model.safetensors.index.json import identically.
 # A hand-built FP8 E4M3 folder (random codes, 128x128 block scales, shapes that are not multiples
 # of 128) imports to exactly code value x block scale (read back through export --dtype f32).
-# Bad input — a missing shard, a tensor in no shard, a tensor of the wrong shape, rope_scaling —
+# Bad input — a missing shard, a tensor in no shard, a tensor of the wrong shape, rope_scaling,
+# FP8 blocks other than 128x128 —
 # is one line and exit 2.
 # Usage: hf_import.sh <moe binary> <source dir>
 source "$(dirname "$0")/../tiny_data.sh" "$@"
@@ -107,6 +108,7 @@ wrong = dict(t); dt, shape, b = wrong["model.embed_tokens.weight"]
 wrong["model.embed_tokens.weight"] = (dt, shape[::-1], b)
 folder("wrong_shape", wrong)
 folder("rope", t, lambda c: c.update(rope_scaling={"type": "yarn", "factor": 4.0}))
+folder("blocks64", t, lambda c: c.update(quantization_config={"quant_method": "fp8", "weight_block_size": [64, 64]}))
 PY
 
 "$MOE" import --hf "$TMP/sharded" --output "$TMP/imp_sharded" > /dev/null
@@ -137,6 +139,7 @@ expect_error "model.safetensors.index.json's shards: no tensor 'lm_head.weight'"
 expect_error "wrong_shape/model.safetensors: tensor 'model.embed_tokens.weight' has shape \[32,256\] (expected \[256,32\]" \
   "$TMP/wrong_shape"
 expect_error "rope/config.json: \"rope_scaling\" is .* (expected null: RoPE scaling is not implemented)" "$TMP/rope"
+expect_error "blocks64/config.json: quantization_config .* (expected quant_method \"fp8\" with fmt \"e4m3\" and weight_block_size \[128, 128\]" "$TMP/blocks64"
 expect_error "nowhere: not a folder" "$TMP/nowhere"
 [ ! -e "$TMP/bad_out/latest" ] || fail "a failed import left a checkpoint"
 set +e; out=$("$MOE" import --hf "$TMP/f32" --output "$TMP/imp" 2>&1); rc=$?; set -e
