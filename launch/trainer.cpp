@@ -378,10 +378,15 @@ class Trainer {
   }
 
   // Block index of each MoE layer (the rows of the expert loads).
+  // The block index of every row of expert_load(): the main MoE blocks, then the MTP modules' MoE
+  // blocks (Hugging Face layer L+k-1 for module k).
   std::vector<int> moe_block_indices() const {
     std::vector<int> out;
-    for (int l = 0; l < int(model_.blocks().size()); ++l)
+    const int L = int(model_.blocks().size());
+    for (int l = 0; l < L; ++l)
       if (model_.blocks()[size_t(l)].is_moe) out.push_back(l);
+    for (int k = 0; k < int(model_.mtp_modules().size()); ++k)
+      if (model_.mtp_modules()[size_t(k)].block.is_moe) out.push_back(L + k);
     return out;
   }
 

@@ -41,12 +41,14 @@ void RopeTables::set_documents(const int32_t* doc_start, int64_t B) {
   compute().upload(doc_start_N_.raw(), doc_start, size_t(N) * sizeof(int32_t));
 }
 
-void RopeTables::apply(float* x, int64_t B, int64_t heads, int64_t row_stride, int64_t head_stride, int dim,
-                       bool backward) const {
+void RopeTables::apply(float* x, int64_t B, int64_t T_x, int64_t heads, int64_t row_stride, int64_t head_stride,
+                       int dim, bool backward) const {
+  // The MTP modules run shorter windows (T - k positions) over the same tables.
+  MOE_CHECK(T_x <= T && (!documents_ || T_x == T), "RoPE over ", T_x, " positions with tables of ", T);
   if (documents_)  // one table row per token: B*T sequences of one
-    compute().rope_apply(x, cos_NR2_.f32(), sin_NR2_.f32(), 1, B * T, heads, row_stride, head_stride, dim, backward);
+    compute().rope_apply(x, cos_NR2_.f32(), sin_NR2_.f32(), 1, B * T_x, heads, row_stride, head_stride, dim, backward);
   else
-    compute().rope_apply(x, cos_TR2.f32(), sin_TR2.f32(), B, T, heads, row_stride, head_stride, dim, backward);
+    compute().rope_apply(x, cos_TR2.f32(), sin_TR2.f32(), B, T_x, heads, row_stride, head_stride, dim, backward);
 }
 
 void MLA::init(ParamStore& ps, const std::string& prefix, const ModelConfig& c) {
@@ -115,14 +117,14 @@ void MLA::forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64
   const bool fp8 = kv_b_proj.prec == Precision::FP8;
   ScratchScope scope;
   project_queries(ps, x, N, a);
-  rt.apply(a.q_NHd.f32() + nope, B, H, H * d, d, int(rope), false);
+  rt.apply(a.q_NHd.f32() + nope, B, T, H, H * d, d, int(rope), false);
 
   // Compressed keys/values: [kv_c | k_pe].
   Tensor ckv = scratch({N, C}), latent = cache_rows ? scratch({N, kv_lora}) : Tensor();
   const ScratchFp8Rows kvq = fp8 ? ScratchFp8Rows(N, kv_lora) : ScratchFp8Rows();
   const Activation kv = project_latent(ps, ckv.f32(), x, N, a, kvq, cache_rows ? latent.f32() : nullptr);
   const float* c = ckv.f32();
-  rt.apply(ckv.f32() + kv_lora, B, 1, C, 0, int(rope), false);
+  rt.apply(ckv.f32() + kv_lora, B, T, 1, C, 0, int(rope), false);
   if (cache_rows) {
     compute().copy_rows(cache_rows, C, latent.f32(), kv_lora, N, kv_lora);
     compute().copy_rows(cache_rows + kv_lora, C, c + kv_lora, C, N, rope);
@@ -211,7 +213,7 @@ void MLA::backward(const ParamStore& ps, float* dx, const float* dy, const float
   float* pdc = dckv.f32();
   compute().copy_rows(pdkvb, e, pdk, d, N * H, nope);
   compute().sum_row_groups(pdc + kv_lora, C, pdk + nope, d, N, rope, /*group=*/H);
-  rt.apply(pdc + kv_lora, B, 1, C, 0, int(rope), true);
+  rt.apply(pdc + kv_lora, B, T, 1, C, 0, int(rope), true);
 
   // kv path: kv_b_proj <- kv_a_layernorm <- kv_c part of kv_a_proj_with_mqa.
   Tensor dkv_norm = scratch({N, kv_lora}), dkv_c = scratch({N, kv_lora});
@@ -221,7 +223,7 @@ void MLA::backward(const ParamStore& ps, float* dx, const float* dy, const float
   kv_a_proj_with_mqa.backward(ps, dx, pdc, x, N, /*accumulate_dx=*/true);
 
   // q path.
-  rt.apply(dq.f32() + nope, B, H, H * d, d, int(rope), true);
+  rt.apply(dq.f32() + nope, B, T, H, H * d, d, int(rope), true);
   if (q_lora > 0) {
     Tensor dqa_norm = scratch({N, q_lora}), dqa = scratch({N, q_lora});
     q_b_proj.backward(ps, dqa_norm.f32(), dq.f32(), a.qa_norm_NQ.f32(), N);

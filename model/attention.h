@@ -42,8 +42,8 @@ struct RopeTables {
   // doc_start (host, [B*T], or null for plain causal windows): where the document of each token
   // of each sequence starts. Tokens then get positions t - doc_start and see keys doc_start..t.
   void set_documents(const int32_t* doc_start, int64_t B);
-  // rope_apply (backend_ops.inc) over [B*T] token rows at their positions.
-  void apply(float* x, int64_t B, int64_t heads, int64_t row_stride, int64_t head_stride, int dim,
+  // rope_apply (backend_ops.inc) over [B*T_x] token rows at their positions (T_x <= T).
+  void apply(float* x, int64_t B, int64_t T_x, int64_t heads, int64_t row_stride, int64_t head_stride, int dim,
              bool backward) const;
   // The attention's doc_start (device, [B*T]), or null without a document mask.
   const int32_t* doc_start() const { return documents_ ? doc_start_N_.data<int32_t>() : nullptr; }

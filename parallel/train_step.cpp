@@ -53,7 +53,7 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
   Tensor& load = model.expert_load();
   {
     MOE_PHASE("optimizer");
-    dm.world.allreduce_sum(losses, 4);
+    dm.world.allreduce_sum(losses, 5);
     if (!by_source.empty()) dm.world.allreduce_sum(by_source.data(), int(by_source.size()));
     dm.world.allreduce_sum(load.f32(), load.numel());
     st.grad_norm = fsdp.grad_norm();

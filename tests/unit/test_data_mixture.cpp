@@ -107,8 +107,9 @@ TEST_F(Mixture, SharesFollowTheWeights) {
     const auto [s, k] = m.locate(g);
     ASSERT_EQ(k, count[size_t(s)]) << "sample " << g << ": each source's samples in order";
     ++count[size_t(s)];
-    if ((g + 1) % kMixChunk == 0)  // exact at chunk ends: within one sample of G p
+    if ((g + 1) % kMixChunk == 0) {  // exact at chunk ends: within one sample of G p
       for (int s2 = 0; s2 < 3; ++s2) EXPECT_LE(std::fabs(double(count[size_t(s2)]) - double(g + 1) * w[size_t(s2)]), 2.0);
+    }
   }
   for (int s = 0; s < 3; ++s)  // and close anywhere
     EXPECT_NEAR(double(count[size_t(s)]) / double(G), w[size_t(s)], 0.01) << "source " << s;
