@@ -2,7 +2,7 @@
 # `moe import --hf DIR --output CKPT_DIR`: a DeepseekV3 folder as a step-0 weights-only checkpoint.
 # Round trip: export --dtype f32 of a trained checkpoint, imported, equals the checkpoint bitwise
 # (inspect --compare --weights-only --tolerance 0), and generate / eval / checkpoint.init_from use
-# it. The same tensors split over two shards with model.safetensors.index.json import identically.
+# it; so does a model with MTP. The same tensors split over two shards with model.safetensors.index.json import identically.
 # A hand-built FP8 E4M3 folder (random codes, 128x128 block scales, shapes that are not multiples
 # of 128) imports to exactly code value x block scale (read back through export --dtype f32).
 # Bad input — a missing shard, a tensor in no shard, a tensor of the wrong shape, rope_scaling,
@@ -113,6 +113,13 @@ PY
 
 "$MOE" import --hf "$TMP/sharded" --output "$TMP/imp_sharded" > /dev/null
 "$MOE" inspect "$CK" --compare "$TMP/imp_sharded" --weights-only --tolerance 0 > /dev/null || fail "sharded import differs"
+
+# With MTP: the export's copies of embed_tokens / shared_head.head in the MTP layer are dropped.
+"$MOE" train "${base[@]}" --set model.mtp_depth=1 --set run.out_dir="$TMP/mtp" --set train.steps=2 > /dev/null
+"$MOE" export --checkpoint "$TMP/mtp/checkpoints/latest" --format safetensors --output "$TMP/mtp_f32" --dtype f32 > /dev/null
+"$MOE" import --hf "$TMP/mtp_f32" --output "$TMP/imp_mtp" > /dev/null
+"$MOE" inspect "$TMP/mtp/checkpoints/latest" --compare "$TMP/imp_mtp" --weights-only --tolerance 0 > /dev/null \
+  || fail "MTP round trip differs"
 
 "$MOE" import --hf "$TMP/fp8" --output "$TMP/imp_fp8" > /dev/null
 "$MOE" export --checkpoint "$TMP/imp_fp8" --format safetensors --output "$TMP/fp8_back" --dtype f32 > /dev/null
