@@ -23,7 +23,7 @@ using nlohmann::ordered_json;
 
 const char* kInspectUsage =
     "usage: moe inspect PATH [--json]\n"
-    "       moe inspect CHECKPOINT --compare OTHER [--tolerance X] [--json]\n"
+    "       moe inspect CHECKPOINT --compare OTHER [--tolerance X] [--weights-only] [--json]\n"
     "\n"
     "Verifies every checksum and summarises PATH, which is one of:\n"
     "  a preprocessed folder (train/ and val/ with manifests) or one split folder (manifest.json):\n"
@@ -35,6 +35,8 @@ const char* kInspectUsage =
     "  --compare OTHER  compare every tensor of two checkpoints (e.g. runs on different layouts):\n"
     "                   prints each tensor's largest difference relative to its largest value\n"
     "  --tolerance X    with --compare: exit 1 if any relative difference exceeds X\n"
+    "  --weights-only   with --compare: leave out the optimizer's tensors (e.g. against an imported\n"
+    "                   checkpoint, which has none)\n"
     "A checksum mismatch is an error (exit 2).\n";
 
 bool path_exists(const fs::path& p) {
@@ -195,7 +197,10 @@ int inspect_checkpoint(const std::string& path, bool json) {
 
 // Largest |a - b| over a tensor, relative to its largest |a| (so a tensor of zeros compares by
 // absolute difference). Names and shapes must agree: a mismatch is an error, not a difference.
-int compare_checkpoints(const std::string& path, const std::string& other, double tolerance, bool json) {
+// weights_only: the optimizer's tensors are left out (an imported checkpoint has none).
+int compare_checkpoints(const std::string& path, const std::string& other, double tolerance, bool json,
+                        bool weights_only) {
+  auto skipped = [&](const std::string& name) { return weights_only && name.rfind("optimizer.", 0) == 0; };
   CheckpointReader a(path), b(other);
   a.verify();
   b.verify();
@@ -203,6 +208,7 @@ int compare_checkpoints(const std::string& path, const std::string& other, doubl
   double worst = 0;
   std::string worst_name;
   for (const std::string& name : a.names()) {
+    if (skipped(name)) continue;
     if (!b.has(name)) throw error(b.dir(), ": has no tensor ", name, " (present in ", a.dir(), ")");
     if (a.shape(name) != b.shape(name)) throw error(name, ": shapes differ between ", a.dir(), " and ", b.dir());
     Tensor x = a.read(name), y = b.read(name);
@@ -217,7 +223,7 @@ int compare_checkpoints(const std::string& path, const std::string& other, doubl
     if (rel >= worst) worst = rel, worst_name = name;
   }
   for (const std::string& name : b.names())
-    if (!a.has(name)) throw error(a.dir(), ": has no tensor ", name, " (present in ", b.dir(), ")");
+    if (!skipped(name) && !a.has(name)) throw error(a.dir(), ": has no tensor ", name, " (present in ", b.dir(), ")");
   bool ok = tolerance < 0 || worst <= tolerance;
   if (json) {
     printf("%s\n", ordered_json({{"kind", "comparison"}, {"a", a.dir()}, {"b", b.dir()}, {"tensors", rows},
@@ -237,7 +243,7 @@ int compare_checkpoints(const std::string& path, const std::string& other, doubl
 }  // namespace
 
 int cmd_inspect(int argc, char** argv) {
-  Args a(argc, argv, {"compare", "tolerance"}, {"json"});
+  Args a(argc, argv, {"compare", "tolerance"}, {"json", "weights-only"});
   if (a.help()) {
     fputs(kInspectUsage, stdout);
     return 0;
@@ -245,7 +251,9 @@ int cmd_inspect(int argc, char** argv) {
   if (a.positional().size() != 1) throw error("inspect: expected one PATH, got ", a.positional().size(), " (see --help)");
   std::string path = a.positional()[0];
   bool json = a.has("json");
-  if (a.has("compare")) return compare_checkpoints(path, a.get("compare"), a.get_double("tolerance", -1), json);
+  if (a.has("compare")) return compare_checkpoints(path, a.get("compare"), a.get_double("tolerance", -1), json,
+                                                     a.has("weights-only"));
+  if (a.has("weights-only")) throw error("inspect: --weights-only needs --compare OTHER (see --help)");
   if (a.has("tolerance")) throw error("inspect: --tolerance needs --compare OTHER (see --help)");
   fs::path p(path);
   std::error_code ec;

@@ -13,8 +13,10 @@
 #include "checkpoints/hf_import.h"
 #include "checkpoints/int8_weights.h"
 #include "checkpoints/safetensors.h"
+#include "checkpoints/safetensors_folder.h"
 #include "framework/backend.h"
 #include "framework/error.h"
+#include "framework/kernels/fp8.h"
 #include "launch/model_io.h"
 
 namespace moe {
@@ -94,35 +96,65 @@ ModelSource open_export(const fs::path& dir) {
   return s;
 }
 
-// Every parameter of `model` from the export's tensors; nothing may be missing or left over.
-void load_export_tensors(const SafetensorsReader& st, DeepSeekV3& model) {
+// `name` (FP8 E4M3) times its 128x128 block scales `<name>_scale_inv` (F32 [ceil(rows/128),
+// ceil(cols/128)]), as DeepSeek-V3's release stores its Linear weights.
+void dequantize_fp8_blocks(const SafetensorsFolder& st, const ParamInfo& p, float* dst, std::set<std::string>& used) {
+  const SafetensorsReader& f = st.file_of(p.name);
+  const std::string scale_name = p.name + "_scale_inv";
+  const int64_t rows = p.shape.size() == 2 ? p.shape[0] : 0, cols = p.shape.size() == 2 ? p.shape[1] : 0;
+  const int64_t tile = kern::kFp8Tile, br = (rows + tile - 1) / tile, bc = (cols + tile - 1) / tile;
+  if (p.shape.size() != 2)
+    throw error(f.path(), ": tensor '", p.name, "' is F8_E4M3 (expected F32 or BF16 for a tensor that is not a matrix)");
+  const SafetensorsReader& sf = st.file_of(scale_name);
+  const SafetensorsReader::Info& si = sf.info(scale_name);
+  if (si.dtype != "F32" || si.shape != Shape{br, bc})
+    throw error(sf.path(), ": tensor '", scale_name, "' is ", si.dtype, " ", nlohmann::json(si.shape).dump(),
+                " (expected F32 [", br, ", ", bc, "], one scale per 128x128 block of '", p.name, "')");
+  used.insert(scale_name);
+  const std::vector<char> q = f.read_bytes(p.name);
+  std::vector<float> scale(size_t(br * bc));
+  const std::vector<char> scale_bytes = sf.read_bytes(scale_name);
+  if (!scale.empty()) std::memcpy(scale.data(), scale_bytes.data(), scale_bytes.size());
+  for (float s : scale)
+    if (!std::isfinite(s)) throw error(sf.path(), ": tensor '", scale_name, "' holds ", s, " (expected finite scales)");
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      dst[r * cols + c] = kern::e4m3_bits_to_f32(uint8_t(q[size_t(r * cols + c)])) * scale[size_t((r / tile) * bc + c / tile)];
+}
+
+// Every parameter of `model` from the folder's tensors; nothing may be missing or left over.
+void load_export_tensors(const SafetensorsFolder& st, DeepSeekV3& model) {
   const ParamStore& ps = model.params();
   std::set<std::string> used;
   for (const ParamInfo& p : ps.infos()) {
-    const SafetensorsReader::Info& info = st.info(p.name);
+    const SafetensorsReader& f = st.file_of(p.name);
+    const SafetensorsReader::Info& info = f.info(p.name);
     if (info.shape != p.shape)
-      throw error(st.path(), ": tensor '", p.name, "' has shape ", nlohmann::json(info.shape).dump(), " (expected ",
+      throw error(f.path(), ": tensor '", p.name, "' has shape ", nlohmann::json(info.shape).dump(), " (expected ",
                   nlohmann::json(p.shape).dump(), " for the model config.json describes)");
     float* dst = ps.params() + p.offset;
     used.insert(p.name);
     if (info.dtype == "I8") {
       const std::string scale_name = int8_scale_name(p.name);
-      const SafetensorsReader::Info& si = st.info(scale_name);
+      const SafetensorsReader& sf = st.file_of(scale_name);
+      const SafetensorsReader::Info& si = sf.info(scale_name);
       if (si.dtype != "F32" || si.shape != Shape{p.shape[0]})
-        throw error(st.path(), ": tensor '", scale_name, "' is ", si.dtype, " ", nlohmann::json(si.shape).dump(),
+        throw error(sf.path(), ": tensor '", scale_name, "' is ", si.dtype, " ", nlohmann::json(si.shape).dump(),
                     " (expected F32 [", p.shape[0], "], one scale per row of '", p.name, "')");
       used.insert(scale_name);
-      const std::vector<char> q = st.read_bytes(p.name);
+      const std::vector<char> q = f.read_bytes(p.name);
       std::vector<float> scale(size_t(p.shape[0]));
-      const std::vector<char> scale_bytes = st.read_bytes(scale_name);
+      const std::vector<char> scale_bytes = sf.read_bytes(scale_name);
       std::memcpy(scale.data(), scale_bytes.data(), scale_bytes.size());
       for (float s : scale)
         if (!(s >= 0 && std::isfinite(s)))
-          throw error(st.path(), ": tensor '", scale_name, "' holds ", s, " (expected finite scales >= 0)");
+          throw error(sf.path(), ": tensor '", scale_name, "' holds ", s, " (expected finite scales >= 0)");
       dequantize_rows_int8(reinterpret_cast<const int8_t*>(q.data()), scale.data(), p.shape[0],
                            shape_numel(p.shape) / std::max<int64_t>(p.shape[0], 1), dst);
+    } else if (info.dtype == "F8_E4M3") {
+      dequantize_fp8_blocks(st, p, dst, used);
     } else {
-      Tensor t = st.read_f32(p.name);
+      Tensor t = f.read_f32(p.name);
       std::copy(t.f32(), t.f32() + t.numel(), dst);
     }
   }
@@ -134,10 +166,12 @@ void load_export_tensors(const SafetensorsReader& st, DeepSeekV3& model) {
       const std::string name = "model.layers." + std::to_string(c.layers + k - 1) + copy;
       used.insert(name);
       used.insert(int8_scale_name(name));
+      used.insert(name + "_scale_inv");
     }
-  for (const auto& [name, info] : st.tensors())
+  for (const std::string& name : st.names())
     if (!used.count(name))
-      throw error(st.path(), ": unexpected tensor '", name, "' (not a parameter of the model config.json describes)");
+      throw error(st.file_of(name).path(), ": unexpected tensor '", name,
+                  "' (not a parameter of the model config.json describes)");
 }
 
 }  // namespace
@@ -164,7 +198,7 @@ ModelSource open_model_source(const std::string& path) {
 
 std::unique_ptr<DeepSeekV3> load_model(const ModelSource& src) {
   if (!src.is_export()) return load_model(CheckpointReader(src.path));
-  const SafetensorsReader st((fs::path(src.path) / kWeights).string());
+  const SafetensorsFolder st(src.path);
   auto model = std::make_unique<DeepSeekV3>(src.config.model);
   if (model->params().device() == Device::CPU) {
     load_export_tensors(st, *model);
@@ -177,5 +211,11 @@ std::unique_ptr<DeepSeekV3> load_model(const ModelSource& src) {
       .upload(model->params().params(), host.params().params(), size_t(host.params().numel()) * sizeof(float));
   return model;
 }
+
+}  // namespace moe
+
+namespace moe {
+
+void load_hf_weights(const SafetensorsFolder& st, DeepSeekV3& model) { load_export_tensors(st, model); }
 
 }  // namespace moe

@@ -39,4 +39,12 @@ ModelSource open_model_source(const std::string& path);
 // model's tensors with their shapes (int8 weights with their weight_scale).
 std::unique_ptr<DeepSeekV3> load_model(const ModelSource& src);
 
+class SafetensorsFolder;
+
+// Every parameter of `model` (on the host) from a Hugging Face folder's tensors, under their
+// Hugging Face names: F32 and BF16 as stored, I8 with its per-row `<name>.weight_scale` (moe export
+// --dtype int8), F8_E4M3 with its 128x128 block scales `<name>_scale_inv` (DeepSeek-V3's release).
+// Nothing may be missing, of another shape, or left over; errors name the file and the tensor.
+void load_hf_weights(const SafetensorsFolder& st, DeepSeekV3& model);
+
 }  // namespace moe
