@@ -10,6 +10,7 @@
 #include "framework/precision.h"
 #include "framework/threads.h"
 #include "launch/args.h"
+#include "launch/model_source.h"
 #include "launch/commands.h"
 #include "launch/decoder_loop.h"
 #include "launch/device.h"
@@ -22,12 +23,13 @@ namespace {
 
 using nlohmann::json;
 
-// The validation loss at the checkpoint's step: meta.json's val_loss if it has one, else the
-// run's metrics.jsonl (<run>/checkpoints/step-N -> <run>/metrics.jsonl), the last eval row at or
-// before the step. null when neither says.
-json checkpoint_val_loss(const CheckpointReader& ckpt) {
-  if (ckpt.meta().contains("val_loss")) return ckpt.meta()["val_loss"];
-  std::filesystem::path metrics = std::filesystem::path(ckpt.dir()).parent_path().parent_path() / "metrics.jsonl";
+// The validation loss at the model's step: the one the checkpoint or export records, else (for a
+// checkpoint of a run) the run's metrics.jsonl (<run>/checkpoints/step-N -> <run>/metrics.jsonl),
+// the last eval row at or before the step. null when neither says.
+json recorded_val_loss(const ModelSource& src) {
+  if (src.val_loss) return *src.val_loss;
+  if (src.is_export()) return nullptr;
+  std::filesystem::path metrics = std::filesystem::path(src.path).parent_path().parent_path() / "metrics.jsonl";
   std::ifstream in(metrics);
   json best = nullptr;
   int64_t best_step = -1;
@@ -35,7 +37,7 @@ json checkpoint_val_loss(const CheckpointReader& ckpt) {
     json row = json::parse(line, nullptr, false);
     if (row.is_discarded() || !row.contains("val_loss") || !row.value("step", json()).is_number_integer()) continue;
     int64_t step = row["step"].get<int64_t>();
-    if (step <= ckpt.step() && step >= best_step) best = row["val_loss"], best_step = step;
+    if (step <= src.step && step >= best_step) best = row["val_loss"], best_step = step;
   }
   return best;
 }
@@ -49,7 +51,7 @@ const char* kHelp =
     "\"stream\": true), GET /health, /info, /v1/models, and a web page at / (docs/serving.md).\n"
     "Requests from all clients are decoded together in one batch. Ctrl-C stops the server.\n"
     "\n"
-    "  --checkpoint PATH       step-N folder, 'latest' link or checkpoints folder (required)\n"
+    "  --checkpoint PATH       step-N folder, 'latest', checkpoints folder or export folder (required)\n"
     "  --host H                address to listen on (default 127.0.0.1: this machine only)\n"
     "  --port N                TCP port (default 8080; 0 = any free port, printed at start)\n"
     "  --max-batch N           sequences decoded together (default 16)\n"
@@ -92,15 +94,18 @@ int cmd_serve(int argc, char** argv) {
   set_num_threads(int(a.get_int("threads", 0)));
   DeviceChoice device = choose_device(a.get("device", "auto"), "--device", nullptr);
   ComputeScope on_device(*device.backend);
-  CheckpointReader ckpt(resolve_checkpoint(checkpoint));
-  Config cfg = parse_config(ckpt.config_yaml(), ckpt.dir() + "/config.yaml");
-  std::string tok_name = a.get("tokenizer", ckpt.meta().value("tokenizer", std::string("byte")));
+  const std::string precision_flag = a.get("precision", "fp32");
+  if (precision_flag != "fp32" && precision_flag != "bf16" && precision_flag != "fp8")
+    throw error("--precision: '", precision_flag, "' (expected fp32, bf16 or fp8)");
+  const ModelSource src = open_model_source(checkpoint);  // a checkpoint or an export
+  const Config& cfg = src.config;
+  std::string tok_name = a.get("tokenizer", src.tokenizer);
   if (tok_name.empty())
-    throw error(ckpt.dir(), ": the checkpoint does not record its tokenizer (trained on a bare Megatron dataset); "
+    throw error(src.path, ": the ", src.kind, " does not record its tokenizer (trained on a bare Megatron dataset); "
                 "pass --tokenizer (expected byte, a tokenizer.json or a SentencePiece .model)");
   auto tok = make_tokenizer(tok_name);
-  auto model = load_model(ckpt);
-  Precision precision = parse_precision(a.get("precision", "fp32"));
+  auto model = load_model(src);
+  Precision precision = parse_precision(precision_flag);
   model->set_precision(precision);
 
   const int64_t context = cfg.data.seq_len;
@@ -112,9 +117,9 @@ int cmd_serve(int argc, char** argv) {
   ParamCounts params = count_params(cfg.model);
   json info = {{"model", cfg.run.name},
                {"config", cfg.run.name},
-               {"checkpoint", ckpt.dir()},
-               {"step", ckpt.step()},
-               {"val_loss", checkpoint_val_loss(ckpt)},
+               {"checkpoint", src.path},
+               {"step", src.step},
+               {"val_loss", recorded_val_loss(src)},
                {"parameters", params.total},
                {"active_parameters", params.active},
                {"precision", precision_name(precision)},
@@ -141,7 +146,7 @@ int cmd_serve(int argc, char** argv) {
   Generator gen(*model, *tok, gopt);
   DecoderLoop decoder(gen, max_batch + max_queue, stderr);
   printf("moe serve: %s (step %lld, %s) on %s, listening on http://%s:%d/\n", cfg.run.name.c_str(),
-         (long long)ckpt.step(), precision_name(precision), device.description.c_str(), host.c_str(), server.port());
+         (long long)src.step, precision_name(precision), device.description.c_str(), host.c_str(), server.port());
   fflush(stdout);
   server.run(std::move(so), decoder, *tok);
   return 0;
