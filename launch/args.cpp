@@ -91,4 +91,10 @@ double Args::get_double(const std::string& flag, double fallback) const {
   return x;
 }
 
+Precision parse_precision_flag(const std::string& value, const std::string& flag) {
+  if (value != "fp32" && value != "bf16" && value != "fp8")
+    throw error(flag, ": '", value, "' (expected fp32, bf16 or fp8)");
+  return parse_precision(value);
+}
+
 }  // namespace moe

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "framework/precision.h"
+
 namespace moe {
 
 class Args {
@@ -32,5 +34,8 @@ class Args {
   std::vector<std::string> positional_;
   bool help_ = false;
 };
+
+// The value of a --precision style flag: fp32 | bf16 | fp8, else moe::Error naming the flag.
+Precision parse_precision_flag(const std::string& value, const std::string& flag);
 
 }  // namespace moe

@@ -83,9 +83,7 @@ int cmd_bench_generate(int argc, char** argv) {
   if (P < 1) throw error("--prompt-tokens: ", P, " (expected >= 1)");
   if (N < 1) throw error("--new-tokens: ", N, " (expected >= 1)");
   const std::vector<int64_t> batches = parse_batches(a.get("batches", "1,16"));
-  const std::string precision = a.get("precision", "fp32");
-  if (precision != "fp32" && precision != "bf16" && precision != "fp8")
-    throw error("--precision: '", precision, "' (expected fp32, bf16 or fp8)");
+  const Precision precision = parse_precision_flag(a.get("precision", "fp32"), "--precision");
   set_num_threads(int(a.get_int("threads", 0)));
   ComputeScope on_device(*choose_device(a.get("device", "auto"), "--device", nullptr).backend);
 
@@ -104,7 +102,7 @@ int cmd_bench_generate(int argc, char** argv) {
     source = cfg.source;
   }
   mc = model->config();
-  model->set_precision(parse_precision(precision));
+  model->set_precision(precision);
   const int64_t V = mc.vocab_size, positions = P + N;
   auto prompt = [&](int64_t b) {
     std::vector<int32_t> ids(static_cast<size_t>(P));
@@ -159,7 +157,7 @@ int cmd_bench_generate(int argc, char** argv) {
   }
   nlohmann::json out = {{"bench", "generate"},
                         {"model", source},
-                        {"precision", precision},
+                        {"precision", precision_name(precision)},
                         {"threads", num_threads()},
                         {"prompt_tokens", P},
                         {"new_tokens", N},

@@ -447,7 +447,7 @@ int cmd_eval(int argc, char** argv) {
   if (f.batches < 0) throw error("--batches: ", f.batches, " (expected >= 0)");
   f.micro_batch = a.get_int("micro-batch", 0);
   if (a.has("micro-batch") && f.micro_batch < 1) throw error("--micro-batch: ", f.micro_batch, " (expected >= 1)");
-  if (a.has("precision")) f.precision = precision_name(parse_precision(a.get("precision")));
+  if (a.has("precision")) f.precision = precision_name(parse_precision_flag(a.get("precision"), "--precision"));
   const std::string format = a.get("format", a.has("json") ? "json" : "table");
   if (a.has("json") && format != "json") throw error("--json and --format ", format, ": pick one");
   f.json = format == "json";

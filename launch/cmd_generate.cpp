@@ -193,9 +193,7 @@ int cmd_generate(int argc, char** argv) {
   if (opt.max_batch < 1) throw error("--batch: ", opt.max_batch, " (expected >= 1)");
   opt.use_cache = !a.has("no-cache");
   opt.sliding_window = a.has("sliding-window");
-  const std::string precision_flag = a.get("precision", "fp32");
-  if (precision_flag != "fp32" && precision_flag != "bf16" && precision_flag != "fp8")
-    throw error("--precision: '", precision_flag, "' (expected fp32, bf16 or fp8)");
+  const Precision precision = parse_precision_flag(a.get("precision", "fp32"), "--precision");
   std::vector<PromptLine> prompts;
   if (a.has("prompts")) prompts = read_prompts(a.get("prompts"), s);  // bad input before the model loads
   set_num_threads(int(a.get_int("threads", 0)));
@@ -203,14 +201,10 @@ int cmd_generate(int argc, char** argv) {
 
   const ModelSource src = open_model_source(a.required("checkpoint"));  // a checkpoint or an export
   const Config& cfg = src.config;
-  std::string tok_name = a.get("tokenizer", src.tokenizer);
-  if (tok_name.empty())
-    throw error(src.path, ": the ", src.kind, " does not record its tokenizer (trained on a bare Megatron dataset); "
-                "pass --tokenizer (expected byte, a tokenizer.json or a SentencePiece .model)");
-  auto tok = make_tokenizer(tok_name);
+  auto tok = open_tokenizer(src, a.get("tokenizer"));
   auto model = load_model(src);
 
-  model->set_precision(parse_precision(precision_flag));
+  model->set_precision(precision);
   opt.context = cfg.data.seq_len;
   if (prompts.empty()) opt.max_batch = 1;
   Generator gen(*model, *tok, opt);

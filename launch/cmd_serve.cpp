@@ -94,18 +94,11 @@ int cmd_serve(int argc, char** argv) {
   set_num_threads(int(a.get_int("threads", 0)));
   DeviceChoice device = choose_device(a.get("device", "auto"), "--device", nullptr);
   ComputeScope on_device(*device.backend);
-  const std::string precision_flag = a.get("precision", "fp32");
-  if (precision_flag != "fp32" && precision_flag != "bf16" && precision_flag != "fp8")
-    throw error("--precision: '", precision_flag, "' (expected fp32, bf16 or fp8)");
+  const Precision precision = parse_precision_flag(a.get("precision", "fp32"), "--precision");
   const ModelSource src = open_model_source(checkpoint);  // a checkpoint or an export
   const Config& cfg = src.config;
-  std::string tok_name = a.get("tokenizer", src.tokenizer);
-  if (tok_name.empty())
-    throw error(src.path, ": the ", src.kind, " does not record its tokenizer (trained on a bare Megatron dataset); "
-                "pass --tokenizer (expected byte, a tokenizer.json or a SentencePiece .model)");
-  auto tok = make_tokenizer(tok_name);
+  auto tok = open_tokenizer(src, a.get("tokenizer"));
   auto model = load_model(src);
-  Precision precision = parse_precision(precision_flag);
   model->set_precision(precision);
 
   const int64_t context = cfg.data.seq_len;

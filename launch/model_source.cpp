@@ -218,4 +218,12 @@ namespace moe {
 
 void load_hf_weights(const SafetensorsFolder& st, DeepSeekV3& model) { load_export_tensors(st, model); }
 
+std::unique_ptr<Tokenizer> open_tokenizer(const ModelSource& src, const std::string& override) {
+  const std::string name = override.empty() ? src.tokenizer : override;
+  if (name.empty())
+    throw error(src.path, ": the ", src.kind, " does not record its tokenizer (trained on a bare Megatron dataset); "
+                "pass --tokenizer (expected byte, a tokenizer.json or a SentencePiece .model)");
+  return make_tokenizer(name);
+}
+
 }  // namespace moe

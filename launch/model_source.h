@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "data_pipeline/tokenizer.h"
 #include "framework/config.h"
 #include "model/model.h"
 
@@ -25,6 +26,10 @@ struct ModelSource {
 
   bool is_export() const { return kind == "export"; }
 };
+
+// The tokenizer for src: `override` (a --tokenizer flag) when given, else the one src records;
+// moe::Error naming src when neither says.
+std::unique_ptr<Tokenizer> open_tokenizer(const ModelSource& src, const std::string& override);
 
 // True when `dir` holds config.json and model.safetensors.
 bool is_export_folder(const std::string& dir);
