@@ -69,6 +69,8 @@ std::vector<Field> schema(Config& c) {
       {"train.sample_prompt", &t.sample_prompt}, {"train.sample_tokens", &t.sample_tokens},
       {"train.sample_temperature", &t.sample_temperature}, {"train.stop_after", &t.stop_after},
       {"train.time_limit", &t.time_limit}, {"train.threads", &t.threads},
+      {"train.max_bad_steps", &t.max_bad_steps}, {"train.max_rollbacks", &t.max_rollbacks},
+      {"train.spike_window", &t.spike_window}, {"train.spike_zscore", &t.spike_zscore},
       {"parallel.ep", &c.parallel.ep}, {"parallel.fp8_dispatch", &c.parallel.fp8_dispatch},
       {"checkpoint.every", &c.checkpoint.every}, {"checkpoint.keep_last", &c.checkpoint.keep_last},
       {"checkpoint.keep_every", &c.checkpoint.keep_every}, {"checkpoint.resume", &c.checkpoint.resume},
@@ -434,6 +436,11 @@ void validate(const Config& c, const Rules& r) {
   r.at_least("train.stop_after", t.stop_after, int64_t(0));
   r.at_least("train.time_limit", t.time_limit, 0.0);
   r.at_least("train.threads", t.threads, 0);
+  r.at_least("train.max_bad_steps", t.max_bad_steps, 0);
+  r.at_least("train.max_rollbacks", t.max_rollbacks, 0);
+  r.need(t.spike_window == 0 || t.spike_window >= 2, {"train.spike_window"},
+         "train.spike_window is " + show(t.spike_window), "0 (off) or a window of at least 2 losses");
+  r.positive("train.spike_zscore", t.spike_zscore);
   r.positive("parallel.ep", c.parallel.ep);
   r.at_least("checkpoint.every", c.checkpoint.every, int64_t(0));
   r.at_least("checkpoint.keep_last", c.checkpoint.keep_last, 0);

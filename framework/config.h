@@ -105,6 +105,14 @@ struct TrainConfig {
   int64_t stop_after = 0;           // steps this invocation runs, then save and exit 0 (0 = no limit)
   double time_limit = 0;            // wall-clock minutes, then save and exit 0 (0 = no limit)
   int threads = 0;  // CPU threads per process, 0 = all cores
+  // Numeric guard (launch/numeric_guard.h): a step with a non-finite loss or grad norm is skipped;
+  // after max_bad_steps in a row (0 = never) roll back to the last checkpoint and skip that data,
+  // at most max_rollbacks times. A loss above mean + spike_zscore·std of the last spike_window
+  // losses is logged as a spike (spike_window 0 = off).
+  int max_bad_steps = 3;
+  int max_rollbacks = 3;
+  int spike_window = 50;
+  double spike_zscore = 5.0;
   bool operator==(const TrainConfig&) const = default;
 };
 

@@ -215,7 +215,11 @@ int compare_checkpoints(const std::string& path, const std::string& other, doubl
     if (x.dtype() != DType::F32 || y.dtype() != DType::F32) continue;
     double diff = 0, scale = 0;
     for (int64_t i = 0; i < x.numel(); ++i) {
-      diff = std::max(diff, double(std::fabs(x.f32()[i] - y.f32()[i])));
+      const float a_i = x.f32()[i], b_i = y.f32()[i];
+      // A NaN on one side only is a difference (std::max would drop it); NaN on both is not.
+      if (std::isnan(a_i) != std::isnan(b_i)) diff = INFINITY;
+      if (std::isnan(a_i) || std::isnan(b_i)) continue;
+      diff = std::max(diff, double(std::fabs(a_i - b_i)));
       scale = std::max(scale, double(std::fabs(x.f32()[i])));
     }
     double rel = scale > 0 ? diff / scale : diff;

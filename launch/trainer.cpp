@@ -27,6 +27,7 @@
 #include "launch/evaluate.h"
 #include "launch/expert_report.h"
 #include "launch/model_io.h"
+#include "launch/numeric_guard.h"
 #include "launch/train_sample.h"
 #include "model/model.h"
 #include "framework/optimizer.h"
@@ -71,9 +72,10 @@ double measure_peak_gflops() {
 
 // metrics.jsonl tells the history that led to the current state. A run that died after its last
 // checkpoint logged steps the resumed run will log again, so on start every row after the step we
-// start from is dropped (and a line torn by a kill). Returns the rows kept. The file is rewritten
-// and renamed into place, so a crash here loses nothing.
-int64_t keep_metrics_up_to(const fs::path& path, int64_t step) {
+// start from is dropped (and a line torn by a kill); so after a rollback. Returns the rows kept. The
+// file is rewritten and renamed into place, so a crash here loses nothing.
+int64_t keep_metrics_up_to(const fs::path& path, int64_t step,
+                           const char* why = "logged by a run that ended before saving them") {
   std::ifstream in(path, std::ios::binary);
   if (!in) return 0;
   std::string line, kept;
@@ -99,28 +101,9 @@ int64_t keep_metrics_up_to(const fs::path& path, int64_t step) {
   std::error_code ec;
   fs::rename(tmp, path, ec);
   if (ec) throw error(tmp.string(), ": cannot rename to ", path.string(), " (", ec.message(), ")");
-  printf("%s: dropped %lld row(s) after step %lld (logged by a run that ended before saving them)\n",
-         path.string().c_str(), (long long)dropped, (long long)step);
+  printf("%s: dropped %lld row(s) after step %lld (%s)\n", path.string().c_str(), (long long)dropped,
+         (long long)step, why);
   return rows;
-}
-
-// MOE_FAULT_INJECT=RANK:STEP makes that rank fail at the start of that step (0-based), as a
-// crashed node would: for testing that the whole job ends quickly with the failing rank's message.
-struct InjectedFault {
-  int rank = -1;
-  int64_t step = -1;
-};
-InjectedFault injected_fault() {
-  InjectedFault f;
-  const char* s = std::getenv("MOE_FAULT_INJECT");
-  if (!s || !*s) return f;
-  long long rank = -1, step = -1;
-  char tail = 0;
-  if (std::sscanf(s, "%lld:%lld%c", &rank, &step, &tail) != 2 || rank < 0 || step < 0)
-    throw error("MOE_FAULT_INJECT='", s, "' (expected RANK:STEP, e.g. 1:3)");
-  f.rank = int(rank);
-  f.step = step;
-  return f;
 }
 
 // The model keys a checkpoint's weights depend on differ (the router's loss coefficients and bias
@@ -163,7 +146,8 @@ class Trainer {
   Trainer(const Config& cfg, Comm& comm, DeviceChoice device, Clock::time_point process_start)
       : cfg_(cfg), comm_(comm), device_(std::move(device)), dm_(comm, cfg, device_.groups),
         data_(open_data_sources(cfg)), sampler_(pointers(data_.train), data_.weights, cfg.data.seq_len, cfg.run.seed),
-        experts_(moe_block_indices()), process_start_(process_start) {
+        experts_(moe_block_indices()), guard_(cfg.train, cfg.run.out_dir),
+        spikes_(cfg.train.spike_window, cfg.train.spike_zscore), process_start_(process_start) {
     for (const TokenDataset& v : data_.val) token_bytes_.push_back(token_byte_lengths(v));
     const size_t B = size_t(cfg.train.micro_batch), T = size_t(cfg.data.seq_len);
     window_.resize(B * (T + 1));
@@ -184,23 +168,35 @@ class Trainer {
   int run() {
     const TrainConfig& t = cfg_.train;
     start_step_ = resume();
+    if (!guard_.skips().ranges().empty())
+      start_notes_.push_back("skipping " + std::to_string(guard_.skips().samples()) + " sample(s) in " +
+                             std::to_string(guard_.skips().ranges().size()) + " range(s), as recorded in " +
+                             (guard_.has_file() ? guard_.file() : "") +
+                             (guard_.has_file() && skips_in_checkpoint_ ? " and " : "") +
+                             (skips_in_checkpoint_ ? "the checkpoint's meta.json" : ""));
     saver_ = std::make_unique<AsyncSaver>(ckpt_root_, Retention(cfg_.checkpoint.keep_last, cfg_.checkpoint.keep_every),
                                           comm_.size());
     open_logs();
-    const InjectedFault fault = injected_fault();
+    InjectedFaults faults = InjectedFaults::from_env();
     auto batch = [&](int64_t step, int micro) { return sample(step, micro); };
     // A save's snapshot may still be copying the state in the background: the optimizer waits for it.
     auto wait_snapshot = [&] { copy_wait_s_ += saver_->wait_snapshot(); };
     for (int64_t step = start_step_; step < t.steps; ++step) {
-      if (fault.rank == comm_.rank() && fault.step == step)
-        throw error("injected fault at step ", step, " (MOE_FAULT_INJECT)");
+      const InjectedFaults::AtStep fault = faults.take(comm_.rank(), step);
+      if (fault.crash) throw error("injected fault at step ", step, " (MOE_FAULT_INJECT)");
       const auto step_start = Clock::now();
       const int64_t done = step + 1;
       auto log = [&](const StepStats& s) {
+        if (s.skipped) return;  // the guard logs it below
         if (comm_.is_root()) experts_.add(*s.expert_load);
         log_step(done, s, seconds_since(step_start));
       };
-      train_step(dm_, cfg_, step, batch, wait_snapshot, log);
+      const StepStats st = train_step(dm_, cfg_, step, batch, wait_snapshot, log, fault.step);
+      if (st.skipped && bad_step(done, st)) {
+        step = roll_back() - 1;  // the loop's ++step: the checkpoint's step runs next
+        continue;
+      }
+      if (!st.skipped) good_step(done, st);
       const bool last = done == t.steps;
       if ((t.eval_every > 0 && done % t.eval_every == 0) || last) run_eval(done);
       const int64_t report_every = t.expert_report_every > 0 ? t.expert_report_every : t.eval_every;
@@ -210,8 +206,11 @@ class Trainer {
       report_save(saver_->poll());
       const Stop stop = agreed_stop(done);
       // The last save and a save on a stop are on disk before the process exits.
-      if ((cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0) || last || stop.any())
-        save(done, last || stop.any());
+      const bool periodic = cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0;
+      if ((periodic && !guard_.holding_saves()) || last || stop.any()) save(done, last || stop.any());
+      else if (periodic && comm_.is_root())
+        printf("checkpoint step %lld postponed: non-finite steps in a row may end in a rollback to the one before\n",
+               (long long)done);
       if (stop.any() && !last) {
         if (comm_.is_root()) print_stop(stop, done);
         return 0;
@@ -279,8 +278,14 @@ class Trainer {
   // so a batch is a function of (seed, step) whatever the layout.
   MicroBatch sample(int64_t step, int micro) {
     const int B = cfg_.train.micro_batch, T = cfg_.data.seq_len;
-    sampler_.fill(step * global_batch() + (int64_t(micro) * comm_.size() + comm_.rank()) * B, B, window_.data(),
-                  doc_start_.empty() ? nullptr : doc_start_.data(), source_.empty() ? nullptr : source_.data());
+    const int64_t first = step * global_batch() + (int64_t(micro) * comm_.size() + comm_.rank()) * B;
+    int b = 0;  // the samples a rollback skipped are cut out of the stream (one run without any)
+    for (const auto& [begin, end] : guard_.skips().read(first, B)) {
+      sampler_.fill(begin, int(end - begin), window_.data() + size_t(b) * (T + 1),
+                    doc_start_.empty() ? nullptr : doc_start_.data() + size_t(b) * T,
+                    source_.empty() ? nullptr : source_.data() + b);
+      b += int(end - begin);
+    }
     for (int b = 0; b < B; ++b) {
       std::copy_n(window_.begin() + b * (T + 1), T, ids_.begin() + b * T);
       std::copy_n(window_.begin() + b * (T + 1) + 1, T, targets_.begin() + b * T);
@@ -336,6 +341,7 @@ class Trainer {
                    {"elapsed_s", seconds_since(run_start_)}};
       if (data_.mixture) row["source_loss"] = per_source(s.source_loss);
       if (mtp) row["mtp_loss"] = s.mtp_loss;
+      if (skipped_steps_ > 0) row["skipped_steps"] = skipped_steps_;
       log_metrics(row);
     }
     log_start_ = Clock::now();
@@ -556,6 +562,8 @@ class Trainer {
               {"expert_parallel", mesh_.ep()},
               {"metrics_rows", metrics_rows_}};
       meta.update(last_val_);  // the latest validation loss at or before this step (exports carry it)
+      if (!guard_.skips().ranges().empty()) meta["skip_samples"] = guard_.skips().to_json();
+      if (skipped_steps_ > 0) meta["skipped_steps"] = skipped_steps_;
     }
     // Unless the process is about to exit, the snapshot is copied in the background while the next
     // step's forward and backward run (they do not change the state); the optimizer waits for it.
@@ -636,8 +644,95 @@ class Trainer {
     fsdp_.optimizer().set_steps_taken(ckpt.meta().value("optimizer_steps", ckpt.step()));
     if (ckpt.meta().contains("val_loss") && ckpt.meta().contains("val_loss_step"))
       last_val_ = {{"val_loss", ckpt.meta()["val_loss"]}, {"val_loss_step", ckpt.meta()["val_loss_step"]}};
+    skips_in_checkpoint_ = guard_.add_checkpoint_skips(ckpt.meta());
+    skipped_steps_ = ckpt.meta().value("skipped_steps", int64_t(0));
     resumed_from_ = dir;
     return ckpt.step();
+  }
+
+  // A step train_step skipped (the state did not change): logged with the samples it read, counted
+  // in metrics.jsonl. True when train.max_bad_steps are bad in a row: the caller rolls back.
+  bool bad_step(int64_t done, const StepStats& st) {
+    BadStep b{done, NumericGuard::reason(st), guard_.skips().read((done - 1) * global_batch(), global_batch())};
+    ++skipped_steps_;
+    if (comm_.is_root()) {
+      std::string samples;
+      for (const auto& [begin, end] : b.samples)
+        samples += (samples.empty() ? "" : ", ") + std::to_string(begin) + ".." + std::to_string(end - 1);
+      printf("step %lld skipped (no update): %s | loss %.4f | grad norm %.4g | samples %s | %zu bad step(s) in a "
+             "row (train.max_bad_steps %d)\n",
+             (long long)done, b.reason.c_str(), st.loss, st.grad_norm, samples.c_str(),
+             guard_.streak().size() + 1, cfg_.train.max_bad_steps);
+      fflush(stdout);
+      nlohmann::json ranges = nlohmann::json::array();
+      for (const auto& [begin, end] : b.samples) ranges.push_back({begin, end});
+      log_metrics({{"step", done}, {"skipped", true}, {"reason", b.reason}, {"loss", st.loss},
+                   {"grad_norm", st.grad_norm}, {"samples", ranges}, {"bad_steps", guard_.streak().size() + 1},
+                   {"skipped_steps", skipped_steps_}});
+    }
+    return guard_.bad_step(std::move(b));
+  }
+
+  void good_step(int64_t done, const StepStats& st) {
+    guard_.good_step();
+    if (!comm_.is_root()) return;
+    const std::optional<SpikeDetector::Spike> spike = spikes_.add(st.loss);
+    if (!spike) return;
+    printf("loss spike at step %lld: loss %.4f is %.1f standard deviations above the mean %.4f of the last %d "
+           "steps (train.spike_zscore %g)\n",
+           (long long)done, spike->loss, spike->zscore, spike->mean, cfg_.train.spike_window, cfg_.train.spike_zscore);
+    fflush(stdout);
+    log_metrics({{"step", done},
+                 {"loss_spike", {{"loss", spike->loss}, {"zscore", spike->zscore}, {"mean", spike->mean},
+                                 {"std", spike->std}, {"window", cfg_.train.spike_window}}}});
+  }
+
+  // After train.max_bad_steps non-finite steps in a row: every rank loads the last committed
+  // checkpoint (from before the streak: periodic saves waited), the streak's samples join the
+  // skips (recorded in the run directory first), and training goes on from the checkpoint's step.
+  // Returns that step. Throws if there is nothing to roll back to, or train.max_rollbacks is reached.
+  int64_t roll_back() {
+    report_save(saver_->wait());
+    // Rank 0 commits saves, so it alone knows which is the last; every rank loads that one.
+    char dir[4096] = {};
+    if (comm_.is_root()) snprintf(dir, sizeof dir, "%s", find_resume_checkpoint(ckpt_root_).c_str());
+    comm_.broadcast(dir, sizeof dir);
+    std::unique_ptr<CheckpointReader> ckpt;
+    if (*dir) ckpt = std::make_unique<CheckpointReader>(dir);
+    const int64_t to = ckpt ? ckpt->step() : -1;
+    guard_.check_rollback(dir, to);
+    load_checkpoint_pieces(*ckpt, model_.params(), fsdp_.host_pieces());
+    fsdp_.upload_host_pieces();
+    const nlohmann::json& meta = ckpt->meta();
+    fsdp_.optimizer().set_steps_taken(meta.value("optimizer_steps", to));
+    last_val_ = nlohmann::json::object();
+    if (meta.contains("val_loss") && meta.contains("val_loss_step"))
+      last_val_ = {{"val_loss", meta["val_loss"]}, {"val_loss_step", meta["val_loss_step"]}};
+    // The streak's steps are no longer in the history that led to this state: their data is skipped.
+    skipped_steps_ = meta.value("skipped_steps", int64_t(0));
+    const nlohmann::json record = guard_.rollback(dir, to, comm_.is_root());
+    spikes_.reset();
+    if (comm_.is_root()) {
+      experts_.reset();
+      const fs::path run_dir(cfg_.run.out_dir);
+      metrics_.reset();
+      metrics_rows_ = keep_metrics_up_to(run_dir / "metrics.jsonl", to, "trained after the checkpoint rolled back to");
+      metrics_ = std::make_unique<MetricsLog>((run_dir / "metrics.jsonl").string());
+      if (samples_) {
+        samples_.reset();
+        keep_metrics_up_to(run_dir / "samples.jsonl", to, "trained after the checkpoint rolled back to");
+        samples_ = std::make_unique<MetricsLog>((run_dir / "samples.jsonl").string());
+      }
+      log_metrics({{"step", to}, {"rollback", record}});
+      printf("rolled back to %s (step %lld) after %zu non-finite steps in a row; samples %s are skipped from now on "
+             "(recorded in %s; rollback %d of train.max_rollbacks %d)\n",
+             dir, (long long)to, record["bad_steps"].size(), record["samples"].dump().c_str(), guard_.file().c_str(),
+             guard_.rollbacks(), cfg_.train.max_rollbacks);
+      fflush(stdout);
+    }
+    log_start_ = Clock::now();
+    log_tokens_ = 0;
+    return to;
   }
 
   // The schedule is a function of train.steps (and the other schedule keys), so changing them on
@@ -708,6 +803,10 @@ class Trainer {
   std::unique_ptr<MetricsLog> metrics_, samples_;
   std::unique_ptr<Tokenizer> sample_tok_;  // train.sample_every: the data's tokenizer
   ExpertReport experts_;                   // rank 0: expert loads since the last report
+  NumericGuard guard_;                     // non-finite steps, rollbacks, the skipped samples
+  SpikeDetector spikes_;                   // rank 0: loss spikes
+  int64_t skipped_steps_ = 0;              // updates skipped in the history of the current state
+  bool skips_in_checkpoint_ = false;       // the resumed checkpoint recorded skipped samples
   std::vector<std::string> start_notes_;   // printed with the run's header (resume, init_from)
   Clock::time_point process_start_;        // train.time_limit counts from here
   int64_t metrics_rows_ = 0;  // rows in metrics.jsonl (recorded in each checkpoint's meta.json)

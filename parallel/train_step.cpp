@@ -25,7 +25,7 @@ void add_source_losses(const DeepSeekV3& model, const MicroBatch& mb, int B, int
 
 StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
                      FunctionRef<MicroBatch(int64_t step, int micro)> batch, FunctionRef<void()> before_update,
-                     FunctionRef<void(const StepStats&)> after_update) {
+                     FunctionRef<void(const StepStats&)> after_update, const StepFault& fault) {
   const TrainConfig& t = cfg.train;
   const int B = t.micro_batch, T = cfg.data.seq_len, A = t.grad_accum, W = dm.world.size();
   DeepSeekV3& model = dm.model;
@@ -39,7 +39,7 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
     const MicroBatch mb = batch(step, a);
     const ForwardStats s = model.forward(mb.ids, mb.targets, B, T, /*count_load=*/true, mb.doc_start);
     if (mb.source) add_source_losses(model, mb, B, T, by_source);
-    model.backward(1.f / float(A * W));
+    model.backward(fault.nan_grad && a == 0 ? std::nanf("") : 1.f / float(A * W));
     losses[0] += s.loss;
     losses[1] += s.aux_loss;
     losses[2] += s.z_loss;
@@ -47,6 +47,7 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
     losses[4] += s.mtp_loss;
   }
   fsdp.finish_grads();
+  if (fault.nan_loss) losses[0] = std::nan("");
 
   StepStats st;
   st.local_loss = losses[0] / A;
@@ -57,6 +58,11 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
     if (!by_source.empty()) dm.world.allreduce_sum(by_source.data(), int(by_source.size()));
     dm.world.allreduce_sum(load.f32(), load.numel());
     st.grad_norm = fsdp.grad_norm();
+    // The sums above are bitwise the same on every rank, but the decision to skip must be too
+    // whatever a rank saw locally, so it is agreed explicitly.
+    double bad = std::isfinite(st.local_loss) && std::isfinite(losses[0]) && std::isfinite(st.grad_norm) ? 0 : 1;
+    dm.world.allreduce_sum(&bad, 1);
+    st.skipped = bad > 0;
   }
   const size_t S = by_source.size() / 2;
   for (size_t k = 0; k < S; ++k)
@@ -69,6 +75,12 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
   st.clip_scale = (t.grad_clip > 0 && st.grad_norm > t.grad_clip) ? float(t.grad_clip / st.grad_norm) : 1.f;
   st.lr = learning_rate(t, step);
   st.expert_load = &load;
+  if (st.skipped) {
+    after_update(st);
+    load.zero_();  // what the bias update would have done, without moving the biases
+    st.expert_load = nullptr;
+    return st;
+  }
 
   before_update();
   {

@@ -9,7 +9,10 @@
 //   3. finish_grads: the last reduce-scatters complete
 //   4. all-reduce the losses, the top-1 hits and the expert loads over the world (the loads drive the bias update
 //      and the log, and must be the same on every rank)
-//   5. global grad norm, clip scale min(1, grad_clip / norm), lr from the schedule
+//   5. global grad norm, clip scale min(1, grad_clip / norm), lr from the schedule; the numeric
+//      guard: a non-finite loss or grad norm on any rank (one all-reduce of a flag) skips 6, 7
+//      and 9 on every rank, so the state (parameters, moments, optimizer step count, router
+//      biases) is exactly what it was; the loads are reset all the same
 //   6. before_update(): a checkpoint snapshot still copying the state in the background finishes
 //      here — after the forward and backward, which read the state, and before the optimizer,
 //      which changes it
@@ -49,6 +52,7 @@ struct StepStats {
   double grad_norm = 0;   // global L2 norm of the gradients, before clipping
   float clip_scale = 1;   // what the gradients were multiplied by (1: not clipped)
   double lr = 0;          // the schedule's learning rate for this step
+  bool skipped = false;   // non-finite loss or grad norm on some rank: no update (step 5 above)
   // With MicroBatch::source: mean cross-entropy of each source's windows over the global batch
   // (NaN for a source without any this step).
   std::vector<double> source_loss;
@@ -57,11 +61,18 @@ struct StepStats {
   const Tensor* expert_load = nullptr;
 };
 
+// Faults a test injects into this rank's step (MOE_FAULT_INJECT, launch/numeric_guard.h): its
+// loss reads NaN, or its gradients are NaN (the loss scale of its backward is NaN).
+struct StepFault {
+  bool nan_loss = false, nan_grad = false;
+};
+
 // Step `step` (0-based: it picks the learning rate). batch(step, a) gives micro-batch a, valid
 // until the next call. cfg supplies train.{micro_batch, grad_accum, grad_clip, schedule},
-// data.seq_len and model.router.bias_update_rate. Collective over dm's world.
+// data.seq_len and model.router.bias_update_rate. Collective over dm's world. after_update runs
+// on a skipped step too (StepStats::skipped), before_update only when the state is about to change.
 StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
                      FunctionRef<MicroBatch(int64_t step, int micro)> batch, FunctionRef<void()> before_update,
-                     FunctionRef<void(const StepStats&)> after_update);
+                     FunctionRef<void(const StepStats&)> after_update, const StepFault& fault = {});
 
 }  // namespace moe

@@ -223,6 +223,11 @@ TEST_F(ConfigTest, OutOfRange) {
       {"train:\n  stop_after: -3\n", 2, "train.stop_after", ">= 0"},
       {"train:\n  time_limit: -0.5\n", 2, "train.time_limit", ">= 0"},
       {"train:\n  expert_report_every: -1\n", 2, "train.expert_report_every", ">= 0"},
+      {"train:\n  max_bad_steps: -1\n", 2, "train.max_bad_steps is -1", ">= 0"},
+      {"train:\n  max_rollbacks: -2\n", 2, "train.max_rollbacks is -2", ">= 0"},
+      {"train:\n  spike_window: 1\n", 2, "train.spike_window is 1", "0 (off) or a window of at least 2 losses"},
+      {"train:\n  spike_window: -5\n", 2, "train.spike_window is -5", "0 (off) or a window of at least 2"},
+      {"train:\n  spike_zscore: 0\n", 2, "train.spike_zscore is 0", "> 0"},
       {"train:\n  precision: fp16\n", 2, "train.precision is 'fp16'", "fp32 | bf16 | fp8"},
       {"run: {name: x}\ndevice: gpu\n", 2, "device is 'gpu'", "auto | cpu | cuda"},
   };
