@@ -117,7 +117,7 @@ void NumericGuard::check_rollback(const std::string& checkpoint_dir, int64_t che
                            std::to_string(max_bad_steps_) + ")";
   if (checkpoint_dir.empty())
     throw error(what, " and no committed checkpoint to roll back to (expected checkpoint.every > 0 with a checkpoint "
-                "before step ", first, ")");
+                "before step ", first, ", or train.max_bad_steps 0 to only skip such steps)");
   if (rollbacks() >= max_rollbacks_)
     throw error(what, " and ", rollbacks(), " rollback(s) already recorded in ", file(), ", train.max_rollbacks is ",
                 max_rollbacks_, " (expected the data or the settings to be looked at before going on)");
