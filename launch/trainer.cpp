@@ -233,14 +233,7 @@ class Trainer {
     if (comm_.is_root()) {
       fs::create_directories(cfg_.run.out_dir);
       std::ofstream(fs::path(cfg_.run.out_dir) / "config.yaml") << config_to_yaml(cfg_);
-      fs::path metrics_path = fs::path(cfg_.run.out_dir) / "metrics.jsonl";
-      metrics_rows_ = keep_metrics_up_to(metrics_path, start_step_);
-      metrics_ = std::make_unique<MetricsLog>(metrics_path.string());
-      if (cfg_.train.sample_every > 0) {
-        fs::path samples_path = fs::path(cfg_.run.out_dir) / "samples.jsonl";
-        keep_metrics_up_to(samples_path, start_step_);
-        samples_ = std::make_unique<MetricsLog>(samples_path.string());
-      }
+      open_jsonl_logs(start_step_, "logged by a run that ended before saving them");
       ParamCounts pc = count_params(cfg_.model);
       printf("moe train: %s | %.2fM params (%.2fM active) | %d rank(s) (dp %d x ep %d) x %d thread(s) | global batch "
              "%lld x %d tokens | %s | %s\n",
@@ -274,17 +267,31 @@ class Trainer {
     run_start_ = log_start_ = Clock::now();
   }
 
+  // Rank 0: metrics.jsonl and samples.jsonl without their rows after `step`, open for appending.
+  void open_jsonl_logs(int64_t step, const char* why) {
+    const fs::path dir(cfg_.run.out_dir);
+    metrics_.reset();  // closed before it is rewritten
+    metrics_rows_ = keep_metrics_up_to(dir / "metrics.jsonl", step, why);
+    metrics_ = std::make_unique<MetricsLog>((dir / "metrics.jsonl").string());
+    if (cfg_.train.sample_every > 0) {
+      samples_.reset();
+      keep_metrics_up_to(dir / "samples.jsonl", step, why);
+      samples_ = std::make_unique<MetricsLog>((dir / "samples.jsonl").string());
+    }
+  }
+
   // This rank's micro-batch `micro` of a step: global samples step·G + (micro·W + rank)·B onwards,
-  // so a batch is a function of (seed, step) whatever the layout.
+  // so a batch is a function of (seed, step) whatever the layout (and of the skip list after a
+  // rollback: positions in the stream with those samples cut out).
   MicroBatch sample(int64_t step, int micro) {
     const int B = cfg_.train.micro_batch, T = cfg_.data.seq_len;
     const int64_t first = step * global_batch() + (int64_t(micro) * comm_.size() + comm_.rank()) * B;
-    int b = 0;  // the samples a rollback skipped are cut out of the stream (one run without any)
+    int filled = 0;  // the samples a rollback skipped are cut out of the stream (one run without any)
     for (const auto& [begin, end] : guard_.skips().read(first, B)) {
-      sampler_.fill(begin, int(end - begin), window_.data() + size_t(b) * (T + 1),
-                    doc_start_.empty() ? nullptr : doc_start_.data() + size_t(b) * T,
-                    source_.empty() ? nullptr : source_.data() + b);
-      b += int(end - begin);
+      sampler_.fill(begin, int(end - begin), window_.data() + size_t(filled) * (T + 1),
+                    doc_start_.empty() ? nullptr : doc_start_.data() + size_t(filled) * T,
+                    source_.empty() ? nullptr : source_.data() + filled);
+      filled += int(end - begin);
     }
     for (int b = 0; b < B; ++b) {
       std::copy_n(window_.begin() + b * (T + 1), T, ids_.begin() + b * T);
@@ -638,16 +645,23 @@ class Trainer {
       throw error(cfg_.source, ": model section differs from the checkpoint being resumed (", dir,
                   "/config.yaml); use checkpoint.resume: never or a new run.out_dir");
     note_schedule_change(saved.train, ckpt.step());
+    load_state(ckpt);
+    skips_in_checkpoint_ = guard_.add_checkpoint_skips(ckpt.meta());
+    resumed_from_ = dir;
+    return ckpt.step();
+  }
+
+  // Weights, moments and router biases, the optimizer's step count and what meta.json carries on.
+  void load_state(const CheckpointReader& ckpt) {
     // Datasets are logical tensors: each rank reads its shards whatever layout saved them.
     load_checkpoint_pieces(ckpt, model_.params(), fsdp_.host_pieces());
     fsdp_.upload_host_pieces();
-    fsdp_.optimizer().set_steps_taken(ckpt.meta().value("optimizer_steps", ckpt.step()));
-    if (ckpt.meta().contains("val_loss") && ckpt.meta().contains("val_loss_step"))
-      last_val_ = {{"val_loss", ckpt.meta()["val_loss"]}, {"val_loss_step", ckpt.meta()["val_loss_step"]}};
-    skips_in_checkpoint_ = guard_.add_checkpoint_skips(ckpt.meta());
-    skipped_steps_ = ckpt.meta().value("skipped_steps", int64_t(0));
-    resumed_from_ = dir;
-    return ckpt.step();
+    const nlohmann::json& meta = ckpt.meta();
+    fsdp_.optimizer().set_steps_taken(meta.value("optimizer_steps", ckpt.step()));
+    last_val_ = nlohmann::json::object();
+    if (meta.contains("val_loss") && meta.contains("val_loss_step"))
+      last_val_ = {{"val_loss", meta["val_loss"]}, {"val_loss_step", meta["val_loss_step"]}};
+    skipped_steps_ = meta.value("skipped_steps", int64_t(0));
   }
 
   // A step train_step skipped (the state did not change): logged with the samples it read, counted
@@ -701,28 +715,13 @@ class Trainer {
     if (*dir) ckpt = std::make_unique<CheckpointReader>(dir);
     const int64_t to = ckpt ? ckpt->step() : -1;
     guard_.check_rollback(dir, to);
-    load_checkpoint_pieces(*ckpt, model_.params(), fsdp_.host_pieces());
-    fsdp_.upload_host_pieces();
-    const nlohmann::json& meta = ckpt->meta();
-    fsdp_.optimizer().set_steps_taken(meta.value("optimizer_steps", to));
-    last_val_ = nlohmann::json::object();
-    if (meta.contains("val_loss") && meta.contains("val_loss_step"))
-      last_val_ = {{"val_loss", meta["val_loss"]}, {"val_loss_step", meta["val_loss_step"]}};
-    // The streak's steps are no longer in the history that led to this state: their data is skipped.
-    skipped_steps_ = meta.value("skipped_steps", int64_t(0));
+    // The streak's steps leave the history of the state (skipped_steps too): their data is skipped.
+    load_state(*ckpt);
     const nlohmann::json record = guard_.rollback(dir, to, comm_.is_root());
     spikes_.reset();
     if (comm_.is_root()) {
       experts_.reset();
-      const fs::path run_dir(cfg_.run.out_dir);
-      metrics_.reset();
-      metrics_rows_ = keep_metrics_up_to(run_dir / "metrics.jsonl", to, "trained after the checkpoint rolled back to");
-      metrics_ = std::make_unique<MetricsLog>((run_dir / "metrics.jsonl").string());
-      if (samples_) {
-        samples_.reset();
-        keep_metrics_up_to(run_dir / "samples.jsonl", to, "trained after the checkpoint rolled back to");
-        samples_ = std::make_unique<MetricsLog>((run_dir / "samples.jsonl").string());
-      }
+      open_jsonl_logs(to, "trained after the checkpoint rolled back to");
       log_metrics({{"step", to}, {"rollback", record}});
       printf("rolled back to %s (step %lld) after %zu non-finite steps in a row; samples %s are skipped from now on "
              "(recorded in %s; rollback %d of train.max_rollbacks %d)\n",
