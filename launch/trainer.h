@@ -2,8 +2,9 @@
 // the global batch; one step is train_step of parallel/train_step.h, whose gradients are
 // reduce-scattered into each rank's shard before the optimizer step), periodic evaluation, logging
 // to stdout and <out_dir>/metrics.jsonl, checkpoints written in the background
-// (docs/checkpoints.md) with resume, and a clean stop on SIGTERM / SIGINT / SIGUSR1 (checkpoint at
-// the next step boundary, then exit).
+// (docs/checkpoints.md) with resume, a clean stop on SIGTERM / SIGINT / SIGUSR1 (checkpoint at
+// the next step boundary, then exit), and the numeric guard's skips and rollbacks
+// (launch/numeric_guard.h).
 #pragma once
 #include <memory>
 
