@@ -1,7 +1,8 @@
 // Row-major f32 GEMM on the CPU: C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C.
 // lda/ldb/ldc are row strides as stored (A is [M,K] or, transposed, [K,M]).
 // The output is split over the thread pool (by rows, or by columns when M is small), each chunk
-// one single-threaded OpenBLAS call.
+// one single-threaded OpenBLAS call. A skinny A (M <= 4, not transposed: decoding a token per
+// sequence) runs our own row kernels instead, where OpenBLAS's packing would cost more than the math.
 #pragma once
 #include <cstdint>
 
