@@ -5,8 +5,9 @@ JOBS  ?= $(shell nproc)
 # sentencepiece (spm_train/spm_encode/spm_decode) lets the tests also compare with SentencePiece
 # live, beside the committed golden ids (tests/golden/sentencepiece). gnuplot-nox draws `moe plot`.
 # libboost-dev has Boost.Beast (`moe serve`); chromium and chromium-driver run its page's browser test.
+# libdnnl-dev (oneDNN) runs precision bf16 on the CPU's AVX512-BF16 instructions (framework/bf16_gemm.cpp).
 DEB_PKGS := build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
-            libyaml-cpp-dev libboost-dev libgtest-dev libopenblas-dev libopenblas0-pthread \
+            libyaml-cpp-dev libboost-dev libgtest-dev libopenblas-dev libopenblas0-pthread libdnnl-dev \
             nlohmann-json3-dev zlib1g-dev libzstd-dev libsentencepiece-dev sentencepiece gnuplot-nox \
             chromium chromium-driver
 

@@ -1,9 +1,12 @@
 #include "framework/attention.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
+#include "framework/bf16_gemm.h"
 #include "framework/gemm.h"
+#include "framework/kernels/cast.h"
 #include "framework/kernels/softmax.h"
 #include "framework/profiler.h"
 #include "framework/scratch.h"
@@ -15,76 +18,128 @@ namespace moe {
 // skips most of the masked upper triangle (5/8 of the full work at T = 256); under a document mask
 // only keys [first_key(i0), i1), as a document's queries never see keys before its start. One (sequence, head)
 // per task; each GEMM runs on the task's thread.
+//
+// At l.bf16 every GEMM reads bf16 operands, as a flash-attention kernel does: q, k, v and dO are
+// rounded once per head into packed copies, P and dS once per block; scores, softmax and all
+// accumulation stay f32. The operand type T is uint16_t (bf16 bits for the native bf16 GEMM,
+// bf16_gemm.h) or float (bf16-rounded values for the emulated one, or the f32 rows in place).
 namespace {
 constexpr int64_t kBlock = 64;
+
+template <class T>
+struct Operand {
+  const T* p;
+  int64_t ld;
+};
+
+template <class T>
+T to_operand(float x) {
+  if constexpr (std::is_same_v<T, uint16_t>)
+    return kern::f32_to_bf16_bits(x);
+  else
+    return kern::round_bf16(x);
 }
 
-void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const AttentionLayout& l) {
-  MOE_PHASE("attention");
-  const int64_t T = l.T, H = l.H, d = l.dqk, dv = l.dv;
+// rows x cols of src (row stride ld) as the GEMMs read them: in place when not rounding, else
+// rounded into buf (packed, row stride cols).
+template <class T>
+Operand<T> operand(const float* src, int64_t ld, int64_t rows, int64_t cols, T* buf) {
+  if constexpr (std::is_same_v<T, float>)
+    if (!buf) return {src, ld};
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) buf[r * cols + c] = to_operand<T>(src[r * ld + c]);
+  return {buf, cols};
+}
+
+void gemm_head(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  gemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+void gemm_head(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  gemm_bf16_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// n elements of T from the thread's scratch arena, or null when not rounding.
+template <class T>
+T* scratch_operand(int64_t n, bool round) {
+  return round ? reinterpret_cast<T*>(scratch_floats((n * int64_t(sizeof(T)) + 3) / 4)) : nullptr;
+}
+
+template <class T>
+void forward_heads(float* o, float* lse, const float* q, const float* k, const float* v, const AttentionLayout& l,
+                   bool round) {
+  const int64_t T_ = l.T, H = l.H, d = l.dqk, dv = l.dv;
   parallel_for(l.B * H, [&](int64_t i0, int64_t i1) {
     ScratchScope scope;
-    float* S = scratch_floats(kBlock * T);
+    float* S = scratch_floats(kBlock * T_);
+    T *qbuf = scratch_operand<T>(T_ * d, round), *kbuf = scratch_operand<T>(T_ * d, round);
+    T *vbuf = scratch_operand<T>(T_ * dv, round), *pbuf = scratch_operand<T>(kBlock * T_, round);
     kern::SerialRow one;
     for (int64_t bh = i0; bh < i1; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      const float* qb = q + l.q_at(b, h);
-      const float* kb = k + l.k_at(b, h);
-      const float* vb = v + l.v_at(b, h);
+      const Operand<T> qb = operand(q + l.q_at(b, h), l.q_ld, T_, d, qbuf);
+      const Operand<T> kb = operand(k + l.k_at(b, h), l.k_ld, T_, d, kbuf);
+      const Operand<T> vb = operand(v + l.v_at(b, h), l.v_ld, T_, dv, vbuf);
       float* ob = o + l.o_at(b, h);
-      for (int64_t r0 = 0; r0 < T; r0 += kBlock) {
+      for (int64_t r0 = 0; r0 < T_; r0 += kBlock) {
         // Keys [k0, r0 + rows): k0 = 0 without a document mask, else the block's first document start.
-        const int64_t rows = std::min(kBlock, T - r0), k0 = l.first_key(b, r0), keys = r0 + rows - k0;
-        gemm_serial(false, true, rows, keys, d, l.scale, qb + r0 * l.q_ld, l.q_ld, kb + k0 * l.k_ld, l.k_ld, 0.f, S,
-                    keys);
+        const int64_t rows = std::min(kBlock, T_ - r0), k0 = l.first_key(b, r0), keys = r0 + rows - k0;
+        gemm_head(false, true, rows, keys, d, l.scale, qb.p + r0 * qb.ld, qb.ld, kb.p + k0 * kb.ld, kb.ld, 0.f, S,
+                  keys);
         for (int64_t r = 0; r < rows; ++r) {  // softmax of query t over keys first_key..t
           const int64_t t = r0 + r;
-          lse[bh * T + t] = kern::softmax_span_forward(one, S + r * keys, S + r * keys, l.first_key(b, t) - k0,
-                                                       t + 1 - k0, keys, /*fast=*/true);
+          lse[bh * T_ + t] = kern::softmax_span_forward(one, S + r * keys, S + r * keys, l.first_key(b, t) - k0,
+                                                        t + 1 - k0, keys, /*fast=*/true);
         }
-        gemm_serial(false, false, rows, dv, keys, 1.f, S, keys, vb + k0 * l.v_ld, l.v_ld, 0.f, ob + r0 * l.o_ld,
-                    l.o_ld);
+        const Operand<T> P = operand(S, keys, rows, keys, pbuf);
+        gemm_head(false, false, rows, dv, keys, 1.f, P.p, P.ld, vb.p + k0 * vb.ld, vb.ld, 0.f, ob + r0 * l.o_ld,
+                  l.o_ld);
       }
     }
   });
 }
 
-void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                        const float* v, const float* lse, const AttentionLayout& l) {
-  MOE_PHASE("attention");
-  const int64_t T = l.T, H = l.H, d = l.dqk, vd = l.dv;
+template <class T>
+void backward_heads(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                    const float* v, const float* lse, const AttentionLayout& l, bool round) {
+  const int64_t T_ = l.T, H = l.H, d = l.dqk, vd = l.dv;
   parallel_for(l.B * H, [&](int64_t i0, int64_t i1) {
     ScratchScope scope;
-    float *P = scratch_floats(kBlock * T), *dP = scratch_floats(kBlock * T);
+    float *P = scratch_floats(kBlock * T_), *dP = scratch_floats(kBlock * T_);
+    T *qbuf = scratch_operand<T>(T_ * d, round), *kbuf = scratch_operand<T>(T_ * d, round);
+    T *vbuf = scratch_operand<T>(T_ * vd, round), *dobuf = scratch_operand<T>(T_ * vd, round);
+    T *pbuf = scratch_operand<T>(kBlock * T_, round), *dsbuf = scratch_operand<T>(kBlock * T_, round);
     kern::SerialRow one;
     for (int64_t bh = i0; bh < i1; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      const float* qb = q + l.q_at(b, h);
-      const float* kb = k + l.k_at(b, h);
-      const float* vb = v + l.v_at(b, h);
-      const float* dob = dout + l.o_at(b, h);
+      const Operand<T> qb = operand(q + l.q_at(b, h), l.q_ld, T_, d, qbuf);
+      const Operand<T> kb = operand(k + l.k_at(b, h), l.k_ld, T_, d, kbuf);
+      const Operand<T> vb = operand(v + l.v_at(b, h), l.v_ld, T_, vd, vbuf);
+      const Operand<T> dob = operand(dout + l.o_at(b, h), l.o_ld, T_, vd, dobuf);
       float* dqb = dq + l.q_at(b, h);
       float* dkb = dk + l.k_at(b, h);
       float* dvb = dv + l.v_at(b, h);
-      for (int64_t t = 0; t < T; ++t) {  // dV and dK accumulate over query blocks
+      for (int64_t t = 0; t < T_; ++t) {  // dV and dK accumulate over query blocks
         std::fill(dvb + t * l.v_ld, dvb + t * l.v_ld + vd, 0.f);
         std::fill(dkb + t * l.k_ld, dkb + t * l.k_ld + d, 0.f);
       }
-      for (int64_t r0 = 0; r0 < T; r0 += kBlock) {
-        const int64_t rows = std::min(kBlock, T - r0), k0 = l.first_key(b, r0), keys = r0 + rows - k0;
-        const float* qblk = qb + r0 * l.q_ld;
-        const float* doblk = dob + r0 * l.o_ld;
-        const float *kblk = kb + k0 * l.k_ld, *vblk = vb + k0 * l.v_ld;
+      for (int64_t r0 = 0; r0 < T_; r0 += kBlock) {
+        const int64_t rows = std::min(kBlock, T_ - r0), k0 = l.first_key(b, r0), keys = r0 + rows - k0;
+        const T* qblk = qb.p + r0 * qb.ld;
+        const T* doblk = dob.p + r0 * dob.ld;
+        const T *kblk = kb.p + k0 * kb.ld, *vblk = vb.p + k0 * vb.ld;
         // Recompute probabilities from the saved log-sum-exp.
-        gemm_serial(false, true, rows, keys, d, l.scale, qblk, l.q_ld, kblk, l.k_ld, 0.f, P, keys);
+        gemm_head(false, true, rows, keys, d, l.scale, qblk, qb.ld, kblk, kb.ld, 0.f, P, keys);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t t = r0 + r;
-          kern::softmax_span_recompute(one, P + r * keys, P + r * keys, lse[bh * T + t], l.first_key(b, t) - k0,
+          kern::softmax_span_recompute(one, P + r * keys, P + r * keys, lse[bh * T_ + t], l.first_key(b, t) - k0,
                                        t + 1 - k0, keys, /*fast=*/true);
         }
         // dV += P^T dO ; dP = dO V^T
-        gemm_serial(true, false, keys, vd, rows, 1.f, P, keys, doblk, l.o_ld, 1.f, dvb + k0 * l.v_ld, l.v_ld);
-        gemm_serial(false, true, rows, keys, vd, 1.f, doblk, l.o_ld, vblk, l.v_ld, 0.f, dP, keys);
+        const Operand<T> Pop = operand(P, keys, rows, keys, pbuf);
+        gemm_head(true, false, keys, vd, rows, 1.f, Pop.p, Pop.ld, doblk, dob.ld, 1.f, dvb + k0 * l.v_ld, l.v_ld);
+        gemm_head(false, true, rows, keys, vd, 1.f, doblk, dob.ld, vblk, vb.ld, 0.f, dP, keys);
         // dS = P * (dP - rowsum(P * dP)), stored over dP
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t t = r0 + r;
@@ -92,16 +147,37 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                                       t + 1 - k0, keys);
         }
         // dQ = scale dS K ; dK += scale dS^T Q
-        gemm_serial(false, false, rows, d, keys, l.scale, dP, keys, kblk, l.k_ld, 0.f, dqb + r0 * l.q_ld, l.q_ld);
-        gemm_serial(true, false, keys, d, rows, l.scale, dP, keys, qblk, l.q_ld, 1.f, dkb + k0 * l.k_ld, l.k_ld);
+        const Operand<T> dS = operand(dP, keys, rows, keys, dsbuf);
+        gemm_head(false, false, rows, d, keys, l.scale, dS.p, dS.ld, kblk, kb.ld, 0.f, dqb + r0 * l.q_ld, l.q_ld);
+        gemm_head(true, false, keys, d, rows, l.scale, dS.p, dS.ld, qblk, qb.ld, 1.f, dkb + k0 * l.k_ld, l.k_ld);
       }
     }
   });
 }
 
-// Per token: the scores of all its heads over its cached rows in one GEMM, the softmax rows, and the
-// latent output in a second GEMM (the GPU runs kern::latent_attention_row per (token, head): the
-// same math, summed in another order).
+}  // namespace
+
+void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const AttentionLayout& l) {
+  MOE_PHASE("attention");
+  if (!l.bf16)
+    forward_heads<float>(o, lse, q, k, v, l, false);
+  else if (bf16_gemm_native())
+    forward_heads<uint16_t>(o, lse, q, k, v, l, true);
+  else
+    forward_heads<float>(o, lse, q, k, v, l, true);
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* lse, const AttentionLayout& l) {
+  MOE_PHASE("attention");
+  if (!l.bf16)
+    backward_heads<float>(dq, dk, dv, dout, q, k, v, lse, l, false);
+  else if (bf16_gemm_native())
+    backward_heads<uint16_t>(dq, dk, dv, dout, q, k, v, lse, l, true);
+  else
+    backward_heads<float>(dq, dk, dv, dout, q, k, v, lse, l, true);
+}
+
 void latent_attention(float* o, const float* q, const float* cache, const int64_t* row_offset, const int64_t* length,
                       int64_t n, int64_t H, int64_t C, int64_t L, int64_t max_len, float scale) {
   MOE_PHASE("attention");

@@ -2,7 +2,7 @@
 // lda/ldb/ldc are row strides as stored (A is [M,K] or, transposed, [K,M]).
 // The output is split over the thread pool (by rows, or by columns when M is small), each chunk
 // one single-threaded OpenBLAS call. A skinny A (M <= 4, not transposed: decoding a token per
-// sequence) runs our own row kernels instead, where OpenBLAS's packing would cost more than the math.
+// sequence) runs our own row kernels instead (gemm_kernels.h), where packing would cost more than the math.
 #pragma once
 #include <cstdint>
 

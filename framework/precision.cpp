@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "framework/bf16_gemm.h"
 #include "framework/dtype.h"
 #include "framework/error.h"
 #include "framework/gemm.h"
@@ -87,9 +88,48 @@ void round_bf16(float* y, const float* x, int64_t n) {
   }, 1 << 14);
 }
 
+namespace {
+
+// bf16 bit patterns for n values in the calling thread's scratch arena.
+uint16_t* scratch_bf16(int64_t n) { return reinterpret_cast<uint16_t*>(scratch_floats((n + 1) / 2)); }
+
+// bf16 on the CPU's bf16 instructions: the operands rounded once into bf16 storage (half the bytes
+// of the emulation's rounded f32 copies), the GEMMs accumulate in f32 (bf16_gemm.h).
+void linear_forward_bf16(float* y, const float* x, const float* W, int64_t M, int64_t in, int64_t out,
+                         bool accumulate) {
+  ScratchScope scope;
+  uint16_t* xb = scratch_bf16(M * in);
+  uint16_t* Wb = scratch_bf16(out * in);
+  {
+    MOE_LEAF_PHASE("quantize");
+    to_bf16(xb, x, M * in);
+    to_bf16(Wb, W, out * in);
+  }
+  gemm_bf16(false, true, M, out, in, 1.f, xb, in, Wb, in, accumulate ? 1.f : 0.f, y, out);
+}
+
+void linear_backward_bf16(float* dx, float* dW, const float* dy, const float* x, const float* W, int64_t M,
+                          int64_t in, int64_t out, bool accumulate_dx) {
+  ScratchScope scope;
+  uint16_t* dyb = scratch_bf16(M * out);
+  uint16_t* xb = dW ? scratch_bf16(M * in) : nullptr;
+  uint16_t* Wb = dx ? scratch_bf16(out * in) : nullptr;
+  {
+    MOE_LEAF_PHASE("quantize");
+    to_bf16(dyb, dy, M * out);
+    if (xb) to_bf16(xb, x, M * in);
+    if (Wb) to_bf16(Wb, W, out * in);
+  }
+  if (dx) gemm_bf16(false, false, M, in, out, 1.f, dyb, out, Wb, in, accumulate_dx ? 1.f : 0.f, dx, in);
+  if (dW) gemm_bf16(true, false, out, in, M, 1.f, dyb, out, xb, in, 1.f, dW, in);
+}
+
+}  // namespace
+
 void linear_forward(float* y, const float* x, const float* W, int64_t M, int64_t in, int64_t out, bool accumulate,
                     Precision p) {
   if (p == Precision::FP32) return linear_forward(y, x, W, M, in, out, accumulate);
+  if (p == Precision::BF16 && bf16_gemm_native()) return linear_forward_bf16(y, x, W, M, in, out, accumulate);
   ScratchScope scope;
   float* xq = scratch_floats(M * in);
   float* Wq = scratch_floats(out * in);
@@ -109,6 +149,8 @@ void linear_forward(float* y, const float* x, const float* W, int64_t M, int64_t
 void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W, int64_t M, int64_t in,
                      int64_t out, bool accumulate_dx, Precision p) {
   if (p == Precision::FP32) return linear_backward(dx, dW, dy, x, W, M, in, out, accumulate_dx);
+  if (p == Precision::BF16 && bf16_gemm_native())
+    return linear_backward_bf16(dx, dW, dy, x, W, M, in, out, accumulate_dx);
   ScratchScope scope;
   float* dyq = scratch_floats(M * out);
   if (p == Precision::BF16) {

@@ -1,0 +1,138 @@
+// framework/bf16_gemm.h against a naive double-precision product of the same bf16 values: every
+// transpose combination, strided operands, alpha/beta, the row counts of an expert group (the
+// primitive leaves M or K to run time, so one primitive serves many), both sides of the skinny
+// path. And the bf16 linear layer (precision.h) on the native path against the emulation (f32
+// GEMMs on bf16-rounded values): equal up to the order of f32 additions, the maximum printed.
+// On a CPU without AVX512-BF16 the same checks run the fallback.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "framework/bf16_gemm.h"
+#include "framework/dtype.h"
+#include "framework/gemm.h"
+#include "framework/precision.h"
+#include "tests/unit/test_random.h"
+
+using namespace moe;
+
+namespace {
+
+struct Case {
+  bool ta, tb;
+  int64_t M, N, K;
+  float alpha, beta;
+};
+
+std::vector<uint16_t> bf16_bits(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = f32_to_bf16_bits(v[i]);
+  return out;
+}
+
+void check(const Case& c) {
+  SCOPED_TRACE(::testing::Message() << "ta " << c.ta << " tb " << c.tb << " M " << c.M << " N " << c.N << " K "
+                                    << c.K << " alpha " << c.alpha << " beta " << c.beta);
+  // Row strides wider than the rows, so an op that ignores them reads the wrong numbers.
+  const int64_t lda = (c.ta ? c.M : c.K) + 3, ldb = (c.tb ? c.K : c.N) + 5, ldc = c.N + 2;
+  const auto A = bf16_bits(test::randn(size_t((c.ta ? c.K : c.M) * lda), 1));
+  const auto B = bf16_bits(test::randn(size_t((c.tb ? c.N : c.K) * ldb), 2));
+  auto C = test::randn(size_t(c.M * ldc), 3);
+  if (c.beta == 0.f)  // beta 0 must not read C: NaN there must not leak into the result
+    for (int64_t i = 0; i < c.M; ++i) C[size_t(i * ldc)] = NAN;
+  const auto before = C;
+  gemm_bf16(c.ta, c.tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, c.beta, C.data(), ldc);
+  for (int64_t i = 0; i < c.M; ++i)
+    for (int64_t j = 0; j < c.N; ++j) {
+      double s = 0, mag = 0;
+      for (int64_t k = 0; k < c.K; ++k) {
+        const double a = bf16_bits_to_f32(c.ta ? A[size_t(k * lda + i)] : A[size_t(i * lda + k)]);
+        const double b = bf16_bits_to_f32(c.tb ? B[size_t(j * ldb + k)] : B[size_t(k * ldb + j)]);
+        s += a * b;
+        mag += std::fabs(a * b);
+      }
+      const double old = c.beta == 0.f ? 0.0 : double(before[size_t(i * ldc + j)]);  // NaN when beta is 0
+      const double want = c.alpha * s + c.beta * old;
+      // f32 accumulation: a few ulps of the sum of magnitudes.
+      const double tol = 1e-6 * (std::fabs(c.alpha) * mag * (1 + std::sqrt(double(c.K))) + std::fabs(old)) + 1e-30;
+      ASSERT_NEAR(C[size_t(i * ldc + j)], want, tol) << "at row " << i << " col " << j;
+    }
+  for (int64_t i = 0; i < c.M; ++i)  // the padding after each row of C stays untouched
+    for (int64_t j = c.N; j < ldc; ++j) ASSERT_EQ(C[size_t(i * ldc + j)], before[size_t(i * ldc + j)]);
+}
+
+double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double scale = 0, d = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, double(std::fabs(b[i])));
+    d = std::max(d, double(std::fabs(a[i] - b[i])));
+  }
+  return d / std::max(scale, 1e-30);
+}
+
+}  // namespace
+
+TEST(Bf16Gemm, ReportsItsBackend) {
+  std::printf("bf16 GEMM backend: %s\n", bf16_gemm_backend());
+  EXPECT_EQ(bf16_gemm_native(), std::string(bf16_gemm_backend()).rfind("onednn", 0) == 0);
+}
+
+TEST(Bf16Gemm, AllTransposesSkinnyAndWide) {
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (int64_t M : {1, 4, 5, 33, 130})
+        for (int64_t K : {1, 15, 17, 192})
+          for (float beta : {0.f, 1.f, 0.5f}) check({ta, tb, M, 37, K, beta == 0.5f ? 0.75f : 1.f, beta});
+}
+
+TEST(Bf16Gemm, OnePrimitiveServesManyRowCounts) {
+  // An expert's rows change every step: the same (N, K, strides) at many M, and a weight gradient's
+  // many K, each against the reference.
+  for (int64_t rows : {7, 64, 100, 257, 1000}) {
+    check({false, true, rows, 128, 192, 1.f, 0.f});
+    check({false, false, rows, 192, 128, 1.f, 1.f});
+    check({true, false, 128, 192, rows, 1.f, 1.f});
+  }
+}
+
+TEST(Bf16Gemm, SameCallSameBits) {
+  const int64_t M = 300, N = 96, K = 160;
+  const auto A = bf16_bits(test::randn(size_t(M * K), 4)), B = bf16_bits(test::randn(size_t(N * K), 5));
+  std::vector<float> c1(size_t(M * N)), c2(size_t(M * N));
+  gemm_bf16(false, true, M, N, K, 1.f, A.data(), K, B.data(), K, 0.f, c1.data(), N);
+  gemm_bf16(false, true, M, N, K, 1.f, A.data(), K, B.data(), K, 0.f, c2.data(), N);
+  EXPECT_EQ(c1, c2);
+}
+
+TEST(Bf16Gemm, LinearLayerMatchesTheEmulation) {
+  // precision bf16 through the native path against the emulation written out here: round both
+  // operands to bf16 in f32 and run the f32 GEMM. Forward, dgrad (accumulated) and wgrad.
+  const int64_t M = 515, in = 192, out = 128;
+  const auto x = test::randn(size_t(M * in), 6), W = test::randn(size_t(out * in), 7, 0.1f);
+  const auto dy = test::randn(size_t(M * out), 8);
+  auto rounded = [](std::vector<float> v) {
+    round_bf16(v.data(), v.data(), int64_t(v.size()));
+    return v;
+  };
+  const auto xr = rounded(x), Wr = rounded(W), dyr = rounded(dy);
+
+  std::vector<float> y(size_t(M * out)), y_ref(y.size());
+  linear_forward(y.data(), x.data(), W.data(), M, in, out, false, Precision::BF16);
+  linear_forward(y_ref.data(), xr.data(), Wr.data(), M, in, out, false);
+
+  auto dx = test::randn(size_t(M * in), 9), dx_ref = dx;  // accumulated into
+  auto dW = test::randn(size_t(out * in), 10), dW_ref = dW;
+  linear_backward(dx.data(), dW.data(), dy.data(), x.data(), W.data(), M, in, out, true, Precision::BF16);
+  linear_backward(dx_ref.data(), dW_ref.data(), dyr.data(), xr.data(), Wr.data(), M, in, out, true);
+
+  const double dy_max = max_rel_diff(y, y_ref), dx_max = max_rel_diff(dx, dx_ref), dw_max = max_rel_diff(dW, dW_ref);
+  std::printf("native vs emulated bf16 (%s), max |diff| / max |value|: forward %.2e dgrad %.2e wgrad %.2e\n",
+              bf16_gemm_backend(), dy_max, dx_max, dw_max);
+  // Only the order of f32 additions differs (K = 192, 128 and 515 terms).
+  EXPECT_LT(dy_max, 1e-6);
+  EXPECT_LT(dx_max, 1e-6);
+  EXPECT_LT(dw_max, 1e-6);
+}
