@@ -13,8 +13,8 @@ struct AttentionLayout {
   int64_t B = 0, T = 0, H = 0, dqk = 0, dv = 0;
   int64_t q_ld = 0, q_hs = 0, k_ld = 0, k_hs = 0, v_ld = 0, v_hs = 0, o_ld = 0, o_hs = 0;
   float scale = 1.f;  // applied to q k^T before the causal softmax
-  // The GEMMs read bf16 operands (q, k, v, dO, and P and dS per block) with f32 accumulation, as
-  // DeepSeek-V3's attention at bf16 and fp8 (only the linear layers run fp8); else f32 throughout.
+  // The GEMMs read bf16 operands (q, k, v, dO, and P and dS per block) with f32 accumulation, as a
+  // flash-attention kernel at bf16 does (precision bf16); else f32 throughout.
   bool bf16 = false;
   // data.document_mask: doc_start[b*T + t] (device memory, [B*T]) is the position where the
   // document of query t of sequence b starts; the query sees keys doc_start..t only. Null: every

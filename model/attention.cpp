@@ -193,7 +193,9 @@ AttentionLayout MLA::attention_layout(int64_t B, int64_t T, const RopeTables& rt
   l.o_hs = vdim;
   l.scale = 1.0f / std::sqrt(float(d));
   l.doc_start = rt.doc_start();
-  l.bf16 = o_proj.prec != Precision::FP32;  // the core runs bf16 at fp8 too, as DeepSeek-V3's
+  // At bf16 the core's GEMMs read bf16 operands too. At fp8 it stays f32: the fp8 emulation rounds
+  // the linear layers' inputs only (docs/performance.md has its precision study).
+  l.bf16 = o_proj.prec == Precision::BF16;
   return l;
 }
 

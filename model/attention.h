@@ -74,7 +74,7 @@ struct MLA {
   // dx[N,D] += d attn / dx (accumulated); parameter gradients accumulate.
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
                 const RopeTables& rt, MLAActs& a) const;
-  // GEMM precision of the projections; the attention core runs bf16 GEMMs at bf16 and fp8
+  // GEMM precision of the projections; at bf16 the attention core's GEMMs read bf16 operands too
   // (AttentionLayout::bf16).
   void set_precision(Precision p) {
     for (Linear* l : {&q_a_proj, &q_b_proj, &q_proj, &kv_a_proj_with_mqa, &kv_b_proj, &o_proj}) l->prec = p;

