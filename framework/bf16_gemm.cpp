@@ -87,6 +87,10 @@ struct Entry {
   bool declined = false;  // oneDNN offered only its reference kernel: use the emulation instead
   dnnl::matmul prim;
   size_t scratch_bytes = 0;
+  // The memory objects of the last call, re-pointed when the run-time dimension repeats (attention
+  // calls the same shapes thousands of times a step; making them costs more than a small GEMM).
+  memory a, b, c, scratch;
+  int64_t m = -1, k = -1;
 };
 
 // Per thread: primitives, stream and scratchpad are used only by the thread that made them, so
@@ -190,16 +194,30 @@ void gemm_bf16_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float a
     const Key key{ta, tb, ta ? M : K, N, lda, ldb, ldc, ab, bb};
     auto it = ts.cache.find(key);
     if (it == ts.cache.end()) it = ts.cache.emplace(key, make_entry(key, ta, tb, M, N, K, alpha, beta)).first;
-    const Entry& e = it->second;
+    Entry& e = it->second;
     if (!e.declined) {
       if (ts.scratchpad.size() < e.scratch_bytes) ts.scratchpad.resize(e.scratch_bytes);
+      if (e.m != M || e.k != K) {
+        e.a = memory(a_desc(M, K, ta, lda), cpu_engine(), DNNL_MEMORY_NONE);
+        e.b = memory(b_desc(K, N, tb, ldb), cpu_engine(), DNNL_MEMORY_NONE);
+        e.c = memory(c_desc(M, N, ldc), cpu_engine(), DNNL_MEMORY_NONE);
+        e.scratch = memory(memory::desc(Dims{int64_t(e.scratch_bytes)}, DT::u8, Dims{1}), cpu_engine(),
+                           DNNL_MEMORY_NONE);
+        e.m = M;
+        e.k = K;
+      }
       // oneDNN takes non-const handles; it only reads A and B.
-      memory a(a_desc(M, K, ta, lda), cpu_engine(), const_cast<uint16_t*>(A));
-      memory b(b_desc(K, N, tb, ldb), cpu_engine(), const_cast<uint16_t*>(B));
-      memory c(c_desc(M, N, ldc), cpu_engine(), C);
-      memory s(memory::desc(Dims{int64_t(e.scratch_bytes)}, DT::u8, Dims{1}), cpu_engine(), ts.scratchpad.data());
-      e.prim.execute(ts.stream,
-                     {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}, {DNNL_ARG_SCRATCHPAD, s}});
+      e.a.set_data_handle(const_cast<uint16_t*>(A));
+      e.b.set_data_handle(const_cast<uint16_t*>(B));
+      e.c.set_data_handle(C);
+      e.scratch.set_data_handle(ts.scratchpad.data());
+      // The C API takes the arguments as an array (the C++ one builds a hash map per call).
+      const dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, e.a.get()},
+                                      {DNNL_ARG_WEIGHTS, e.b.get()},
+                                      {DNNL_ARG_DST, e.c.get()},
+                                      {DNNL_ARG_SCRATCHPAD, e.scratch.get()}};
+      dnnl::error::wrap_c_api(dnnl_primitive_execute(e.prim.get(), ts.stream.get(), 4, args),
+                              "bf16 GEMM: oneDNN matmul failed");
       return;
     }
   }

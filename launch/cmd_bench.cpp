@@ -101,6 +101,7 @@ int bench_train(int argc, char** argv) {
                         {"config", cfg.source},
                         {"device", device.description},
                         {"precision", precision_name(dm.model.precision())},
+                        {"precision_detail", precision_label(dm.model.precision(), device)},
                         {"ranks", W},
                         {"ep", dm.mesh.ep()},
                         {"threads", num_threads()},

@@ -1,5 +1,6 @@
 #include "launch/device.h"
 
+#include "framework/bf16_gemm.h"
 #include "framework/error.h"
 
 #ifdef MOE_HAVE_CUDA
@@ -82,6 +83,12 @@ double device_peak_mib(const DeviceChoice& d) {
 #endif
   (void)d;
   return 0;
+}
+
+std::string precision_label(Precision p, const DeviceChoice& d) {
+  const bool cpu = d.description.rfind("cpu", 0) == 0;
+  if (p != Precision::BF16 || !cpu) return precision_name(p);
+  return std::string("bf16 (") + bf16_gemm_backend() + ")";
 }
 
 }  // namespace moe

@@ -28,6 +28,9 @@ struct DeviceChoice {
 DeviceChoice choose_device(const Config& cfg, const Comm* comm);
 // The same for a device named elsewhere (a command-line flag): `where` prefixes the errors.
 DeviceChoice choose_device(const std::string& device, const std::string& where, const Comm* comm);
+// The precision as run headers print it: on the CPU at bf16 with the GEMM that runs it, e.g.
+// "bf16 (onednn 2.6.3 avx512_core_bf16)" or "bf16 (emulated (this CPU has no AVX512-BF16))".
+std::string precision_label(Precision p, const DeviceChoice& d);
 
 // Peak device memory (MiB) the backend's allocator has reserved; 0 on the CPU (see peak_rss_mib).
 double device_peak_mib(const DeviceChoice& d);

@@ -238,7 +238,7 @@ class Trainer {
       printf("moe train: %s | %.2fM params (%.2fM active) | %d rank(s) (dp %d x ep %d) x %d thread(s) | global batch "
              "%lld x %d tokens | %s | %s\n",
              cfg_.run.name.c_str(), pc.total / 1e6, pc.active / 1e6, W, mesh_.dp(), mesh_.ep(), num_threads(),
-             (long long)global_batch(), T, precision_name(model_.precision()), device_.description.c_str());
+             (long long)global_batch(), T, precision_label(model_.precision(), device_).c_str(), device_.description.c_str());
       double total_weight = 0;
       for (double w : data_.weights) total_weight += w;
       for (int s = 0; s < sampler_.sources(); ++s) {

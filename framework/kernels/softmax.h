@@ -20,11 +20,15 @@ MOE_HD inline int64_t softmax_valid(int64_t n, int64_t V, bool causal, int64_t q
 // exp through libm's expf, or through fast_expf where the caller runs it N*T*T times (attention).
 MOE_HD inline float softmax_exp(float x, bool fast) { return fast ? fast_expf(x) : expf(x); }
 
+// max(m, x): a comparison, not fmaxf, which must honour NaN operands and stays a library call on the
+// CPU (7% of the attention core). Same result: a NaN x leaves m, and m starts at -inf, never NaN.
+MOE_HD inline float running_max(float m, float x) { return x > m ? x : m; }
+
 // log(sum_i exp(x[i])) over x[n], numerically stable.
 template <class R>
 MOE_HD inline float logsumexp_row(R& r, const float* x, int64_t n) {
   float m = -INFINITY;
-  for (int64_t i = r.lane(); i < n; i += r.width()) m = fmaxf(m, x[i]);
+  for (int64_t i = r.lane(); i < n; i += r.width()) m = running_max(m, x[i]);
   m = r.max(m);
   float s = 0.f;
   for (int64_t i = r.lane(); i < n; i += r.width()) s += expf(x[i] - m);
@@ -35,7 +39,7 @@ MOE_HD inline float logsumexp_row(R& r, const float* x, int64_t n) {
 template <class R>
 MOE_HD inline float softmax_row_forward(R& r, float* p, const float* x, int64_t n, int64_t n_total, bool fast) {
   float m = -INFINITY;
-  for (int64_t i = r.lane(); i < n; i += r.width()) m = fmaxf(m, x[i]);
+  for (int64_t i = r.lane(); i < n; i += r.width()) m = running_max(m, x[i]);
   m = r.max(m);
   float sum = 0.f;
   for (int64_t i = r.lane(); i < n; i += r.width()) {
