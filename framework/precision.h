@@ -1,6 +1,8 @@
 // Compute precision of the linear layers' GEMMs (train.precision), emulated exactly on the CPU:
 //   fp32  the GEMM inputs as they are.
-//   bf16  both GEMM inputs rounded to bf16 (nearest-even), products accumulated in f32.
+//   bf16  both GEMM inputs rounded to bf16 (nearest-even), products accumulated in f32: on the
+//         CPU's AVX512-BF16 instructions where it has them (bf16_gemm.h), else f32 GEMMs on the
+//         rounded values.
 //   fp8   DeepSeek-V3's recipe: both inputs quantised to E4M3 with f32 scales per tile of the
 //         reduction axis (framework/kernels/fp8.h), the GEMM run on the de-quantised values with f32
 //         accumulation. Tiles, for a linear layer y[M,out] = x[M,in] W[out,in]^T:

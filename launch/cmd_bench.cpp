@@ -1,6 +1,7 @@
 // `moe bench <what>`: benchmarks that print one JSON line per result (never assertions).
 //   train      training steps of a config on random tokens: tokens/s, step time, peak memory and
 //              where the time goes (per-phase split from framework/profiler.h)
+//   gemm       f32 / bf16 GEMM throughput at a config's shapes (cmd_bench_gemm.cpp)
 //   comm       collective bandwidth over MPI ranks (cmd_bench_comm.cpp)
 //   tokenizer  encode throughput (cmd_bench_tokenizer.cpp)
 //   checkpoint save/load speed and the training stall per save (cmd_bench_checkpoint.cpp)
@@ -22,6 +23,7 @@
 #include "launch/args.h"
 #include "launch/commands.h"
 #include "launch/device.h"
+#include "launch/gemm_peak.h"
 #include "model/model.h"
 #include "parallel/distributed_model.h"
 #include "parallel/train_step.h"
@@ -122,7 +124,13 @@ int bench_train(int argc, char** argv) {
                         {"grad_norm", last.grad_norm},
                         {"time_split", phases}};
   // The same MFU as bench/torch_ref.py: against 989 TFLOP/s (H100 dense bf16) on a GPU.
-  if (device.peak_flops > 0) out["mfu_vs_989"] = std::round(1000.0 * flops / device.peak_flops) / 1000.0;
+  if (device.peak_flops > 0) {
+    out["mfu_vs_989"] = std::round(1000.0 * flops / device.peak_flops) / 1000.0;
+  } else {  // the CPU: model FLOPs against a 1024^3 GEMM in the precision the GEMMs run (moe bench gemm)
+    const double ceiling = cpu_peak_gflops(dm.model.precision());
+    out["gemm_ceiling_gflops"] = std::round(ceiling * 10) / 10;
+    out["mfu_vs_gemm_ceiling"] = std::round(1000.0 * flops / W / 1e9 / ceiling) / 1000.0;  // per rank
+  }
   if (comm.is_root()) puts(out.dump().c_str());
   return 0;
 }
@@ -131,8 +139,9 @@ int bench_train(int argc, char** argv) {
 
 int cmd_bench(int argc, char** argv) {
   const char* usage =
-      "usage: moe bench <train|generate|comm|tokenizer|checkpoint> [flags]   (moe bench <what> --help for its flags)\n"
+      "usage: moe bench <train|gemm|generate|comm|tokenizer|checkpoint> [flags]   (moe bench <what> --help for its flags)\n"
       "  train       training throughput of a config on random tokens, with the per-phase time split\n"
+      "  gemm        f32 and bf16 GEMM GFLOP/s at a config's shapes and at 1024^3 (the ceilings)\n"
       "  generate    decoding tokens/s with the latent KV cache against the no-cache path, at several batch sizes\n"
       "  comm        all-gather / reduce-scatter / all-reduce / all-to-all-v bandwidth (under mpirun)\n"
       "  tokenizer   encode throughput of a tokenizer on a file\n"
@@ -143,11 +152,12 @@ int cmd_bench(int argc, char** argv) {
   }
   std::string what = argv[0];
   if (what == "train") return bench_train(argc - 1, argv + 1);
+  if (what == "gemm") return cmd_bench_gemm(argc - 1, argv + 1);
   if (what == "generate") return cmd_bench_generate(argc - 1, argv + 1);
   if (what == "comm") return cmd_bench_comm(argc - 1, argv + 1);
   if (what == "tokenizer") return cmd_bench_tokenizer(argc - 1, argv + 1);
   if (what == "checkpoint") return cmd_bench_checkpoint(argc - 1, argv + 1);
-  throw error("moe bench: unknown benchmark '", what, "' (expected train, generate, comm, tokenizer or checkpoint)");
+  throw error("moe bench: unknown benchmark '", what, "' (expected train, gemm, generate, comm, tokenizer or checkpoint)");
 }
 
 }  // namespace moe

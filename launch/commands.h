@@ -13,6 +13,7 @@ int cmd_bench(int argc, char** argv);
 int cmd_tokenizer(int argc, char** argv);        // train | encode | decode
 int cmd_bench_tokenizer(int argc, char** argv);  // `moe bench tokenizer`, args after "tokenizer"
 int cmd_bench_generate(int argc, char** argv);   // `moe bench generate`, args after "generate"
+int cmd_bench_gemm(int argc, char** argv);       // `moe bench gemm`, args after "gemm"
 int cmd_bench_comm(int argc, char** argv);       // `moe bench comm`, args after "comm"
 int cmd_bench_checkpoint(int argc, char** argv); // `moe bench checkpoint`, args after "checkpoint"
 int cmd_export(int argc, char** argv);           // checkpoint -> Hugging Face safetensors + config.json

@@ -24,6 +24,7 @@
 #include "framework/threads.h"
 #include "launch/data_sources.h"
 #include "launch/device.h"
+#include "launch/gemm_peak.h"
 #include "launch/evaluate.h"
 #include "launch/expert_report.h"
 #include "launch/model_io.h"
@@ -52,22 +53,6 @@ extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// f32 GEMM throughput of this machine with the threads we use: the denominator of MFU on the CPU.
-// Best of several short trials, so a momentary hiccup does not inflate every MFU figure after it.
-double measure_peak_gflops() {
-  const int64_t n = 1024;  // big enough that thread wake-ups do not count
-  Tensor a = Tensor::empty({n, n}), b = Tensor::empty({n, n}), c = Tensor::empty({n, n});
-  a.fill_(0.5f);
-  b.fill_(0.25f);
-  double best = 0;
-  for (int trial = 0; trial < 3; ++trial) {
-    auto t0 = Clock::now();
-    gemm(false, false, n, n, n, 1.f, a.f32(), n, b.f32(), n, 0.f, c.f32(), n);
-    best = std::max(best, 2.0 * n * n * n / seconds_since(t0) / 1e9);
-  }
-  return best;
 }
 
 // metrics.jsonl tells the history that led to the current state. A run that died after its last
@@ -263,7 +248,8 @@ class Trainer {
       rank_log_ = std::fopen(path.c_str(), start_step_ > 0 ? "a" : "w");
       if (!rank_log_) throw error(path.string(), ": cannot open for writing (run.rank_logs)");
     }
-    peak_gflops_ = device_.peak_flops > 0 ? device_.peak_flops / 1e9 : measure_peak_gflops();
+    // On the CPU, MFU is against this machine's GEMM ceiling in the precision the GEMMs run.
+    peak_gflops_ = device_.peak_flops > 0 ? device_.peak_flops / 1e9 : cpu_peak_gflops(model_.precision());
     run_start_ = log_start_ = Clock::now();
   }
 

@@ -48,15 +48,16 @@ struct Problem {
   }
 };
 
+Grads zeros(const Problem& p) {
+  return {std::vector<float>(p.v.size()), std::vector<float>(p.q.size()), std::vector<float>(p.k.size()),
+          std::vector<float>(p.v.size())};
+}
+
 double rnd(double x, bool bf16) { return bf16 ? double(round_bf16(float(x))) : x; }
 
 Grads naive(const Problem& p, bool bf16) {
   const AttentionLayout l = p.layout(bf16);
-  Grads g;
-  g.o.assign(p.v.size(), 0.f);
-  g.dq.assign(p.q.size(), 0.f);
-  g.dk.assign(p.k.size(), 0.f);
-  g.dv.assign(p.v.size(), 0.f);
+  Grads g = zeros(p);
   std::vector<double> dk(p.k.size()), dv(p.v.size());
   for (int64_t b = 0; b < p.B; ++b)
     for (int64_t h = 0; h < p.H; ++h)
@@ -103,11 +104,7 @@ Grads naive(const Problem& p, bool bf16) {
 
 Grads core(const Problem& p, bool bf16) {
   const AttentionLayout l = p.layout(bf16);
-  Grads g;
-  g.o.assign(p.v.size(), 0.f);
-  g.dq.assign(p.q.size(), 0.f);
-  g.dk.assign(p.k.size(), 0.f);
-  g.dv.assign(p.v.size(), 0.f);
+  Grads g = zeros(p);
   std::vector<float> lse(size_t(p.B * p.H * p.T));
   attention_forward(g.o.data(), lse.data(), p.q.data(), p.k.data(), p.v.data(), l);
   attention_backward(g.dq.data(), g.dk.data(), g.dv.data(), p.dout.data(), p.q.data(), p.k.data(), p.v.data(),
