@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "framework/bf16_gemm.h"
+#include "framework/bf16_weights.h"
 #include "framework/dtype.h"
 #include "framework/error.h"
 #include "framework/gemm.h"
@@ -93,17 +94,26 @@ namespace {
 // bf16 bit patterns for n values in the calling thread's scratch arena.
 uint16_t* scratch_bf16(int64_t n) { return reinterpret_cast<uint16_t*>(scratch_floats((n + 1) / 2)); }
 
+// W as bf16: the copy made once inside a Bf16WeightScope (bf16_weights.h), else rounded into the
+// caller's scratch.
+const uint16_t* weights_bf16(const float* W, int64_t n) {
+  if (const uint16_t* kept = bf16_weights(W, n)) return kept;
+  uint16_t* Wb = scratch_bf16(n);
+  MOE_LEAF_PHASE("quantize");
+  to_bf16(Wb, W, n);
+  return Wb;
+}
+
 // bf16 on the CPU's bf16 instructions: the operands rounded once into bf16 storage (half the bytes
 // of the emulation's rounded f32 copies), the GEMMs accumulate in f32 (bf16_gemm.h).
 void linear_forward_bf16(float* y, const float* x, const float* W, int64_t M, int64_t in, int64_t out,
                          bool accumulate) {
   ScratchScope scope;
+  const uint16_t* Wb = weights_bf16(W, out * in);
   uint16_t* xb = scratch_bf16(M * in);
-  uint16_t* Wb = scratch_bf16(out * in);
   {
     MOE_LEAF_PHASE("quantize");
     to_bf16(xb, x, M * in);
-    to_bf16(Wb, W, out * in);
   }
   gemm_bf16(false, true, M, out, in, 1.f, xb, in, Wb, in, accumulate ? 1.f : 0.f, y, out);
 }
@@ -113,12 +123,11 @@ void linear_backward_bf16(float* dx, float* dW, const float* dy, const float* x,
   ScratchScope scope;
   uint16_t* dyb = scratch_bf16(M * out);
   uint16_t* xb = dW ? scratch_bf16(M * in) : nullptr;
-  uint16_t* Wb = dx ? scratch_bf16(out * in) : nullptr;
+  const uint16_t* Wb = dx ? weights_bf16(W, out * in) : nullptr;
   {
     MOE_LEAF_PHASE("quantize");
     to_bf16(dyb, dy, M * out);
     if (xb) to_bf16(xb, x, M * in);
-    if (Wb) to_bf16(Wb, W, out * in);
   }
   if (dx) gemm_bf16(false, false, M, in, out, 1.f, dyb, out, Wb, in, accumulate_dx ? 1.f : 0.f, dx, in);
   if (dW) gemm_bf16(true, false, out, in, M, 1.f, dyb, out, xb, in, 1.f, dW, in);

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoints/checkpoint.h"
+#include "framework/bf16_weights.h"
 #include "framework/config.h"
 #include "framework/error.h"
 #include "framework/metrics.h"
@@ -103,6 +104,7 @@ int cmd_bench_generate(int argc, char** argv) {
   }
   mc = model->config();
   model->set_precision(precision);
+  const Bf16WeightScope weights_held;  // bf16 weights rounded once, as a Generator does
   const int64_t V = mc.vocab_size, positions = P + N;
   auto prompt = [&](int64_t b) {
     std::vector<int32_t> ids(static_cast<size_t>(P));

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "data_pipeline/tokenizer.h"
+#include "framework/bf16_weights.h"
 #include "framework/error.h"
 
 namespace moe {
@@ -41,6 +42,7 @@ EvalResult evaluate(DeepSeekV3& model, const TokenDataset& data, const std::vect
   // Every rank runs the same number of forwards: under FSDP and expert parallelism a forward is
   // collective. A rank past the last batch re-runs batch 0 and ignores the result.
   const int64_t rounds = (total_batches + world - 1) / world;
+  const Bf16WeightScope weights_held;  // the weights hold still during an evaluation
   for (int64_t round = 0; round < rounds; ++round) {
     const int64_t b = round * world + opt.rank;
     const bool counted = b < total_batches;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "data_pipeline/tokenizer.h"
+#include "framework/bf16_weights.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
 
@@ -90,6 +91,7 @@ class Generator {
   DeepSeekV3& model_;
   const Tokenizer& tok_;
   GeneratorOptions opt_;
+  Bf16WeightScope weights_held_;  // the model's weights hold still while it generates
   std::unique_ptr<KVCache> cache_;
   std::deque<std::unique_ptr<Sequence>> queue_;
   std::vector<std::unique_ptr<Sequence>> slots_;  // max_batch entries, null = free

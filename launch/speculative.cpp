@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "framework/bf16_weights.h"
 #include "framework/error.h"
 #include "model/kv_cache.h"
 
@@ -21,6 +22,7 @@ std::vector<int32_t> greedy_decode(DeepSeekV3& model, const std::vector<int32_t>
   std::vector<int32_t> out;
   if (max_tokens <= 0) return out;
   const int64_t P = int64_t(prompt.size());
+  const Bf16WeightScope weights_held;
   KVCache cache(model, 1, P + max_tokens);
   Tensor logits = model.prefill(cache, 0, prompt.data(), P);
   const int64_t slot = 0;
@@ -40,6 +42,7 @@ std::vector<int32_t> speculative_greedy_decode(DeepSeekV3& model, const std::vec
   std::vector<int32_t> out;
   if (max_tokens <= 0) return out;
   const int64_t P = int64_t(prompt.size());
+  const Bf16WeightScope weights_held;
   KVCache cache(model, 1, P + max_tokens + 1);
   // `a`: the last confirmed token, not yet in the main cache; `draft`: MTP's guess of the next.
   int32_t a = argmax_row(model.prefill(cache, 0, prompt.data(), P), 0);

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "framework/bf16_weights.h"
 #include "framework/error.h"
 
 namespace moe {
@@ -93,6 +94,7 @@ std::vector<double> score_continuations(DeepSeekV3& model, const std::vector<Sco
 
   std::vector<double> loglik(requests.size(), 0.0);
   std::vector<int32_t> ids, targets, full;
+  const Bf16WeightScope weights_held;  // the weights hold still while scoring
   for (size_t first = 0; first < order.size(); first += size_t(B)) {
     const size_t n = std::min(order.size() - first, size_t(B));
     const int64_t L = window_len(requests[order[first]]);  // longest of this batch

@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "framework/backend.h"
-
+#include "framework/bf16_weights.h"
 #include "framework/error.h"
 #include "framework/rng.h"
 #include "framework/threads.h"
@@ -67,6 +67,10 @@ void ParamStore::allocate_unbound() { layout(); }
 
 void ParamStore::bind(int unit, float* data, float* grad) {
   MOE_CHECK(!flat_, "bind() on a ParamStore with its own storage");
+  // bf16 copies of what the unit held, or of what last lived where it now points, are stale.
+  ParamUnit& u = units_.at(unit);
+  bf16_weights_forget(u.data, u.numel);
+  bf16_weights_forget(data, u.numel);
   units_.at(unit).data = data;
   units_.at(unit).grad = grad;
 }

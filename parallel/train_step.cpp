@@ -1,7 +1,9 @@
 #include "parallel/train_step.h"
 
 #include <cmath>
+#include <optional>
 
+#include "framework/bf16_weights.h"
 #include "framework/optimizer.h"
 #include "framework/profiler.h"
 
@@ -35,6 +37,10 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
   model.set_mtp_loss_weight(mtp_loss_weight_at(cfg.model, step));
   double losses[5] = {0, 0, 0, 0, 0};  // ce, aux, z, top-1 hits, mtp summed over micro-batches
   std::vector<double> by_source;         // per source: sum of token losses, then tokens
+  // The weights hold still until the optimizer: bf16 GEMMs round each matrix once for all
+  // micro-batches' forwards and backwards (closed before fsdp.step below).
+  std::optional<Bf16WeightScope> bf16_weights_kept;
+  bf16_weights_kept.emplace();
   for (int a = 0; a < A; ++a) {
     const MicroBatch mb = batch(step, a);
     const ForwardStats s = model.forward(mb.ids, mb.targets, B, T, /*count_load=*/true, mb.doc_start);
@@ -47,6 +53,7 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
     losses[4] += s.mtp_loss;
   }
   fsdp.finish_grads();
+  bf16_weights_kept.reset();
   if (fault.nan_loss) losses[0] = std::nan("");
 
   StepStats st;

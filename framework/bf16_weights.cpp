@@ -1,0 +1,76 @@
+#include "framework/bf16_weights.h"
+
+#include <map>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "framework/bf16_gemm.h"
+#include "framework/profiler.h"
+
+namespace moe {
+namespace {
+
+struct Cache {
+  std::mutex mu;
+  int open_scopes = 0;
+  // Ordered by address, so forgetting a range is one lower_bound. Keyed by (address, size): the
+  // same address read with another size is another matrix (a prefix of a unit, say).
+  std::map<std::pair<const float*, int64_t>, std::vector<uint16_t>> copies;
+  int64_t bytes = 0;
+};
+
+Cache& cache() {
+  static Cache c;
+  return c;
+}
+
+}  // namespace
+
+Bf16WeightScope::Bf16WeightScope() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  ++c.open_scopes;
+}
+
+Bf16WeightScope::~Bf16WeightScope() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  if (--c.open_scopes == 0) {
+    c.copies.clear();
+    c.bytes = 0;
+  }
+}
+
+const uint16_t* bf16_weights(const float* W, int64_t n) {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  if (c.open_scopes == 0) return nullptr;
+  auto [it, added] = c.copies.try_emplace({W, n});
+  if (added) {
+    MOE_LEAF_PHASE("quantize");
+    it->second.resize(size_t(n));
+    to_bf16(it->second.data(), W, n);
+    c.bytes += n * int64_t(sizeof(uint16_t));
+  }
+  return it->second.data();
+}
+
+void bf16_weights_forget(const float* begin, int64_t n) {
+  if (!begin || n <= 0) return;
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  auto it = c.copies.lower_bound({begin, 0});
+  while (it != c.copies.end() && it->first.first < begin + n) {
+    c.bytes -= it->first.second * int64_t(sizeof(uint16_t));
+    it = c.copies.erase(it);
+  }
+}
+
+int64_t bf16_weights_bytes() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  return c.bytes;
+}
+
+}  // namespace moe

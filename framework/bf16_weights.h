@@ -1,0 +1,35 @@
+// bf16 copies of weight matrices, made once and reused while the weights cannot change.
+//
+// A bf16 linear layer reads its weight matrix as bf16 operands in the forward GEMM and again in the
+// dgrad GEMM, on every micro-batch, and a decoder reads it on every token. Rounding W each time
+// costs a pass over it per GEMM (at decode, more than the GEMM itself). Inside a Bf16WeightScope the
+// bf16 GEMMs (framework/precision.cpp) round each W once, keyed by its address and size, and read
+// the copy afterwards.
+//
+// The contract of an open scope: the weights it sees do not change. The train step holds one
+// around its forwards and backwards (the optimizer runs after it closes), evaluation around its
+// batches, a Generator for its lifetime. Storage that is rebound to other weights while a scope is
+// open (FSDP's pooled gather buffers) must be forgotten (bf16_weights_forget, which
+// ParamStore::bind calls). The last scope to close frees every copy.
+#pragma once
+#include <cstdint>
+
+namespace moe {
+
+class Bf16WeightScope {
+ public:
+  Bf16WeightScope();
+  ~Bf16WeightScope();
+  Bf16WeightScope(const Bf16WeightScope&) = delete;
+  Bf16WeightScope& operator=(const Bf16WeightScope&) = delete;
+};
+
+// W[n] as bf16 bits, rounded on the first call for (W, n) inside an open scope and kept until the
+// last scope closes; null when no scope is open (the caller rounds into scratch itself).
+const uint16_t* bf16_weights(const float* W, int64_t n);
+// Drops the copies of every matrix that starts in [begin, begin + n).
+void bf16_weights_forget(const float* begin, int64_t n);
+// Bytes held by the copies (for tests and memory reports).
+int64_t bf16_weights_bytes();
+
+}  // namespace moe
