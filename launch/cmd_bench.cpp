@@ -25,6 +25,7 @@
 #include "launch/device.h"
 #include "launch/gemm_peak.h"
 #include "model/model.h"
+#include "parallel/comm_stats.h"
 #include "parallel/distributed_model.h"
 #include "parallel/train_step.h"
 
@@ -89,8 +90,10 @@ int bench_train(int argc, char** argv) {
   };
   run_steps(warmup);
   Profiler::reset();
+  reset_comm_counts();
   auto t0 = std::chrono::steady_clock::now();
   run_steps(steps);
+  const CommCounts comm_counted = comm_counts();
   compute().synchronize();
   comm.barrier();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -122,7 +125,9 @@ int bench_train(int argc, char** argv) {
                         {"peak_device_mib", std::round(device_peak_mib(device))},
                         {"loss", last.loss},
                         {"grad_norm", last.grad_norm},
-                        {"time_split", phases}};
+                        {"time_split", phases},
+                        // rank 0's collectives per step (parallel/comm_stats.h)
+                        {"comm_per_step", comm_counts_json(comm_counted, steps)}};
   // The same MFU as bench/torch_ref.py: against 989 TFLOP/s (H100 dense bf16) on a GPU.
   if (device.peak_flops > 0) {
     out["mfu_vs_989"] = std::round(1000.0 * flops / device.peak_flops) / 1000.0;

@@ -33,6 +33,7 @@
 #include "model/model.h"
 #include "framework/optimizer.h"
 #include "parallel/comm.h"
+#include "parallel/comm_stats.h"
 #include "parallel/distributed_model.h"
 #include "parallel/train_step.h"
 
@@ -176,6 +177,7 @@ class Trainer {
         if (comm_.is_root()) experts_.add(*s.expert_load);
         log_step(done, s, seconds_since(step_start));
       };
+      reset_comm_counts();  // what this step communicates, for its metrics row
       const StepStats st = train_step(dm_, cfg_, step, batch, wait_snapshot, log, fault.step);
       if (st.skipped && bad_step(done, st)) {
         step = roll_back() - 1;  // the loop's ++step: the checkpoint's step runs next
@@ -335,6 +337,7 @@ class Trainer {
       if (data_.mixture) row["source_loss"] = per_source(s.source_loss);
       if (mtp) row["mtp_loss"] = s.mtp_loss;
       if (skipped_steps_ > 0) row["skipped_steps"] = skipped_steps_;
+      if (comm_.size() > 1) row["comm"] = comm_counts_json(comm_counts());  // rank 0's, this step
       log_metrics(row);
     }
     log_start_ = Clock::now();

@@ -5,6 +5,7 @@
 #include <climits>
 
 #include "parallel/comm.h"
+#include "parallel/comm_stats.h"
 #include "parallel/mpi_util.h"
 
 namespace moe {
@@ -44,6 +45,7 @@ void Comm::allreduce_sum(double* data, int64_t n) const { allreduce_sum_(data, n
 template <class T>
 void Comm::allreduce_sum_(T* data, int64_t n, MPI_Datatype type) const {
   if (size_ == 1) return;
+  count_collective(CollectiveKind::AllReduce, n * int64_t(sizeof(T)));
   // Pieces are reduced independently: element k's sum does not depend on where the cuts fall.
   const int64_t piece = detail::mpi_max_count();
   for (int64_t off = 0; off < n; off += piece) {
@@ -90,6 +92,7 @@ Request Comm::iallgather_(const void* send, void* recv, int64_t n, MPI_Datatype 
   Request r = post(name);
   int esize = 0;
   MPI_CHECK(MPI_Type_size(type, &esize));
+  if (size_ > 1) count_collective(CollectiveKind::AllGather, n * esize * size_);
   char* out = static_cast<char*>(recv);
   const bool in_place = send == out + int64_t(rank_) * n * esize;
   // A chunk over the MPI count limit goes as pieces; piece p of every rank's chunk lands at
@@ -113,6 +116,7 @@ Request Comm::iallgather_(const void* send, void* recv, int64_t n, MPI_Datatype 
 // in rank order. Same bytes on the wire as a ring reduce-scatter; staging costs size() * n floats.
 Request Comm::ireduce_scatter_sum(const float* send, float* recv, int64_t n) const {
   Request r = post("reduce_scatter");
+  if (size_ > 1) count_collective(CollectiveKind::ReduceScatter, n * size_ * int64_t(sizeof(float)));
   if (n == 0) return r;
   r.staging_.resize(size_t(n) * size_ * sizeof(float));
   float* rows = reinterpret_cast<float*>(r.staging_.data());
@@ -136,6 +140,7 @@ std::vector<int64_t> Comm::exchange_counts(Counts send_counts) const {
   std::vector<int64_t> recv(send_counts.size());
   const int k = mpi_int(int64_t(send_counts.size()) / size_, "exchange_counts: counts per rank");
   if (k == 0) return recv;
+  if (size_ > 1) count_collective(CollectiveKind::AllToAllV, int64_t(send_counts.size() * sizeof(int64_t)));
   Request r = post("exchange_counts");
   MPI_CHECK(MPI_Ialltoall(send_counts.data(), k, MPI_INT64_T, recv.data(), k, MPI_INT64_T, comm_,
                           r.slot()));
@@ -158,6 +163,13 @@ Request Comm::ialltoallv_(const void* send, Counts send_counts, Counts send_disp
   MOE_CHECK(send_counts.size() == p && send_displs.size() == p && recv_counts.size() == p && recv_displs.size() == p,
             "alltoallv: counts and displacements need one entry per rank (", p, ")");
   Request r = post(name);
+  if (size_ > 1) {
+    int esize = 0;
+    MPI_CHECK(MPI_Type_size(type, &esize));
+    int64_t sent = 0;
+    for (int64_t c : send_counts) sent += c;
+    count_collective(CollectiveKind::AllToAllV, sent * esize);
+  }
   // MPI reads these int arrays until completion, so the request owns them: [4][size].
   r.args_.resize(4 * p);
   int* a = r.args_.data();

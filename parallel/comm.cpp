@@ -1,6 +1,7 @@
 // Comm's life cycle, failure handling and the polling wait behind every collective.
 // The collectives themselves are in collectives.cpp.
 #include "parallel/comm.h"
+#include "parallel/comm_stats.h"
 
 #include <sched.h>
 
@@ -227,6 +228,7 @@ Request Comm::post(const char* name) const {
 
 void Comm::broadcast(void* data, int64_t bytes, int root) const {
   if (size_ == 1) return;
+  count_collective(CollectiveKind::Broadcast, bytes);
   Request r = post("broadcast");
   const int64_t piece = detail::mpi_max_count();
   for (int64_t off = 0; off < bytes; off += piece)

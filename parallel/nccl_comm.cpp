@@ -7,6 +7,7 @@
 
 #include "framework/cuda/check.h"
 #include "framework/cuda/device.h"
+#include "parallel/comm_stats.h"
 #include "parallel/mpi_util.h"
 
 namespace moe {
@@ -199,18 +200,21 @@ NcclRequest NcclComm::end(const char* name) const {
 }
 
 NcclRequest NcclComm::iallreduce_sum(float* data, int64_t n, cudaStream_t after) const {
+  if (size_ > 1) count_collective(CollectiveKind::AllReduce, n * int64_t(sizeof(float)));
   begin(after);
   MOE_NCCL_CHECK(ncclAllReduce(data, data, size_t(n), ncclFloat32, ncclSum, comm_, stream_));
   return end("allreduce_sum");
 }
 
 NcclRequest NcclComm::iallgather(const float* send, float* recv, int64_t n, cudaStream_t after) const {
+  if (size_ > 1) count_collective(CollectiveKind::AllGather, n * size_ * int64_t(sizeof(float)));
   begin(after);
   MOE_NCCL_CHECK(ncclAllGather(send, recv, size_t(n), ncclFloat32, comm_, stream_));
   return end("allgather");
 }
 
 NcclRequest NcclComm::ireduce_scatter_sum(const float* send, float* recv, int64_t n, cudaStream_t after) const {
+  if (size_ > 1) count_collective(CollectiveKind::ReduceScatter, n * size_ * int64_t(sizeof(float)));
   begin(after);
   MOE_NCCL_CHECK(ncclReduceScatter(send, recv, size_t(n), ncclFloat32, ncclSum, comm_, stream_));
   return end("reduce_scatter_sum");
@@ -221,6 +225,11 @@ NcclRequest NcclComm::ialltoallv(const float* send, Counts send_counts, Counts s
   MOE_CHECK(int(send_counts.size()) == size_ && int(send_displs.size()) == size_ && int(recv_counts.size()) == size_ &&
                 int(recv_displs.size()) == size_,
             "alltoallv needs one count and displacement per rank");
+  if (size_ > 1) {
+    int64_t sent = 0;
+    for (int64_t c : send_counts) sent += c;
+    count_collective(CollectiveKind::AllToAllV, sent * int64_t(sizeof(float)));
+  }
   begin(after);
   MOE_NCCL_CHECK(ncclGroupStart());
   for (int j = 0; j < size_; ++j) {
@@ -234,6 +243,7 @@ NcclRequest NcclComm::ialltoallv(const float* send, Counts send_counts, Counts s
 }
 
 NcclRequest NcclComm::ibroadcast(void* data, int64_t bytes, int root, cudaStream_t after) const {
+  if (size_ > 1) count_collective(CollectiveKind::Broadcast, bytes);
   begin(after);
   MOE_NCCL_CHECK(ncclBroadcast(data, data, size_t(bytes), ncclUint8, root, comm_, stream_));
   return end("broadcast");

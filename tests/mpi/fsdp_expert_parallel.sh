@@ -59,8 +59,20 @@ for name in ("np2_ep1", "np2_ep2", "np4_ep1", "np4_ep2", "np4_ep4", "np4_ep2_tie
     assert frac <= 1.1 / np_, (name, frac)
     per_rank = train[-1]["expert_load_per_ep_rank"]
     assert len(per_rank) == ep and sum(per_rank) == sum(map(sum, train[-1]["expert_load"])), (name, per_rank)
+    # Communication counted per step (parallel/comm_stats.h): every unit is gathered for the forward
+    # and again for the backward, and its gradient reduce-scattered once, per micro-batch, all at the
+    # unit's size (the tied variant's head gathers the embedding once more, recompute re-gathers);
+    # the expert all-to-all runs only with ep > 1; the step's sums are all-reduces.
+    comm = train[-1]["comm"]
+    rs, ag = comm["reduce_scatter"], comm["all_gather"]
+    assert rs["calls"] > 0 and comm["all_reduce"]["calls"] > 0, (name, comm)
+    if not name.endswith("tied"):
+        assert ag["bytes"] == 2 * rs["bytes"] and ag["calls"] == 2 * rs["calls"], (name, comm)
+    assert (comm["all_to_all_v"]["calls"] > 0) == (ep > 1), (name, comm)
     print(f"{name}: worst relative loss/grad-norm difference {worst:.2e}; state per rank {frac:.4f} of one "
-          f"process (ideal {1/np_:.4f}); gathered working set peak {gathered:.3f} MiB")
+          f"process (ideal {1/np_:.4f}); gathered working set peak {gathered:.3f} MiB; per step all-gather "
+          f"{ag['bytes'] / 2**20:.2f} MiB, reduce-scatter {rs['bytes'] / 2**20:.2f} MiB, "
+          f"all-to-all-v {comm['all_to_all_v']['bytes'] / 2**20:.3f} MiB")
 PY
 
 # fp8 with parallel.fp8_dispatch: routed tokens travel as packed E4M3 rows. The forward is the same

@@ -12,6 +12,7 @@
 #include "framework/error.h"
 #include "framework/rng.h"
 #include "parallel/comm.h"
+#include "parallel/comm_stats.h"
 #include "parallel/mesh.h"
 
 namespace moe {
@@ -162,6 +163,47 @@ TEST(Comm, BroadcastFromEveryRoot) {
       EXPECT_EQ(buf, std::vector<char>(bytes, char('a' + root))) << "root " << root << " bytes " << bytes;
     }
   world.barrier();
+}
+
+TEST(CommCounts, EveryKindCountsItsCallsAndPayload) {
+  // Counts are per process: each rank checks its own, from the formulas of parallel/comm_stats.h.
+  Comm world(nullptr, nullptr);
+  const int p = world.size(), me = world.rank();
+  auto at = [](CollectiveKind k) { return comm_counts()[size_t(k)]; };
+  reset_comm_counts();
+  std::vector<float> x(1003, 1.f), gathered(size_t(1003) * p), rows(size_t(1003) * p, 1.f);
+  std::vector<double> d(7, 1.0);
+  world.allreduce_sum(x.data(), 1003);   // 1003 floats
+  world.allreduce_sum(d.data(), 7);      // 7 doubles
+  world.allgather(x.data(), gathered.data(), 1003);
+  world.iallgather(x.data(), gathered.data(), 10).wait();
+  world.reduce_scatter_sum(rows.data(), x.data(), 1003);
+  std::vector<int64_t> counts(p);
+  for (int j = 0; j < p; ++j) counts[j] = j + me;  // uneven: this rank sends sum(j + me)
+  const std::vector<int64_t> displs = packed_displacements(counts);
+  const std::vector<int64_t> recv_counts = world.exchange_counts(counts), recv_displs = packed_displacements(recv_counts);
+  std::vector<float> send(size_t(displs.back() + counts.back())), recv(size_t(recv_displs.back() + recv_counts.back()));
+  world.alltoallv(send.data(), counts, displs, recv.data(), recv_counts, recv_displs);
+  char b[100] = {};
+  world.broadcast(b, 100, 0);
+  world.barrier();  // no payload: not counted
+
+  int64_t sent = 0;
+  for (int64_t c : counts) sent += c;
+  EXPECT_EQ(at(CollectiveKind::AllReduce).calls, 2);
+  EXPECT_EQ(at(CollectiveKind::AllReduce).bytes, 1003 * 4 + 7 * 8);
+  EXPECT_EQ(at(CollectiveKind::AllGather).calls, 2);
+  EXPECT_EQ(at(CollectiveKind::AllGather).bytes, int64_t(1013) * 4 * p);
+  EXPECT_EQ(at(CollectiveKind::ReduceScatter).calls, 1);
+  EXPECT_EQ(at(CollectiveKind::ReduceScatter).bytes, int64_t(1003) * 4 * p);
+  EXPECT_EQ(at(CollectiveKind::AllToAllV).calls, 2);  // the count exchange and the data
+  EXPECT_EQ(at(CollectiveKind::AllToAllV).bytes, int64_t(p) * 8 + sent * 4);
+  EXPECT_EQ(at(CollectiveKind::Broadcast).calls, 1);
+  EXPECT_EQ(at(CollectiveKind::Broadcast).bytes, 100);
+  const nlohmann::json j = comm_counts_json(comm_counts(), 2);
+  EXPECT_DOUBLE_EQ(j["broadcast"]["bytes"].get<double>(), 50.0);
+  reset_comm_counts();
+  EXPECT_EQ(at(CollectiveKind::AllGather).calls, 0);
 }
 
 TEST(Comm, AsyncCollectivesOverlapAndCompleteInAnyOrder) {
