@@ -12,7 +12,10 @@ namespace moe::gemm_detail {
 // Rows of C for a skinny A (a few rows: decoding one token per sequence), where a library's
 // packing costs several times the arithmetic (1x192 @ 192x192: 9.4 us in sgemm, 1.1 us here). Each
 // row of C depends only on the same row of A, so a sequence's numbers do not depend on what else is
-// in the batch. Lanes are independent partial sums the compiler keeps in vector registers.
+// in the batch. Lanes are independent partial sums the compiler keeps in vector registers. A product
+// and its sum round separately (the build never contracts them, CMakeLists.txt); std::fma here would
+// not vectorise (GCC keeps it a scalar libm call's equivalent while errno may be set), and decoding
+// is bound by reading the weights, not by the extra add.
 constexpr int64_t kSkinnyRows = 4;
 constexpr int kLanes = 16;
 
