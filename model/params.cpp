@@ -71,8 +71,8 @@ void ParamStore::bind(int unit, float* data, float* grad) {
   ParamUnit& u = units_.at(unit);
   bf16_weights_forget(u.data, u.numel);
   bf16_weights_forget(data, u.numel);
-  units_.at(unit).data = data;
-  units_.at(unit).grad = grad;
+  u.data = data;
+  u.grad = grad;
 }
 
 void ParamStore::init_values(int id, int64_t begin, int64_t end, float* out, uint64_t seed) const {

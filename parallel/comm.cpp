@@ -1,7 +1,6 @@
 // Comm's life cycle, failure handling and the polling wait behind every collective.
 // The collectives themselves are in collectives.cpp.
 #include "parallel/comm.h"
-#include "parallel/comm_stats.h"
 
 #include <sched.h>
 
@@ -13,6 +12,7 @@
 #include <cstdlib>
 #include <utility>
 
+#include "parallel/comm_stats.h"
 #include "parallel/mpi_util.h"
 
 namespace moe {

@@ -1,7 +1,6 @@
 #include "parallel/train_step.h"
 
 #include <cmath>
-#include <optional>
 
 #include "framework/bf16_weights.h"
 #include "framework/optimizer.h"
@@ -37,23 +36,23 @@ StepStats train_step(DistributedModel& dm, const Config& cfg, int64_t step,
   model.set_mtp_loss_weight(mtp_loss_weight_at(cfg.model, step));
   double losses[5] = {0, 0, 0, 0, 0};  // ce, aux, z, top-1 hits, mtp summed over micro-batches
   std::vector<double> by_source;         // per source: sum of token losses, then tokens
-  // The weights hold still until the optimizer: bf16 GEMMs round each matrix once for all
-  // micro-batches' forwards and backwards (closed before fsdp.step below).
-  std::optional<Bf16WeightScope> bf16_weights_kept;
-  bf16_weights_kept.emplace();
-  for (int a = 0; a < A; ++a) {
-    const MicroBatch mb = batch(step, a);
-    const ForwardStats s = model.forward(mb.ids, mb.targets, B, T, /*count_load=*/true, mb.doc_start);
-    if (mb.source) add_source_losses(model, mb, B, T, by_source);
-    model.backward(fault.nan_grad && a == 0 ? std::nanf("") : 1.f / float(A * W));
-    losses[0] += s.loss;
-    losses[1] += s.aux_loss;
-    losses[2] += s.z_loss;
-    losses[3] += s.top1_hits;
-    losses[4] += s.mtp_loss;
+  {
+    // The weights hold still until the optimizer: bf16 GEMMs round each matrix once for all
+    // micro-batches' forwards and backwards.
+    const Bf16WeightScope weights_held;
+    for (int a = 0; a < A; ++a) {
+      const MicroBatch mb = batch(step, a);
+      const ForwardStats s = model.forward(mb.ids, mb.targets, B, T, /*count_load=*/true, mb.doc_start);
+      if (mb.source) add_source_losses(model, mb, B, T, by_source);
+      model.backward(fault.nan_grad && a == 0 ? std::nanf("") : 1.f / float(A * W));
+      losses[0] += s.loss;
+      losses[1] += s.aux_loss;
+      losses[2] += s.z_loss;
+      losses[3] += s.top1_hits;
+      losses[4] += s.mtp_loss;
+    }
   }
   fsdp.finish_grads();
-  bf16_weights_kept.reset();
   if (fault.nan_loss) losses[0] = std::nan("");
 
   StepStats st;
