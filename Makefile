@@ -6,12 +6,13 @@ JOBS  ?= $(shell nproc)
 # live, beside the committed golden ids (tests/golden/sentencepiece). gnuplot-nox draws `moe plot`.
 # libboost-dev has Boost.Beast (`moe serve`); chromium and chromium-driver run its page's browser test.
 # libdnnl-dev (oneDNN) runs precision bf16 on the CPU's AVX512-BF16 instructions (framework/bf16_gemm.cpp).
+# clang and libclang-rt-14-dev (its libFuzzer and sanitizer runtimes) build the fuzz targets (make fuzz).
 DEB_PKGS := build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
             libyaml-cpp-dev libboost-dev libgtest-dev libopenblas-dev libopenblas0-pthread libdnnl-dev \
             nlohmann-json3-dev zlib1g-dev libzstd-dev libsentencepiece-dev sentencepiece gnuplot-nox \
-            chromium chromium-driver
+            chromium chromium-driver clang libclang-rt-14-dev
 
-.PHONY: deps build test unit sanitize demo clean golden gpu-carry
+.PHONY: deps build test unit sanitize fuzz demo clean golden gpu-carry
 
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -49,6 +50,19 @@ sanitize: deps
 	cc -shared -fPIC -O2 -o $(SAN_BUILD)/no_dlclose.so tests/sanitizers/no_dlclose.c
 	cd $(SAN_BUILD) && $(SAN_ENV) ASAN_OPTIONS=$(SAN_ASAN) ctest --output-on-failure -L unit -E '^test_parallel' -j $(JOBS)
 	cd $(SAN_BUILD) && $(SAN_ENV) ASAN_OPTIONS=$(SAN_ASAN):fast_unwind_on_malloc=0 ctest --output-on-failure -L unit -R '^test_parallel' -j $(JOBS)
+
+# libFuzzer targets (tests/fuzz; docs/testing.md "Fuzzing"): every parser of a user's file, built
+# with clang, AddressSanitizer and UBSan in build-fuzz/, each replaying its regression inputs and
+# then fuzzing FUZZ_SECONDS from its committed seeds. .ci/run runs it after `make sanitize`; a long
+# run is `make fuzz FUZZ_SECONDS=600`.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 20
+fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g" \
+	  -DMOE_SANITIZE=address,undefined -DMOE_FUZZ=ON -DMOE_CUDA=OFF -DBUILD_TESTING=OFF
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_targets
+	JOBS=$(JOBS) tests/fuzz/run.sh $(FUZZ_BUILD)/fuzz $(FUZZ_SECONDS)
 
 demo: build
 	./scripts/demo.sh $(BUILD)/moe

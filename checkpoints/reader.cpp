@@ -23,6 +23,20 @@ nlohmann::json read_json(const std::string& path) {
   }
 }
 
+// The meta.json keys readers take (the trainer on resume, eval sweeps, generate), with the JSON type
+// they read them as: checked here once, so no reader meets a type_error later. Other keys pass.
+void check_meta_types(const nlohmann::json& meta, const std::string& path) {
+  auto need = [&](const char* key, bool ok, const char* expected) {
+    if (meta.contains(key) && !ok)
+      throw error(path, ": \"", key, "\" is ", meta[key].dump(), " (expected ", expected, ")");
+  };
+  for (const char* key : {"step", "tokens", "optimizer_steps", "skipped_steps", "val_loss_step", "metrics_rows"})
+    need(key, meta.contains(key) && meta[key].is_number_integer() && meta[key].get<int64_t>() >= 0,
+         "an integer >= 0");
+  for (const char* key : {"tokenizer", "tokenizer_hash"}) need(key, meta.contains(key) && meta[key].is_string(), "a string");
+  need("val_loss", meta.contains("val_loss") && meta["val_loss"].is_number(), "a number");
+}
+
 // Opens dataset `name`, or says which file lacks it.
 h5::Dataset open_dataset(hid_t file, const std::string& path, const std::string& name) {
   if (name.empty() || name == "." || name.find('/') != std::string::npos || H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0) {
@@ -44,6 +58,7 @@ CheckpointReader::CheckpointReader(const std::string& dir) : dir_(resolve_checkp
   config_yaml_ = read_text_file(dir_ + "/" + kConfig);
   meta_ = read_json(dir_ + "/" + kMeta);
   if (!meta_.is_object()) throw error(dir_, "/", kMeta, ": expected a JSON object");
+  check_meta_types(meta_, dir_ + "/" + kMeta);
 
   h5::init();
   std::string state = dir_ + "/" + kState;

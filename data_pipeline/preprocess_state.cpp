@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 
 #include "framework/error.h"
@@ -28,23 +29,65 @@ json RunState::to_json() const {
           {"val", val}};
 }
 
+namespace {
+
+// A count as to_json writes it: an integer in [0, max]. nlohmann's get<> would take 2.5 or -1 and
+// convert it (a float out of range even with undefined behaviour), resuming from a position no
+// run recorded.
+template <class T>
+T count_at(const json& j, const char* key) {
+  const json& v = j.at(key);
+  if (!v.is_number_integer() || (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t(std::numeric_limits<T>::max())
+                                                        : v.get<int64_t>() < 0 || uint64_t(v.get<int64_t>()) > uint64_t(std::numeric_limits<T>::max())))
+    throw std::runtime_error(std::string("progress.json: ") + key + " is not a count");
+  return v.is_number_unsigned() ? T(v.get<uint64_t>()) : T(v.get<int64_t>());
+}
+
+bool flag_at(const json& j, const char* key) {
+  const json& v = j.at(key);
+  if (!v.is_boolean()) throw std::runtime_error(std::string("progress.json: ") + key + " is not true/false");
+  return v.get<bool>();
+}
+
+std::string string_at(const json& j, const char* key) {
+  const json& v = j.at(key);
+  if (!v.is_string()) throw std::runtime_error(std::string("progress.json: ") + key + " is not a string");
+  return v.get<std::string>();
+}
+
+}  // namespace
+
 RunState RunState::from_json(const json& j) {
-  if (j.at("version").get<int>() != kStateVersion) throw std::runtime_error("progress.json version");
+  if (!j.is_object() || !j.at("version").is_number_integer() || j.at("version").get<int64_t>() != kStateVersion)
+    throw std::runtime_error("progress.json version");
   RunState s;
-  s.fingerprint = j.at("fingerprint").get<std::string>();
+  s.fingerprint = string_at(j, "fingerprint");
   const json &st = j.at("stream"), &in = j.at("input"), &c = j.at("counts");
-  s.stream = {st.at("tokens").get<int64_t>(), st.at("doc_starts").get<int64_t>(),
-              st.at("shard_sha256").get<std::vector<std::string>>()};
-  s.at = {in.at("file").get<uint32_t>(), in.at("offset").get<uint64_t>(), in.at("line").get<int64_t>(),
-          in.at("doc_line").get<int64_t>(), in.at("mid_doc").get<bool>()};
-  s.skip = in.at("skip").get<int64_t>();
-  s.input_done = in.at("done").get<bool>();
-  s.counts = {c.at("documents").get<int64_t>(),     c.at("empty").get<int64_t>(),
-              c.at("bad_lines").get<int64_t>(),     c.at("invalid_docs").get<int64_t>(),
-              c.at("invalid_bytes").get<uint64_t>(), c.at("text_bytes").get<uint64_t>(),
-              c.at("doc_tokens").get<int64_t>(),    c.at("doc_invalid").get<bool>(),
-              c.at("first_bad").get<std::string>()};
+  s.stream = {count_at<int64_t>(st, "tokens"), count_at<int64_t>(st, "doc_starts"), {}};
+  for (const json& h : st.at("shard_sha256")) {
+    if (!h.is_string()) throw std::runtime_error("progress.json: shard_sha256 holds a non-string");
+    s.stream.shard_sha256.push_back(h.get<std::string>());
+  }
+  s.at = {count_at<uint32_t>(in, "file"), count_at<uint64_t>(in, "offset"), count_at<int64_t>(in, "line"),
+          count_at<int64_t>(in, "doc_line"), flag_at(in, "mid_doc")};
+  s.skip = count_at<int64_t>(in, "skip");
+  s.input_done = flag_at(in, "done");
+  s.counts = {count_at<int64_t>(c, "documents"),     count_at<int64_t>(c, "empty"),
+              count_at<int64_t>(c, "bad_lines"),     count_at<int64_t>(c, "invalid_docs"),
+              count_at<uint64_t>(c, "invalid_bytes"), count_at<uint64_t>(c, "text_bytes"),
+              count_at<int64_t>(c, "doc_tokens"),    flag_at(c, "doc_invalid"),
+              string_at(c, "first_bad")};
+  // What finishing recorded (shard_writer.cpp, megatron.cpp): null, or the val split's byte count
+  // and sha256 (one per shard, or the one Megatron .bin's).
   s.val = j.at("val");
+  if (!s.val.is_null()) {
+    const json& sha = s.val.at("sha256_bin");
+    (void)count_at<uint64_t>(s.val, "bytes");
+    bool ok = sha.is_string() || sha.is_array();
+    if (sha.is_array())
+      for (const json& h : sha) ok = ok && h.is_string();
+    if (!ok) throw std::runtime_error("progress.json: val.sha256_bin is not a string or a list of them");
+  }
   return s;
 }
 

@@ -34,6 +34,69 @@ bool space_after_char(std::string_view piece) {
   return false;
 }
 
+// The protobuf wire format, just enough to list a ModelProto's pieces (field 1, each a SentencePiece
+// message whose field 1 is the piece text) without libsentencepiece. Returns false when the bytes
+// are not a well-formed message; libsentencepiece's parser then says so.
+bool read_varint(std::string_view& in, uint64_t& v) {
+  v = 0;
+  for (int shift = 0; shift < 64 && !in.empty(); shift += 7) {
+    const uint8_t b = uint8_t(in.front());
+    in.remove_prefix(1);
+    v |= uint64_t(b & 0x7f) << shift;
+    if (!(b & 0x80)) return true;
+  }
+  return false;
+}
+
+// Calls f(field, bytes) for every length-delimited field of a message and skips the others.
+template <class F>
+bool for_each_bytes_field(std::string_view in, F&& f) {
+  while (!in.empty()) {
+    uint64_t tag = 0, v = 0;
+    if (!read_varint(in, tag)) return false;
+    switch (tag & 7) {
+      case 0: if (!read_varint(in, v)) return false; break;
+      case 1: if (in.size() < 8) return false; in.remove_prefix(8); break;
+      case 5: if (in.size() < 4) return false; in.remove_prefix(4); break;
+      case 2:
+        if (!read_varint(in, v) || v > in.size()) return false;
+        f(tag >> 3, in.substr(0, size_t(v)));
+        in.remove_prefix(size_t(v));
+        break;
+      default: return false;  // groups: SentencePiece never writes them
+    }
+  }
+  return true;
+}
+
+// libsentencepiece builds a trie of the pieces, and its trie builder throws an exception that
+// terminates the process (it passes through code built without unwinding) on an empty piece, a NUL
+// byte in one, or the same piece twice (found by tests/fuzz/fuzz_sentencepiece). Such a model is
+// refused here first, naming the piece.
+void check_pieces(std::string_view model, const std::string& name) {
+  std::vector<std::string_view> pieces;
+  const bool ok = for_each_bytes_field(model, [&](uint64_t field, std::string_view bytes) {
+    if (field != 1) return;
+    std::string_view piece;
+    bool has_piece = false;
+    for_each_bytes_field(bytes, [&](uint64_t f, std::string_view b) {
+      if (f == 1) piece = b, has_piece = true;  // the last one wins, as in protobuf
+    });
+    if (has_piece) pieces.push_back(piece);
+  });
+  if (!ok) return;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    if (pieces[i].empty())
+      throw error(name, ": piece ", i, " is empty (expected a SentencePiece model as spm_train writes it)");
+    if (pieces[i].find('\0') != std::string_view::npos)
+      throw error(name, ": piece ", i, " holds a NUL byte (expected a SentencePiece model as spm_train writes it)");
+  }
+  std::vector<std::string_view> sorted = pieces;
+  std::sort(sorted.begin(), sorted.end());
+  if (auto dup = std::adjacent_find(sorted.begin(), sorted.end()); dup != sorted.end())
+    throw error(name, ": piece '", std::string(*dup), "' appears twice (expected every piece once)");
+}
+
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   SentencePieceTokenizer(std::string name, std::string hash) : name_(std::move(name)), hash_(std::move(hash)) {}
@@ -186,7 +249,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     if (from == to) return "";
     std::vector<int> part;
     part.reserve(to - from + 1);
-    if (after_text) part.push_back(int(byte_id_['a']));
+    if (after_text) part.push_back(int(byte_id_[uint8_t('a')]));
     for (size_t i = from; i < to; ++i) part.push_back(int(ids[i]));
     std::string text;
     const auto status = sp_.Decode(part, &text);
@@ -210,6 +273,7 @@ class SentencePieceTokenizer final : public Tokenizer {
 };
 
 void SentencePieceTokenizer::load(std::string_view model) {
+  check_pieces(model, name_);
   const auto status = sp_.LoadFromSerializedProto(model);
   if (!status.ok()) {
     // libsentencepiece says "<source>(line) [ParseFromArray(...)]" when the bytes are no protobuf.

@@ -5,6 +5,7 @@
 // including one about a combination of keys, point at the line the user has to change.
 #include "framework/config.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -536,22 +537,61 @@ std::string quoted(const std::string& s) {
 
 }  // namespace
 
+// Where each YAML document starts, and where its first node does (the line an error names).
+struct DocumentStarts : YAML::EventHandler {
+  std::vector<YAML::Mark> starts, first_nodes;
+  void node(const YAML::Mark& mark) {
+    if (first_nodes.size() < starts.size()) first_nodes.push_back(mark);
+  }
+  void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& m, YAML::anchor_t) override { node(m); }
+  void OnAlias(const YAML::Mark& m, YAML::anchor_t) override { node(m); }
+  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t, const std::string&) override { node(m); }
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    node(m);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    node(m);
+  }
+  void OnMapEnd() override {}
+};
+
+// The one document of a config (a null node when there is none). Not YAML::LoadAll: at a stray ','
+// outside a flow collection, yaml-cpp 0.7's parser hands out empty documents forever without
+// consuming it, and LoadAll loops until memory runs out (found by tests/fuzz/fuzz_config). So at
+// most three documents are asked for: one that starts where the one before it did is that stuck
+// parser, and any second document is an error.
+YAML::Node load_single_document(const std::string& yaml_text, const std::string& source_name) {
+  std::istringstream in(yaml_text);
+  YAML::Parser parser(in);
+  DocumentStarts docs;
+  for (int i = 0; i < 3 && parser.HandleNextDocument(docs); ++i) {
+    const size_t n = docs.starts.size();
+    if (n >= 2 && docs.starts[n - 1].pos == docs.starts[n - 2].pos)
+      throw error(source_name, ":", docs.starts[n - 1].line + 1, ": malformed YAML: cannot parse from column ",
+                  docs.starts[n - 1].column + 1, " (a ',' outside [ ] or { }?)");
+  }
+  if (docs.starts.size() >= 2) {
+    const YAML::Mark& at = docs.first_nodes.size() >= 2 ? docs.first_nodes[1] : docs.starts[1];
+    throw error(source_name, ":", at.line + 1, ": a second YAML document (expected one document)");
+  }
+  return docs.starts.empty() ? YAML::Node() : YAML::Load(yaml_text);
+}
+
 Config parse_config(const std::string& yaml_text, const std::string& source_name,
                     const std::vector<std::string>& overrides) {
-  std::vector<YAML::Node> docs;
+  YAML::Node root;
   try {
-    docs = YAML::LoadAll(yaml_text);
+    root = load_single_document(yaml_text, source_name);
   } catch (const YAML::ParserException& e) {
     // yaml-cpp reports errors found at the end of input one line past the last; name the last.
     const int lines = int(std::count(yaml_text.begin(), yaml_text.end(), '\n')) +
                       (!yaml_text.empty() && yaml_text.back() != '\n');
     throw error(source_name, ":", std::clamp(e.mark.line + 1, 1, std::max(lines, 1)), ": malformed YAML: ", e.msg);
   }
-  if (docs.empty() || docs[0].IsNull())
-    throw error(source_name, ":1: the config is empty (expected ", expected_top(), ")");
-  if (docs.size() > 1)
-    throw error(source_name, ":", docs[1].Mark().line + 1, ": a second YAML document (expected one document)");
-  const YAML::Node& root = docs[0];
+  if (root.IsNull()) throw error(source_name, ":1: the config is empty (expected ", expected_top(), ")");
   if (!root.IsMap())
     throw error(source_name, ":", root.Mark().line + 1, ": the top level is ", kind(root), " (expected ",
                 expected_top(), ")");

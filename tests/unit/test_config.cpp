@@ -151,6 +151,9 @@ TEST_F(ConfigTest, FileErrors) {
   expect_error_at("- 1\n- 2\n", 1, {"top level is a sequence", "expected a mapping"});
   expect_error_at("just text\n", 1, {"top level", "expected a mapping"});
   expect_error_at("model:\n  hidden: 8\n---\ntrain: {}\n", 4, {"second YAML document"});
+  // yaml-cpp's LoadAll never returns on a stray ',' (found by tests/fuzz/fuzz_config).
+  expect_error_at(",\n", 1, {"malformed YAML", "column 1", "','"});
+  expect_error_at("model:\n  hidden: 8\n\n,ata:\n  path: x\n", 4, {"malformed YAML"});
 }
 
 TEST_F(ConfigTest, UnknownKeys) {
