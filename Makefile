@@ -12,7 +12,7 @@ DEB_PKGS := build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-
             nlohmann-json3-dev zlib1g-dev libzstd-dev libsentencepiece-dev sentencepiece gnuplot-nox \
             chromium chromium-driver clang libclang-rt-14-dev
 
-.PHONY: deps build test unit sanitize fuzz demo clean golden gpu-carry
+.PHONY: deps build test unit sanitize tsan fuzz demo clean golden gpu-carry
 
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -50,6 +50,19 @@ sanitize: deps
 	cc -shared -fPIC -O2 -o $(SAN_BUILD)/no_dlclose.so tests/sanitizers/no_dlclose.c
 	cd $(SAN_BUILD) && $(SAN_ENV) ASAN_OPTIONS=$(SAN_ASAN) ctest --output-on-failure -L unit -E '^test_parallel' -j $(JOBS)
 	cd $(SAN_BUILD) && $(SAN_ENV) ASAN_OPTIONS=$(SAN_ASAN):fast_unwind_on_malloc=0 ctest --output-on-failure -L unit -R '^test_parallel' -j $(JOBS)
+
+# ThreadSanitizer (docs/testing.md): the unit tests of the code that runs threads of its own, the
+# thread pool under the kernels and the model's ops, the async checkpoint writer, preprocess's and
+# the BPE trainer's workers, the dataset's parallel checks, tokenizers used from many threads.
+TSAN_BUILD ?= build-tsan
+TSAN_TESTS := test_framework_ops test_framework_moe_kernels test_framework_attention test_ckpt_async test_ckpt_commit \
+              test_data_preprocess test_data_resume test_data_bpe test_data_dataset test_data_sentencepiece
+tsan: deps
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
+	  -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g" -DMOE_SANITIZE=thread -DMOE_CUDA=OFF
+	cmake --build $(TSAN_BUILD) -j $(JOBS) --target $(TSAN_TESTS)
+	cd $(TSAN_BUILD) && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/sanitizers/tsan.supp \
+	  ctest --output-on-failure -j $(JOBS) -R '^($(shell echo $(TSAN_TESTS) | tr ' ' '|'))$$'
 
 # libFuzzer targets (tests/fuzz; docs/testing.md "Fuzzing"): every parser of a user's file, built
 # with clang, AddressSanitizer and UBSan in build-fuzz/, each replaying its regression inputs and

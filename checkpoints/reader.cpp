@@ -18,7 +18,7 @@ nlohmann::json read_json(const std::string& path) {
   std::string text = read_text_file(path);
   try {
     return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse errors, and numbers beyond double's range
     throw error(path, ": not valid JSON (", e.what(), ")");
   }
 }

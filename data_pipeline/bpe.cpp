@@ -455,6 +455,8 @@ std::unique_ptr<Tokenizer> parse_bpe_tokenizer(std::string_view json_text, const
   } catch (const json::parse_error& e) {
     size_t line = 1 + size_t(std::count(json_text.begin(), json_text.begin() + ptrdiff_t(std::min(e.byte, json_text.size())), '\n'));
     throw error(name, ":", line, ": not valid JSON (expected a Hugging Face tokenizer.json)");
+  } catch (const json::exception& e) {  // e.g. a number beyond double's range (found by tests/fuzz)
+    throw error(name, ": not valid JSON (", e.what(), "; expected a Hugging Face tokenizer.json)");
   }
   auto tok = std::make_unique<BpeTokenizer>(name, hash);
   tok->load(j);

@@ -15,10 +15,12 @@ class MetricsLog {
   ~MetricsLog();
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
-  void write(const nlohmann::json& row);
+  void write(const nlohmann::json& row);  // a failed write is a warning on stderr, once per streak
 
  private:
+  std::string path_;
   FILE* f_ = nullptr;
+  bool failing_ = false;
 };
 
 // Peak resident memory of this process in MiB (from getrusage).

@@ -104,13 +104,29 @@ void ResultsFile::append(const nlohmann::json& row) {
   const std::string line = row.dump() + "\n";
   const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) throw error(path_, ": cannot open for appending (", std::strerror(errno), ")");
-  const ssize_t n = ::write(fd, line.data(), line.size());
-  const int write_errno = errno;
-  const bool synced = n == ssize_t(line.size()) && ::fsync(fd) == 0;
+  // The whole row or nothing: a write the disk or a quota cuts short is retried for its reason,
+  // and the file is cut back to its rows so far (no torn row for the next sweep to find).
+  const off_t before = ::lseek(fd, 0, SEEK_END);
+  size_t done = 0;
+  int write_errno = 0;
+  while (done < line.size()) {
+    const ssize_t n = ::write(fd, line.data() + done, line.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      write_errno = n < 0 ? errno : EIO;
+      break;
+    }
+    done += size_t(n);
+  }
+  if (done != line.size()) {
+    if (before >= 0 && ::ftruncate(fd, before) != 0) write_errno = write_errno ? write_errno : errno;
+    ::close(fd);
+    throw error(path_, ": cannot append a row (", std::strerror(write_errno), ")");
+  }
+  const bool synced = ::fsync(fd) == 0;
+  const int sync_errno = errno;
   ::close(fd);
-  if (n != ssize_t(line.size()))
-    throw error(path_, ": cannot append a row (", n < 0 ? std::strerror(write_errno) : "short write", ")");
-  if (!synced) throw error(path_, ": cannot fsync (", std::strerror(errno), ")");
+  if (!synced) throw error(path_, ": cannot fsync (", std::strerror(sync_errno), ")");
   rows_.push_back(row);
 }
 

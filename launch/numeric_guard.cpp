@@ -8,6 +8,7 @@
 #include <limits>
 #include <sstream>
 
+#include "data_pipeline/out_file.h"
 #include "framework/error.h"
 
 namespace fs = std::filesystem;
@@ -143,15 +144,7 @@ nlohmann::json NumericGuard::rollback(const std::string& checkpoint_dir, int64_t
 void NumericGuard::write_file() const {
   const nlohmann::json j = {{"skip_samples", skips_.to_json()}, {"rollbacks", rollbacks_}};
   fs::create_directories(run_dir_);
-  const std::string path = file(), tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << j.dump() << "\n";
-    if (!out.flush()) throw error(tmp, ": cannot write");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw error(tmp, ": cannot rename to ", path, " (", ec.message(), ")");
+  write_file_atomic(file(), j.dump() + "\n");
 }
 
 std::optional<SpikeDetector::Spike> SpikeDetector::add(double loss) {

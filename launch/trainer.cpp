@@ -16,6 +16,7 @@
 #include "checkpoints/async_save.h"
 #include "checkpoints/checkpoint.h"
 #include "data_pipeline/mixture.h"
+#include "data_pipeline/out_file.h"
 #include "data_pipeline/shards.h"
 #include "framework/error.h"
 #include "framework/gemm.h"
@@ -78,15 +79,7 @@ int64_t keep_metrics_up_to(const fs::path& path, int64_t step,
     ++rows;
   }
   if (dropped == 0) return rows;
-  fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << kept;
-    if (!out.flush()) throw error(tmp.string(), ": cannot write");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw error(tmp.string(), ": cannot rename to ", path.string(), " (", ec.message(), ")");
+  write_file_atomic(path.string(), kept);  // errors name the file and the reason (disk full, read-only)
   printf("%s: dropped %lld row(s) after step %lld (%s)\n", path.string().c_str(), (long long)dropped,
          (long long)step, why);
   return rows;
@@ -219,7 +212,7 @@ class Trainer {
     const int T = cfg_.data.seq_len, W = comm_.size();
     if (comm_.is_root()) {
       fs::create_directories(cfg_.run.out_dir);
-      std::ofstream(fs::path(cfg_.run.out_dir) / "config.yaml") << config_to_yaml(cfg_);
+      write_file_atomic((fs::path(cfg_.run.out_dir) / "config.yaml").string(), config_to_yaml(cfg_));
       open_jsonl_logs(start_step_, "logged by a run that ended before saving them");
       ParamCounts pc = count_params(cfg_.model);
       printf("moe train: %s | %.2fM params (%.2fM active) | %d rank(s) (dp %d x ep %d) x %d thread(s) | global batch "

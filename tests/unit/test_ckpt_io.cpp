@@ -143,6 +143,18 @@ TEST_F(CkptIo, MalformedSidecarFilesAreErrors) {
   std::string dir = save_checkpoint(path("ckpt"), 3, sample_tensors(), "", nullptr, 0);
   std::ofstream(dir + "/meta.json", std::ios::trunc) << "{not json";
   expect_error([&] { CheckpointReader r(dir); }, dir + "/meta.json: not valid JSON");
+  std::ofstream(dir + "/meta.json", std::ios::trunc) << R"({"val_loss": 1E88888})";  // beyond double
+  expect_error([&] { CheckpointReader r(dir); }, dir + "/meta.json: not valid JSON");
+  // Keys readers take must have the type they read them as: checked on open, naming the key, not a
+  // type_error when the trainer or generate reads it later (found by tests/fuzz/fuzz_checkpoint_meta).
+  std::ofstream(dir + "/meta.json", std::ios::trunc) << R"({"tokens": "many"})";
+  expect_error([&] { CheckpointReader r(dir); }, dir + "/meta.json: \"tokens\" is \"many\" (expected an integer >= 0)");
+  std::ofstream(dir + "/meta.json", std::ios::trunc) << R"({"optimizer_steps": -3})";
+  expect_error([&] { CheckpointReader r(dir); }, dir + "/meta.json: \"optimizer_steps\" is -3");
+  std::ofstream(dir + "/meta.json", std::ios::trunc) << R"({"tokenizer": 5})";
+  expect_error([&] { CheckpointReader r(dir); }, dir + "/meta.json: \"tokenizer\" is 5 (expected a string)");
+  std::ofstream(dir + "/meta.json", std::ios::trunc) << R"({"val_loss": null, "future_key": [1]})";
+  expect_error([&] { CheckpointReader r(dir); }, dir + "/meta.json: \"val_loss\" is null (expected a number)");
   std::ofstream(dir + "/COMMITTED", std::ios::trunc) << "[]";
   expect_error([&] { CheckpointReader r(dir); }, dir + "/COMMITTED: malformed");
 }

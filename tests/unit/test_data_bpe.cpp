@@ -267,6 +267,8 @@ std::string load_error(const std::string& json) {
 
 TEST(BpeLoad, MalformedOrUnsupportedFiles) {
   EXPECT_EQ(load_error("{\n  \"model\": {\n  oops"), "bad.json:3: not valid JSON (expected a Hugging Face tokenizer.json)");
+  // A number beyond double's range is nlohmann's out_of_range, not a parse_error (found by tests/fuzz).
+  EXPECT_EQ(load_error("1E88888").rfind("bad.json: not valid JSON (", 0), 0u) << load_error("1E88888");
   EXPECT_EQ(load_error("[1, 2]"), "bad.json: the top level is not a JSON object (expected a Hugging Face tokenizer.json)");
   EXPECT_EQ(load_error(R"({"model": {"type": "WordPiece", "vocab": {}}})"),
             "bad.json: model.type is 'WordPiece' (expected 'BPE': only byte-level BPE tokenizer.json files are supported)");

@@ -10,6 +10,7 @@
 #include <map>
 #include <random>
 
+#include "data_pipeline/preprocess_state.h"
 #include "data_pipeline/shards.h"
 #include "framework/sha256.h"
 #include "test_data_util.h"
@@ -22,6 +23,39 @@ using test::read_file;
 using test::TempDir;
 using test::write_file;
 namespace fs = std::filesystem;
+
+// progress.json reads back exactly what a run wrote, and nothing else: a count that is negative,
+// fractional, too large for its field (1e300 would be undefined behaviour to convert) or of another
+// type is refused (found by tests/fuzz/fuzz_progress_json), so preprocess never resumes from a
+// position no run recorded.
+TEST(ProgressJson, ReadsBackWhatWasWrittenAndRefusesOtherValues) {
+  RunState s;
+  s.fingerprint = "f";
+  s.stream = {4096, 3, {"aa"}};
+  s.at = {1, 12000, 40, 38, true};
+  s.skip = 5;
+  s.counts.documents = 3;
+  s.counts.first_bad = "in.jsonl:7: not JSON";
+  const nlohmann::json j = s.to_json();
+  EXPECT_EQ(RunState::from_json(j).to_json(), j);
+  auto refused = [&](const char* section, const char* key, const nlohmann::json& v) {
+    nlohmann::json bad = j;
+    bad[section][key] = v;
+    EXPECT_THROW(RunState::from_json(bad), std::exception) << section << "." << key << " = " << v.dump();
+  };
+  for (const nlohmann::json& v : {nlohmann::json(-1), nlohmann::json(2.5), nlohmann::json(1e300), nlohmann::json("7")}) {
+    refused("input", "offset", v);
+    refused("stream", "tokens", v);
+    refused("counts", "text_bytes", v);
+  }
+  refused("input", "file", nlohmann::json(uint64_t(1) << 32));  // a uint32 field
+  refused("input", "mid_doc", nlohmann::json(1));
+  nlohmann::json bad = j;
+  bad["val"] = {{"bytes", -4}, {"sha256_bin", {"aa"}}};
+  EXPECT_THROW(RunState::from_json(bad), std::exception);
+  bad["val"] = {{"bytes", 4}, {"sha256_bin", {"aa"}}};
+  EXPECT_EQ(RunState::from_json(bad).to_json(), bad);
+}
 
 std::map<std::string, std::string> tree(const fs::path& root) {
   std::map<std::string, std::string> files;

@@ -291,6 +291,14 @@ TEST(SentencePiece, MalformedFilesAreClearErrors) {
   std::string msg = error_of([&] { make_tokenizer(t / "cut.model"); });
   EXPECT_EQ(msg.rfind(t / "cut.model: not a SentencePiece model (", 0), 0u) << msg;
   EXPECT_NE(msg.find(expected), std::string::npos) << msg;
+  // libsentencepiece's trie builder ends the process on these (found by tests/fuzz/fuzz_sentencepiece):
+  // ModelProto{pieces: [{piece: ""}]} and ModelProto{pieces: [{piece: "a"}, {piece: "a"}]}.
+  write_file(t / "empty-piece.model", std::string("\x0a\x02\x0a\x00", 4));
+  write_file(t / "twice.model", std::string("\x0a\x03\x0a\x01" "a" "\x0a\x03\x0a\x01" "a", 10));
+  EXPECT_EQ(error_of([&] { make_tokenizer(t / "empty-piece.model"); }),
+            t / "empty-piece.model" + ": piece 0 is empty (expected a SentencePiece model as spm_train writes it)");
+  EXPECT_EQ(error_of([&] { make_tokenizer(t / "twice.model"); }),
+            t / "twice.model" + ": piece 'a' appears twice (expected every piece once)");
   EXPECT_EQ(error_of([&] { make_tokenizer(t / "none.model"); }),
             t / "none.model" + ": cannot read tokenizer file (expected a SentencePiece .model)");
 }
