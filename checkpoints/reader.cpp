@@ -5,6 +5,7 @@
 #include "checkpoints/checkpoint.h"
 #include "checkpoints/h5.h"
 #include "checkpoints/layout.h"
+#include "framework/json_depth.h"
 #include "framework/sha256.h"
 
 namespace moe {
@@ -16,6 +17,7 @@ static_assert(sizeof(hid_t) <= sizeof(long long), "CheckpointReader keeps the hi
 
 nlohmann::json read_json(const std::string& path) {
   std::string text = read_text_file(path);
+  check_json_depth(text, path, "a JSON object as moe writes it");
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {  // parse errors, and numbers beyond double's range

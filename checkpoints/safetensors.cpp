@@ -14,6 +14,7 @@
 
 #include "framework/dtype.h"
 #include "framework/error.h"
+#include "framework/json_depth.h"
 
 namespace moe {
 
@@ -176,6 +177,7 @@ SafetensorsReader::SafetensorsReader(std::string path) : path_(std::move(path)) 
   data_start_ = 8 + int64_t(n);
   const int64_t data_size = file_size_ - data_start_;
 
+  check_json_depth(text, p, "a safetensors header: {name: {dtype, shape, data_offsets}}");
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(text);

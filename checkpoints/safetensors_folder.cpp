@@ -2,10 +2,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "framework/error.h"
+#include "framework/json_depth.h"
 
 namespace moe {
 namespace fs = std::filesystem;
@@ -41,8 +43,11 @@ SafetensorsFolder::SafetensorsFolder(const std::string& dir) : dir_(dir) {
   {
     std::ifstream in(index_path, std::ios::binary);
     if (!in) throw error(ip, ": cannot read");
+    std::stringstream text;
+    text << in.rdbuf();
+    check_json_depth(text.str(), ip, "{\"weight_map\": {tensor: file}}");
     try {
-      index = nlohmann::json::parse(in);
+      index = nlohmann::json::parse(text.str());
     } catch (const nlohmann::json::exception& e) {
       throw error(ip, ": not JSON (", e.what(), ")");
     }

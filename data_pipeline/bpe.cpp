@@ -12,6 +12,7 @@
 
 #include "data_pipeline/pretokenize.h"
 #include "framework/error.h"
+#include "framework/json_depth.h"
 #include "framework/sha256.h"
 
 namespace moe {
@@ -340,6 +341,17 @@ class Loader {
   void read_vocab(const json& m) {
     if (!m.contains("vocab") || !m["vocab"].is_object()) fail("model.vocab is missing or not an object (expected {token: id})");
     std::string bytes;
+    // Ids index the token table, so one id of 2^31 - 1 would allocate a table of 2^31 entries
+    // (found by tests/fuzz/fuzz_tokenizer_json). Tokenizer files number their N tokens 0..N-1;
+    // unused ids are allowed, up to kMaxUnusedIds of them.
+    constexpr uint64_t kMaxUnusedIds = 65536;
+    const uint64_t limit = m["vocab"].size() + added_.size() + kMaxUnusedIds;
+    auto check_dense = [&](uint32_t id, const std::string& where) {
+      if (id >= limit)
+        fail(where, " has id ", id, " (expected ids below ", limit, ": the ", limit - kMaxUnusedIds,
+             " vocab and added tokens, with at most ", kMaxUnusedIds, " unused ids)");
+    };
+    for (const auto& [id, content] : added_) check_dense(id, "added token \"" + content + "\"");
     for (const auto& [token, v] : m["vocab"].items()) {
       uint32_t id = read_id(v, "model.vocab[\"" + token + "\"]");
       if (id < t_.defined_.size() && t_.defined_[id]) fail("model.vocab: id ", id, " is given to two tokens (expected distinct ids)");
@@ -350,6 +362,7 @@ class Loader {
                ") is not byte-level (expected GPT-2 byte-to-unicode characters: only byte-level BPE is supported)");
         bytes = token;
       }
+      check_dense(id, "model.vocab[\"" + token + "\"]");
       by_bytes_.emplace(bytes, id);
       define(id, bytes);
     }
@@ -449,6 +462,7 @@ bool unicode_to_bytes(std::string_view s, std::string& bytes) {
 
 std::unique_ptr<Tokenizer> parse_bpe_tokenizer(std::string_view json_text, const std::string& name,
                                                const std::string& hash) {
+  check_json_depth(json_text, name, "a Hugging Face tokenizer.json");
   json j;
   try {
     j = json::parse(json_text);

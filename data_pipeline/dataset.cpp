@@ -15,6 +15,7 @@
 #include "data_pipeline/mmap_file.h"
 #include "data_pipeline/shards.h"
 #include "framework/error.h"
+#include "framework/json_depth.h"
 #include "framework/sha256.h"
 #include "framework/threads.h"
 
@@ -195,6 +196,7 @@ void TokenDataset::Impl::load_manifest(const std::string& path) {
   if (!in) throw error(path, ": no such file (expected the manifest written by moe preprocess)");
   std::stringstream text;
   text << in.rdbuf();
+  check_json_depth(text.str(), path, "the manifest written by moe preprocess");
   try {
     manifest = json::parse(text.str());
   } catch (const json::exception& e) {

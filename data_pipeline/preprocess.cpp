@@ -34,6 +34,7 @@
 #include "data_pipeline/token_stream.h"
 #include "data_pipeline/tokenizer.h"
 #include "framework/error.h"
+#include "framework/json_depth.h"
 #include "framework/sha256.h"
 #include "framework/threads.h"
 
@@ -161,6 +162,7 @@ class Preprocessor {
     std::ifstream in(path);
     std::stringstream text;
     text << in.rdbuf();
+    check_json_depth(text.str(), path.string(), "progress.json as preprocess writes it");
     return nlohmann::ordered_json::parse(text.str());
   }
 

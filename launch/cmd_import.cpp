@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -13,6 +14,7 @@
 #include "checkpoints/safetensors_folder.h"
 #include "framework/backend.h"
 #include "framework/error.h"
+#include "framework/json_depth.h"
 #include "launch/args.h"
 #include "launch/commands.h"
 #include "launch/model_io.h"
@@ -26,8 +28,11 @@ namespace {
 nlohmann::json read_config_json(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   if (!in) throw error(p.string(), ": cannot read (expected a DeepseekV3 config.json)");
+  std::stringstream text;
+  text << in.rdbuf();
+  check_json_depth(text.str(), p.string(), "a DeepseekV3 config.json");
   try {
-    return nlohmann::json::parse(in);
+    return nlohmann::json::parse(text.str());
   } catch (const nlohmann::json::exception& e) {
     throw error(p.string(), ": not JSON (", e.what(), ")");
   }

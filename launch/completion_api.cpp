@@ -3,33 +3,14 @@
 #include <cmath>
 #include <set>
 
+#include "framework/json_depth.h"
+
 namespace moe {
 namespace {
 
 using nlohmann::json;
 
 ApiError bad(const std::string& param, const std::string& message) { return ApiError(400, param + ": " + message, param); }
-
-// Deepest [ / { nesting outside strings. nlohmann::json frees a value recursively, so a body
-// like "[[[[...]]]]" a megabyte deep could overflow the stack: it is refused before parsing.
-int json_depth(const std::string& s) {
-  int depth = 0, deepest = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < s.size(); ++i) {
-    char c = s[i];
-    if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
-}
 
 std::string type_name(const json& v) { return v.is_number_integer() ? "an integer" : std::string("a ") + v.type_name(); }
 

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "framework/error.h"
+#include "framework/json_depth.h"
 
 namespace moe {
 
@@ -59,11 +60,15 @@ ResultsFile ResultsFile::open(const std::string& path, bool truncate_torn) {
     nlohmann::json row;
     std::string problem;
     try {
-      row = nlohmann::json::parse(s);
-      if (!row.is_object()) problem = "not a JSON object";
-      else {
-        row_key(row);
-        row_settings(row);
+      if (json_depth(s) > kMaxJsonDepth) {
+        problem = "nested deeper than " + std::to_string(kMaxJsonDepth) + " levels";
+      } else {
+        row = nlohmann::json::parse(s);
+        if (!row.is_object()) problem = "not a JSON object";
+        else {
+          row_key(row);
+          row_settings(row);
+        }
       }
     } catch (const nlohmann::json::exception& e) {
       problem = e.what();

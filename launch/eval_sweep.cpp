@@ -6,6 +6,7 @@
 
 #include "checkpoints/checkpoint.h"
 #include "framework/error.h"
+#include "framework/json_depth.h"
 #include "framework/sha256.h"
 #include "launch/model_source.h"
 
@@ -124,10 +125,13 @@ SweepCheckpoint read_sweep_checkpoint(const std::string& dir) {
   const std::string committed = read_file(p / "COMMITTED");
   c.checksum = sha256_hex(committed);
   nlohmann::json meta;
+  const std::string meta_text = read_file(p / "meta.json");
+  check_json_depth(committed, (p / "COMMITTED").string(), "{\"step\": N, \"files\": {...}}");
+  check_json_depth(meta_text, (p / "meta.json").string(), "a JSON object as moe writes it");
   try {
     const nlohmann::json com = nlohmann::json::parse(committed);
     c.step = com.at("step").get<int64_t>();
-    meta = nlohmann::json::parse(read_file(p / "meta.json"));
+    meta = nlohmann::json::parse(meta_text);
   } catch (const nlohmann::json::exception& e) {
     throw error(dir, ": COMMITTED or meta.json is not readable (", e.what(), ")");
   }

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <sstream>
 #include <fstream>
 #include <set>
 
@@ -16,6 +17,7 @@
 #include "checkpoints/safetensors_folder.h"
 #include "framework/backend.h"
 #include "framework/error.h"
+#include "framework/json_depth.h"
 #include "framework/kernels/fp8.h"
 #include "launch/model_io.h"
 
@@ -35,8 +37,11 @@ bool is_file(const fs::path& p) {
 nlohmann::json read_json(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   if (!in) throw error(p.string(), ": cannot read");
+  std::stringstream text;
+  text << in.rdbuf();
+  check_json_depth(text.str(), p.string(), "a JSON object");
   try {
-    return nlohmann::json::parse(in);
+    return nlohmann::json::parse(text.str());
   } catch (const nlohmann::json::exception& e) {
     throw error(p.string(), ": not JSON (", e.what(), ")");
   }

@@ -10,6 +10,7 @@
 
 #include "framework/bf16_weights.h"
 #include "framework/error.h"
+#include "framework/json_depth.h"
 
 namespace moe {
 namespace {
@@ -24,6 +25,7 @@ std::string json_reason(const nlohmann::json::exception& e) {
 }
 
 TaskItem parse_item(const std::string& text, const std::string& where) {
+  check_json_depth(text, where, std::string("one object per line: ") + kItemShape);
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);

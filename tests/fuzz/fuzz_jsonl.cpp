@@ -3,13 +3,18 @@
 // shrink or keep size), and on valid UTF-8 it agrees with nlohmann's full parser: both accept the
 // line or both refuse it, and an object's "text" string is the same. (Lines with a \uD800-\uDFFF
 // escape are left out of the comparison: a lone one is jsonl.h's deliberate leniency; so are lines
-// with a NUL byte, where nlohmann's lexer stops as if at the end of the input.)
+// with a NUL byte, where nlohmann's lexer stops as if at the end of the input, and lines nested
+// deeper than jsonl.cpp's limit, which nlohmann has none of.)
 #include <nlohmann/json.hpp>
 
 #include "data_pipeline/jsonl.h"
+#include "framework/json_depth.h"
 #include "tests/fuzz/fuzz_common.h"
 
 using namespace moe;
+
+constexpr int kJsonlMaxDepth = 500;  // below jsonl.cpp's kMaxDepth (512), whatever its off-by-one
+
 
 static bool has_surrogate_escape(std::string_view s) {
   for (size_t i = 0; i + 3 < s.size(); ++i)
@@ -24,7 +29,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string text, why;
   const JsonlStatus s = jsonl_field(line, "text", text, why);
   (void)count_invalid_utf8(line);
-  if (count_invalid_utf8(line) == 0 && !has_surrogate_escape(line) && line.find('\0') == std::string_view::npos) {
+  if (count_invalid_utf8(line) == 0 && !has_surrogate_escape(line) && line.find('\0') == std::string_view::npos &&
+      json_depth(line) <= kJsonlMaxDepth) {
     nlohmann::json j;
     bool malformed = false;
     try {

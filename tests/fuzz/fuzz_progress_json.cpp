@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data_pipeline/preprocess_state.h"
+#include "framework/json_depth.h"
 #include "tests/fuzz/fuzz_common.h"
 
 using namespace moe;
@@ -20,6 +21,8 @@ static nlohmann::json known_part(const nlohmann::json& given, const nlohmann::js
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // As preprocess.cpp reads it: the depth check, then the parse.
+  if (json_depth(std::string_view(reinterpret_cast<const char*>(data), size)) > kMaxJsonDepth) return 0;
   const nlohmann::json j = nlohmann::json::parse(data, data + size, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return 0;
   RunState s;

@@ -125,6 +125,9 @@ TEST_F(Safetensors, HeaderLengthPastTheEndIsAnErrorWithoutAllocatingIt) {
 
 TEST_F(Safetensors, MalformedHeadersAreErrors) {
   expect_rejected("{not json", 0, "header is not JSON");
+  // Printing a value 50,000 levels deep in the error message overflowed the stack (found by tests/fuzz).
+  const std::string deep = R"({"a": {"dtype": "F32", "shape": )" + std::string(50000, '[') + std::string(50000, ']') + "}}";
+  expect_rejected(deep, 0, "JSON nested deeper than 64 levels (expected a safetensors header");
   expect_rejected("[1, 2]", 0, "header is a JSON array (expected an object)");
   expect_rejected(R"({"a": {"dtype": "F32", "shape": [2]}})", 8, "tensor 'a': expected an object with dtype");
   expect_rejected(R"({"a": {"dtype": "Q4", "shape": [2], "data_offsets": [0, 8]}})", 8, "tensor 'a': unknown dtype \"Q4\"");

@@ -143,6 +143,8 @@ TEST_F(CkptIo, MalformedSidecarFilesAreErrors) {
   std::string dir = save_checkpoint(path("ckpt"), 3, sample_tensors(), "", nullptr, 0);
   std::ofstream(dir + "/meta.json", std::ios::trunc) << "{not json";
   expect_error([&] { CheckpointReader r(dir); }, dir + "/meta.json: not valid JSON");
+  std::ofstream(dir + "/meta.json", std::ios::trunc) << "{\"tokens\": " << std::string(50000, '[') << std::string(50000, ']') << "}";
+  expect_error([&] { CheckpointReader r(dir); }, dir + "/meta.json: JSON nested deeper than 64 levels");
   std::ofstream(dir + "/meta.json", std::ios::trunc) << R"({"val_loss": 1E88888})";  // beyond double
   expect_error([&] { CheckpointReader r(dir); }, dir + "/meta.json: not valid JSON");
   // Keys readers take must have the type they read them as: checked on open, naming the key, not a

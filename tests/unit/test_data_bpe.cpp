@@ -281,6 +281,9 @@ TEST(BpeLoad, MalformedOrUnsupportedFiles) {
             std::string::npos);
   EXPECT_NE(load_error(tiny_json(R"("▁the": 300)", "")).find("\"▁the\" (id 300) is not byte-level"), std::string::npos);
   EXPECT_NE(load_error(tiny_json("\"he\": \"x\"", "")).find("model.vocab[\"he\"] is \"x\" (expected a token id"), std::string::npos);
+  // An id far past the token count would size the token table by it (found by tests/fuzz).
+  EXPECT_NE(load_error(tiny_json("\"he\": 2000000000", "")).find("model.vocab[\"he\"] has id 2000000000 (expected ids below"),
+            std::string::npos) << load_error(tiny_json("\"he\": 2000000000", ""));
   std::string no_eos = tiny_json(kTinyVocab, kTinyMerges);
   for (std::string s : {"\"<|endoftext|>\": 256, ", R"({"id": 256, "content": "<|endoftext|>", "special": true})"})
     no_eos.erase(no_eos.find(s), s.size());
