@@ -344,7 +344,7 @@ class Loader {
     // Ids index the token table, so one id of 2^31 - 1 would allocate a table of 2^31 entries
     // (found by tests/fuzz/fuzz_tokenizer_json). Tokenizer files number their N tokens 0..N-1;
     // unused ids are allowed, up to kMaxUnusedIds of them.
-    constexpr uint64_t kMaxUnusedIds = 65536;
+    constexpr uint64_t kMaxUnusedIds = uint64_t(1) << 20;
     const uint64_t limit = m["vocab"].size() + added_.size() + kMaxUnusedIds;
     auto check_dense = [&](uint32_t id, const std::string& where) {
       if (id >= limit)
