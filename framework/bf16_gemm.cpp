@@ -117,7 +117,19 @@ void note_declined_once(const Key& k, const std::string& impl) {
   });
 }
 
+// Each thread builds its own primitives, but oneDNN shares them underneath through its global
+// primitive cache: a second thread asking for the same shape gets the first thread's primitive, handed
+// over inside the library by a future whose atomics ThreadSanitizer cannot see (libdnnl is not
+// instrumented), so `make tsan` flagged our inlined dnnl.hpp reading the other thread's descriptor.
+// Creating primitives under one lock makes that hand-over an ordering TSan sees; it costs nothing
+// measurable, since a thread creates each shape's primitive once.
+std::mutex& primitive_creation_lock() {
+  static std::mutex m;
+  return m;
+}
+
 Entry make_entry(const Key& k, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, float beta) {
+  std::lock_guard<std::mutex> lock(primitive_creation_lock());
   Entry e;
   const int64_t m = ta ? M : kRuntime, kk = ta ? kRuntime : K;
   dnnl::primitive_attr attr;
