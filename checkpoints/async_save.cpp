@@ -136,7 +136,8 @@ SaveStall AsyncSaver::save_sharded(int64_t step, const std::vector<TensorPiece>&
   }
   std::vector<TensorPiece> sources;
   if (defer_copy) sources = pieces;
-  worker_ = std::thread([this, step, shard, defer_copy, sources = std::move(sources), datasets = std::move(datasets),
+  const double stall_s = std::exchange(stall_s_, 0.0);
+  worker_ = std::thread([this, step, shard, defer_copy, stall_s, sources = std::move(sources), datasets = std::move(datasets),
                          yaml = std::move(config_yaml), meta = std::move(meta)] {
     auto w0 = Clock::now();
     if (defer_copy) {
@@ -149,6 +150,7 @@ SaveStall AsyncSaver::save_sharded(int64_t step, const std::vector<TensorPiece>&
       copy_cv_.notify_all();
       w0 = Clock::now();
     }
+    if (stall_s > 0) std::this_thread::sleep_for(std::chrono::duration<double>(stall_s));
     try {
       report_.dir = save_checkpoint_sharded(root_, step, snapshot_, datasets, yaml, meta, retention_, shard);
     } catch (const Error& e) {
@@ -186,6 +188,24 @@ std::optional<SaveReport> AsyncSaver::poll() {
 
 std::optional<SaveReport> AsyncSaver::wait() {
   if (!in_flight()) return std::nullopt;
+  return collect();
+}
+
+std::optional<SaveReport> AsyncSaver::wait_at_most(double timeout_s) {
+  if (!in_flight() || timeout_s <= 0) return wait();
+  const auto t0 = Clock::now();
+  while (!done_.load(std::memory_order_acquire)) {
+    const double waited = seconds_since(t0);
+    if (waited > timeout_s) {
+      worker_.detach();
+      abandoned_ = true;
+      throw error("checkpoint of step ", report_.step, ": its background write under ", root_,
+                  " has not finished after ", timeout_s,
+                  " s (checkpoint.write_timeout_s): the filesystem is stalled or far slower than it should be. "
+                  "Nothing was committed for that step; earlier checkpoints are untouched");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(waited < 1 ? 1 : 20));
+  }
   return collect();
 }
 

@@ -71,6 +71,15 @@ class AsyncSaver {
   std::optional<SaveReport> poll();
   // Blocks until the save in flight finishes, then as poll(); nullopt if none was in flight.
   std::optional<SaveReport> wait();
+  // As wait(), but for at most timeout_s seconds (0 = no limit). A write still running then has
+  // stalled (a hung filesystem, a full quota on a network mount): throws moe::Error naming the step,
+  // the folder and the wait, and abandons the save. Its thread, blocked in the filesystem, goes on
+  // using this saver, so an abandoned saver must never be destroyed: the caller leaks it (the
+  // process is ending: the error is fatal to the run) after checking abandoned().
+  std::optional<SaveReport> wait_at_most(double timeout_s);
+  bool abandoned() const { return abandoned_; }
+  // For tests (MOE_FAULT_INJECT stall_save): the next save's background write first sleeps this long.
+  void stall_next_write(double seconds) { stall_s_ = seconds; }
 
  private:
   void prepare_snapshot(const std::vector<TensorPiece>& pieces);  // layout; allocates on a change
@@ -101,6 +110,8 @@ class AsyncSaver {
   bool copied_ = true;  // the snapshot of the save in flight is complete (guarded by copy_mutex_)
   SaveReport report_;
   std::string error_;
+  bool abandoned_ = false;
+  double stall_s_ = 0;
 };
 
 }  // namespace moe

@@ -5,8 +5,6 @@
 namespace moe {
 namespace {
 
-constexpr int kMaxDepth = 512;  // deeper nesting is refused rather than risk the stack
-
 void put_utf8(uint32_t cp, std::string& out) {
   if (cp < 0x80) {
     out += char(cp);
@@ -92,7 +90,6 @@ class Scanner {
   }
 
   bool value(int depth) {
-    if (depth > kMaxDepth) return err("nesting deeper than " + std::to_string(kMaxDepth));
     skip_ws();
     if (at_end()) return err("expected a value but found end of line");
     switch (peek()) {
@@ -106,7 +103,9 @@ class Scanner {
     }
   }
 
+  // A container at depth d (0: the line's top level) is nesting level d + 1.
   bool container(int depth, char close) {
+    if (depth >= kJsonlMaxDepth) return err("nesting deeper than " + std::to_string(kJsonlMaxDepth));
     ++i_;
     skip_ws();
     if (!at_end() && peek() == close) return ++i_, true;

@@ -18,6 +18,9 @@ enum class JsonlStatus {
   NoField,    // an object without a string field `key` (or not an object)
 };
 
+// The deepest nesting of [ and { a line may have; deeper is Malformed, rather than risk the stack.
+inline constexpr int kJsonlMaxDepth = 512;
+
 // On Ok, `text` holds the decoded string of the top-level object's field `key` (the last one if
 // the key repeats, as Python's json does).
 JsonlStatus jsonl_field(std::string_view line, std::string_view key, std::string& text, std::string& why);

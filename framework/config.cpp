@@ -75,7 +75,7 @@ std::vector<Field> schema(Config& c) {
       {"parallel.ep", &c.parallel.ep}, {"parallel.fp8_dispatch", &c.parallel.fp8_dispatch},
       {"checkpoint.every", &c.checkpoint.every}, {"checkpoint.keep_last", &c.checkpoint.keep_last},
       {"checkpoint.keep_every", &c.checkpoint.keep_every}, {"checkpoint.resume", &c.checkpoint.resume},
-      {"checkpoint.init_from", &c.checkpoint.init_from},
+      {"checkpoint.init_from", &c.checkpoint.init_from}, {"checkpoint.write_timeout_s", &c.checkpoint.write_timeout_s},
       {"device", &c.device},
   };
 }
@@ -446,6 +446,7 @@ void validate(const Config& c, const Rules& r) {
   r.at_least("checkpoint.every", c.checkpoint.every, int64_t(0));
   r.at_least("checkpoint.keep_last", c.checkpoint.keep_last, 0);
   r.at_least("checkpoint.keep_every", c.checkpoint.keep_every, int64_t(0));
+  r.at_least("checkpoint.write_timeout_s", c.checkpoint.write_timeout_s, 0.0);
   r.need(!c.checkpoint.resume.empty(), {"checkpoint.resume"}, "checkpoint.resume is empty",
          "auto | never | a checkpoint path");
   r.one_of("device", c.device, {"auto", "cpu", "cuda"});

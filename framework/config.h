@@ -130,6 +130,9 @@ struct CheckpointConfig {
   int64_t keep_every = 0;  // also keep every checkpoint whose step is a multiple (milestones), 0 = none
   std::string resume = "auto";  // auto | never (or none) | <path to a checkpoint>
   std::string init_from;        // a checkpoint whose weights start a fresh run (fine-tuning); "" = none
+  // Seconds the trainer waits for a background checkpoint write before calling the filesystem
+  // stalled and ending the run with an error (0 = wait forever).
+  double write_timeout_s = 1800;
   bool operator==(const CheckpointConfig&) const = default;
 };
 

@@ -1,6 +1,8 @@
 #include "framework/json_depth.h"
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 
 #include "framework/error.h"
 
@@ -28,6 +30,19 @@ int json_depth(std::string_view text) {
 void check_json_depth(std::string_view text, const std::string& source, const std::string& expected, int limit) {
   if (json_depth(text) > limit)
     throw error(source, ": JSON nested deeper than ", limit, " levels (expected ", expected, ")");
+}
+
+nlohmann::json read_json_file(const std::string& path, const std::string& expected) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw error(path, ": cannot read (expected ", expected, ")");
+  std::stringstream text;
+  text << in.rdbuf();
+  check_json_depth(text.str(), path, expected);
+  try {
+    return nlohmann::json::parse(text.str());
+  } catch (const nlohmann::json::exception& e) {
+    throw error(path, ": not JSON (", e.what(), ")");
+  }
 }
 
 }  // namespace moe

@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include <nlohmann/json.hpp>
+
 namespace moe {
 
 inline constexpr int kMaxJsonDepth = 64;
@@ -17,5 +19,9 @@ int json_depth(std::string_view text);
 // Throws moe::Error "<source>: JSON nested deeper than <limit> levels (expected <expected>)".
 void check_json_depth(std::string_view text, const std::string& source, const std::string& expected,
                       int limit = kMaxJsonDepth);
+
+// A user's JSON file, parsed after check_json_depth. Errors name the file: "<path>: cannot read
+// (expected <expected>)", the depth error, or "<path>: not JSON (<parser's message>)".
+nlohmann::json read_json_file(const std::string& path, const std::string& expected);
 
 }  // namespace moe

@@ -25,19 +25,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-nlohmann::json read_config_json(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw error(p.string(), ": cannot read (expected a DeepseekV3 config.json)");
-  std::stringstream text;
-  text << in.rdbuf();
-  check_json_depth(text.str(), p.string(), "a DeepseekV3 config.json");
-  try {
-    return nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::exception& e) {
-    throw error(p.string(), ": not JSON (", e.what(), ")");
-  }
-}
-
 // The tokenizer to record in meta.json: "byte" when moe export said so; else a tokenizer.json in
 // the folder, copied to CKPT_DIR/tokenizer.json (outside the step folder, whose files COMMITTED
 // lists) and recorded by absolute path; else none ("" : moe generate and eval then need --tokenizer).
@@ -92,7 +79,7 @@ int cmd_import(int argc, char** argv) {
   if (!list_checkpoints(out).empty())
     throw error("--output ", out, ": already holds checkpoints (expected a new or empty folder)");
   const std::string config_path = (hf_dir / "config.json").string();
-  const nlohmann::json hf = read_config_json(config_path);
+  const nlohmann::json hf = read_json_file(config_path, "a DeepseekV3 config.json");
   Config cfg = config_from_hf(hf, config_path);
   check_quantization(hf, config_path);
   if (!SafetensorsFolder::has_weights(hf_dir.string()))

@@ -34,19 +34,6 @@ bool is_file(const fs::path& p) {
   return fs::is_regular_file(p, ec);
 }
 
-nlohmann::json read_json(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw error(p.string(), ": cannot read");
-  std::stringstream text;
-  text << in.rdbuf();
-  check_json_depth(text.str(), p.string(), "a JSON object");
-  try {
-    return nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::exception& e) {
-    throw error(p.string(), ": not JSON (", e.what(), ")");
-  }
-}
-
 ModelSource open_checkpoint(const std::string& path) {
   CheckpointReader ckpt(resolve_checkpoint(path));
   ModelSource s;
@@ -66,7 +53,7 @@ ModelSource open_checkpoint(const std::string& path) {
 ModelSource open_export(const fs::path& dir) {
   const fs::path config_path = dir / kHfConfig;
   const std::string source = config_path.string();
-  const nlohmann::json hf = read_json(config_path);
+  const nlohmann::json hf = read_json_file(source, "a DeepseekV3 config.json");
   ModelSource s;
   s.path = dir.string();
   s.kind = "export";

@@ -171,8 +171,8 @@ InjectedFaults InjectedFaults::from_env() {
 InjectedFaults InjectedFaults::parse(const std::string& spec) {
   auto bad = [&] {
     return error("MOE_FAULT_INJECT='", spec,
-                 "' (expected RANK:STEP, e.g. 1:3, or KIND@step=N[-M][,rank=R] with KIND crash, nan_loss or "
-                 "nan_grad, e.g. nan_grad@step=7,rank=1; several separated by ';')");
+                 "' (expected RANK:STEP, e.g. 1:3, or KIND@step=N[-M][,rank=R] with KIND crash, nan_loss, "
+                 "nan_grad or stall_save, e.g. nan_grad@step=7,rank=1; several separated by ';')");
   };
   // A whole token as a non-negative integer.
   auto number = [&](const std::string& s) {
@@ -193,7 +193,7 @@ InjectedFaults InjectedFaults::parse(const std::string& spec) {
       f.first = f.last = number(item.substr(colon + 1));
     } else {
       f.kind = item.substr(0, at);
-      if (f.kind != "crash" && f.kind != "nan_loss" && f.kind != "nan_grad") throw bad();
+      if (f.kind != "crash" && f.kind != "nan_loss" && f.kind != "nan_grad" && f.kind != "stall_save") throw bad();
       bool has_step = false;
       std::stringstream params(item.substr(at + 1));
       for (std::string kv; std::getline(params, kv, ',');) {
@@ -229,6 +229,7 @@ InjectedFaults::AtStep InjectedFaults::take(int rank, int64_t step) {
     if (f.kind == "crash") at.crash = true;
     if (f.kind == "nan_loss") at.step.nan_loss = true;
     if (f.kind == "nan_grad") at.step.nan_grad = true;
+    if (f.kind == "stall_save") at.stall_save = true;
   }
   return at;
 }

@@ -108,8 +108,9 @@ class SpikeDetector {
 
 // MOE_FAULT_INJECT: faults separated by ';', each
 //   RANK:STEP                         that rank throws at the start of that step (a crashed node)
-//   KIND@step=N[-M][,rank=R]          KIND crash, nan_loss or nan_grad; steps N..M; every rank
-//                                     unless rank= is given
+//   KIND@step=N[-M][,rank=R]          KIND crash, nan_loss, nan_grad or stall_save (the checkpoint
+//                                     saved after that step never finishes writing); steps N..M;
+//                                     every rank unless rank= is given
 // Steps are 0-based (step N is logged as step N+1). A fault fires the first time its step runs in
 // the process: after a rollback the same step number runs clean, as it would after a transient fault.
 class InjectedFaults {
@@ -118,6 +119,7 @@ class InjectedFaults {
   static InjectedFaults parse(const std::string& spec);
   struct AtStep {
     bool crash = false;
+    bool stall_save = false;  // this step's checkpoint write hangs (stall_save)
     StepFault step;
   };
   AtStep take(int rank, int64_t step);

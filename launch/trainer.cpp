@@ -187,6 +187,7 @@ class Trainer {
       const Stop stop = agreed_stop(done);
       // The last save and a save on a stop are on disk before the process exits.
       const bool periodic = cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0;
+      if (fault.stall_save) saver_->stall_next_write(3600);  // a test's hung filesystem
       if ((periodic && !guard_.holding_saves()) || last || stop.any()) save(done, last || stop.any());
       else if (periodic && comm_.is_root())
         printf("checkpoint step %lld postponed: non-finite steps in a row may end in a rollback to the one before\n",
@@ -526,7 +527,7 @@ class Trainer {
   // write goes on in the background unless `wait` (the final save, a stop on a signal).
   void save(int64_t step, bool wait) {
     auto t0 = Clock::now();
-    report_save(saver_->wait());
+    report_save(finished_save());
     double waited = seconds_since(t0);
     ShardedSave shard;
     shard.rank = comm_.rank();
@@ -571,7 +572,7 @@ class Trainer {
                (long long)step, waited + st.copy_s, st.bytes / 1e9, st.copy_s, waited);
       fflush(stdout);
     }
-    if (wait) report_save(saver_->wait());
+    if (wait) report_save(finished_save());
   }
 
   // New for every save attempt and the same on every rank, so marker files left by a crashed
@@ -583,6 +584,18 @@ class Trainer {
                (unsigned long long)std::chrono::system_clock::now().time_since_epoch().count());
     comm_.broadcast(id, sizeof id);
     return id;
+  }
+
+  // The save in flight, once finished (nullopt if none). One that outlives checkpoint.write_timeout_s
+  // throws: its thread is stuck in the filesystem and still uses the saver, which is therefore
+  // leaked (never destroyed) as the error ends the run; resuming starts from the last committed one.
+  std::optional<SaveReport> finished_save() {
+    try {
+      return saver_->wait_at_most(cfg_.checkpoint.write_timeout_s);
+    } catch (const Error&) {
+      if (saver_->abandoned()) (void)saver_.release();
+      throw;
+    }
   }
 
   // Rank 0 prints a committed save; on every rank a failed one throws (and ends the job).
@@ -688,7 +701,7 @@ class Trainer {
   // skips (recorded in the run directory first), and training goes on from the checkpoint's step.
   // Returns that step. Throws if there is nothing to roll back to, or train.max_rollbacks is reached.
   int64_t roll_back() {
-    report_save(saver_->wait());
+    report_save(finished_save());
     // Rank 0 commits saves, so it alone knows which is the last; every rank loads that one.
     char dir[4096] = {};
     if (comm_.is_root()) snprintf(dir, sizeof dir, "%s", find_resume_checkpoint(ckpt_root_).c_str());

@@ -14,6 +14,7 @@
 
 #include "parallel/comm_stats.h"
 #include "parallel/mpi_util.h"
+#include "parallel/roll_call.h"
 
 namespace moe {
 namespace detail {
@@ -48,6 +49,26 @@ double timeout_from_env() {
   if (*end || !std::isfinite(v) || v < 0)
     throw error("MOE_COMM_TIMEOUT_S='", s, "' (expected seconds >= 0; 0 turns the collective watchdog off)");
   return v;
+}
+
+// "collective X timed out after N s ...", naming the ranks a roll call found silent.
+std::string timeout_message(const char* collective, double timeout_s) {
+  const double window = roll_call_window(timeout_s);
+  const std::vector<int> silent = roll_call_silent(window);
+  std::string ranks;
+  for (int r : silent) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+  char what[512];
+  if (silent.empty())
+    snprintf(what, sizeof what,
+             "collective %s timed out after %g s (MOE_COMM_TIMEOUT_S); every other rank answered a roll call "
+             "within %g s, so they are all waiting, in collectives that do not match",
+             collective, timeout_s, window);
+  else
+    snprintf(what, sizeof what,
+             "collective %s timed out after %g s (MOE_COMM_TIMEOUT_S); no answer within %g s from rank%s %s "
+             "(stopped, hung, dead, or busy outside every collective)",
+             collective, timeout_s, window, silent.size() > 1 ? "s" : "", ranks.c_str());
+  return what;
 }
 
 }  // namespace
@@ -143,11 +164,9 @@ void Request::wait() {
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   while (!test()) {
-    if (timeout_s_ > 0 && std::chrono::duration<double>(clock::now() - start).count() > timeout_s_) {
-      char what[160];
-      snprintf(what, sizeof what, "collective %s timed out after %g s (MOE_COMM_TIMEOUT_S)", name_, timeout_s_);
-      detail::abort_job(world_rank_, what, 1);
-    }
+    if (timeout_s_ > 0 && std::chrono::duration<double>(clock::now() - start).count() > timeout_s_)
+      detail::abort_job(world_rank_, detail::timeout_message(name_, timeout_s_), 1);
+    detail::roll_call_answer();  // a timed-out rank may be asking who is still here
     sched_yield();
   }
 }
@@ -165,6 +184,7 @@ Comm::Comm(int* argc, char*** argv) {
   try {
     timeout_s_ = detail::timeout_from_env();
     detail::mpi_max_count();  // a bad MOE_COMM_MAX_COUNT fails here, not inside a collective
+    detail::roll_call_open();
     MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm_));
     MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
     MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
@@ -190,7 +210,10 @@ void Comm::release() noexcept {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (comm_ != MPI_COMM_NULL && !finalized) MPI_Comm_free(&comm_);
-  if (owns_mpi_ && !finalized) MPI_Finalize();
+  if (owns_mpi_ && !finalized) {
+    detail::roll_call_close();
+    MPI_Finalize();
+  }
   comm_ = MPI_COMM_NULL;
   owns_mpi_ = false;
 }

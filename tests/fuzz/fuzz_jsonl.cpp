@@ -13,7 +13,6 @@
 
 using namespace moe;
 
-constexpr int kJsonlMaxDepth = 500;  // below jsonl.cpp's kMaxDepth (512), whatever its off-by-one
 
 
 static bool has_surrogate_escape(std::string_view s) {

@@ -2,6 +2,7 @@
 // the checkpoint), results come back once through poll()/wait(), a failed background save is a
 // moe::Error naming the step, and the saver keeps working after one.
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -107,6 +108,34 @@ TEST_F(CkptAsync, FailureIsReportedAndTheSaverRecovers) {
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(list_checkpoints(path("ckpt")),
             (std::vector<std::string>{path("ckpt") + "/step-00000001", path("ckpt") + "/step-00000003"}));
+}
+
+// A write that hangs (a stalled filesystem, simulated by stall_next_write) is reported after the
+// timeout instead of being waited on forever; a write that finishes in time is collected as usual.
+TEST_F(CkptAsync, StalledWriteIsReportedAfterTheTimeout) {
+  AsyncSaver saver(path("ckpt"), Retention(0), 1);
+  saver.save(1, {{"w", ramp({4}, 0.f)}}, "", nullptr);
+  std::optional<SaveReport> r = saver.wait_at_most(60);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->step, 1);
+  EXPECT_FALSE(saver.abandoned());
+  EXPECT_FALSE(saver.wait_at_most(60).has_value());  // nothing in flight
+
+  // The stalled saver's thread outlives the test (it sleeps for a minute, then the process is
+  // gone), so it is leaked, as the trainer does: it still uses the saver.
+  auto* stalled = new AsyncSaver(path("stalled"), Retention(0), 1);
+  stalled->stall_next_write(60);
+  stalled->save(7, {{"w", ramp({4}, 0.f)}}, "", nullptr);
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_error([&] { stalled->wait_at_most(0.2); },
+               "checkpoint of step 7: its background write under " + path("stalled") +
+                   " has not finished after 0.2 s (checkpoint.write_timeout_s)");
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(waited, 0.2);
+  EXPECT_LT(waited, 30);  // reported, not waited on for the write's minute
+  EXPECT_TRUE(stalled->abandoned());
+  EXPECT_FALSE(stalled->in_flight());
+  EXPECT_FALSE(std::filesystem::exists(path("stalled")));  // nothing written, let alone committed
 }
 
 }  // namespace

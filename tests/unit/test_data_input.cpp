@@ -108,6 +108,10 @@ TEST(Jsonl, ExtractsTheFieldAndRejectsMalformedLines) {
   std::string deep(600, '[');
   EXPECT_EQ(field("{\"a\": " + deep + "}"), JsonlStatus::Malformed);
   EXPECT_NE(why.find("nesting deeper than 512"), std::string::npos) << why;
+  // The limit is exact: the object and 511 arrays nest 512 deep (accepted), one more is refused.
+  auto nested = [](int arrays) { return "{\"text\": \"x\", \"a\": " + std::string(arrays, '[') + std::string(arrays, ']') + "}"; };
+  EXPECT_EQ(field(nested(kJsonlMaxDepth - 1)), JsonlStatus::Ok) << why;
+  EXPECT_EQ(field(nested(kJsonlMaxDepth)), JsonlStatus::Malformed);
   EXPECT_EQ(jsonl_problem(JsonlStatus::NoField, "", "body"),
             "no string field \"body\" (expected {\"body\": \"...\"} per line; --text-key picks the field)");
 }
