@@ -25,6 +25,9 @@ MOE_HD inline float fast_expf(float x) {
   p = p * f + 1.6666665459e-1f;
   p = p * f + 5.0000001201e-1f;
   p = p * f * f + f + 1.0f;
+  // A NaN x has made p NaN already; converting NaN to an integer is undefined (clang's UBSan
+  // flags it), so it builds the exponent from 0 instead, and the result stays NaN.
+  n = n != n ? 0.f : n;
   int32_t bits = (int32_t(n) + 127) << 23;
   float scale;
   memcpy(&scale, &bits, 4);

@@ -38,7 +38,7 @@ struct Case {
       for (int64_t h = 0; h < H; ++h) {
         const float* qi = q.data() + (i * H + h) * C;
         const float* rows = cache.data() + offset[size_t(i)];
-        std::vector<double> s(size_t(length[size_t(i)]));
+        std::vector<double> s(static_cast<size_t>(length[size_t(i)]));
         double mx = -1e300, sum = 0;
         for (int64_t t = 0; t < length[size_t(i)]; ++t) {
           for (int64_t c = 0; c < C; ++c) s[t] += double(qi[c]) * rows[t * C + c];
