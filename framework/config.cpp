@@ -73,6 +73,7 @@ std::vector<Field> schema(Config& c) {
       {"train.max_bad_steps", &t.max_bad_steps}, {"train.max_rollbacks", &t.max_rollbacks},
       {"train.spike_window", &t.spike_window}, {"train.spike_zscore", &t.spike_zscore},
       {"parallel.ep", &c.parallel.ep}, {"parallel.fp8_dispatch", &c.parallel.fp8_dispatch},
+      {"parallel.dp_replicate", &c.parallel.dp_replicate},
       {"checkpoint.every", &c.checkpoint.every}, {"checkpoint.keep_last", &c.checkpoint.keep_last},
       {"checkpoint.keep_every", &c.checkpoint.keep_every}, {"checkpoint.resume", &c.checkpoint.resume},
       {"checkpoint.init_from", &c.checkpoint.init_from}, {"checkpoint.write_timeout_s", &c.checkpoint.write_timeout_s},
@@ -443,6 +444,7 @@ void validate(const Config& c, const Rules& r) {
          "train.spike_window is " + show(t.spike_window), "0 (off) or a window of at least 2 losses");
   r.positive("train.spike_zscore", t.spike_zscore);
   r.positive("parallel.ep", c.parallel.ep);
+  r.positive("parallel.dp_replicate", c.parallel.dp_replicate);
   r.at_least("checkpoint.every", c.checkpoint.every, int64_t(0));
   r.at_least("checkpoint.keep_last", c.checkpoint.keep_last, 0);
   r.at_least("checkpoint.keep_every", c.checkpoint.keep_every, int64_t(0));

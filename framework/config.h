@@ -118,6 +118,9 @@ struct TrainConfig {
 
 struct ParallelConfig {
   int ep = 1;
+  // HSDP: the world splits into this many replicas of world/dp_replicate consecutive ranks; the
+  // state is sharded inside a replica and replicated across them (1 = plain FSDP over the world).
+  int dp_replicate = 1;
   // At fp8, routed tokens travel to their experts as E4M3 rows (codes + 1x128 scales, ~1/4 of the
   // f32 bytes) and the experts' weight gradients read those rows de-quantised, on any ep.
   bool fp8_dispatch = false;

@@ -216,9 +216,12 @@ class Trainer {
       write_file_atomic((fs::path(cfg_.run.out_dir) / "config.yaml").string(), config_to_yaml(cfg_));
       open_jsonl_logs(start_step_, "logged by a run that ended before saving them");
       ParamCounts pc = count_params(cfg_.model);
-      printf("moe train: %s | %.2fM params (%.2fM active) | %d rank(s) (dp %d x ep %d) x %d thread(s) | global batch "
+      const std::string replicas =
+          mesh_.replicate() > 1 ? std::to_string(mesh_.replicate()) + " replicas (HSDP) x " : std::string();
+      printf("moe train: %s | %.2fM params (%.2fM active) | %d rank(s) (%sdp %d x ep %d) x %d thread(s) | global batch "
              "%lld x %d tokens | %s | %s\n",
-             cfg_.run.name.c_str(), pc.total / 1e6, pc.active / 1e6, W, mesh_.dp(), mesh_.ep(), num_threads(),
+             cfg_.run.name.c_str(), pc.total / 1e6, pc.active / 1e6, W, replicas.c_str(), mesh_.dp(), mesh_.ep(),
+             num_threads(),
              (long long)global_batch(), T, precision_label(model_.precision(), device_).c_str(), device_.description.c_str());
       double total_weight = 0;
       for (double w : data_.weights) total_weight += w;
@@ -295,8 +298,10 @@ class Trainer {
     double gflops = tps * flops_per_token(cfg_.model, cfg_.data.seq_len) / 1e9 / comm_.size();
     double eta = (t.steps - done) * dt / double(log_tokens_ / tokens_per_step());
     if (rank_log_) {
-      fprintf(rank_log_, "step %lld | rank %d (dp %d, ep %d) | local loss %.4f | step %.3f s | state %.1f MiB | rss %.0f MiB\n",
-              (long long)done, comm_.rank(), mesh_.dp_rank(), mesh_.ep_rank(), s.local_loss, step_time,
+      const std::string replica =
+          mesh_.replicate() > 1 ? "replica " + std::to_string(mesh_.replica()) + ", " : std::string();
+      fprintf(rank_log_, "step %lld | rank %d (%sdp %d, ep %d) | local loss %.4f | step %.3f s | state %.1f MiB | rss %.0f MiB\n",
+              (long long)done, comm_.rank(), replica.c_str(), mesh_.dp_rank(), mesh_.ep_rank(), s.local_loss, step_time,
               fsdp_.memory().shard_bytes / 1048576.0, peak_rss_mib());
       fflush(rank_log_);
     }
@@ -529,11 +534,14 @@ class Trainer {
     auto t0 = Clock::now();
     report_save(finished_save());
     double waited = seconds_since(t0);
+    // With HSDP every replica holds the same state: replica 0's ranks write it, once.
     ShardedSave shard;
-    shard.rank = comm_.rank();
-    shard.world = comm_.size();
+    shard.rank = mesh_.coords().shard_rank();
+    shard.world = mesh_.coords().shard_size();
+    shard.recorded_world_size = comm_.size();
     shard.wait_timeout_s = comm_.timeout_s();
     shard.save_id = save_id(step);
+    if (mesh_.replica() != 0) return;
     // Every rank holds the replicated router biases; rank 0 writes them.
     // On a GPU this downloads the state (a stall of its size over PCIe); on the CPU it is the state.
     std::vector<TensorPiece> pieces = checkpoint_pieces(model_.params(), fsdp_.host_pieces(), comm_.is_root());

@@ -19,7 +19,8 @@ namespace moe {
 
 struct DistributedModel {
   // Collective over world. Throws moe::Error "<cfg.source>: parallel.ep ..." when parallel.ep does
-  // not divide the world size, on every rank before any communication. `groups`
+  // not divide a replica (or parallel.dp_replicate the world size), on every rank before any
+  // communication. `groups`
   // makes the collective groups for the compute device (parallel/group.h): MPI by default, NCCL
   // on GPUs (launch/device.h picks it).
   DistributedModel(const Comm& world, const Config& cfg, GroupFactory groups = &MpiGroup::make);
@@ -28,8 +29,9 @@ struct DistributedModel {
 
   const Comm& world;  // the job (host sums of the step's losses and expert loads)
   DeviceMesh mesh;
-  // The collectives of world, mesh.dp_comm() and mesh.ep_comm() on the compute device.
-  std::unique_ptr<CollectiveGroup> world_group, dp_group, ep_group;
+  // The collectives of world, mesh.dp_comm() and mesh.ep_comm() on the compute device; with HSDP
+  // (parallel.dp_replicate > 1) also of mesh.shard_comm() and mesh.cross_comm() (null without).
+  std::unique_ptr<CollectiveGroup> world_group, dp_group, ep_group, shard_group, cross_group;
   DeepSeekV3 model;
   ShardedModel fsdp;
   std::unique_ptr<AllToAllExchange> exchange;  // null when ep == 1

@@ -11,8 +11,13 @@
 namespace moe {
 
 ShardedModel::ShardedModel(DeepSeekV3& model, const DeviceMesh& mesh, const TrainConfig& t,
-                           const CollectiveGroup& world_group, const CollectiveGroup& dp_group)
-    : model_(model), ps_(model.params()), world_(world_group.comm()), mesh_(mesh) {
+                           const CollectiveGroup& shard_group, const CollectiveGroup& dp_group,
+                           const CollectiveGroup* cross_group)
+    : model_(model),
+      ps_(model.params()),
+      replica_(shard_group.comm()),
+      cross_(cross_group && cross_group->size() > 1 ? cross_group : nullptr),
+      mesh_(mesh) {
   MOE_CHECK(!ps_.params(), "FSDP needs a model built with ModelPlacement::own_storage = false");
   MOE_CHECK(model.placement().expert_parts == mesh.ep() && model.placement().local_part == mesh.ep_rank(),
             "model placement does not match the mesh");
@@ -24,7 +29,7 @@ ShardedModel::ShardedModel(DeepSeekV3& model, const DeviceMesh& mesh, const Trai
     Shard s;
     s.unit = int(u);
     if (unit.kind == UnitKind::Sharded) {
-      s.group = &world_group;
+      s.group = &shard_group;
     } else if (unit.kind == UnitKind::Expert) {
       if (unit.expert_part != mesh.ep_rank()) continue;  // another rank's experts
       s.group = &dp_group;
@@ -217,11 +222,14 @@ void ShardedModel::complete_reduce() {
 void ShardedModel::finish_grads() {
   MOE_PHASE("fsdp_reduce");
   while (!reducing_.empty()) complete_reduce();
+  // Every replica now holds its own sum of the step's gradients for the same shards; one
+  // all-reduce of the shard-sized buffer makes it the sum over the world.
+  if (cross_) cross_->allreduce_sum(grads_.f32(), grads_.numel());
 }
 
 double ShardedModel::grad_norm() const {
   double s = sum_squares(grads_.f32(), opt_->segments());
-  world_.allreduce_sum(&s, 1);
+  replica_.allreduce_sum(&s, 1);
   return std::sqrt(s);
 }
 

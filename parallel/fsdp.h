@@ -1,10 +1,12 @@
 // FSDP (ZeRO-3) for a DeepSeekV3 built with ModelPlacement{ep, ep_rank, own_storage = false}.
 //
 // Every parameter unit (model/params.h) is one flat buffer cut into g equal shards, g the size of
-// the group that shares it: the world for dense units, the dp group (ranks holding the same
-// experts) for a routed-expert part. A rank keeps only its shard of each unit's parameters,
-// gradients and AdamW moments: 1/world of the model, whatever ep is. Around each use the model
-// calls the UnitHooks below:
+// the group that shares it: the replica (the world, without HSDP) for dense units, the dp group
+// (ranks of the replica holding the same experts) for a routed-expert part. A rank keeps only its
+// shard of each unit's parameters, gradients and AdamW moments: 1/(replica size) of the model,
+// whatever ep is. With HSDP (parallel.dp_replicate R > 1) every replica holds the same shards, and
+// finish_grads() all-reduces the shard-sized gradients across replicas (parallel/mesh.h). Around
+// each use the model calls the UnitHooks below:
 //   acquire       all-gather the unit (the next block's gather is posted ahead: prefetch)
 //   release       free the gathered copy
 //   acquire_grad  all-gather + a zeroed gradient buffer the backward accumulates into
@@ -48,11 +50,12 @@ struct ShardMemory {
 
 class ShardedModel : public UnitHooks {
  public:
-  // Binds itself as the model's unit hooks. world_group (over the world) and dp_group (over
-  // mesh.dp_comm(): the ranks holding the same experts) run the collectives; they and mesh must
-  // outlive it.
-  ShardedModel(DeepSeekV3& model, const DeviceMesh& mesh, const TrainConfig& t, const CollectiveGroup& world_group,
-               const CollectiveGroup& dp_group);
+  // Binds itself as the model's unit hooks. shard_group (over the replica: mesh.shard_comm(), the
+  // world without HSDP) and dp_group (over mesh.dp_comm(): the ranks of the replica holding the
+  // same experts) run the collectives, and cross_group (mesh.cross_comm(); null without HSDP) the
+  // gradient all-reduce across replicas; they and mesh must outlive it.
+  ShardedModel(DeepSeekV3& model, const DeviceMesh& mesh, const TrainConfig& t, const CollectiveGroup& shard_group,
+               const CollectiveGroup& dp_group, const CollectiveGroup* cross_group = nullptr);
   ~ShardedModel() override;
   ShardedModel(const ShardedModel&) = delete;
   ShardedModel& operator=(const ShardedModel&) = delete;
@@ -60,9 +63,10 @@ class ShardedModel : public UnitHooks {
   // Every shard from the model's initializer: the same values a single process starts from.
   void initialize(uint64_t seed);
   void zero_grads();
-  // Completes the reduce-scatters still in flight; call after the last backward of a step.
+  // Completes the reduce-scatters still in flight (and, with HSDP, sums the gradients across
+  // replicas); call after the last backward of a step.
   void finish_grads();
-  // Global L2 norm of the gradients (one all-reduce over the world).
+  // Global L2 norm of the gradients (one all-reduce over the replica, which holds each once).
   double grad_norm() const;
   void step(double lr, float grad_scale);
   AdamW& optimizer() { return *opt_; }
@@ -109,7 +113,8 @@ class ShardedModel : public UnitHooks {
 
   DeepSeekV3& model_;
   ParamStore& ps_;
-  const Comm& world_;  // world_group's MPI Comm (host sums)
+  const Comm& replica_;  // shard_group's MPI Comm (host sums over one copy of the state)
+  const CollectiveGroup* cross_ = nullptr;  // null: one replica
   const DeviceMesh& mesh_;
   std::vector<Shard> shards_;
   std::vector<int> shard_index_;  // by unit, -1 where this rank holds nothing

@@ -33,7 +33,8 @@ class CollectiveGroup {
   // As Comm's collectives of the same names (parallel/comm.h), on device buffers.
   virtual Pending iallgather(const float* send, float* recv, int64_t n) const = 0;
   virtual Pending ireduce_scatter_sum(const float* send, float* recv, int64_t n) const = 0;
-  // Blocking (in the sense of wait() above).
+  // Blocking (in the sense of wait() above). allreduce_sum is in place (HSDP's cross-replica sum).
+  virtual void allreduce_sum(float* data, int64_t n) const = 0;
   virtual void alltoallv(const float* send, Counts send_counts, Counts send_displs, float* recv, Counts recv_counts,
                          Counts recv_displs) const = 0;
 };
@@ -47,6 +48,7 @@ class MpiGroup final : public CollectiveGroup {
   const Comm& comm() const override { return comm_; }
   Pending iallgather(const float* send, float* recv, int64_t n) const override;
   Pending ireduce_scatter_sum(const float* send, float* recv, int64_t n) const override;
+  void allreduce_sum(float* data, int64_t n) const override { comm_.allreduce_sum(data, n); }
   void alltoallv(const float* send, Counts send_counts, Counts send_displs, float* recv, Counts recv_counts,
                  Counts recv_displs) const override {
     comm_.alltoallv(send, send_counts, send_displs, recv, recv_counts, recv_displs);

@@ -17,6 +17,7 @@ class NcclGroup final : public CollectiveGroup {
   const Comm& comm() const override { return comm_; }
   Pending iallgather(const float* send, float* recv, int64_t n) const override;
   Pending ireduce_scatter_sum(const float* send, float* recv, int64_t n) const override;
+  void allreduce_sum(float* data, int64_t n) const override { nccl_.allreduce_sum(data, n); }
   void alltoallv(const float* send, Counts send_counts, Counts send_displs, float* recv, Counts recv_counts,
                  Counts recv_displs) const override {
     nccl_.alltoallv(send, send_counts, send_displs, recv, recv_counts, recv_displs);

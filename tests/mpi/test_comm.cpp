@@ -289,6 +289,31 @@ TEST(Mesh, CoordinatesAndGroupsOfWorld4) {
   }
 }
 
+// HSDP: 2 replicas of 2 ranks. Replicas are consecutive ranks (one node each under mpirun's
+// default placement); the cross-replica groups pair the ranks holding the same shards.
+TEST(Mesh, ReplicaGroupsOfWorld4) {
+  Comm world(nullptr, nullptr);
+  if (world.size() != 4) GTEST_SKIP() << "needs mpirun -np 4";
+  const int me = world.rank();
+  for (int ep : {1, 2}) {
+    DeviceMesh mesh(world, ep, "", 2);
+    EXPECT_EQ(mesh.replicate(), 2);
+    EXPECT_EQ(mesh.replica(), me / 2);
+    EXPECT_EQ(mesh.dp() * mesh.ep(), 2);
+    auto members = [&](const Comm& c) {
+      std::vector<int64_t> m(size_t(c.size()));
+      int64_t mine = me;
+      c.allgather_bytes(&mine, m.data(), sizeof mine);
+      return m;
+    };
+    EXPECT_EQ(members(mesh.shard_comm()), (std::vector<int64_t>{me / 2 * 2, me / 2 * 2 + 1})) << "ep " << ep;
+    EXPECT_EQ(members(mesh.cross_comm()), (std::vector<int64_t>{me % 2, me % 2 + 2})) << "ep " << ep;
+    // The replica is the dp group with ep 1 and the ep group with ep 2.
+    EXPECT_EQ(members(ep == 1 ? mesh.dp_comm() : mesh.ep_comm()), members(mesh.shard_comm()));
+    EXPECT_EQ(mesh.dp_comm().size() * mesh.ep_comm().size(), 2);
+  }
+}
+
 TEST(Mesh, ImpossibleLayoutsAreErrors) {
   auto message = [](int world, int ep) -> std::string {
     try {
@@ -303,6 +328,23 @@ TEST(Mesh, ImpossibleLayoutsAreErrors) {
   EXPECT_EQ(message(4, 8), "parallel.ep 8 does not divide world size 4 (expected a divisor of 4)");
   MeshCoords c = mesh_coords(8, 2, 5);
   EXPECT_TRUE(c.dp == 4 && c.ep == 2 && c.dp_rank == 2 && c.ep_rank == 1);
+  // HSDP: world 8 as 2 replicas of 4 ranks; rank 5 is the second rank of replica 1.
+  c = mesh_coords(8, 2, 5, 2);
+  EXPECT_TRUE(c.replicate == 2 && c.replica == 1 && c.dp == 2 && c.ep == 2 && c.dp_rank == 0 && c.ep_rank == 1);
+  EXPECT_TRUE(c.shard_size() == 4 && c.shard_rank() == 1);
+  auto replicated = [](int world, int ep, int r) -> std::string {
+    try {
+      mesh_coords(world, ep, 0, r);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_EQ(replicated(4, 1, 3), "parallel.dp_replicate 3 does not divide world size 4 (expected a divisor of 4)");
+  EXPECT_EQ(replicated(4, 1, 0), "parallel.dp_replicate 0 does not divide world size 4 (expected a divisor of 4)");
+  EXPECT_EQ(replicated(8, 4, 4),
+            "parallel.ep 4 does not divide the 2 ranks of a replica (world size 8 / parallel.dp_replicate 4; expected a "
+            "divisor of 2)");
   Comm world(nullptr, nullptr);  // every rank rejects it before splitting, so nobody waits
   EXPECT_THROW(DeviceMesh(world, world.size() + 1), Error);
   std::string where = "no error";  // the config file the CLI names

@@ -56,6 +56,12 @@ class EmulatedGroup final : public CollectiveGroup {
     g_device->hold();
     return std::make_unique<HeldPending>(mpi_.ireduce_scatter_sum(send, recv, n), g_device);
   }
+  void allreduce_sum(float* data, int64_t n) const override {
+    on_device({data});
+    g_device->hold();
+    mpi_.allreduce_sum(data, n);
+    g_device->unhold();
+  }
   void alltoallv(const float* send, Counts sc, Counts sd, float* recv, Counts rc, Counts rd) const override {
     on_device({send, recv});
     g_device->hold();
