@@ -94,6 +94,15 @@ int bench_train(int argc, char** argv) {
   auto t0 = std::chrono::steady_clock::now();
   run_steps(steps);
   const CommCounts comm_counted = comm_counts();
+  // Every rank's counts summed (after the timed steps, so this sum is not counted): the all-to-all
+  // bytes vary by rank with the routing, their mean over ranks does not (what `moe plan` predicts).
+  std::vector<double> counted_sum;
+  for (const CollectiveCount& c : comm_counted) counted_sum.insert(counted_sum.end(), {double(c.calls), double(c.bytes)});
+  comm.allreduce_sum(counted_sum.data(), int64_t(counted_sum.size()));
+  nlohmann::json comm_mean = nlohmann::json::object();
+  for (int k = 0; k < kCollectiveKinds; ++k)
+    comm_mean[collective_name(CollectiveKind(k))] = {{"calls", counted_sum[2 * k] / W / steps},
+                                                     {"bytes", counted_sum[2 * k + 1] / W / steps}};
   compute().synchronize();
   comm.barrier();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -121,13 +130,16 @@ int bench_train(int argc, char** argv) {
                         {"gflops", std::round(10.0 * flops / 1e9) / 10.0},
                         {"tflops", std::round(10.0 * flops / 1e12) / 10.0},  // as torch_ref.py prints it
                         {"state_mib_per_rank", std::round(dm.fsdp.memory().shard_bytes / 1048576.0 * 10) / 10},
+                        {"state_bytes_per_rank", dm.fsdp.memory().shard_bytes},
+                        {"gathered_peak_bytes", dm.fsdp.memory().peak_gathered_bytes},
                         {"peak_rss_mib", std::round(peak_rss_mib())},
                         {"peak_device_mib", std::round(device_peak_mib(device))},
                         {"loss", last.loss},
                         {"grad_norm", last.grad_norm},
                         {"time_split", phases},
                         // rank 0's collectives per step (parallel/comm_stats.h)
-                        {"comm_per_step", comm_counts_json(comm_counted, steps)}};
+                        {"comm_per_step", comm_counts_json(comm_counted, steps)},
+                        {"comm_per_step_rank_mean", comm_mean}};
   // The same MFU as bench/torch_ref.py: against 989 TFLOP/s (H100 dense bf16) on a GPU.
   if (device.peak_flops > 0) {
     out["mfu_vs_989"] = std::round(1000.0 * flops / device.peak_flops) / 1000.0;

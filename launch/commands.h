@@ -19,6 +19,7 @@ int cmd_bench_checkpoint(int argc, char** argv); // `moe bench checkpoint`, args
 int cmd_export(int argc, char** argv);           // checkpoint -> Hugging Face safetensors + config.json
 int cmd_import(int argc, char** argv);           // Hugging Face DeepseekV3 folder -> step-0 checkpoint
 int cmd_plot(int argc, char** argv);             // metrics / eval results -> PNG and SVG figures (gnuplot)
+int cmd_plan(int argc, char** argv);             // memory, communication and time of a run on N devices (launch/plan.h)
 int cmd_serve(int argc, char** argv);            // HTTP completions API + web page (docs/serving.md)
 
 }  // namespace moe

@@ -27,6 +27,7 @@ const char* kUsage =
     "  export       a checkpoint's model as Hugging Face model.safetensors + config.json\n"
     "  import       a Hugging Face DeepseekV3 folder as a step-0 checkpoint of its weights\n"
     "  plot         PNG and SVG figures of training metrics and evaluation results\n"
+    "  plan         memory, communication and time of a training run on N GPUs, before running it\n"
     "  bench        benchmarks that print JSON lines (train, comm, tokenizer, checkpoint)\n"
     "\n"
     "moe --version prints the version (and the git commit it was built from).\n";
@@ -57,11 +58,12 @@ int main(int argc, char** argv) {
     if (cmd == "generate") return moe::cmd_generate(sub_argc, sub_argv);
     if (cmd == "inspect") return moe::cmd_inspect(sub_argc, sub_argv);
     if (cmd == "bench") return moe::cmd_bench(sub_argc, sub_argv);
+    if (cmd == "plan") return moe::cmd_plan(sub_argc, sub_argv);
     if (cmd == "export") return moe::cmd_export(sub_argc, sub_argv);
     if (cmd == "import") return moe::cmd_import(sub_argc, sub_argv);
     if (cmd == "plot") return moe::cmd_plot(sub_argc, sub_argv);
     if (cmd == "serve") return moe::cmd_serve(sub_argc, sub_argv);
-    fprintf(stderr, "error: unknown command '%s' (expected tokenizer, preprocess, train, eval, generate, serve, inspect, export, import, plot or bench; see moe --help)\n", cmd.c_str());
+    fprintf(stderr, "error: unknown command '%s' (expected tokenizer, preprocess, train, eval, generate, serve, inspect, export, import, plot, plan or bench; see moe --help)\n", cmd.c_str());
     return 2;
   } catch (const moe::Error& e) {
     fprintf(stderr, "error: %s\n", e.what());

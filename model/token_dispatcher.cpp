@@ -6,11 +6,9 @@
 
 namespace moe {
 
-namespace {
-
-// E4M3 rows packed for the exchange, which moves rows of floats: each row's ld codes as ld / 4
-// 32-bit words (ld is a multiple of 128), then its scales. Copies move the bit patterns unchanged.
 int64_t fp8_packed_width(int64_t cols) { return Fp8Rows::ld_of(cols) / 4 + Fp8Rows::tiles_of(cols); }
+
+namespace {
 
 void pack_fp8_rows(float* packed, const Fp8Rows& q) {
   const int64_t words = q.ld() / 4, width = fp8_packed_width(q.cols);

@@ -52,6 +52,11 @@ struct ExpertGradRows {
   Tensor dy_permuted, dx_permuted, received, dy_local, dx_local;  // the dispatcher's buffers
 };
 
+// Floats per row of E4M3 rows packed for the exchange (parallel.fp8_dispatch), which moves rows of
+// floats: each row's ld codes as ld / 4 32-bit words (ld is a multiple of 128), then its scales.
+// Copies move the bit patterns unchanged.
+int64_t fp8_packed_width(int64_t cols);
+
 // Saved from forward for backward.
 struct DispatchActs {
   // Dispatch plan (i32 on the compute device): copy p (in expert order) is token slot_of[p] / K,

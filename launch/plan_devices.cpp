@@ -1,0 +1,172 @@
+// The device table of `moe plan`, and this CPU measured in place of a table row.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include "framework/attention.h"
+#include "framework/bf16_gemm.h"
+#include "framework/error.h"
+#include "framework/threads.h"
+#include "launch/gemm_peak.h"
+#include "launch/plan.h"
+
+namespace moe {
+
+namespace {
+
+// Peak dense throughput from the vendors' datasheets (without sparsity); links per direction.
+// gemm_efficiency: cuBLASLt bf16 at 4096^3 measured 895 of 989 TFLOP/s on an H100 (docs/cuda.md);
+// the same fraction is assumed for the other Hopper parts and for fp8, and 0.8 for Blackwell (not
+// measured). attention_efficiency: FlashAttention-3's forward+backward at head dims 128-256 on an
+// H100 (arXiv 2407.08608: ~600 TFLOP/s forward, ~450 backward at bf16), about half of peak.
+// runtime_gib: CUDA context, cuBLAS/cuDNN workspaces and NCCL's buffers before our first tensor.
+// H800: DeepSeek-V3's own figures for its cluster (arXiv 2412.19437 section 3.2.2: NVLink 160 GB/s
+// and InfiniBand 50 GB/s per GPU achieved), the same SXM5 compute as the H100.
+const std::vector<DeviceSpec>& table() {
+  static const std::vector<DeviceSpec> t = {
+      {"h100", 989.4, 1978.9, 66.9, 0.905, 0.5, 79.6, 3350, 450, 50, 1.0, 0, 0,
+       "NVIDIA H100 SXM5 datasheet; NVLink 4 900 GB/s both ways; 400 Gb/s NDR InfiniBand per GPU"},
+      {"h800", 989.4, 1978.9, 66.9, 0.905, 0.5, 79.6, 3350, 160, 50, 1.0, 0, 0,
+       "H100 SXM5 compute; links as DeepSeek-V3 reports them (arXiv 2412.19437, 3.2.2)"},
+      {"h200", 989.4, 1978.9, 66.9, 0.905, 0.5, 140.4, 4800, 450, 50, 1.0, 0, 0,
+       "NVIDIA H200 SXM datasheet (141 GB HBM3e, 4.8 TB/s); NVLink 4; 400 Gb/s NDR per GPU"},
+      {"b200", 2250, 4500, 75, 0.8, 0.5, 167.6, 7700, 900, 100, 1.0, 0, 0,
+       "NVIDIA HGX B200 datasheet (180 GB HBM3e, 7.7 TB/s); NVLink 5 1.8 TB/s both ways; 800 Gb/s per GPU; "
+       "efficiencies assumed, not measured"},
+  };
+  return t;
+}
+
+double seconds_of(const std::function<void()>& f, int trials) {
+  using Clock = std::chrono::steady_clock;
+  f();  // untimed: first-touch, primitive creation
+  double best = 1e30;
+  for (int t = 0; t < trials; ++t) {
+    const auto t0 = Clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return best;
+}
+
+// Bytes read + written per second by a large copy, with the pool's threads.
+double copy_gbps() {
+  const int64_t n = int64_t(1) << 24;  // 64 MiB of floats each way
+  std::vector<float> a(size_t(n), 1.f), b(size_t(n), 0.f);
+  const double s = seconds_of([&] {
+    parallel_for(n, [&](int64_t lo, int64_t hi) { std::memcpy(b.data() + lo, a.data() + lo, size_t(hi - lo) * 4); });
+  }, 3);
+  return 2.0 * double(n) * 4 / s / 1e9;
+}
+
+// Seconds per token of every GEMM of a training step (forward, dgrad, wgrad), each timed at its
+// own shape as `moe bench gemm` times it, at one micro-batch of tokens.
+double gemm_seconds_per_token(const ModelConfig& m, int64_t tokens, bool bf16) {
+  struct G {
+    int64_t rows, in, out;
+    double count;  // how many such GEMMs the model runs per micro-batch
+  };
+  const int64_t D = m.hidden, H = m.heads, dq = m.qk_nope_dim + m.qk_rope_dim;
+  const double blocks = m.layers + m.mtp_depth;
+  int moe_blocks = 0;
+  for (int l = 0; l < m.layers + m.mtp_depth; ++l) moe_blocks += l >= m.dense_layers && m.routed_experts > 0;
+  std::vector<G> gs;
+  if (m.q_lora_rank > 0) {
+    gs.push_back({tokens, D, m.q_lora_rank, blocks});
+    gs.push_back({tokens, m.q_lora_rank, H * dq, blocks});
+  } else {
+    gs.push_back({tokens, D, H * dq, blocks});
+  }
+  gs.push_back({tokens, D, m.kv_lora_rank + m.qk_rope_dim, blocks});
+  gs.push_back({tokens, m.kv_lora_rank, H * (m.qk_nope_dim + m.v_head_dim), blocks});
+  gs.push_back({tokens, H * m.v_head_dim, D, blocks});
+  if (blocks - moe_blocks > 0) {
+    gs.push_back({tokens, D, m.dense_inter, 2 * (blocks - moe_blocks)});
+    gs.push_back({tokens, m.dense_inter, D, blocks - moe_blocks});
+  }
+  if (moe_blocks > 0) {
+    const int64_t rows = std::max<int64_t>(1, tokens * m.experts_per_token / m.routed_experts);
+    const int64_t shared = int64_t(m.expert_inter) * m.shared_experts;
+    gs.push_back({tokens, D, m.routed_experts, double(moe_blocks)});
+    if (shared > 0) {
+      gs.push_back({tokens, D, shared, 2.0 * moe_blocks});
+      gs.push_back({tokens, shared, D, double(moe_blocks)});
+    }
+    gs.push_back({rows, D, m.expert_inter, 2.0 * moe_blocks * m.routed_experts});
+    gs.push_back({rows, m.expert_inter, D, double(moe_blocks) * m.routed_experts});
+  }
+  if (m.mtp_depth > 0) gs.push_back({tokens, 2 * D, D, double(m.mtp_depth)});
+  gs.push_back({tokens, D, m.vocab_size, 1.0 + m.mtp_depth});
+  double s = 0;
+  for (const G& g : gs) {
+    const double flops = 2.0 * double(g.rows) * double(g.in) * double(g.out);
+    // forward [rows,in]x[out,in]^T; dgrad [rows,out]x[out,in]; wgrad [rows,out]^T x [rows,in]
+    s += g.count * flops / 1e9 *
+         (1 / gemm_gflops(bf16, false, true, g.rows, g.out, g.in, 2) + 1 / gemm_gflops(bf16, false, false, g.rows, g.in, g.out, 2) +
+          1 / gemm_gflops(bf16, true, false, g.out, g.in, g.rows, 2));
+  }
+  return s / double(tokens);
+}
+
+// Seconds per token of the attention core (forward + backward) of every block, timed on one
+// sequence at the config's shapes.
+double attention_seconds_per_token(const ModelConfig& m, int64_t T, bool bf16) {
+  AttentionLayout l;
+  l.B = 1, l.T = T, l.H = m.heads, l.dqk = m.qk_nope_dim + m.qk_rope_dim, l.dv = m.v_head_dim;
+  l.q_ld = l.k_ld = l.H * l.dqk, l.q_hs = l.k_hs = l.dqk;
+  l.v_ld = l.o_ld = l.H * l.dv, l.v_hs = l.o_hs = l.dv;
+  l.scale = 1.f / std::sqrt(float(l.dqk));
+  l.bf16 = bf16;
+  const size_t nq = size_t(T * l.H * l.dqk), nv = size_t(T * l.H * l.dv);
+  std::vector<float> q(nq, 0.01f), k(nq, 0.02f), v(nv, 0.5f), o(nv), dout(nv, 1e-3f), dq(nq), dk(nq), dv(nv),
+      lse(size_t(l.H * T));
+  const double s = seconds_of([&] {
+    attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), l);
+    attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), lse.data(), l);
+  }, 2);
+  return s * (m.layers + m.mtp_depth) / double(T);
+}
+
+}  // namespace
+
+std::vector<std::string> device_names() {
+  std::vector<std::string> v;
+  for (const DeviceSpec& d : table()) v.push_back(d.name);
+  v.push_back("cpu");
+  return v;
+}
+
+DeviceSpec device_spec(const std::string& name, const Config& cfg) {
+  for (const DeviceSpec& d : table())
+    if (d.name == name) return d;
+  if (name != "cpu") {
+    std::string all;
+    for (const std::string& n : device_names()) all += (all.empty() ? "" : ", ") + n;
+    throw error("--gpu: unknown device '", name, "' (expected one of ", all, ")");
+  }
+  DeviceSpec d;
+  d.name = "cpu";
+  const Precision prec = parse_precision(cfg.train.precision);
+  const bool bf16 = prec == Precision::BF16 && bf16_gemm_native();
+  const double gflops = cpu_peak_gflops(prec);
+  d.fp32_tflops = d.bf16_tflops = d.fp8_tflops = gflops / 1e3;  // the ceiling the step's GEMMs run at
+  d.gemm_efficiency = d.attention_efficiency = 1;
+  d.hbm_gib = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGESIZE)) / 1073741824.0;
+  d.hbm_gbps = d.intra_gbps = d.inter_gbps = copy_gbps();
+  // Peak RSS of `moe bench train --config configs/tiny.yaml` (libraries, thread pool, MPI): 181 MiB
+  // with 0.7 MiB of state, measured here (docs/parallelism.md, "moe plan").
+  d.runtime_gib = 180.0 / 1024;
+  const int64_t tokens = int64_t(cfg.train.micro_batch) * cfg.data.seq_len;
+  d.cpu_gemm_s_per_token = gemm_seconds_per_token(cfg.model, tokens, bf16);
+  d.cpu_attention_s_per_token = attention_seconds_per_token(cfg.model, cfg.data.seq_len, bf16);
+  d.source = "this machine, measured now: GEMMs at the model's shapes (" + std::string(bf16 ? "bf16" : "f32") + ", " +
+             std::to_string(num_threads()) + " threads), the attention core, a 64 MiB copy";
+  return d;
+}
+
+}  // namespace moe
