@@ -245,8 +245,13 @@ Plan make_plan(const Config& cfg, const PlanLayout& L, const DeviceSpec& dev) {
     gemm_s = gemm_flops * rank_tokens / (peak * dev.gemm_efficiency * 1e12);
     attn_s = attn_flops * rank_tokens / ((prec == Precision::FP32 ? dev.fp32_tflops : dev.bf16_tflops) * dev.attention_efficiency * 1e12);
   }
-  const double memory_s = (4.0 * per_token_blocks * kF32 * rank_tokens + 28.0 * double(shard_total)) / (dev.hbm_gbps * 1e9);
-  p.compute_s = (gemm_s + attn_s) * recompute_factor + memory_s;
+  const double memory_s = dev.cpu_other_s_per_token > 0
+                              ? dev.cpu_other_s_per_token * rank_tokens + dev.cpu_adamw_s_per_element * double(shard_total)
+                              : (4.0 * per_token_blocks * kF32 * rank_tokens + 28.0 * double(shard_total)) / (dev.hbm_gbps * 1e9);
+  p.gemm_s = gemm_s * recompute_factor;
+  p.attention_s = attn_s * recompute_factor;
+  p.memory_s = memory_s;
+  p.compute_s = p.gemm_s + p.attention_s + p.memory_s;
   // FSDP's gathers are posted a block ahead and its reduce-scatters complete at the next block:
   // they hide behind compute. The all-to-all and the cross-replica all-reduce wait.
   const double fsdp_s = gather_s;
@@ -311,6 +316,7 @@ nlohmann::json plan_json(const Plan& p) {
           {"comm_per_step", comm},
           {"step_s", p.step_s},
           {"compute_s", p.compute_s},
+          {"compute_split_s", {{"gemm", p.gemm_s}, {"attention", p.attention_s}, {"memory_bound", p.memory_s}}},
           {"exposed_comm_s", p.exposed_comm_s},
           {"tokens_per_s", p.tokens_per_s},
           {"mfu", p.mfu},

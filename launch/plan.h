@@ -33,9 +33,10 @@ struct DeviceSpec {
   double intra_gbps = 0;        // per-direction bandwidth to another device of the node, GB/s
   double inter_gbps = 0;        // per-direction bandwidth off the node (per device), GB/s
   double runtime_gib = 0;       // what the runtime holds before our first tensor (context, libraries)
-  // The CPU (`cpu`): measured on this machine at the config's shapes instead of peak x efficiency.
-  double cpu_gemm_s_per_token = 0, cpu_attention_s_per_token = 0;
   std::string source;
+  // The CPU (`cpu`): measured on this machine at the config's shapes instead of peak x efficiency.
+  double cpu_gemm_s_per_token = 0, cpu_attention_s_per_token = 0, cpu_other_s_per_token = 0;
+  double cpu_adamw_s_per_element = 0;
 };
 // h100 | h800 | h200 | b200 | cpu (this machine, measured now: GEMM throughput at the model's
 // shapes, memory bandwidth); moe::Error naming the choices otherwise.
@@ -80,6 +81,7 @@ struct Plan {
   std::vector<CommLine> comm;
   // Time per step, seconds.
   double compute_s = 0, exposed_comm_s = 0, step_s = 0;
+  double gemm_s = 0, attention_s = 0, memory_s = 0;  // of compute_s (recompute included)
   double tokens_per_s = 0, mfu = 0, gpu_hours_per_trillion = 0;
 };
 

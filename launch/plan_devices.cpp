@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "framework/attention.h"
+#include "framework/backend.h"
+#include "framework/kernels/adamw.h"
 #include "framework/bf16_gemm.h"
 #include "framework/error.h"
 #include "framework/threads.h"
@@ -29,13 +31,13 @@ namespace {
 // and InfiniBand 50 GB/s per GPU achieved), the same SXM5 compute as the H100.
 const std::vector<DeviceSpec>& table() {
   static const std::vector<DeviceSpec> t = {
-      {"h100", 989.4, 1978.9, 66.9, 0.905, 0.5, 79.6, 3350, 450, 50, 1.0, 0, 0,
+      {"h100", 989.4, 1978.9, 66.9, 0.905, 0.5, 79.6, 3350, 450, 50, 1.0,
        "NVIDIA H100 SXM5 datasheet; NVLink 4 900 GB/s both ways; 400 Gb/s NDR InfiniBand per GPU"},
-      {"h800", 989.4, 1978.9, 66.9, 0.905, 0.5, 79.6, 3350, 160, 50, 1.0, 0, 0,
+      {"h800", 989.4, 1978.9, 66.9, 0.905, 0.5, 79.6, 3350, 160, 50, 1.0,
        "H100 SXM5 compute; links as DeepSeek-V3 reports them (arXiv 2412.19437, 3.2.2)"},
-      {"h200", 989.4, 1978.9, 66.9, 0.905, 0.5, 140.4, 4800, 450, 50, 1.0, 0, 0,
+      {"h200", 989.4, 1978.9, 66.9, 0.905, 0.5, 140.4, 4800, 450, 50, 1.0,
        "NVIDIA H200 SXM datasheet (141 GB HBM3e, 4.8 TB/s); NVLink 4; 400 Gb/s NDR per GPU"},
-      {"b200", 2250, 4500, 75, 0.8, 0.5, 167.6, 7700, 900, 100, 1.0, 0, 0,
+      {"b200", 2250, 4500, 75, 0.8, 0.5, 167.6, 7700, 900, 100, 1.0,
        "NVIDIA HGX B200 datasheet (180 GB HBM3e, 7.7 TB/s); NVLink 5 1.8 TB/s both ways; 800 Gb/s per GPU; "
        "efficiencies assumed, not measured"},
   };
@@ -132,6 +134,60 @@ double attention_seconds_per_token(const ModelConfig& m, int64_t T, bool bf16) {
   return s * (m.layers + m.mtp_depth) / double(T);
 }
 
+// Seconds per element of the step's memory-bound kernels, timed through the compute backend on
+// rows of the model's width: RMSNorm forward + backward, SwiGLU forward + backward, bf16 rounding,
+// an add, and AdamW.
+struct ElementRates {
+  double norm = 0, swiglu = 0, round = 0, add = 0, adamw = 0;
+};
+
+ElementRates element_rates(int64_t tokens, int64_t D) {
+  Backend& be = compute();
+  const int64_t n = tokens * D;
+  std::vector<float> x(size_t(n), 0.5f), y(size_t(n), 0.f), z(size_t(n), 0.25f), dx(size_t(n), 0.f),
+      du(size_t(n), 0.f), w(size_t(D), 1.f), dw(size_t(D), 0.f), rstd(size_t(tokens), 0.f);
+  ElementRates r;
+  r.norm = seconds_of([&] {
+    be.rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), tokens, D, 1e-6f);
+    be.rmsnorm_backward(dx.data(), dw.data(), z.data(), x.data(), w.data(), rstd.data(), tokens, D, false);
+  }, 3) / double(n);
+  r.swiglu = seconds_of([&] {
+    be.swiglu_forward(y.data(), x.data(), z.data(), n);
+    be.swiglu_backward(dx.data(), du.data(), z.data(), x.data(), z.data(), n);
+  }, 3) / double(n);
+  r.round = seconds_of([&] { be.bf16_round(y.data(), x.data(), n); }, 3) / double(n);
+  r.add = seconds_of([&] { be.add(y.data(), x.data(), z.data(), n); }, 3) / double(n);
+  kern::AdamWStep step;
+  step.step_size = 1e-3f;
+  r.adamw = seconds_of([&] { be.adamw_update(y.data(), dx.data(), z.data(), x.data(), n, step); }, 3) / double(n);
+  return r;
+}
+
+// Seconds per token of everything but the GEMMs and the attention core, from the element rates
+// and what each block runs per token (model.h, parallel/train_step.cpp).
+double other_seconds_per_token(const ModelConfig& m, const ElementRates& r, bool lowp) {
+  const double D = m.hidden, H = m.heads, Q = m.q_lora_rank, L = m.kv_lora_rank, dq = m.qk_nope_dim + m.qk_rope_dim,
+               dv = m.v_head_dim, K = m.experts_per_token, I = m.expert_inter, S = m.shared_experts * m.expert_inter;
+  // Rows in and out of each GEMM per token: bf16 rounds x in forward, dy and x again in backward.
+  auto rounded = [](double in, double out) { return 2 * in + out; };
+  double s = 0;
+  for (int l = 0; l < m.layers + m.mtp_depth; ++l) {
+    const bool moe = l >= m.dense_layers && m.routed_experts > 0;
+    double norms = 2 * D + L + (Q > 0 ? Q : 0), swiglu = moe ? I * K + S : m.dense_inter;
+    double round = rounded(D, Q > 0 ? Q : H * dq) + (Q > 0 ? rounded(Q, H * dq) : 0) + rounded(D, L + m.qk_rope_dim) +
+                   rounded(L, H * (m.qk_nope_dim + dv)) + rounded(H * dv, D);
+    const double ffn_in = moe ? K + m.shared_experts : 1, width = moe ? I : m.dense_inter;
+    round += ffn_in * (2 * rounded(D, width) + rounded(width, D));
+    // Residual adds and gradient accumulation (4 D), RoPE on q and k, the router's scores, and
+    // moving each routed copy four times (permute, unpermute, both backward).
+    double adds = 4 * D + 2 * H * m.qk_rope_dim + (moe ? 4 * m.routed_experts + 4 * K * D : 0);
+    s += norms * r.norm + swiglu * r.swiglu + adds * r.add + (lowp ? round * r.round : 0);
+  }
+  // The head: cross entropy forward and backward over the vocabulary.
+  s += (1 + m.mtp_depth) * 3.0 * m.vocab_size * r.add;
+  return s;
+}
+
 }  // namespace
 
 std::vector<std::string> device_names() {
@@ -164,6 +220,9 @@ DeviceSpec device_spec(const std::string& name, const Config& cfg) {
   const int64_t tokens = int64_t(cfg.train.micro_batch) * cfg.data.seq_len;
   d.cpu_gemm_s_per_token = gemm_seconds_per_token(cfg.model, tokens, bf16);
   d.cpu_attention_s_per_token = attention_seconds_per_token(cfg.model, cfg.data.seq_len, bf16);
+  const ElementRates rates = element_rates(tokens, cfg.model.hidden);
+  d.cpu_other_s_per_token = other_seconds_per_token(cfg.model, rates, prec != Precision::FP32);
+  d.cpu_adamw_s_per_element = rates.adamw;
   d.source = "this machine, measured now: GEMMs at the model's shapes (" + std::string(bf16 ? "bf16" : "f32") + ", " +
              std::to_string(num_threads()) + " threads), the attention core, a 64 MiB copy";
   return d;
