@@ -8,9 +8,15 @@
 # Every machine needs the same build at the same path (a shared filesystem, or the same checkout)
 # and passwordless ssh from this one; data.path and run.out_dir should be on a shared filesystem
 # (rank 0 writes checkpoints, every rank reads the data). Ranks fill a node before the next one
-# (--map-by slot), so with parallel.ep <= slots per node the all-to-all stays inside a node.
+# (--map-by slot), so with parallel.ep <= slots per node the all-to-all stays inside a node, and
+# with parallel.dp_replicate = a multiple of the node count (the same slots on every node) each
+# HSDP shard group does too. At startup rank 0 prints its node and node-local rank (the other
+# ranks in their run.rank_logs) and, with dp_replicate > 1, whether each replica's shard group is
+# inside one node (a warning if not).
 # Environment: MOE (binary), THREADS (per rank, default: cores of this machine / slots of its
-# line), ATTEMPTS and DELAY (restarts), MPIRUN_ARGS (extra mpirun flags, e.g. "--mca btl_tcp_if_include eth0").
+# line), ATTEMPTS and DELAY (restarts), MPIRUN_ARGS (extra mpirun flags, e.g. "--mca btl_tcp_if_include eth0",
+# or "--mca plm_rsh_agent PROGRAM" to start the other nodes' daemons with something other than
+# ssh; tests/mpi/multinode.sh runs two nodes in network namespaces that way).
 set -euo pipefail
 usage="usage: launch/multinode.sh HOSTFILE CONFIG.yaml [--set key=value]..."
 HOSTFILE=${1:?$usage}

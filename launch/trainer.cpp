@@ -36,6 +36,7 @@
 #include "parallel/comm.h"
 #include "parallel/comm_stats.h"
 #include "parallel/distributed_model.h"
+#include "parallel/node.h"
 #include "parallel/train_step.h"
 
 namespace fs = std::filesystem;
@@ -211,6 +212,20 @@ class Trainer {
   // with run.rank_logs, and the MFU denominator.
   void open_logs() {
     const int T = cfg_.data.seq_len, W = comm_.size();
+    // Where each rank runs (collective), for checking a multi-node launch: rank 0's line in the
+    // header, the others' at the top of their rank logs.
+    std::vector<std::string> nodes;
+    std::string placement;
+    if (W > 1) {
+      int local_size = 0;
+      const int local = local_rank(comm_, &local_size);
+      nodes = node_names(comm_);
+      const std::string replica =
+          mesh_.replicate() > 1 ? "replica " + std::to_string(mesh_.replica()) + ", " : std::string();
+      placement = "rank " + std::to_string(comm_.rank()) + " on " + nodes[size_t(comm_.rank())] + " (local rank " +
+                  std::to_string(local) + " of " + std::to_string(local_size) + ", " + replica + "dp " +
+                  std::to_string(mesh_.dp_rank()) + ", ep " + std::to_string(mesh_.ep_rank()) + ")";
+    }
     if (comm_.is_root()) {
       fs::create_directories(cfg_.run.out_dir);
       write_file_atomic((fs::path(cfg_.run.out_dir) / "config.yaml").string(), config_to_yaml(cfg_));
@@ -223,6 +238,8 @@ class Trainer {
              cfg_.run.name.c_str(), pc.total / 1e6, pc.active / 1e6, W, replicas.c_str(), mesh_.dp(), mesh_.ep(),
              num_threads(),
              (long long)global_batch(), T, precision_label(model_.precision(), device_).c_str(), device_.description.c_str());
+      if (W > 1) printf("%s | %d ranks on %d node(s)\n", placement.c_str(), W, count_nodes(nodes));
+      for (const std::string& line : replica_placement(nodes, mesh_.replicate())) printf("%s\n", line.c_str());
       double total_weight = 0;
       for (double w : data_.weights) total_weight += w;
       for (int s = 0; s < sampler_.sources(); ++s) {
@@ -246,6 +263,7 @@ class Trainer {
       fs::path path = dir / ("rank-" + std::to_string(comm_.rank()) + ".log");
       rank_log_ = std::fopen(path.c_str(), start_step_ > 0 ? "a" : "w");
       if (!rank_log_) throw error(path.string(), ": cannot open for writing (run.rank_logs)");
+      fprintf(rank_log_, "%s\n", placement.c_str());
     }
     // On the CPU, MFU is against this machine's GEMM ceiling in the precision the GEMMs run.
     peak_gflops_ = device_.peak_flops > 0 ? device_.peak_flops / 1e9 : cpu_peak_gflops(model_.precision());

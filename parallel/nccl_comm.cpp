@@ -30,15 +30,6 @@ const char* result_name(ncclResult_t s) {
   }
 }
 
-// A non-negative integer from the environment, or -1.
-int env_int(const char* name) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return -1;
-  char* end = nullptr;
-  const long x = std::strtol(v, &end, 10);
-  return end != v && x >= 0 ? int(x) : -1;  // SLURM_TASKS_PER_NODE "4(x2)" reads as 4
-}
-
 }  // namespace
 
 std::string error_message(ncclResult_t status, const char* call, const char* file, int line) {
@@ -51,20 +42,6 @@ std::string error_message(ncclResult_t status, const char* call, const char* fil
 
 void throw_error(ncclResult_t status, const char* call, const char* file, int line) {
   throw NcclError(error_message(status, call, file, line));
-}
-
-int local_rank(const Comm& comm, int* local_size) {
-  int rank = env_int("OMPI_COMM_WORLD_LOCAL_RANK"), size = env_int("OMPI_COMM_WORLD_LOCAL_SIZE");
-  if (rank < 0) rank = env_int("SLURM_LOCALID"), size = env_int("SLURM_TASKS_PER_NODE");
-  if (rank < 0) {
-    MPI_Comm node = MPI_COMM_NULL;
-    MPI_CHECK(MPI_Comm_split_type(comm.native(), MPI_COMM_TYPE_SHARED, comm.rank(), MPI_INFO_NULL, &node));
-    MPI_CHECK(MPI_Comm_rank(node, &rank));
-    MPI_CHECK(MPI_Comm_size(node, &size));
-    MPI_Comm_free(&node);
-  }
-  if (local_size) *local_size = size > 0 ? size : 0;  // 0: unknown
-  return rank;
 }
 
 int select_device(const Comm& comm) {

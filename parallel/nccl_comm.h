@@ -35,6 +35,7 @@
 
 #include "framework/error.h"
 #include "parallel/comm.h"
+#include "parallel/node.h"
 
 namespace moe {
 
@@ -48,10 +49,9 @@ namespace nccl {
 std::string error_message(ncclResult_t status, const char* call, const char* file, int line);
 [[noreturn]] void throw_error(ncclResult_t status, const char* call, const char* file, int line);
 
-// This process's rank among the ranks of the job on its machine: OMPI_COMM_WORLD_LOCAL_RANK
-// (mpirun), else SLURM_LOCALID (srun), else MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) over `comm`
-// (collective in that case). `local_size` (when not null) gets the number of such ranks.
-int local_rank(const Comm& comm, int* local_size = nullptr);
+// This process's rank among the ranks of the job on its machine (parallel/node.h, CPU-only so the
+// trainer can print it in every build).
+using ::moe::local_rank;
 // Picks and makes current this rank's GPU: local_rank(comm) modulo the visible devices. Throws
 // when there is no device. Returns the device id.
 int select_device(const Comm& comm);
