@@ -234,21 +234,28 @@ Plan make_plan(const Config& cfg, const PlanLayout& L, const DeviceSpec& dev) {
   const double rank_tokens = double(mb_tokens) * A;
   const double attn_flops = 6.0 * (m.layers + m.mtp_depth) * m.heads * double(T) *
                             (m.qk_nope_dim + m.qk_rope_dim + m.v_head_dim);
-  const double gemm_flops = p.flops_per_token - attn_flops;
+  // The router and lm_head GEMMs run in f32 at any precision, the head's forward again in backward.
+  double f32_flops = double(1 + m.mtp_depth) * 8.0 * m.hidden * m.vocab_size;
+  for (int l = 0; l < m.layers + m.mtp_depth; ++l)
+    if (is_moe_layer(m, l)) f32_flops += 6.0 * m.hidden * m.routed_experts;
+  const double gemm_flops = p.flops_per_token - attn_flops - 6.0 * (1 + m.mtp_depth) * m.hidden * m.vocab_size -
+                            6.0 * moe_layers * m.hidden * m.routed_experts;
   const double recompute_factor = L.recompute ? 4.0 / 3.0 : 1.0;  // the forward again in backward
-  double gemm_s, attn_s;
+  double gemm_s, f32_gemm_s, attn_s;
   if (dev.cpu_gemm_s_per_token > 0) {
     gemm_s = dev.cpu_gemm_s_per_token * rank_tokens;
+    f32_gemm_s = dev.cpu_f32_gemm_s_per_token * rank_tokens;
     attn_s = dev.cpu_attention_s_per_token * rank_tokens;
   } else {
     const double peak = prec == Precision::FP8 ? dev.fp8_tflops : prec == Precision::BF16 ? dev.bf16_tflops : dev.fp32_tflops;
     gemm_s = gemm_flops * rank_tokens / (peak * dev.gemm_efficiency * 1e12);
+    f32_gemm_s = f32_flops * rank_tokens / (dev.fp32_tflops * dev.gemm_efficiency * 1e12);
     attn_s = attn_flops * rank_tokens / ((prec == Precision::FP32 ? dev.fp32_tflops : dev.bf16_tflops) * dev.attention_efficiency * 1e12);
   }
   const double memory_s = dev.cpu_other_s_per_token > 0
                               ? dev.cpu_other_s_per_token * rank_tokens + dev.cpu_adamw_s_per_element * double(shard_total)
                               : (4.0 * per_token_blocks * kF32 * rank_tokens + 28.0 * double(shard_total)) / (dev.hbm_gbps * 1e9);
-  p.gemm_s = gemm_s * recompute_factor;
+  p.gemm_s = gemm_s * recompute_factor + f32_gemm_s;  // the head and router are not recomputed
   p.attention_s = attn_s * recompute_factor;
   p.memory_s = memory_s;
   p.compute_s = p.gemm_s + p.attention_s + p.memory_s;

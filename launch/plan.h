@@ -35,7 +35,7 @@ struct DeviceSpec {
   double runtime_gib = 0;       // what the runtime holds before our first tensor (context, libraries)
   std::string source;
   // The CPU (`cpu`): measured on this machine at the config's shapes instead of peak x efficiency.
-  double cpu_gemm_s_per_token = 0, cpu_attention_s_per_token = 0, cpu_other_s_per_token = 0;
+  double cpu_gemm_s_per_token = 0, cpu_f32_gemm_s_per_token = 0, cpu_attention_s_per_token = 0, cpu_other_s_per_token = 0;
   double cpu_adamw_s_per_element = 0;
 };
 // h100 | h800 | h200 | b200 | cpu (this machine, measured now: GEMM throughput at the model's

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "framework/attention.h"
@@ -67,8 +69,9 @@ double copy_gbps() {
 }
 
 // Seconds per token of every GEMM of a training step (forward, dgrad, wgrad), each timed at its
-// own shape as `moe bench gemm` times it, at one micro-batch of tokens.
-double gemm_seconds_per_token(const ModelConfig& m, int64_t tokens, bool bf16) {
+// own shape as `moe bench gemm` times it, at one micro-batch of tokens: the blocks' GEMMs in the
+// step's precision, and the f32 ones (router, lm_head).
+std::pair<double, double> gemm_seconds_per_token(const ModelConfig& m, int64_t tokens, bool bf16) {
   struct G {
     int64_t rows, in, out;
     double count;  // how many such GEMMs the model runs per micro-batch
@@ -77,6 +80,16 @@ double gemm_seconds_per_token(const ModelConfig& m, int64_t tokens, bool bf16) {
   const double blocks = m.layers + m.mtp_depth;
   int moe_blocks = 0;
   for (int l = 0; l < m.layers + m.mtp_depth; ++l) moe_blocks += l >= m.dense_layers && m.routed_experts > 0;
+  // The router and lm_head run in f32 whatever the precision (model/router.cpp, model.cpp); the
+  // head in chunks of 1024 rows, its forward again in backward (4 GEMMs).
+  struct G32 {
+    int64_t rows, in, out;
+    double count;
+    bool twice_forward;
+  };
+  std::vector<G32> f32s;
+  if (moe_blocks > 0) f32s.push_back({tokens, D, m.routed_experts, double(moe_blocks), false});
+  f32s.push_back({std::min<int64_t>(tokens, 1024), D, m.vocab_size, (1.0 + m.mtp_depth) * double(tokens) / std::min<int64_t>(tokens, 1024), true});
   std::vector<G> gs;
   if (m.q_lora_rank > 0) {
     gs.push_back({tokens, D, m.q_lora_rank, blocks});
@@ -94,7 +107,6 @@ double gemm_seconds_per_token(const ModelConfig& m, int64_t tokens, bool bf16) {
   if (moe_blocks > 0) {
     const int64_t rows = std::max<int64_t>(1, tokens * m.experts_per_token / m.routed_experts);
     const int64_t shared = int64_t(m.expert_inter) * m.shared_experts;
-    gs.push_back({tokens, D, m.routed_experts, double(moe_blocks)});
     if (shared > 0) {
       gs.push_back({tokens, D, shared, 2.0 * moe_blocks});
       gs.push_back({tokens, shared, D, double(moe_blocks)});
@@ -103,16 +115,16 @@ double gemm_seconds_per_token(const ModelConfig& m, int64_t tokens, bool bf16) {
     gs.push_back({rows, m.expert_inter, D, double(moe_blocks) * m.routed_experts});
   }
   if (m.mtp_depth > 0) gs.push_back({tokens, 2 * D, D, double(m.mtp_depth)});
-  gs.push_back({tokens, D, m.vocab_size, 1.0 + m.mtp_depth});
-  double s = 0;
-  for (const G& g : gs) {
-    const double flops = 2.0 * double(g.rows) * double(g.in) * double(g.out);
-    // forward [rows,in]x[out,in]^T; dgrad [rows,out]x[out,in]; wgrad [rows,out]^T x [rows,in]
-    s += g.count * flops / 1e9 *
-         (1 / gemm_gflops(bf16, false, true, g.rows, g.out, g.in, 2) + 1 / gemm_gflops(bf16, false, false, g.rows, g.in, g.out, 2) +
-          1 / gemm_gflops(bf16, true, false, g.out, g.in, g.rows, 2));
-  }
-  return s / double(tokens);
+  // forward [rows,in]x[out,in]^T; dgrad [rows,out]x[out,in]; wgrad [rows,out]^T x [rows,in]
+  auto seconds = [](bool lowp, int64_t rows, int64_t in, int64_t out, double forwards) {
+    const double flops = 2.0 * double(rows) * double(in) * double(out) / 1e9;
+    return flops * (forwards / gemm_gflops(lowp, false, true, rows, out, in, 2) +
+                    1 / gemm_gflops(lowp, false, false, rows, in, out, 2) + 1 / gemm_gflops(lowp, true, false, out, in, rows, 2));
+  };
+  double blocks_s = 0, f32_s = 0;
+  for (const G& g : gs) blocks_s += g.count * seconds(bf16, g.rows, g.in, g.out, 1);
+  for (const G32& g : f32s) f32_s += g.count * seconds(false, g.rows, g.in, g.out, g.twice_forward ? 2 : 1);
+  return {blocks_s / double(tokens), f32_s / double(tokens)};
 }
 
 // Seconds per token of the attention core (forward + backward) of every block, timed on one
@@ -218,7 +230,7 @@ DeviceSpec device_spec(const std::string& name, const Config& cfg) {
   // with 0.7 MiB of state, measured here (docs/parallelism.md, "moe plan").
   d.runtime_gib = 180.0 / 1024;
   const int64_t tokens = int64_t(cfg.train.micro_batch) * cfg.data.seq_len;
-  d.cpu_gemm_s_per_token = gemm_seconds_per_token(cfg.model, tokens, bf16);
+  std::tie(d.cpu_gemm_s_per_token, d.cpu_f32_gemm_s_per_token) = gemm_seconds_per_token(cfg.model, tokens, bf16);
   d.cpu_attention_s_per_token = attention_seconds_per_token(cfg.model, cfg.data.seq_len, bf16);
   const ElementRates rates = element_rates(tokens, cfg.model.hidden);
   d.cpu_other_s_per_token = other_seconds_per_token(cfg.model, rates, prec != Precision::FP32);

@@ -69,7 +69,8 @@ done
 
 # The remote agent, called as `agent [ssh options] HOST COMMAND...`. Like ssh it joins COMMAND
 # into one shell command line (Open MPI quotes its arguments for that) and runs it in a clean
-# environment: PATH and LD_LIBRARY_PATH, as a login shell on the node would have.
+# environment: PATH and LD_LIBRARY_PATH, as a login shell on the node would have, and the
+# sanitizers' settings when `make sanitize` runs this test (a cluster would set them in that shell).
 cat > "$TMP/rsh" <<EOF
 #!/bin/sh
 while [ \$# -gt 0 ]; do
@@ -86,6 +87,9 @@ case \$host in
   *) echo "rsh agent: unknown host '\$host'" >&2; exit 255 ;;
 esac
 exec env -i PATH="\$PATH" LD_LIBRARY_PATH="\${LD_LIBRARY_PATH:-}" HOME="\$HOME" \\
+  \${LD_PRELOAD:+LD_PRELOAD="\$LD_PRELOAD"} \${ASAN_OPTIONS:+ASAN_OPTIONS="\$ASAN_OPTIONS"} \\
+  \${LSAN_OPTIONS:+LSAN_OPTIONS="\$LSAN_OPTIONS"} \${UBSAN_OPTIONS:+UBSAN_OPTIONS="\$UBSAN_OPTIONS"} \\
+  \${TSAN_OPTIONS:+TSAN_OPTIONS="\$TSAN_OPTIONS"} \\
   ip netns exec "\$ns" unshare --uts sh -c "hostname \$host && \$*"
 EOF
 chmod +x "$TMP/rsh"
