@@ -10,7 +10,8 @@ namespace moe {
 
 // GFLOP/s of C[M,N] = op(A) op(B) at `bf16` (else f32), split over the thread pool as training
 // splits it; best of `trials` timed runs after one untimed one, each repeated to last >= ~20 ms.
-double gemm_gflops(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, int trials = 3);
+// cold: operands rotate through 64 MiB of copies, read from memory as in a training step.
+double gemm_gflops(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, int trials = 3, bool cold = false);
 
 // The ceiling training at precision p can reach on this CPU: a 1024^3 GEMM in the precision its
 // GEMMs actually run (bf16 on native bf16 instructions; f32 otherwise, fp8 included: the emulation

@@ -69,7 +69,7 @@ double copy_gbps() {
 }
 
 // Seconds per token of every GEMM of a training step (forward, dgrad, wgrad), each timed at its
-// own shape as `moe bench gemm` times it, at one micro-batch of tokens: the blocks' GEMMs in the
+// own shape as `moe bench gemm` times it but with operands from memory, at one micro-batch of tokens: the blocks' GEMMs in the
 // step's precision, and the f32 ones (router, lm_head).
 std::pair<double, double> gemm_seconds_per_token(const ModelConfig& m, int64_t tokens, bool bf16) {
   struct G {
@@ -118,8 +118,9 @@ std::pair<double, double> gemm_seconds_per_token(const ModelConfig& m, int64_t t
   // forward [rows,in]x[out,in]^T; dgrad [rows,out]x[out,in]; wgrad [rows,out]^T x [rows,in]
   auto seconds = [](bool lowp, int64_t rows, int64_t in, int64_t out, double forwards) {
     const double flops = 2.0 * double(rows) * double(in) * double(out) / 1e9;
-    return flops * (forwards / gemm_gflops(lowp, false, true, rows, out, in, 2) +
-                    1 / gemm_gflops(lowp, false, false, rows, in, out, 2) + 1 / gemm_gflops(lowp, true, false, out, in, rows, 2));
+    return flops * (forwards / gemm_gflops(lowp, false, true, rows, out, in, 2, true) +
+                    1 / gemm_gflops(lowp, false, false, rows, in, out, 2, true) +
+                    1 / gemm_gflops(lowp, true, false, out, in, rows, 2, true));
   };
   double blocks_s = 0, f32_s = 0;
   for (const G& g : gs) blocks_s += g.count * seconds(bf16, g.rows, g.in, g.out, 1);
@@ -150,10 +151,13 @@ double attention_seconds_per_token(const ModelConfig& m, int64_t T, bool bf16) {
 // rows of the model's width: RMSNorm forward + backward, SwiGLU forward + backward, bf16 rounding,
 // an add, and AdamW.
 struct ElementRates {
-  double norm = 0, swiglu = 0, round = 0, add = 0, adamw = 0;
+  double norm = 0, swiglu = 0, round = 0, add = 0;
+  double adamw = 0;          // per parameter: AdamW, the gradient's sum of squares and zeroing
+  double entropy = 0;        // per logit: cross entropy forward + backward
+  double route = 0;          // per routed copy element: permute, unpermute and their backward
 };
 
-ElementRates element_rates(int64_t tokens, int64_t D) {
+ElementRates element_rates(int64_t tokens, int64_t D, int64_t V, int64_t K) {
   Backend& be = compute();
   const int64_t n = tokens * D;
   std::vector<float> x(size_t(n), 0.5f), y(size_t(n), 0.f), z(size_t(n), 0.25f), dx(size_t(n), 0.f),
@@ -169,9 +173,48 @@ ElementRates element_rates(int64_t tokens, int64_t D) {
   }, 3) / double(n);
   r.round = seconds_of([&] { be.bf16_round(y.data(), x.data(), n); }, 3) / double(n);
   r.add = seconds_of([&] { be.add(y.data(), x.data(), z.data(), n); }, 3) / double(n);
-  kern::AdamWStep step;
-  step.step_size = 1e-3f;
-  r.adamw = seconds_of([&] { be.adamw_update(y.data(), dx.data(), z.data(), x.data(), n, step); }, 3) / double(n);
+  {
+    // The optimizer's buffers are the model's, out of cache: 4M elements each.
+    const int64_t p = int64_t(1) << 22;
+    std::vector<float> w4(size_t(p), 0.5f), m4(size_t(p), 0.f), v4(size_t(p), 0.f), g4(size_t(p), 1e-3f);
+    kern::AdamWStep step;
+    step.step_size = 1e-3f;
+    r.adamw = seconds_of([&] {
+      be.adamw_update(w4.data(), m4.data(), v4.data(), g4.data(), p, step);
+      volatile double ss = be.sum_squares(g4.data(), p);
+      (void)ss;
+      be.zero(g4.data(), size_t(p) * sizeof(float));
+    }, 3) / double(p);
+  }
+  {
+    const int64_t rows = std::min<int64_t>(tokens, 1024);
+    std::vector<float> logits(size_t(rows * V), 0.01f), dlogits(size_t(rows * V), 0.f), losses(size_t(rows), 0.f),
+        lse(size_t(rows), 0.f);
+    std::vector<int32_t> targets(static_cast<size_t>(rows));
+    for (int64_t i = 0; i < rows; ++i) targets[size_t(i)] = int32_t(i % V);
+    r.entropy = seconds_of([&] {
+      be.cross_entropy_forward(losses.data(), lse.data(), logits.data(), targets.data(), rows, V);
+      be.cross_entropy_backward(dlogits.data(), logits.data(), lse.data(), targets.data(), 1.f, rows, V);
+    }, 3) / double(rows * V);
+  }
+  {
+    // Copies in a scattered order, as routing makes them: slot p holds token (p * 7919) mod N.
+    const int64_t P = tokens * K;
+    std::vector<int32_t> slot_of(static_cast<size_t>(P)), pos_of(static_cast<size_t>(P));
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t slot = (p * 7919) % P;
+      slot_of[size_t(p)] = int32_t(slot);
+      pos_of[size_t(slot)] = int32_t(p);
+    }
+    std::vector<float> xs(size_t(P * D), 0.f), ys(size_t(P * D), 0.5f), dys(size_t(P * D), 0.f), wk(size_t(P), 0.5f),
+        dwk(size_t(P), 0.f);
+    r.route = seconds_of([&] {
+      be.moe_permute(xs.data(), x.data(), slot_of.data(), P, K, D);
+      be.moe_unpermute(y.data(), ys.data(), pos_of.data(), wk.data(), tokens, K, D, false);
+      be.moe_unpermute_backward(dwk.data(), dys.data(), z.data(), ys.data(), pos_of.data(), wk.data(), tokens, K, D);
+      be.moe_permute_backward(dx.data(), xs.data(), pos_of.data(), tokens, K, D);
+    }, 3) / double(P * D);
+  }
   return r;
 }
 
@@ -190,13 +233,13 @@ double other_seconds_per_token(const ModelConfig& m, const ElementRates& r, bool
                    rounded(L, H * (m.qk_nope_dim + dv)) + rounded(H * dv, D);
     const double ffn_in = moe ? K + m.shared_experts : 1, width = moe ? I : m.dense_inter;
     round += ffn_in * (2 * rounded(D, width) + rounded(width, D));
-    // Residual adds and gradient accumulation (4 D), RoPE on q and k, the router's scores, and
-    // moving each routed copy four times (permute, unpermute, both backward).
-    double adds = 4 * D + 2 * H * m.qk_rope_dim + (moe ? 4 * m.routed_experts + 4 * K * D : 0);
-    s += norms * r.norm + swiglu * r.swiglu + adds * r.add + (lowp ? round * r.round : 0);
+    // Residual adds and gradient accumulation (4 D), RoPE on q and k, the router's scores.
+    double adds = 4 * D + 2 * H * m.qk_rope_dim + (moe ? 4 * m.routed_experts : 0);
+    s += norms * r.norm + swiglu * r.swiglu + adds * r.add + (lowp ? round * r.round : 0) + (moe ? K * D * r.route : 0);
   }
-  // The head: cross entropy forward and backward over the vocabulary.
-  s += (1 + m.mtp_depth) * 3.0 * m.vocab_size * r.add;
+  // The head: cross entropy forward and backward over the vocabulary, twice (its backward
+  // recomputes the logits and their softmax).
+  s += (1 + m.mtp_depth) * 1.5 * m.vocab_size * r.entropy;
   return s;
 }
 
@@ -232,7 +275,8 @@ DeviceSpec device_spec(const std::string& name, const Config& cfg) {
   const int64_t tokens = int64_t(cfg.train.micro_batch) * cfg.data.seq_len;
   std::tie(d.cpu_gemm_s_per_token, d.cpu_f32_gemm_s_per_token) = gemm_seconds_per_token(cfg.model, tokens, bf16);
   d.cpu_attention_s_per_token = attention_seconds_per_token(cfg.model, cfg.data.seq_len, bf16);
-  const ElementRates rates = element_rates(tokens, cfg.model.hidden);
+  const ElementRates rates = element_rates(tokens, cfg.model.hidden, cfg.model.vocab_size,
+                                           std::max(1, cfg.model.experts_per_token));
   d.cpu_other_s_per_token = other_seconds_per_token(cfg.model, rates, prec != Precision::FP32);
   d.cpu_adamw_s_per_element = rates.adamw;
   d.source = "this machine, measured now: GEMMs at the model's shapes (" + std::string(bf16 ? "bf16" : "f32") + ", " +
