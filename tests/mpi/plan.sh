@@ -4,7 +4,8 @@
 # (parallel/comm_stats.h) exactly — rank 0's for every kind but the all-to-all, whose bytes vary by
 # rank with the routing, and the mean over ranks for all five — and the plan's state bytes per rank
 # equal the ShardedModel's. Layouts: np 2 and 4, plain FSDP and HSDP, ep 1, 2 and 4, with
-# grad_accum 2; then recompute, MTP (depth 2), fp8 with fp8_dispatch, and a tied embedding.
+# grad_accum 2; then recompute, MTP (depth 2), fp8 with fp8_dispatch, and a tied embedding. Then
+# the plan's memory against the peak RSS of the demo's model, and refused impossible layouts.
 # Usage: plan.sh <moe binary> <source dir>
 source "$(dirname "$0")/../tiny_data.sh" "$@"
 fail() { echo "FAIL: $*"; exit 1; }
@@ -50,6 +51,22 @@ check 4 2 2
 check 4 2 2 --set train.recompute=true
 check 4 2 2 --set model.mtp_depth=2 --set train.recompute=true --set train.precision=fp8 --set parallel.fp8_dispatch=true
 check 4 4 1 --set model.tie_embeddings=true --set model.mtp_depth=1
+# Memory on this machine (issue 20's check 2): the plan's expected peak within 15% of the measured
+# peak RSS of the demo's model (configs/shakespeare.yaml, one process). Not under the sanitizers,
+# whose shadow memory is no part of the plan.
+if [ -z "${ASAN_OPTIONS:-}${TSAN_OPTIONS:-}" ]; then
+  "$MOE" bench train --config "$SRC/configs/shakespeare.yaml" --steps 2 --warmup 1 --threads 1 | tail -1 > "$TMP/bench.json"
+  "$MOE" plan --config "$SRC/configs/shakespeare.yaml" --gpus 1 --gpu cpu --threads 1 --best 0 --json > "$TMP/plan.json"
+  python3 - "$TMP/bench.json" "$TMP/plan.json" <<'PY' || fail "shakespeare: the plan's peak is not within 15% of the peak RSS"
+import json, sys
+bench, plan = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+peak, rss = plan["memory_bytes"]["peak"] / 2**20, bench["peak_rss_mib"]
+print(f"shakespeare: plan peak {peak:.0f} MiB, measured peak RSS {rss:.0f} MiB ({100 * (peak - rss) / rss:+.1f}%); "
+      f"state {plan['memory_bytes']['state']} B planned, {bench['state_bytes_per_rank']} B held")
+sys.exit(0 if abs(peak - rss) <= 0.15 * rss and plan["memory_bytes"]["state"] == bench["state_bytes_per_rank"] else 1)
+PY
+fi
+
 # Impossible requests are refused with what is wrong named.
 refused() {  # refused <expected message part> <plan args...>
   local want=$1; shift
