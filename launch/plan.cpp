@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <map>
 
 #include "framework/error.h"
@@ -44,13 +45,16 @@ std::vector<UnitShape> unit_shapes(const ModelConfig& m, int ep) {
 
 // The units of ep's registry, cached: a layout search asks for the same few ep values many times.
 const std::vector<UnitShape>& cached_units(const ModelConfig& m, int ep) {
-  static std::map<std::pair<std::string, int>, std::vector<UnitShape>> cache;
-  std::string key = std::to_string(m.layers) + "/" + std::to_string(m.hidden) + "/" + std::to_string(m.routed_experts) +
-                    "/" + std::to_string(m.expert_inter) + "/" + std::to_string(m.mtp_depth) + "/" +
-                    std::to_string(m.vocab_size) + "/" + std::to_string(m.heads) + "/" + std::to_string(m.dense_layers);
-  auto it = cache.find({key, ep});
-  if (it == cache.end()) it = cache.emplace(std::make_pair(key, ep), unit_shapes(m, ep)).first;
-  return it->second;
+  struct Entry {
+    ModelConfig model;
+    int ep;
+    std::vector<UnitShape> units;
+  };
+  static std::deque<Entry> cache;  // a deque: references stay valid as it grows
+  for (const Entry& e : cache)
+    if (e.ep == ep && e.model == m) return e.units;
+  cache.push_back({m, ep, unit_shapes(m, ep)});
+  return cache.back().units;
 }
 
 // Elements saved for backward per token by one block (model.h BlockActs), f32 unless noted; the
@@ -109,8 +113,8 @@ Plan make_plan(const Config& cfg, const PlanLayout& L, const DeviceSpec& dev) {
   std::vector<std::string> block_order;
   int64_t shard_total = 0;
   double gather_s = 0;
+  // A replica is S consecutive ranks; its dp groups stride inside it, so they cross nodes when it does.
   const bool shard_group_in_node = inside_node(0, S, L.gpus_per_node);
-  const bool dp_group_in_node = inside_node(0, S, L.gpus_per_node);  // dp groups stride inside a replica
   for (const UnitShape& u : cached_units(m, L.ep)) {
     const int g = u.kind == UnitKind::Sharded ? S : u.kind == UnitKind::Expert ? dp : 1;
     int64_t size = (u.numel + g - 1) / g;
@@ -123,8 +127,7 @@ Plan make_plan(const Config& cfg, const PlanLayout& L, const DeviceSpec& dev) {
     const int64_t n = int64_t(A) * u.uses;
     add(CollectiveKind::AllGather, 2 * n, 2 * n * full);
     add(CollectiveKind::ReduceScatter, n, n * full);
-    const bool in_node = u.kind == UnitKind::Sharded ? shard_group_in_node : dp_group_in_node;
-    gather_s += ring_seconds(3.0 * n * full, g, in_node ? dev.intra_gbps : dev.inter_gbps);
+    gather_s += ring_seconds(3.0 * n * full, g, shard_group_in_node ? dev.intra_gbps : dev.inter_gbps);
     if (!block_full.count(u.block)) block_order.push_back(u.block);
     block_full[u.block] += full;
   }
