@@ -36,23 +36,17 @@ for layout in "2 1" "2 2" "4 1" "4 2" "4 4" "4 2 tied"; do
   echo "$name: $(tail -1 "$TMP/$name.cmp")"
 done
 
-python3 - "$TMP" <<'PY'
+python3 - "$TMP" "$(dirname "$0")" <<'PY'
 import json, os, sys
 tmp = sys.argv[1]
-load = lambda name: [json.loads(l) for l in open(os.path.join(tmp, name, "metrics.jsonl"))]
+sys.path.insert(0, sys.argv[2])
+from same_losses import load as same_losses_load, worst_difference
+load = lambda name: same_losses_load(os.path.join(tmp, name))
 for name in ("np2_ep1", "np2_ep2", "np4_ep1", "np4_ep2", "np4_ep4", "np4_ep2_tied"):
     np_, ep = int(name[2]), int(name[6])
     ref = load("np1_tied" if name.endswith("tied") else "np1")
     rows = load(name)
-    assert len(rows) == len(ref), (name, len(rows), len(ref))
-    worst = 0.0
-    for a, b in zip(ref, rows):
-        assert a["step"] == b["step"], (name, a["step"], b["step"])
-        for key in ("loss", "grad_norm", "val_loss", "aux_loss"):
-            if key in a:
-                rel = abs(a[key] - b[key]) / max(abs(a[key]), 1e-12)
-                assert rel <= 1e-5, (name, a["step"], key, a[key], b[key])
-                worst = max(worst, rel)
+    worst = worst_difference(ref, rows, name)
     train = [r for r in rows if "state_fraction" in r]
     frac, gathered = train[-1]["state_fraction"], train[-1]["gathered_peak_mib"]
     # 1/np of the state, plus at most 10% (shard padding and the replicated router biases).

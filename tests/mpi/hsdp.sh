@@ -40,23 +40,17 @@ done
 # Plain FSDP over the 4 ranks, for the communication and memory comparison.
 run 4 1 1 "$TMP/fsdp4"
 
-python3 - "$TMP" <<'PY'
+python3 - "$TMP" "$(dirname "$0")" <<'PY'
 import json, os, sys
 tmp = sys.argv[1]
-load = lambda name: [json.loads(l) for l in open(os.path.join(tmp, name, "metrics.jsonl"))]
+sys.path.insert(0, sys.argv[2])
+from same_losses import load as same_losses_load, worst_difference
+load = lambda name: same_losses_load(os.path.join(tmp, name))
 ref = load("np1")
 last = lambda name: [r for r in load(name) if "state_fraction" in r][-1]
 for name in ("hsdp_ep1", "hsdp_ep2"):
     rows = load(name)
-    assert len(rows) == len(ref), (name, len(rows), len(ref))
-    worst = 0.0
-    for a, b in zip(ref, rows):
-        assert a["step"] == b["step"], (name, a["step"], b["step"])
-        for key in ("loss", "grad_norm", "val_loss", "aux_loss"):
-            if key in a:
-                rel = abs(a[key] - b[key]) / max(abs(a[key]), 1e-12)
-                assert rel <= 1e-5, (name, a["step"], key, a[key], b[key])
-                worst = max(worst, rel)
+    worst = worst_difference(ref, rows, name)
     t = last(name)
     # Half of the state per rank (a replica of 2 shards it), plus at most 10% (padding, router biases).
     assert 0.5 <= t["state_fraction"] <= 1.1 / 2, (name, t["state_fraction"])

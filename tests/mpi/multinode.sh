@@ -137,24 +137,7 @@ for ep in 1 2; do
   echo "ep $ep vs one process at step 20: $(tail -1 "$out.cmp")"
 done
 
-python3 - "$TMP" <<'PY'
-import json, os, sys
-tmp = sys.argv[1]
-load = lambda name: [json.loads(l) for l in open(os.path.join(tmp, name, "metrics.jsonl"))]
-ref = load("np1")
-for name in ("nodes_ep1", "nodes_ep2"):
-    rows = load(name)
-    assert len(rows) == len(ref), (name, len(rows), len(ref))
-    worst = 0.0
-    for a, b in zip(ref, rows):
-        assert a["step"] == b["step"], (name, a["step"], b["step"])
-        for key in ("loss", "grad_norm", "val_loss", "aux_loss"):
-            if key in a:
-                rel = abs(a[key] - b[key]) / max(abs(a[key]), 1e-12)
-                assert rel <= 1e-5, (name, a["step"], key, a[key], b[key])
-                worst = max(worst, rel)
-    print(f"{name}: {len(rows)} rows, worst relative loss/grad-norm difference from one process {worst:.2e}")
-PY
+python3 "$(dirname "$0")/same_losses.py" "$TMP/np1" "$TMP/nodes_ep1" "$TMP/nodes_ep2" || fail "losses differ from one process"
 
 # 1 + 3 slots: replica 0 = ranks {0, 1} spans node-a and node-b, replica 1 = {2, 3} is on node-b.
 printf 'node-a slots=1\nnode-b slots=3\n' > "$TMP/uneven"
