@@ -1,5 +1,6 @@
 // `moe plan`: memory, communication and time of a config's training run on N devices (launch/plan.h).
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "framework/error.h"
@@ -98,11 +99,20 @@ int cmd_plan(int argc, char** argv) {
   L.recompute = cfg.train.recompute;
   const int64_t global_batch = a.get_int("global-batch", int64_t(L.micro_batch) * L.grad_accum * L.gpus);
   if (global_batch < 1) throw error("--global-batch: expected >= 1 sequences, got ", global_batch);
-  const Plan p = make_plan(cfg, L, dev);
+  // The config's own layout may not suit this many devices (ep 64 on 8 GPUs); the search may
+  // still find one, so that is said and the search goes on.
+  std::optional<Plan> p;
+  std::string layout_error;
+  try {
+    p = make_plan(cfg, L, dev);
+  } catch (const Error& e) {
+    if (best == 0) throw;
+    layout_error = e.what();
+  }
   const std::vector<Plan> found = best > 0 ? search_layouts(cfg, L.gpus, L.gpus_per_node, global_batch, dev, best)
                                            : std::vector<Plan>{};
   if (a.has("json")) {
-    nlohmann::json j = plan_json(p);
+    nlohmann::json j = p ? plan_json(*p) : nlohmann::json{{"layout_error", layout_error}};
     j["device"] = {{"name", dev.name}, {"bf16_tflops", dev.bf16_tflops}, {"fp8_tflops", dev.fp8_tflops},
                    {"hbm_gib", dev.hbm_gib}, {"hbm_gbps", dev.hbm_gbps}, {"intra_node_gbps", dev.intra_gbps},
                    {"inter_node_gbps", dev.inter_gbps}, {"source", dev.source}};
@@ -113,7 +123,10 @@ int cmd_plan(int argc, char** argv) {
     return 0;
   }
   std::printf("moe plan: %s on %lld x %s (%s)\n", cfg.source.c_str(), gpus, dev.name.c_str(), dev.source.c_str());
-  print_plan(p, dev);
+  if (p)
+    print_plan(*p, dev);
+  else
+    std::printf("the config's layout: %s\n", layout_error.c_str());
   if (best > 0) {
     std::printf("\nbest layouts that fit, global batch %lld sequences:\n", (long long)global_batch);
     std::printf("  %-4s %-6s %-4s %-4s %-5s %-5s %-9s %-11s %-10s %-12s %-6s %s\n", "R", "shard", "ep", "mb", "accum",
