@@ -73,8 +73,14 @@ refused() {  # refused <expected message part> <plan args...>
   if "$MOE" plan --config "$SRC/configs/tiny.yaml" "$@" > "$TMP/refused.out" 2>&1; then fail "plan $* was accepted"; fi
   grep -q -- "$want" "$TMP/refused.out" || { cat "$TMP/refused.out"; fail "plan $*: expected '$want'"; }
 }
-refused "ranks do not split into 3 replicas" --gpus 4 --gpu h100 --set parallel.dp_replicate=3
-refused "does not split into ep 4" --gpus 2 --gpu h100 --set parallel.ep=4
+refused "ranks do not split into 3 replicas" --gpus 4 --gpu h100 --set parallel.dp_replicate=3 --best 0
+refused "does not split into ep 4" --gpus 2 --gpu h100 --set parallel.ep=4 --best 0
 refused "unknown device 'a100'" --gpus 2 --gpu a100
 refused "--gpus: expected the number of devices" --gpu h100
+# With the search (the default), a config layout that does not suit the device count is said and
+# the layouts that do are listed.
+"$MOE" plan --config "$SRC/configs/tiny.yaml" --gpus 4 --gpu h100 --set parallel.dp_replicate=3 > "$TMP/search.out"
+grep -q "the config's layout: plan: 4 ranks do not split into 3 replicas" "$TMP/search.out" &&
+  grep -q "^best layouts that fit" "$TMP/search.out" && [ "$(grep -cE '^  [0-9]+ +4 ' "$TMP/search.out")" -ge 1 ] ||
+  { cat "$TMP/search.out"; fail "plan with an unsuitable config layout: no message or no search"; }
 echo "plan.sh: all layouts equal"
