@@ -2,6 +2,7 @@
 
 #include "framework/bf16_gemm.h"
 #include "framework/error.h"
+#include "parallel/node.h"
 
 #ifdef MOE_HAVE_CUDA
 #include "framework/cuda/allocator.h"
@@ -36,9 +37,7 @@ DeviceChoice choose_device(const std::string& device, const std::string& where, 
   const int gpus = cuda::device_count(&why);
   // Ranks on this node (collective when the world has several), each needing a GPU of its own.
   int local_ranks = 1;
-#ifdef MOE_HAVE_NCCL
-  if (world > 1) nccl::local_rank(*comm, &local_ranks);
-#endif
+  if (world > 1) local_rank(*comm, &local_ranks);
   std::string problem;
   if (gpus == 0)
     problem = "no usable GPU (" + why + ")";

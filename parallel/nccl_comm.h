@@ -49,10 +49,8 @@ namespace nccl {
 std::string error_message(ncclResult_t status, const char* call, const char* file, int line);
 [[noreturn]] void throw_error(ncclResult_t status, const char* call, const char* file, int line);
 
-// This process's rank among the ranks of the job on its machine (parallel/node.h, CPU-only so the
-// trainer can print it in every build).
-using ::moe::local_rank;
-// Picks and makes current this rank's GPU: local_rank(comm) modulo the visible devices. Throws
+// Picks and makes current this rank's GPU: local_rank(comm) (parallel/node.h) modulo the visible
+// devices. Throws
 // when there is no device. Returns the device id.
 int select_device(const Comm& comm);
 }  // namespace nccl

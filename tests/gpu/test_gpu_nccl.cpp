@@ -18,6 +18,7 @@
 
 #include "framework/cuda/check.h"
 #include "parallel/nccl_comm.h"
+#include "parallel/node.h"
 #include "tests/gpu/gpu_test.h"
 
 namespace moe {
@@ -60,21 +61,21 @@ TEST(NcclLocalRank, FromMpirunSlurmOrSharedMemoryGroup) {
   {
     ScopedEnv a("OMPI_COMM_WORLD_LOCAL_RANK", "3"), b("OMPI_COMM_WORLD_LOCAL_SIZE", "4");
     int size = -1;
-    EXPECT_EQ(nccl::local_rank(*g_world, &size), 3);
+    EXPECT_EQ(local_rank(*g_world, &size), 3);
     EXPECT_EQ(size, 4);
   }
   {
     ScopedEnv a("OMPI_COMM_WORLD_LOCAL_RANK", std::nullopt), b("OMPI_COMM_WORLD_LOCAL_SIZE", std::nullopt);
     ScopedEnv c("SLURM_LOCALID", "1"), d("SLURM_TASKS_PER_NODE", "2(x3)");
     int size = -1;
-    EXPECT_EQ(nccl::local_rank(*g_world, &size), 1);
+    EXPECT_EQ(local_rank(*g_world, &size), 1);
     EXPECT_EQ(size, 2);
   }
   {
     // Neither launcher: the ranks sharing this machine's memory (collective over the world).
     ScopedEnv a("OMPI_COMM_WORLD_LOCAL_RANK", std::nullopt), b("SLURM_LOCALID", std::nullopt);
     int size = -1;
-    const int rank = nccl::local_rank(*g_world, &size);
+    const int rank = local_rank(*g_world, &size);
     EXPECT_GE(rank, 0);
     EXPECT_LT(rank, size);
     EXPECT_LE(size, g_world->size());
@@ -90,7 +91,7 @@ class NcclTest : public ::testing::Test {
     std::string why;
     const int devices = cuda::device_count(&why);
     int local_size = 0;
-    nccl::local_rank(*g_world, &local_size);
+    local_rank(*g_world, &local_size);
     if (devices > 0 && local_size > devices) why = "fewer GPUs than ranks on this machine";
     double missing = (devices == 0 || local_size > devices) ? 1 : 0;
     g_world->allreduce_sum(&missing, 1);
