@@ -74,8 +74,6 @@ double block_activation_elements(const ModelConfig& m, bool moe_block, int ep) {
   return n;
 }
 
-bool is_moe_layer(const ModelConfig& m, int l) { return l >= m.dense_layers && m.routed_experts > 0; }
-
 // Ranks [first, first + size) inside one node of gpus_per_node consecutive ranks.
 bool inside_node(int first, int size, int gpus_per_node) { return first / gpus_per_node == (first + size - 1) / gpus_per_node; }
 
@@ -83,6 +81,8 @@ bool inside_node(int first, int size, int gpus_per_node) { return first / gpus_p
 double ring_seconds(double bytes, int g, double gbps) { return g > 1 ? bytes * (g - 1) / g / (gbps * 1e9) : 0; }
 
 }  // namespace
+
+bool is_moe_layer(const ModelConfig& m, int l) { return l >= m.dense_layers && m.routed_experts > 0; }
 
 Plan make_plan(const Config& cfg, const PlanLayout& L, const DeviceSpec& dev) {
   const ModelConfig& m = cfg.model;
@@ -315,7 +315,7 @@ nlohmann::json plan_json(const Plan& p) {
           {"flops_per_token", p.flops_per_token},
           {"tokens_per_step", p.tokens_per_step},
           {"memory_bytes", {{"state", p.state_bytes}, {"params", p.state_bytes / 4}, {"grads", p.state_bytes / 4},
-                            {"adam_moments", p.state_bytes / 2}, {"master_weights", "the f32 params"},
+                            {"adam_moments", p.state_bytes / 2},
                             {"gathered", p.gathered_bytes}, {"low_precision_weights", p.lowp_weight_bytes},
                             {"activations", p.activation_bytes},
                             {"activations_no_recompute", p.activation_bytes_no_recompute},

@@ -85,6 +85,9 @@ struct Plan {
   double tokens_per_s = 0, mfu = 0, gpu_hours_per_trillion = 0;
 };
 
+// Whether block l (MTP modules after the main blocks) has routed experts.
+bool is_moe_layer(const ModelConfig& m, int l);
+
 // The plan of cfg (model, data.seq_len, train.precision) under one layout on `gpus` devices.
 // Throws moe::Error when the layout is impossible (names which number does not divide which).
 Plan make_plan(const Config& cfg, const PlanLayout& layout, const DeviceSpec& dev);

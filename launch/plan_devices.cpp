@@ -79,7 +79,7 @@ std::pair<double, double> gemm_seconds_per_token(const ModelConfig& m, int64_t t
   const int64_t D = m.hidden, H = m.heads, dq = m.qk_nope_dim + m.qk_rope_dim;
   const double blocks = m.layers + m.mtp_depth;
   int moe_blocks = 0;
-  for (int l = 0; l < m.layers + m.mtp_depth; ++l) moe_blocks += l >= m.dense_layers && m.routed_experts > 0;
+  for (int l = 0; l < m.layers + m.mtp_depth; ++l) moe_blocks += is_moe_layer(m, l);
   // The router and lm_head run in f32 whatever the precision (model/router.cpp, model.cpp); the
   // head in chunks of 1024 rows, its forward again in backward (4 GEMMs).
   struct G32 {
@@ -227,7 +227,7 @@ double other_seconds_per_token(const ModelConfig& m, const ElementRates& r, bool
   auto rounded = [](double in, double out) { return 2 * in + out; };
   double s = 0;
   for (int l = 0; l < m.layers + m.mtp_depth; ++l) {
-    const bool moe = l >= m.dense_layers && m.routed_experts > 0;
+    const bool moe = is_moe_layer(m, l);
     double norms = 2 * D + L + (Q > 0 ? Q : 0), swiglu = moe ? I * K + S : m.dense_inter;
     double round = rounded(D, Q > 0 ? Q : H * dq) + (Q > 0 ? rounded(Q, H * dq) : 0) + rounded(D, L + m.qk_rope_dim) +
                    rounded(L, H * (m.qk_nope_dim + dv)) + rounded(H * dv, D);

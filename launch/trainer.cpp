@@ -210,6 +210,10 @@ class Trainer {
 
   // The run's header on rank 0 (and its config.yaml and metrics.jsonl), the other ranks' own logs
   // with run.rank_logs, and the MFU denominator.
+  // "replica R, " in a rank's coordinates with HSDP, nothing without.
+  std::string replica_label() const {
+    return mesh_.replicate() > 1 ? "replica " + std::to_string(mesh_.replica()) + ", " : std::string();
+  }
   void open_logs() {
     const int T = cfg_.data.seq_len, W = comm_.size();
     // Where each rank runs (collective), for checking a multi-node launch: rank 0's line in the
@@ -220,10 +224,8 @@ class Trainer {
       int local_size = 0;
       const int local = local_rank(comm_, &local_size);
       nodes = node_names(comm_);
-      const std::string replica =
-          mesh_.replicate() > 1 ? "replica " + std::to_string(mesh_.replica()) + ", " : std::string();
       placement = "rank " + std::to_string(comm_.rank()) + " on " + nodes[size_t(comm_.rank())] + " (local rank " +
-                  std::to_string(local) + " of " + std::to_string(local_size) + ", " + replica + "dp " +
+                  std::to_string(local) + " of " + std::to_string(local_size) + ", " + replica_label() + "dp " +
                   std::to_string(mesh_.dp_rank()) + ", ep " + std::to_string(mesh_.ep_rank()) + ")";
     }
     if (comm_.is_root()) {
@@ -316,10 +318,8 @@ class Trainer {
     double gflops = tps * flops_per_token(cfg_.model, cfg_.data.seq_len) / 1e9 / comm_.size();
     double eta = (t.steps - done) * dt / double(log_tokens_ / tokens_per_step());
     if (rank_log_) {
-      const std::string replica =
-          mesh_.replicate() > 1 ? "replica " + std::to_string(mesh_.replica()) + ", " : std::string();
       fprintf(rank_log_, "step %lld | rank %d (%sdp %d, ep %d) | local loss %.4f | step %.3f s | state %.1f MiB | rss %.0f MiB\n",
-              (long long)done, comm_.rank(), replica.c_str(), mesh_.dp_rank(), mesh_.ep_rank(), s.local_loss, step_time,
+              (long long)done, comm_.rank(), replica_label().c_str(), mesh_.dp_rank(), mesh_.ep_rank(), s.local_loss, step_time,
               fsdp_.memory().shard_bytes / 1048576.0, peak_rss_mib());
       fflush(rank_log_);
     }
