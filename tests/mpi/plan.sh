@@ -77,6 +77,10 @@ refused "ranks do not split into 3 replicas" --gpus 4 --gpu h100 --set parallel.
 refused "does not split into ep 4" --gpus 2 --gpu h100 --set parallel.ep=4 --best 0
 refused "unknown device 'a100'" --gpus 2 --gpu a100
 refused "--gpus: expected the number of devices" --gpu h100
+refused "--gpus-per-node: expected >= 1, got 0" --gpus 2 --gpu h100 --gpus-per-node 0
+refused "--best: expected >= 0, got -1" --gpus 2 --gpu h100 --best -1
+refused "--global-batch: expected >= 1 sequences, got 0" --gpus 2 --gpu h100 --global-batch 0
+refused "parallel.dp_replicate is 0 (expected > 0)" --gpus 2 --gpu h100 --set parallel.dp_replicate=0
 # With the search (the default), a config layout that does not suit the device count is said and
 # the layouts that do are listed.
 "$MOE" plan --config "$SRC/configs/tiny.yaml" --gpus 4 --gpu h100 --set parallel.dp_replicate=3 > "$TMP/search.out"
