@@ -3,7 +3,6 @@
 #include <map>
 #include <mutex>
 #include <utility>
-#include <vector>
 
 #include "framework/bf16_gemm.h"
 #include "framework/profiler.h"
@@ -16,7 +15,7 @@ struct Cache {
   int open_scopes = 0;
   // Ordered by address, so forgetting a range is one lower_bound. Keyed by (address, size): the
   // same address read with another size is another matrix (a prefix of a unit, say).
-  std::map<std::pair<const float*, int64_t>, std::vector<uint16_t>> copies;
+  std::map<std::pair<const float*, int64_t>, Bf16Copy> copies;
   int64_t bytes = 0;
 };
 
@@ -42,18 +41,30 @@ Bf16WeightScope::~Bf16WeightScope() {
   }
 }
 
-const uint16_t* bf16_weights(const float* W, int64_t n) {
+const uint16_t* bf16_weights_kept(const float* W, int64_t n, const std::function<Bf16Copy()>& make) {
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
   if (c.open_scopes == 0) return nullptr;
   auto [it, added] = c.copies.try_emplace({W, n});
   if (added) {
-    MOE_LEAF_PHASE("quantize");
-    it->second.resize(size_t(n));
-    to_bf16(it->second.data(), W, n);
+    try {
+      it->second = make();
+    } catch (...) {  // out of memory, say: no half-made entry stays behind
+      c.copies.erase(it);
+      throw;
+    }
     c.bytes += n * int64_t(sizeof(uint16_t));
   }
-  return it->second.data();
+  return it->second.get();
+}
+
+const uint16_t* bf16_weights(const float* W, int64_t n) {
+  return bf16_weights_kept(W, n, [&] {
+    MOE_LEAF_PHASE("quantize");
+    Bf16Copy copy(new uint16_t[size_t(n)], std::default_delete<uint16_t[]>());
+    to_bf16(copy.get(), W, n);
+    return copy;
+  });
 }
 
 void bf16_weights_forget(const float* begin, int64_t n) {

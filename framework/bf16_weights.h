@@ -11,8 +11,14 @@
 // batches, a Generator for its lifetime. Storage that is rebound to other weights while a scope is
 // open (FSDP's pooled gather buffers) must be forgotten (bf16_weights_forget, which
 // ParamStore::bind calls). The last scope to close frees every copy.
+//
+// The copies live where W lives: bf16_weights keeps host copies of host weights, and a device
+// backend keeps device copies of device weights through bf16_weights_kept with its own maker
+// (framework/cuda/linear.cpp), in the same cache, under the same scope and forgetting rules.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <memory>
 
 namespace moe {
 
@@ -27,6 +33,11 @@ class Bf16WeightScope {
 // W[n] as bf16 bits, rounded on the first call for (W, n) inside an open scope and kept until the
 // last scope closes; null when no scope is open (the caller rounds into scratch itself).
 const uint16_t* bf16_weights(const float* W, int64_t n);
+// Storage for n bf16 values wherever the weights live, filled by the maker; freed by its deleter.
+using Bf16Copy = std::shared_ptr<uint16_t>;
+// The kept copy of W[n], made by make() on the first call for (W, n) inside an open scope; null
+// when no scope is open (make is not called).
+const uint16_t* bf16_weights_kept(const float* W, int64_t n, const std::function<Bf16Copy()>& make);
 // Drops the copies of every matrix that starts in [begin, begin + n).
 void bf16_weights_forget(const float* begin, int64_t n);
 // Bytes held by the copies (for tests and memory reports).

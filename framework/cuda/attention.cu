@@ -5,25 +5,78 @@
 #include "framework/cuda/attention.h"
 #include "framework/cuda/gemm.h"
 #include "framework/cuda/launch.cuh"
+#include "framework/cuda/ops.h"
 #include "framework/kernels/latent_attention.h"
 #include "framework/kernels/softmax.h"
 
 namespace moe::cuda {
 namespace {
 
+// The GEMM operands q, k, v and o (or dO) of the attention core: the caller's f32 rows, or at
+// l.bf16 bf16 copies of them in the same layout (cast once per call), so every GEMM reads bf16 as
+// the CPU core's does (framework/attention.cpp): products of bf16 values are exact in f32, so the
+// two differ by the order of f32 accumulation only.
+struct Operands {
+  const void *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+  DType type = DType::F32;
+  DeviceBuffer<uint16_t> qb, kb, vb, ob;
+};
+
+// Elements from a head-strided operand's first element to its last one read.
+int64_t extent(const AttentionLayout& l, int64_t ld, int64_t hs, int64_t width) {
+  return (l.B * l.T - 1) * ld + (l.H - 1) * hs + width;
+}
+
+// o_read: o is dO (backward, read by the GEMMs), not forward's output (written, never cast).
+Operands operands(const float* q, const float* k, const float* v, const float* o, bool o_read,
+                  const AttentionLayout& l, cudaStream_t s) {
+  Operands ops;
+  ops.q = q, ops.k = k, ops.v = v, ops.o = o;
+  if (!l.bf16) return ops;
+  auto cast = [&](DeviceBuffer<uint16_t>& b, const float* x, int64_t n) {
+    b = DeviceBuffer<uint16_t>(n);
+    cast_f32_to_bf16(b.get(), x, n, s);
+    return b.get();
+  };
+  ops.type = DType::BF16;
+  ops.q = cast(ops.qb, q, extent(l, l.q_ld, l.q_hs, l.dqk));
+  ops.k = cast(ops.kb, k, extent(l, l.k_ld, l.k_hs, l.dqk));
+  ops.v = cast(ops.vb, v, extent(l, l.v_ld, l.v_hs, l.dv));
+  ops.o = o_read ? cast(ops.ob, o, extent(l, l.o_ld, l.o_hs, l.dv)) : nullptr;
+  return ops;
+}
+
+const void* element(const void* base, int64_t i, DType t) {
+  if (!base) return nullptr;
+  return static_cast<const char*>(base) + i * (t == DType::BF16 ? 2 : 4);
+}
+
 // The operands of heads h0.. of sequence b (pointers to head h0, position 0).
 struct SequenceHeads {
-  const float *q, *k, *v, *o;
-  SequenceHeads(const float* q_, const float* k_, const float* v_, const float* o_, const AttentionLayout& l, int64_t b,
-                int64_t h0)
-      : q(q_ + l.q_at(b, h0)), k(k_ + l.k_at(b, h0)), v(v_ + l.v_at(b, h0)), o(o_ + l.o_at(b, h0)) {}
+  const void *q, *k, *v, *o;
+  DType type;
+  SequenceHeads(const Operands& ops, const AttentionLayout& l, int64_t b, int64_t h0)
+      : q(element(ops.q, l.q_at(b, h0), ops.type)), k(element(ops.k, l.k_at(b, h0), ops.type)),
+        v(element(ops.v, l.v_at(b, h0), ops.type)), o(element(ops.o, l.o_at(b, h0), ops.type)), type(ops.type) {}
+};
+
+// A [hc, T, T] block of probabilities (or dS) as the next GEMMs read it: in place at f32, else
+// cast into bf16 storage.
+struct Probabilities {
+  DeviceBuffer<uint16_t> bf16;
+  const void* of(const float* P, int64_t n, DType t, cudaStream_t s) {
+    if (t == DType::F32) return P;
+    if (bf16.size() < n) bf16 = DeviceBuffer<uint16_t>(n);
+    cast_f32_to_bf16(bf16.get(), P, n, s);
+    return bf16.get();
+  }
 };
 
 // S[hc, T, T] = scale q k^T for hc heads (the upper triangle too; the softmax masks it).
 void scores(float* S, const SequenceHeads& h, const AttentionLayout& l, int64_t hc, cudaStream_t s) {
   const int64_t T = l.T;
   gemm_strided_batched(false, true, T, T, l.dqk, l.scale, h.q, l.q_ld, l.q_hs, h.k, l.k_ld, l.k_hs, 0.f, S, T, T * T,
-                       hc, DType::F32, DType::F32, s);
+                       hc, h.type, DType::F32, s);
 }
 
 }  // namespace
@@ -39,12 +92,14 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
   const int64_t T = l.T, H = l.H;
   if (l.B == 0 || T == 0 || H == 0) return;
   const int64_t chunk = attention_heads_per_chunk(H, T);
+  const Operands ops = operands(q, k, v, o, /*o_read=*/false, l, s);
   DeviceBuffer<float> S_buf(chunk * T * T);
   float* S = S_buf.get();
+  Probabilities Pb;
   for (int64_t b = 0; b < l.B; ++b)
     for (int64_t h0 = 0; h0 < H; h0 += chunk) {
       const int64_t hc = chunk < H - h0 ? chunk : H - h0;
-      const SequenceHeads h(q, k, v, o, l, b, h0);
+      const SequenceHeads h(ops, l, b, h0);
       scores(S, h, l, hc, s);
       float* lse_chunk = lse + (b * H + h0) * T;  // lse[B, H, T]: row n of S is lse_chunk[n]
       const int32_t* ds = l.doc_start ? l.doc_start + b * T : nullptr;
@@ -55,8 +110,8 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
         if (r.leader()) lse_chunk[n] = m;
       }, s);
       // o[hc heads] = P v
-      gemm_strided_batched(false, false, T, l.dv, T, 1.f, S, T, T * T, h.v, l.v_ld, l.v_hs, 0.f,
-                           o + l.o_at(b, h0), l.o_ld, l.o_hs, hc, DType::F32, DType::F32, s);
+      gemm_strided_batched(false, false, T, l.dv, T, 1.f, Pb.of(S, hc * T * T, h.type, s), T, T * T, h.v, l.v_ld,
+                           l.v_hs, 0.f, o + l.o_at(b, h0), l.o_ld, l.o_hs, hc, h.type, DType::F32, s);
     }
 }
 
@@ -65,12 +120,14 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   const int64_t T = l.T, H = l.H;
   if (l.B == 0 || T == 0 || H == 0) return;
   const int64_t chunk = attention_heads_per_chunk(H, T);
+  const Operands ops = operands(q, k, v, dout, /*o_read=*/true, l, s);  // ops.o is dout (the layout of o)
   DeviceBuffer<float> P_buf(chunk * T * T), dP_buf(chunk * T * T);
   float *P = P_buf.get(), *dP = dP_buf.get();
+  Probabilities Pb, dSb;
   for (int64_t b = 0; b < l.B; ++b)
     for (int64_t h0 = 0; h0 < H; h0 += chunk) {
       const int64_t hc = chunk < H - h0 ? chunk : H - h0;
-      const SequenceHeads h(q, k, v, dout, l, b, h0);  // h.o is dout (the layout of o)
+      const SequenceHeads h(ops, l, b, h0);
       float* dq_b = dq + l.q_at(b, h0);
       float* dk_b = dk + l.k_at(b, h0);
       float* dv_b = dv + l.v_at(b, h0);
@@ -84,20 +141,21 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         kern::softmax_span_recompute(r, row, row, lse_chunk[n], ds ? ds[t] : 0, t + 1, T, /*fast=*/true);
       }, s);
       // dv = P^T dout ; dP = dout v^T
-      gemm_strided_batched(true, false, T, l.dv, T, 1.f, P, T, T * T, h.o, l.o_ld, l.o_hs, 0.f, dv_b, l.v_ld, l.v_hs,
-                           hc, DType::F32, DType::F32, s);
+      gemm_strided_batched(true, false, T, l.dv, T, 1.f, Pb.of(P, hc * T * T, h.type, s), T, T * T, h.o, l.o_ld,
+                           l.o_hs, 0.f, dv_b, l.v_ld, l.v_hs, hc, h.type, DType::F32, s);
       gemm_strided_batched(false, true, T, T, l.dv, 1.f, h.o, l.o_ld, l.o_hs, h.v, l.v_ld, l.v_hs, 0.f, dP, T, T * T,
-                           hc, DType::F32, DType::F32, s);
-      // dS = P * (dP - rowsum(P * dP)), over dP
+                           hc, h.type, DType::F32, s);
+      // dS = P * (dP - rowsum(P * dP)), over dP (from the f32 P, as on the CPU)
       launch_rows(hc * T, row_threads(T), 0, [=] __device__(BlockRow & r, int64_t n) {
         const int64_t t = n % T;
         kern::softmax_span_backward(r, dP + n * T, P + n * T, dP + n * T, ds ? ds[t] : 0, t + 1, T);
       }, s);
       // dq = scale dS k ; dk = scale dS^T q
-      gemm_strided_batched(false, false, T, l.dqk, T, l.scale, dP, T, T * T, h.k, l.k_ld, l.k_hs, 0.f, dq_b, l.q_ld,
-                           l.q_hs, hc, DType::F32, DType::F32, s);
-      gemm_strided_batched(true, false, T, l.dqk, T, l.scale, dP, T, T * T, h.q, l.q_ld, l.q_hs, 0.f, dk_b, l.k_ld,
-                           l.k_hs, hc, DType::F32, DType::F32, s);
+      const void* dS = dSb.of(dP, hc * T * T, h.type, s);
+      gemm_strided_batched(false, false, T, l.dqk, T, l.scale, dS, T, T * T, h.k, l.k_ld, l.k_hs, 0.f, dq_b, l.q_ld,
+                           l.q_hs, hc, h.type, DType::F32, s);
+      gemm_strided_batched(true, false, T, l.dqk, T, l.scale, dS, T, T * T, h.q, l.q_ld, l.q_hs, 0.f, dk_b, l.k_ld,
+                           l.k_hs, hc, h.type, DType::F32, s);
     }
 }
 

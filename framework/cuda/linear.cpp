@@ -1,7 +1,9 @@
 #include "framework/cuda/linear.h"
 
+#include <memory>
 #include <vector>
 
+#include "framework/bf16_weights.h"
 #include "framework/cuda/allocator.h"
 #include "framework/cuda/fp8_gemm.h"
 #include "framework/cuda/gemm.h"
@@ -20,6 +22,27 @@ DeviceBuffer<uint16_t> to_bf16(const float* x, int64_t n, cudaStream_t stream) {
   DeviceBuffer<uint16_t> b(n);
   cast_f32_to_bf16(b.get(), x, n, stream);
   return b;
+}
+
+// W[n] as bf16 storage: the copy kept while the weights cannot change (an open Bf16WeightScope,
+// bf16_weights.h: made once per step, or per FSDP gather, instead of once per GEMM), else a copy
+// owned here for this GEMM.
+struct Bf16Weights {
+  const uint16_t* p = nullptr;
+  DeviceBuffer<uint16_t> owned;
+};
+
+Bf16Weights weights_bf16(const float* W, int64_t n, cudaStream_t stream) {
+  Bf16Weights w;
+  w.p = bf16_weights_kept(W, n, [&] {
+    auto copy = std::make_shared<DeviceBuffer<uint16_t>>(to_bf16(W, n, stream));
+    return Bf16Copy(copy, copy->get());  // shares the buffer's ownership
+  });
+  if (!w.p) {
+    w.owned = to_bf16(W, n, stream);
+    w.p = w.owned.get();
+  }
+  return w;
 }
 
 // A fake-quantised f32 copy of x[R,C] in tr x tc tiles.
@@ -122,8 +145,8 @@ void linear_forward(float* y, const float* x, const float* W, int64_t M, int64_t
     case Precision::FP32:
       return forward_gemm(y, x, W, M, in, out, accumulate, DType::F32, s);
     case Precision::BF16: {
-      auto xb = to_bf16(x, M * in, s), Wb = to_bf16(W, out * in, s);
-      return forward_gemm(y, xb.get(), Wb.get(), M, in, out, accumulate, DType::BF16, s);
+      auto xb = to_bf16(x, M * in, s);
+      return forward_gemm(y, xb.get(), weights_bf16(W, out * in, s).p, M, in, out, accumulate, DType::BF16, s);
     }
     case Precision::FP8: {
       // x's 1x128 tiles are the rows' tiles (kernels/fp8_rows.h): quantise, then the GEMM on rows.
@@ -144,7 +167,7 @@ void linear_backward(float* dx, float* dW, const float* dy, const float* x, cons
       return;
     case Precision::BF16: {
       auto dyb = to_bf16(dy, M * out, s);  // one rounding of dy serves both GEMMs
-      if (dx) dgrad_gemm(dx, dyb.get(), to_bf16(W, out * in, s).get(), M, in, out, accumulate_dx, DType::BF16, s);
+      if (dx) dgrad_gemm(dx, dyb.get(), weights_bf16(W, out * in, s).p, M, in, out, accumulate_dx, DType::BF16, s);
       if (dW) wgrad_gemm(dW, dyb.get(), to_bf16(x, M * in, s).get(), M, in, out, DType::BF16, s);
       return;
     }
@@ -199,43 +222,55 @@ void grouped_linear_backward_loop(float* dx, float* const* dW, const float* dy, 
 
 namespace {
 
-// The rows of a [*, C] operand the groups read: the caller's, or (bf16) a copy of rows
-// offsets[0] .. offsets[G] rounded to bf16 values kept in f32 (grouped_gemm.h says why).
-struct GroupRows {
-  const float* base = nullptr;  // row `first` of the operand
+// bf16 storage of rows offsets[0] .. offsets[G] of a [*, C] operand, cast once for all groups.
+struct Bf16GroupRows {
   int64_t first = 0, C = 0;
-  DeviceBuffer<float> rounded;
-  const float* row(int64_t r) const { return base + (r - first) * C; }
+  DeviceBuffer<uint16_t> rows;
+  const uint16_t* row(int64_t r) const { return rows.get() + (r - first) * C; }
 };
 
-GroupRows group_rows(const float* a, const int64_t* offsets, int64_t G, int64_t C, bool round, cudaStream_t s) {
-  GroupRows g;
+Bf16GroupRows bf16_group_rows(const float* a, const int64_t* offsets, int64_t G, int64_t C, cudaStream_t s) {
+  Bf16GroupRows g;
   g.first = offsets[0];
   g.C = C;
-  g.base = a + g.first * C;
-  if (round) {
-    const int64_t n = (offsets[G] - offsets[0]) * C;
-    g.rounded = DeviceBuffer<float>(n);
-    round_bf16(g.rounded.get(), g.base, n, s);
-    g.base = g.rounded.get();
-  }
+  g.rows = to_bf16(a + g.first * C, (offsets[G] - offsets[0]) * C, s);
   return g;
 }
 
-// bf16: rounded copies of the weights of the groups with rows (the others stay null: never read).
-struct RoundedGroups {
-  std::vector<DeviceBuffer<float>> weights;
-  std::vector<const float*> weight_ptrs;
-};
+// bf16 weights of the groups with rows (the others are never read), kept for the step.
+std::vector<Bf16Weights> bf16_group_weights(const float* const* W, const int64_t* offsets, int64_t G, int64_t n,
+                                            cudaStream_t s) {
+  std::vector<Bf16Weights> w(static_cast<size_t>(G));
+  for (int64_t g = 0; g < G; ++g)
+    if (offsets[g + 1] > offsets[g]) w[size_t(g)] = weights_bf16(W[g], n, s);
+  return w;
+}
 
-void rounded_weights(RoundedGroups& rg, const float* const* W, const int64_t* offsets, int64_t G, int64_t n,
-                     cudaStream_t s) {
-  rg.weight_ptrs.assign(size_t(G), nullptr);
+// bf16: one cuBLASLt GEMM per group on bf16 storage with f32 output, the dense layers' GEMMs
+// (cuBLAS's grouped GEMM takes bf16 inputs only with bf16 outputs, which would round y, dx and dW).
+void grouped_forward_bf16(float* y, const float* x, const float* const* W, const int64_t* offsets, int64_t G,
+                          int64_t in, int64_t out, cudaStream_t s) {
+  const Bf16GroupRows xb = bf16_group_rows(x, offsets, G, in, s);
+  const std::vector<Bf16Weights> Wb = bf16_group_weights(W, offsets, G, out * in, s);
   for (int64_t g = 0; g < G; ++g) {
-    if (offsets[g + 1] == offsets[g]) continue;
-    rg.weights.emplace_back(n);
-    round_bf16(rg.weights.back().get(), W[g], n, s);
-    rg.weight_ptrs[size_t(g)] = rg.weights.back().get();
+    const int64_t r0 = offsets[g], n = offsets[g + 1] - offsets[g];
+    if (n > 0) forward_gemm(y + r0 * out, xb.row(r0), Wb[size_t(g)].p, n, in, out, false, DType::BF16, s);
+  }
+}
+
+void grouped_backward_bf16(float* dx, float* const* dW, const float* dy, const float* x, const float* const* W,
+                           const int64_t* offsets, int64_t G, int64_t in, int64_t out, bool accumulate_dx,
+                           bool any_dW, cudaStream_t s) {
+  const Bf16GroupRows dyb = bf16_group_rows(dy, offsets, G, out, s);
+  Bf16GroupRows xb;  // x is read by wgrad only
+  if (any_dW) xb = bf16_group_rows(x, offsets, G, in, s);
+  std::vector<Bf16Weights> Wb;
+  if (dx) Wb = bf16_group_weights(W, offsets, G, out * in, s);
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t r0 = offsets[g], n = offsets[g + 1] - offsets[g];
+    if (n == 0) continue;
+    if (dx) dgrad_gemm(dx + r0 * in, dyb.row(r0), Wb[size_t(g)].p, n, in, out, accumulate_dx, DType::BF16, s);
+    if (dW[g]) wgrad_gemm(dW[g], dyb.row(r0), xb.row(r0), n, in, out, DType::BF16, s);
   }
 }
 
@@ -244,19 +279,13 @@ void rounded_weights(RoundedGroups& rg, const float* const* W, const int64_t* of
 void grouped_linear_forward(float* y, const float* x, const float* const* W, const int64_t* offsets, int64_t G,
                             int64_t in, int64_t out, Precision p, cudaStream_t s) {
   if (p == Precision::FP8) return grouped_linear_forward_loop(y, x, W, offsets, G, in, out, p, s);
-  const bool round = p == Precision::BF16;
-  const GroupRows xr = group_rows(x, offsets, G, in, round, s);
-  RoundedGroups rg;
-  if (round) {
-    rounded_weights(rg, W, offsets, G, out * in, s);
-    W = rg.weight_ptrs.data();
-  }
+  if (p == Precision::BF16) return grouped_forward_bf16(y, x, W, offsets, G, in, out, s);
   std::vector<GemmProblem> problems;
   for (int64_t g = 0; g < G; ++g) {
     const int64_t r0 = offsets[g], n = offsets[g + 1] - offsets[g];
     if (n == 0) continue;
     // y_g[n, out] = x_g[n, in] W_g^T
-    problems.push_back({false, true, n, out, in, xr.row(r0), in, W[g], in, y + r0 * out, out});
+    problems.push_back({false, true, n, out, in, x + r0 * in, in, W[g], in, y + r0 * out, out});
   }
   gemm_grouped(problems, 1.f, 0.f, s);
 }
@@ -266,23 +295,17 @@ void grouped_linear_backward(float* dx, float* const* dW, const float* dy, const
                              Precision p, cudaStream_t s) {
   if (p == Precision::FP8)
     return grouped_linear_backward_loop(dx, dW, dy, x, W, offsets, G, in, out, accumulate_dx, p, s);
-  const bool round = p == Precision::BF16;
   bool any_dW = false;
   for (int64_t g = 0; g < G; ++g) any_dW = any_dW || dW[g];
-  const GroupRows dyr = group_rows(dy, offsets, G, out, round, s),
-                  xr = group_rows(x, offsets, G, in, round && any_dW, s);  // x is read by wgrad only
-  RoundedGroups rg;
-  if (round && dx) {
-    rounded_weights(rg, W, offsets, G, out * in, s);
-    W = rg.weight_ptrs.data();
-  }
+  if (p == Precision::BF16)
+    return grouped_backward_bf16(dx, dW, dy, x, W, offsets, G, in, out, accumulate_dx, any_dW, s);
   std::vector<GemmProblem> dgrad, wgrad;
   for (int64_t g = 0; g < G; ++g) {
     const int64_t r0 = offsets[g], n = offsets[g + 1] - offsets[g];
     if (n == 0) continue;
     // dx_g[n, in] (+)= dy_g[n, out] W_g ; dW_g[out, in] += dy_g^T x_g
-    if (dx) dgrad.push_back({false, false, n, in, out, dyr.row(r0), out, W[g], in, dx + r0 * in, in});
-    if (dW[g]) wgrad.push_back({true, false, out, in, n, dyr.row(r0), out, xr.row(r0), in, dW[g], in});
+    if (dx) dgrad.push_back({false, false, n, in, out, dy + r0 * out, out, W[g], in, dx + r0 * in, in});
+    if (dW[g]) wgrad.push_back({true, false, out, in, n, dy + r0 * out, out, x + r0 * in, in, dW[g], in});
   }
   gemm_grouped(dgrad, 1.f, accumulate_dx ? 1.f : 0.f, s);
   gemm_grouped(wgrad, 1.f, 1.f, s);

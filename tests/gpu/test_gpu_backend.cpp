@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "framework/backend.h"
+#include "framework/bf16_weights.h"
 #include "framework/cuda/attention.h"
 #include "framework/cuda/backend.h"
 #include "framework/cuda/linear.h"
@@ -361,31 +362,78 @@ TEST_F(GpuBackend, Fp8RowsThroughTheInterface) {
   expect_close(got.y_grouped, want.y_grouped, 1e-5, "grouped_linear_forward_fp8");
 }
 
+// At bf16 both cores read bf16 q, k, v, dO, P and dS; P and dS are rounded from f32 values whose
+// last bits depend on the accumulation order, so a few of them round the other way: 2e-3 for o,
+// 5e-3 for the gradients (the lse comes from exact bf16 products: 1e-5).
 TEST_F(GpuBackend, AttentionForwardAndBackward) {
-  // MLA-like: q, k [N, H, dqk]; v inside a wider row [N, H, nope + dv] at offset nope; o [N, H, dv].
-  AttentionLayout l;
-  l.B = 2, l.T = 70, l.H = 3, l.dqk = 24, l.dv = 16, l.scale = 0.2f;
-  const int64_t N = l.B * l.T, nope = 8, kv = nope + l.dv;
-  l.q_ld = l.H * l.dqk, l.q_hs = l.dqk, l.k_ld = l.H * l.dqk, l.k_hs = l.dqk;
-  l.v_ld = l.H * kv, l.v_hs = kv, l.o_ld = l.H * l.dv, l.o_hs = l.dv;
-  auto q = randn(size_t(N * l.q_ld), 50), k = randn(size_t(N * l.k_ld), 51), kvb = randn(size_t(N * l.v_ld), 52);
-  auto dout = randn(size_t(N * l.o_ld), 53), sentinel = randn(size_t(N * l.v_ld), 54);
-  auto run = [&](Backend& be) {
-    Buf<float> Q(be, q), K(be, k), KV(be, kvb), O(be, zeros(N * l.o_ld)), lse(be, zeros(l.B * l.H * l.T));
-    Buf<float> dO(be, dout), dQ(be, zeros(N * l.q_ld)), dK(be, zeros(N * l.k_ld)), dKV(be, sentinel);
-    be.attention_forward(O.get(), lse.get(), Q.get(), K.get(), KV.get() + nope, l);
-    be.attention_backward(dQ.get(), dK.get(), dKV.get() + nope, dO.get(), Q.get(), K.get(), KV.get() + nope,
-                          lse.get(), l);
-    return std::vector<std::vector<float>>{O.host(), lse.host(), dQ.host(), dK.host(), dKV.host()};
+  for (bool bf16 : {false, true}) {
+    // MLA-like: q, k [N, H, dqk]; v inside a wider row [N, H, nope + dv] at offset nope; o [N, H, dv].
+    AttentionLayout l;
+    l.B = 2, l.T = 70, l.H = 3, l.dqk = 24, l.dv = 16, l.scale = 0.2f, l.bf16 = bf16;
+    const int64_t N = l.B * l.T, nope = 8, kv = nope + l.dv;
+    l.q_ld = l.H * l.dqk, l.q_hs = l.dqk, l.k_ld = l.H * l.dqk, l.k_hs = l.dqk;
+    l.v_ld = l.H * kv, l.v_hs = kv, l.o_ld = l.H * l.dv, l.o_hs = l.dv;
+    auto q = randn(size_t(N * l.q_ld), 50), k = randn(size_t(N * l.k_ld), 51), kvb = randn(size_t(N * l.v_ld), 52);
+    auto dout = randn(size_t(N * l.o_ld), 53), sentinel = randn(size_t(N * l.v_ld), 54);
+    auto run = [&](Backend& be) {
+      Buf<float> Q(be, q), K(be, k), KV(be, kvb), O(be, zeros(N * l.o_ld)), lse(be, zeros(l.B * l.H * l.T));
+      Buf<float> dO(be, dout), dQ(be, zeros(N * l.q_ld)), dK(be, zeros(N * l.k_ld)), dKV(be, sentinel);
+      be.attention_forward(O.get(), lse.get(), Q.get(), K.get(), KV.get() + nope, l);
+      be.attention_backward(dQ.get(), dK.get(), dKV.get() + nope, dO.get(), Q.get(), K.get(), KV.get() + nope,
+                            lse.get(), l);
+      return std::vector<std::vector<float>>{O.host(), lse.host(), dQ.host(), dK.host(), dKV.host()};
+    };
+    const auto want = run(cpu()), got = run(gpu());
+    const double fwd = bf16 ? 2e-3 : 1e-5, bwd = bf16 ? 5e-3 : 1e-4;
+    const std::string tag = bf16 ? "bf16 " : "fp32 ";
+    expect_close(got[0], want[0], fwd, (tag + "o").c_str());
+    expect_close(got[1], want[1], 1e-5, (tag + "lse").c_str());
+    expect_close(got[2], want[2], bwd, (tag + "dq").c_str());
+    expect_close(got[3], want[3], bwd, (tag + "dk").c_str());
+    expect_close(got[4], want[4], bwd, (tag + "dv").c_str());
+    for (int64_t r = 0; r < N * l.H; ++r)  // the nope part of each head's row is not dv's
+      for (int64_t c = 0; c < nope; ++c) EXPECT_EQ(got[4][size_t(r * kv + c)], sentinel[size_t(r * kv + c)]);
+  }
+}
+
+// Inside a Bf16WeightScope the bf16 GEMMs read one device copy of each weight matrix (made on first
+// use, counted by bf16_weights_bytes, dropped when the scope closes or the storage is forgotten),
+// and give the same bits as without it.
+TEST_F(GpuBackend, Bf16WeightCopiesAreKeptOnTheDevice) {
+  const Groups gr;
+  const int64_t G = gr.G, in = gr.in, out = gr.out, P = gr.rows();
+  auto x = randn(size_t(P * in), 80), dy = randn(size_t(P * out), 81);
+  std::vector<float> W_all = randn(size_t(G * out * in), 82, 0.05f);
+  auto run = [&](bool scoped, int64_t* kept_bytes) {
+    Buf<float> X(gpu(), x), dY(gpu(), dy), W(gpu(), W_all), Y(gpu(), zeros(P * out)), Yd(gpu(), zeros(P * out));
+    Buf<float> dX(gpu(), zeros(P * in)), dXd(gpu(), zeros(P * in)), dW(gpu(), zeros(G * out * in));
+    std::vector<const float*> Wp;
+    std::vector<float*> dWp;
+    for (int64_t g = 0; g < G; ++g) Wp.push_back(W.get() + g * out * in), dWp.push_back(dW.get() + g * out * in);
+    std::unique_ptr<Bf16WeightScope> scope;
+    if (scoped) scope = std::make_unique<Bf16WeightScope>();
+    const int64_t* off = gr.offsets.data();
+    for (int rep = 0; rep < 2; ++rep) {  // the second pass reads the kept copies
+      gpu().grouped_linear_forward(Y.get(), X.get(), Wp.data(), off, G, in, out, Precision::BF16);
+      gpu().grouped_linear_backward(dX.get(), dWp.data(), dY.get(), X.get(), Wp.data(), off, G, in, out, false,
+                                    Precision::BF16);
+      gpu().linear_forward(Yd.get(), X.get(), Wp[0], P, in, out, false, Precision::BF16);
+      gpu().linear_backward(dXd.get(), nullptr, dY.get(), X.get(), Wp[0], P, in, out, false, Precision::BF16);
+    }
+    *kept_bytes = bf16_weights_bytes();
+    if (scoped) {
+      bf16_weights_forget(W.get(), G * out * in);
+      EXPECT_EQ(bf16_weights_bytes(), 0) << "forgotten with their storage";
+    }
+    return std::vector<std::vector<float>>{Y.host(), dX.host(), dW.host(), Yd.host(), dXd.host()};
   };
-  const auto want = run(cpu()), got = run(gpu());
-  expect_close(got[0], want[0], 1e-5, "o");
-  expect_close(got[1], want[1], 1e-5, "lse");
-  expect_close(got[2], want[2], 1e-4, "dq");
-  expect_close(got[3], want[3], 1e-4, "dk");
-  expect_close(got[4], want[4], 1e-4, "dv");
-  for (int64_t r = 0; r < N * l.H; ++r)  // the nope part of each head's row is not dv's
-    for (int64_t c = 0; c < nope; ++c) EXPECT_EQ(got[4][size_t(r * kv + c)], sentinel[size_t(r * kv + c)]);
+  int64_t bytes_plain = -1, bytes_scoped = -1;
+  const auto plain = run(false, &bytes_plain), scoped = run(true, &bytes_scoped);
+  EXPECT_EQ(bytes_plain, 0);
+  // One copy per expert with rows (4 of 5; expert 0's serves the dense calls too).
+  EXPECT_EQ(bytes_scoped, 4 * out * in * 2);
+  EXPECT_EQ(bf16_weights_bytes(), 0) << "freed when the scope closed";
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(same_bits(scoped[i], plain[i])) << "output " << i;
 }
 
 TEST_F(GpuBackend, RoutingDispatchAndOptimizer) {
