@@ -16,6 +16,10 @@ void router_forward(float* scores, int32_t* idx, float* w, const float* logits, 
 // [N/T, E]) is null without the aux loss. lg.f is ignored (set per token from f_BE).
 void router_backward(float* dlogits, const float* scores, const float* logits, const int32_t* idx, const float* dw,
                      const float* f_BE, int64_t T, kern::RouterLossGrad lg, int64_t N, const kern::RouterSpec& sp);
+// losses[2] = {aux_coef * balance loss, z_coef * z-loss}, f_BE[B, E] when aux_coef > 0
+// (backend_ops.inc; kern::router_token_stats, router_balance_row, router_loss_totals).
+void router_loss_stats(float* losses, float* f_BE, const float* scores, const float* logits, const int32_t* idx,
+                       int64_t B, int64_t T, float aux_coef, float z_coef, const kern::RouterSpec& sp);
 // bias[E] += rate * sign(mean(load) - load[e]).
 void router_bias_update(float* bias, const float* load, int64_t E, float rate);
 

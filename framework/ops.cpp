@@ -137,6 +137,17 @@ void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const
   launch_elements(n, 1 << 14, [&](int64_t i) { kern::adamw_update(w + i, m + i, v + i, g[i], s); });
 }
 
+// Segment by segment: each element's update is the same kern::adamw_update as the GPU's one pass.
+void adamw_update_segments(float* w, float* m, float* v, const float* g, const int64_t* begin, const int64_t* length,
+                           const uint8_t* decay, int64_t count, const kern::AdamWStep& s) {
+  for (int64_t i = 0; i < count; ++i) {
+    kern::AdamWStep st = s;
+    if (!decay[i]) st.decay = 1.f;
+    const int64_t b = begin[i];
+    adamw_update(w + b, m + b, v + b, g + b, length[i], st);
+  }
+}
+
 void cast_f32_to_bf16(uint16_t* out, const float* in, int64_t n) {
   launch_elements(n, 1 << 14, [&](int64_t i) { out[i] = kern::f32_to_bf16_bits(in[i]); });
 }

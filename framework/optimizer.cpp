@@ -33,7 +33,13 @@ bool same_schedule(const TrainConfig& a, const TrainConfig& b) {
 AdamW::AdamW(int64_t numel, std::vector<OptSegment> segments, const TrainConfig& t)
     : m_(Tensor::zeros({numel}, DType::F32, compute().device())),
       v_(Tensor::zeros({numel}, DType::F32, compute().device())), segments_(std::move(segments)), beta1_(t.beta1),
-      beta2_(t.beta2), eps_(t.eps), weight_decay_(t.weight_decay) {}
+      beta2_(t.beta2), eps_(t.eps), weight_decay_(t.weight_decay) {
+  for (const OptSegment& sg : segments_) {
+    seg_begin_.push_back(sg.begin);
+    seg_length_.push_back(sg.n);
+    seg_decay_.push_back(sg.decay ? 1 : 0);
+  }
+}
 
 void AdamW::step(float* w, const float* g, double lr, float grad_scale) {
   ++t_;
@@ -44,11 +50,10 @@ void AdamW::step(float* w, const float* g, double lr, float grad_scale) {
   st.bc2 = float(1.0 - std::pow(beta2_, double(t_)));
   st.step_size = float(lr) / float(1.0 - std::pow(beta1_, double(t_)));
   st.grad_scale = grad_scale;
-  float *m = m_.f32(), *v = v_.f32();
-  for (const OptSegment& sg : segments_) {
-    st.decay = sg.decay ? float(1.0 - lr * weight_decay_) : 1.f;
-    compute().adamw_update(w + sg.begin, m + sg.begin, v + sg.begin, g + sg.begin, sg.n, st);
-  }
+  st.decay = float(1.0 - lr * weight_decay_);
+  // One call for all segments (one launch on the GPU).
+  compute().adamw_update_segments(w, m_.f32(), v_.f32(), g, seg_begin_.data(), seg_length_.data(), seg_decay_.data(),
+                                  int64_t(segments_.size()), st);
 }
 
 double sum_squares(const float* g, const std::vector<OptSegment>& segments) {

@@ -45,6 +45,8 @@ class AdamW {
  private:
   Tensor m_, v_;  // same flat layout as the parameters
   std::vector<OptSegment> segments_;
+  std::vector<int64_t> seg_begin_, seg_length_;  // segments_ as the backend's table
+  std::vector<uint8_t> seg_decay_;
   double beta1_, beta2_, eps_, weight_decay_;
   int64_t t_ = 0;
 };

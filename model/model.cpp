@@ -162,7 +162,8 @@ void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load, KVCache* cach
   units_.run(embed_cu_, Pass::Forward, [&] {
     compute().embedding_forward(resid_[0].f32(), ids_N.data<int32_t>(), ps_.param(embed_tokens).f32(), N, D);
   });
-  aux_sum_ = z_sum_ = 0;
+  router_losses_2_.ensure({2});
+  compute().zero(router_losses_2_.raw(), router_losses_2_.nbytes());
   int moe_i = 0;
   for (int l = 0; l < L; ++l) {
     BlockActs& a = acts_[recompute_ ? 0 : l];
@@ -172,11 +173,19 @@ void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load, KVCache* cach
     units_.run(block_cu(l), Pass::Forward, [&] {
       blocks_[l].forward(ps_, resid_[l + 1].f32(), resid_[l].f32(), B, T, rope_, a, load, cache_rows);
     });
-    if (blocks_[l].is_moe) {
-      aux_sum_ += a.moe.router.aux_loss;
-      z_sum_ += a.moe.router.z_loss;
-    }
+    if (blocks_[l].is_moe) add_router_losses(a.moe.router);
   }
+}
+
+void DeepSeekV3::add_router_losses(const RouterActs& a) {
+  if (a.losses_2.numel() == 2) compute().add(router_losses_2_.f32(), router_losses_2_.f32(), a.losses_2.f32(), 2);
+}
+
+void DeepSeekV3::router_losses(ForwardStats& s) const {
+  float l[2];
+  compute().download(l, router_losses_2_.raw(), sizeof(l));
+  s.aux_loss = l[0];
+  s.z_loss = l[1];
 }
 
 void DeepSeekV3::final_norm(int64_t N) {
@@ -211,8 +220,7 @@ ForwardStats DeepSeekV3::forward(const int32_t* ids, const int32_t* targets, int
   ForwardStats s = forward_ranked(ids, targets, B, T, count_load, nullptr, doc_start);
   if (!mtp_.empty()) {
     s.mtp_loss = mtp_forward(ids, targets, count_load);
-    s.aux_loss = aux_sum_;
-    s.z_loss = z_sum_;
+    router_losses(s);
   }
   return s;
 }
@@ -238,8 +246,7 @@ ForwardStats DeepSeekV3::forward_ranked(const int32_t* ids, const int32_t* targe
   ForwardStats s;
   s.top1_hits = compute().sum(hits.f32(), N);
   s.loss = compute().sum(losses_N.f32(), N) / double(N);
-  s.aux_loss = aux_sum_;
-  s.z_loss = z_sum_;
+  router_losses(s);
   s.tokens = N;
   return s;
 }

@@ -240,7 +240,11 @@ class DeepSeekV3 {
   // MTP module 1 over positions 0..T-2 of a prefilled sequence (its cache rows; mtp_length T-1).
   void mtp_prefill(KVCache& cache, int64_t slot, const int32_t* ids, int64_t T);
   Tensor load_;
-  double aux_sum_ = 0, z_sum_ = 0;
+  // The MoE layers' {aux, z} losses of this forward, summed on the compute device layer after
+  // layer (MTP modules too) and read once by router_losses().
+  Tensor router_losses_2_;
+  void add_router_losses(const RouterActs& a);
+  void router_losses(ForwardStats& s) const;
 };
 
 // Number of parameters, total and active per token (shared + K routed experts), for logging/MFU.

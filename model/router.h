@@ -21,10 +21,12 @@ namespace moe {
 
 struct RouterActs {
   Tensor logits_NE, scores_NE;
-  Tensor idx_NK;                 // i32
-  std::vector<int32_t> idx_host;  // host copy of idx_NK, kept when the balance loss needs it
+  Tensor idx_NK;  // i32
   Tensor weights_NK;
-  double aux_loss = 0, z_loss = 0;
+  // With a loss coefficient set (Router::has_losses): losses_2 = {aux, z} of this forward and the
+  // balance frequencies f_BE backward needs, both computed and kept on the compute device (the
+  // model sums the layers' losses there and downloads the total once per forward).
+  Tensor losses_2, f_BE;
 };
 
 struct Router {
@@ -34,7 +36,8 @@ struct Router {
   float routed_scaling = 1.f, aux_coef = 0.f, z_coef = 0.f;
 
   void init(ParamStore& ps, const std::string& prefix, const ModelConfig& c);
-  // Fills a.idx_NK / a.weights_NK and the loss values.
+  bool has_losses() const { return aux_coef > 0 || z_coef > 0; }
+  // Fills a.idx_NK / a.weights_NK, and a.losses_2 / a.f_BE when has_losses().
   void forward(const ParamStore& ps, const float* x, int64_t B, int64_t T, RouterActs& a) const;
   // dweights_NK: gradient of the loss w.r.t. the combine weights. dx[N,D] += ...; W's grad accumulates.
   // loss_scale multiplies the aux and z-loss gradients (as it does the main loss).

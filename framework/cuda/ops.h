@@ -56,6 +56,10 @@ void router_backward(float* dlogits, const float* scores, const float* logits, c
                      const float* f_BE, int64_t T, kern::RouterLossGrad lg, int64_t N, const kern::RouterSpec& sp,
                      cudaStream_t stream = nullptr);
 void router_bias_update(float* bias, const float* load, int64_t E, float rate, cudaStream_t stream = nullptr);
+// The router's losses on the device (three launches, no host copy; backend_ops.inc).
+void router_loss_stats(float* losses, float* f_BE, const float* scores, const float* logits, const int32_t* idx,
+                       int64_t B, int64_t T, float aux_coef, float z_coef, const kern::RouterSpec& sp,
+                       cudaStream_t stream = nullptr);
 
 // MoE dispatch (kernels/permute.h).
 void moe_dispatch_plan(int64_t* offsets, int32_t* slot_of, int32_t* pos_of, const int32_t* idx, int64_t P, int64_t E,
@@ -72,6 +76,9 @@ void moe_unpermute_backward(float* dw, float* dys, const float* dy, const float*
 // AdamW over n elements (kernels/adamw.h).
 void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const kern::AdamWStep& s,
                   cudaStream_t stream = nullptr);
+// All segments of the flat buffers in one launch (multi-tensor AdamW; begin, length, decay on the host).
+void adamw_update_segments(float* w, float* m, float* v, const float* g, const int64_t* begin, const int64_t* length,
+                           const uint8_t* decay, int64_t count, const kern::AdamWStep& s, cudaStream_t stream = nullptr);
 
 // Row moves and the embedding's backward (kernels/moves.h); shapes as framework/backend_ops.inc.
 // embedding_backward runs one thread per column walking the tokens in order (no atomics): bit for

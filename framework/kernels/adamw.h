@@ -20,4 +20,19 @@ MOE_HD inline void adamw_update(float* w, float* m, float* v, float g, const Ada
   *w = *w * s.decay - s.step_size * *m / (sqrtf(*v / s.bc2) + s.eps);
 }
 
+// Multi-tensor passes lay the segments end to end: start[s] is where segment s begins in that flat
+// index space (start[0] = 0, start[count] = the total). The segment of flat index i < total: the
+// last s with start[s] <= i (binary search; empty segments are skipped over).
+MOE_HD inline int64_t segment_of(const int64_t* start, int64_t count, int64_t i) {
+  int64_t lo = 0, hi = count;  // start[lo] <= i < start[hi]
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (start[mid] <= i)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
 }  // namespace moe::kern

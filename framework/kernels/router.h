@@ -122,6 +122,58 @@ MOE_HD inline void router_row_backward(float* dl, float* ds, const float* s, con
   }
 }
 
+// The router's losses, computed where the scores are (no host copy of them), in three row passes:
+//   token n:        tot[n] = sum_e s_ne (the balance loss normalises scores by it), and
+//                   z[n] = logsumexp(logits_n)^2
+//   (sequence b, e): f_be = E/(K T) * #choices of e in b, fP[b*E+e] = f_be * (1/T) sum_t s_te / tot_t
+//   one row:        aux = aux_coef / B * sum fP, z = z_coef / N * sum z (f64, in index order per lane)
+// The sums over tokens run in f64 (the host loop they replace did).
+template <class R>
+MOE_HD inline void router_token_stats(R& r, float* tot, float* z, const float* s, const float* l, int64_t E) {
+  float t = 0.f;
+  for (int64_t e = r.lane(); e < E; e += r.width()) t += s[e];
+  t = r.sum(t);
+  const float lse = logsumexp_row(r, l, E);
+  if (r.leader()) {
+    *tot = t;
+    *z = lse * lse;
+  }
+}
+
+// Sequence b, expert e: s, idx and tot start at the sequence's first token.
+template <class R>
+MOE_HD inline void router_balance_row(R& r, float* f, double* fP, const float* s, const int32_t* idx,
+                                      const float* tot, int64_t T, int64_t e, const RouterSpec& sp) {
+  const int64_t E = sp.E, K = sp.K;
+  double count = 0, p = 0;
+  for (int64_t t = r.lane(); t < T; t += r.width()) {
+    for (int64_t k = 0; k < K; ++k) count += idx[t * K + k] == e ? 1.0 : 0.0;
+    p += double(s[t * E + e]) / double(tot[t]);
+  }
+  count = r.sum(count);
+  p = r.sum(p);
+  if (r.leader()) {
+    const double fe = double(E) / double(K * T) * count;
+    *f = float(fe);
+    *fP = fe * p / double(T);
+  }
+}
+
+// losses[0] = aux_coef / B * sum fP[B*E], losses[1] = z_coef / N * sum z[N].
+template <class R>
+MOE_HD inline void router_loss_totals(R& r, float* losses, const double* fP, int64_t BE, int64_t B, const float* z,
+                                      int64_t N, float aux_coef, float z_coef) {
+  double a = 0, q = 0;
+  for (int64_t i = r.lane(); i < BE; i += r.width()) a += fP[i];
+  for (int64_t i = r.lane(); i < N; i += r.width()) q += double(z[i]);
+  a = r.sum(a);
+  q = r.sum(q);
+  if (r.leader()) {
+    losses[0] = BE > 0 ? float(double(aux_coef) * a / double(B)) : 0.f;
+    losses[1] = N > 0 ? float(double(z_coef) * q / double(N)) : 0.f;
+  }
+}
+
 // Aux-loss-free balancing: b_e += rate * sign(mean(load) - load_e). The mean in f64, summed in
 // expert order (the same bits on both backends: a load equal to the mean must give sign 0).
 MOE_HD inline double router_mean_load(const float* load, int64_t E) {

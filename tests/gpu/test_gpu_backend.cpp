@@ -478,13 +478,22 @@ TEST_F(GpuBackend, RoutingDispatchAndOptimizer) {
     be.moe_permute_backward(dX.get(), dYS.get(), pos.get(), N, K, D);
     Buf<float> Wo(be, w0), Gr(be, g), Mo(be, m0), Vo(be, v0);
     be.adamw_update(Wo.get(), Mo.get(), Vo.get(), Gr.get(), 5000, step);
+    // The router's losses on the device; multi-tensor AdamW over segments with a gap and an empty one.
+    Buf<float> Lo(be, zeros(2)), Fb(be, zeros(N / T * E));
+    be.router_loss_stats(Lo.get(), Fb.get(), S.get(), L.get(), I.get(), N / T, T, 0.01f, 0.002f, sp);
+    const std::vector<int64_t> seg_begin{0, 1200, 1200, 3000}, seg_length{1000, 0, 1700, 2000};
+    const std::vector<uint8_t> seg_decay{1, 0, 0, 1};
+    Buf<float> Ws(be, w0), Ms(be, m0), Vs(be, v0);
+    be.adamw_update_segments(Ws.get(), Ms.get(), Vs.get(), Gr.get(), seg_begin.data(), seg_length.data(),
+                             seg_decay.data(), 4, step);
     *idx_out = I.host();
     auto o = Off.host();
     *off_out = o;
     auto as_float = [](const std::vector<int32_t>& v) { return std::vector<float>(v.begin(), v.end()); };
     return std::vector<std::vector<float>>{S.host(), Wt.host(),  dL.host(), Bi.host(), as_float(slot.host()),
                                            as_float(pos.host()), XS.host(), Y.host(),  dwc.host(), dYS.host(),
-                                           dX.host(),            Wo.host(), Mo.host(), Vo.host()};
+                                           dX.host(),            Wo.host(), Mo.host(), Vo.host(),
+                                           Lo.host(),            Fb.host(), Ws.host(), Ms.host(), Vs.host()};
   };
   std::vector<int32_t> idx_gpu;
   std::vector<int64_t> offsets_gpu;
@@ -493,8 +502,11 @@ TEST_F(GpuBackend, RoutingDispatchAndOptimizer) {
   EXPECT_EQ(offsets_gpu, offsets_cpu) << "dispatch offsets";
   const char* names[] = {"scores",       "weights",       "dlogits",          "bias",    "slot_of",
                          "pos_of",       "permute",       "unpermute",        "unpermute dw",
-                         "unpermute dys", "permute backward", "adamw w",     "adamw m", "adamw v"};
-  const double tols[] = {1e-6, 1e-6, 1e-5, 0, 0, 0, 0, 1e-6, 1e-5, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6};
+                         "unpermute dys", "permute backward", "adamw w",     "adamw m", "adamw v",
+                         "router losses", "balance f",        "adamw segments w", "adamw segments m",
+                         "adamw segments v"};
+  const double tols[] = {1e-6, 1e-6, 1e-5, 0, 0, 0, 0, 1e-6, 1e-5, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6,
+                         1e-5, 0,    1e-6, 1e-6, 1e-6};
   for (size_t i = 0; i < want.size(); ++i) {
     if (tols[i] == 0)
       EXPECT_TRUE(same_bits(got[i], want[i])) << names[i];

@@ -292,3 +292,94 @@ TEST(MoEKernels, RouterOpsMatchTheRowKernel) {
   }
   set_num_threads(0);
 }
+
+namespace {
+
+// The router's losses written out plainly in double, as the host loop that moe used before the
+// device computed them (per sequence: f_e = E/(K T) #choices of e, P_e = mean_t s_te / sum_e s_te;
+// aux = coef/B sum_b sum_e f_e P_e; z = coef/N sum_n logsumexp(logits_n)^2).
+struct RefLosses {
+  double aux = 0, z = 0;
+  std::vector<double> f;
+};
+RefLosses ref_losses(const std::vector<float>& s, const std::vector<float>& l, const std::vector<int32_t>& idx,
+                     int64_t B, int64_t T, int64_t E, int64_t K, double aux_coef, double z_coef) {
+  RefLosses r;
+  r.f.assign(size_t(B * E), 0.0);
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<double> P(size_t(E), 0.0);
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t n = b * T + t;
+      for (int64_t k = 0; k < K; ++k) r.f[size_t(b * E + idx[size_t(n * K + k)])] += double(E) / double(K * T);
+      double tot = 0;
+      for (int64_t e = 0; e < E; ++e) tot += s[size_t(n * E + e)];
+      for (int64_t e = 0; e < E; ++e) P[size_t(e)] += s[size_t(n * E + e)] / tot / double(T);
+    }
+    for (int64_t e = 0; e < E; ++e) r.aux += aux_coef * r.f[size_t(b * E + e)] * P[size_t(e)] / double(B);
+  }
+  for (int64_t n = 0; n < B * T; ++n) {
+    double m = -1e300, z = 0;
+    for (int64_t e = 0; e < E; ++e) m = std::max(m, double(l[size_t(n * E + e)]));
+    for (int64_t e = 0; e < E; ++e) z += std::exp(double(l[size_t(n * E + e)]) - m);
+    const double lse = m + std::log(z);
+    r.z += z_coef * lse * lse / double(B * T);
+  }
+  return r;
+}
+
+}  // namespace
+
+TEST(MoEKernels, RouterLossStatsMatchThePlainLoop) {
+  for (bool softmax : {false, true}) {
+    auto sp = spec(16, 3, 4, 2, softmax);
+    const int64_t B = 3, T = 37, N = B * T, E = sp.E, K = sp.K;
+    auto logits = randn(size_t(N * E), 31), bias = randn(size_t(E), 32, 0.1f);
+    std::vector<float> s(size_t(N * E)), w(size_t(N * K));
+    std::vector<int32_t> idx(size_t(N * K));
+    router_forward(s.data(), idx.data(), w.data(), logits.data(), bias.data(), N, sp);
+    const RefLosses want = ref_losses(s, logits, idx, B, T, E, K, 0.01, 0.002);
+    std::vector<float> losses(2), f(size_t(B * E), -1.f);
+    router_loss_stats(losses.data(), f.data(), s.data(), logits.data(), idx.data(), B, T, 0.01f, 0.002f, sp);
+    EXPECT_NEAR(losses[0], want.aux, 1e-6 * want.aux) << "aux";
+    EXPECT_NEAR(losses[1], want.z, 1e-6 * want.z) << "z";
+    for (size_t i = 0; i < f.size(); ++i) EXPECT_NEAR(f[i], want.f[i], 1e-6 * (1 + want.f[i])) << "f " << i;
+    // A zero aux coefficient: aux 0, f_BE not written (may be null); z unchanged.
+    std::vector<float> only_z(2, -1.f);
+    router_loss_stats(only_z.data(), nullptr, s.data(), logits.data(), idx.data(), B, T, 0.f, 0.002f, sp);
+    EXPECT_EQ(only_z[0], 0.f);
+    EXPECT_EQ(only_z[1], losses[1]);
+
+    // The three row functions under W lanes (the GPU's block shape) give the serial result to
+    // f64 rounding (their sums run in another order); the frequencies are counts, exact.
+    std::vector<float> tot(static_cast<size_t>(N)), z(static_cast<size_t>(N));
+    for (int64_t n = 0; n < N; ++n) {
+      kern::SerialRow one;
+      kern::router_token_stats(one, &tot[size_t(n)], &z[size_t(n)], s.data() + n * E, logits.data() + n * E, E);
+    }
+    for (int Wl : {3, 32}) {
+      for (int64_t n : {int64_t(0), int64_t(17), N - 1}) {
+        float t = 0, zz = 0;
+        Lanes(Wl).run([&](LaneRow& r) {
+          kern::router_token_stats(r, &t, &zz, s.data() + n * E, logits.data() + n * E, E);
+        });
+        EXPECT_NEAR(t, tot[size_t(n)], 1e-6 * tot[size_t(n)]) << Wl << " lanes, token " << n;
+        EXPECT_NEAR(zz, z[size_t(n)], 1e-5 * z[size_t(n)]) << Wl << " lanes, token " << n;
+      }
+      std::vector<float> fl(static_cast<size_t>(B * E));
+      std::vector<double> fP(static_cast<size_t>(B * E));
+      for (int64_t row = 0; row < B * E; ++row)
+        Lanes(Wl).run([&](LaneRow& r) {
+          const int64_t b = row / E, e = row % E, t0 = b * T;
+          kern::router_balance_row(r, &fl[size_t(row)], &fP[size_t(row)], s.data() + t0 * E, idx.data() + t0 * K,
+                                   tot.data() + t0, T, e, sp);
+        });
+      std::vector<float> lanes_losses(2);
+      Lanes(Wl).run([&](LaneRow& r) {
+        kern::router_loss_totals(r, lanes_losses.data(), fP.data(), B * E, B, z.data(), N, 0.01f, 0.002f);
+      });
+      EXPECT_NEAR(lanes_losses[0], want.aux, 1e-6 * want.aux) << Wl << " lanes";
+      EXPECT_NEAR(lanes_losses[1], want.z, 1e-6 * want.z) << Wl << " lanes";
+      for (size_t i = 0; i < f.size(); ++i) EXPECT_EQ(fl[i], f[i]) << Wl << " lanes: counts are exact";
+    }
+  }
+}
