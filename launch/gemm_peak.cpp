@@ -33,7 +33,7 @@ double gemm_gflops(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
   };
   once();
   const double flops = 2.0 * double(M) * double(N) * double(K);
-  const int reps = int(std::clamp(2e7 / std::max(flops, 1.0), 1.0, 1e4));  // ~20 ms at 1 TFLOP/s
+  const int reps = int(std::clamp(2e10 / std::max(flops, 1.0), 1.0, 1e4));  // >= ~20 ms at 1 TFLOP/s
   double best = 0;
   for (int t = 0; t < trials; ++t) {
     const auto t0 = Clock::now();
