@@ -18,9 +18,9 @@ THREADS=${THREADS:-0}
 KEEP=${KEEP:-0}
 [ -x "$MOE" ] || { echo "build first: make build (no $MOE)" >&2; exit 2; }
 
-# The demo's data (scripts/demo.sh): byte tokenizer, 5% held out.
+# The demo's data (scripts/demo.sh): byte tokenizer, the last 10% held out.
 [ -f data/shakespeare/train/manifest.json ] || [ -f data/shakespeare/manifest.json ] ||
-  "$MOE" preprocess --input data/tinyshakespeare.txt --tokenizer byte --output data/shakespeare --val-fraction 0.05 --overwrite
+  "$MOE" preprocess --input data/tinyshakespeare.txt --tokenizer byte --output data/shakespeare --val-fraction 0.1 --overwrite
 
 one_run() {  # precision seed
   local p=$1 seed=$2 out=runs/precision-$1-s$2

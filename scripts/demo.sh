@@ -9,7 +9,7 @@ OUT=runs/shakespeare
 start=$(date +%s)
 
 echo "== 1/6 preprocess data/tinyshakespeare.txt -> data/shakespeare"
-"$MOE" preprocess --input data/tinyshakespeare.txt --tokenizer byte --output data/shakespeare --val-fraction 0.05 --overwrite
+"$MOE" preprocess --input data/tinyshakespeare.txt --tokenizer byte --output data/shakespeare --val-fraction 0.1 --overwrite
 
 echo "== 2/6 train configs/shakespeare.yaml (fresh run in $OUT)"
 rm -rf "$OUT"
