@@ -72,8 +72,4 @@ Fp8Operand fp8_operand(const float* x, int64_t R, int64_t C, bool transpose, boo
   return op;
 }
 
-void round_bf16(float* y, const float* x, int64_t n, cudaStream_t stream) {
-  launch_elements(n, [=] __device__(int64_t i) { y[i] = kern::round_bf16(x[i]); }, stream);
-}
-
 }  // namespace moe::cuda

@@ -118,8 +118,6 @@ void swiglu_forward_fp8(float* h, const kern::Fp8Rows& q, const float* g, const 
 void moe_permute_fp8(float* xs, const kern::Fp8Rows& qs, const float* x, const kern::Fp8Rows& q,
                      const int32_t* slot_of, int64_t K, cudaStream_t stream = nullptr);
 void dequantize_rows(float* x, const kern::Fp8Rows& q, cudaStream_t stream = nullptr);
-// y[i] = round_bf16(x[i]) kept in f32 (kernels/cast.h); y may alias x.
-void round_bf16(float* y, const float* x, int64_t n, cudaStream_t stream = nullptr);
 
 // f32 <-> bf16 (kernels/cast.h).
 void cast_f32_to_bf16(uint16_t* out, const float* in, int64_t n, cudaStream_t stream = nullptr);
