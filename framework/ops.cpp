@@ -138,13 +138,13 @@ void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const
 }
 
 // Segment by segment: each element's update is the same kern::adamw_update as the GPU's one pass.
-void adamw_update_segments(float* w, float* m, float* v, const float* g, const int64_t* begin, const int64_t* length,
-                           const uint8_t* decay, int64_t count, const kern::AdamWStep& s) {
+void adamw_update_segments(float* w, float* m, float* v, const float* g, const kern::AdamWSegment* segs,
+                           int64_t count, const kern::AdamWStep& s) {
   for (int64_t i = 0; i < count; ++i) {
     kern::AdamWStep st = s;
-    if (!decay[i]) st.decay = 1.f;
-    const int64_t b = begin[i];
-    adamw_update(w + b, m + b, v + b, g + b, length[i], st);
+    if (!segs[i].decay) st.decay = 1.f;
+    const int64_t b = segs[i].begin;
+    adamw_update(w + b, m + b, v + b, g + b, segs[i].n, st);
   }
 }
 

@@ -61,10 +61,10 @@ void rope_apply(float* x, const float* cos, const float* sin, int64_t B, int64_t
 
 // One AdamW step over n elements: w, m, v updated in place from g (kern::adamw_update).
 void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const kern::AdamWStep& s);
-// adamw_update over segments [begin[i], begin[i] + length[i]) of the flat buffers, s.decay where
-// decay[i] is set, else no decay (backend_ops.inc: the GPU does all segments in one launch).
-void adamw_update_segments(float* w, float* m, float* v, const float* g, const int64_t* begin, const int64_t* length,
-                           const uint8_t* decay, int64_t count, const kern::AdamWStep& s);
+// adamw_update over the segments of the flat buffers, s.decay where a segment decays, else no
+// decay (backend_ops.inc: the GPU does all segments in one launch).
+void adamw_update_segments(float* w, float* m, float* v, const float* g, const kern::AdamWSegment* segs,
+                           int64_t count, const kern::AdamWStep& s);
 
 // bf16 storage: out[n] = bf16(in[n]) (round to nearest even), and back.
 void cast_f32_to_bf16(uint16_t* out, const float* in, int64_t n);

@@ -33,13 +33,7 @@ bool same_schedule(const TrainConfig& a, const TrainConfig& b) {
 AdamW::AdamW(int64_t numel, std::vector<OptSegment> segments, const TrainConfig& t)
     : m_(Tensor::zeros({numel}, DType::F32, compute().device())),
       v_(Tensor::zeros({numel}, DType::F32, compute().device())), segments_(std::move(segments)), beta1_(t.beta1),
-      beta2_(t.beta2), eps_(t.eps), weight_decay_(t.weight_decay) {
-  for (const OptSegment& sg : segments_) {
-    seg_begin_.push_back(sg.begin);
-    seg_length_.push_back(sg.n);
-    seg_decay_.push_back(sg.decay ? 1 : 0);
-  }
-}
+      beta2_(t.beta2), eps_(t.eps), weight_decay_(t.weight_decay) {}
 
 void AdamW::step(float* w, const float* g, double lr, float grad_scale) {
   ++t_;
@@ -52,8 +46,7 @@ void AdamW::step(float* w, const float* g, double lr, float grad_scale) {
   st.grad_scale = grad_scale;
   st.decay = float(1.0 - lr * weight_decay_);
   // One call for all segments (one launch on the GPU).
-  compute().adamw_update_segments(w, m_.f32(), v_.f32(), g, seg_begin_.data(), seg_length_.data(), seg_decay_.data(),
-                                  int64_t(segments_.size()), st);
+  compute().adamw_update_segments(w, m_.f32(), v_.f32(), g, segments_.data(), int64_t(segments_.size()), st);
 }
 
 double sum_squares(const float* g, const std::vector<OptSegment>& segments) {

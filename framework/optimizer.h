@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "framework/config.h"
+#include "framework/kernels/adamw.h"
 #include "framework/tensor.h"
 
 namespace moe {
@@ -24,11 +25,8 @@ double learning_rate(const TrainConfig& t, int64_t step);
 bool same_schedule(const TrainConfig& a, const TrainConfig& b);
 
 // A run of trainable elements [begin, begin + n) of a flat buffer, all with or all without decay
-// (none on norms and biases).
-struct OptSegment {
-  int64_t begin = 0, n = 0;
-  bool decay = true;
-};
+// (none on norms and biases); the backend's AdamW takes them as they are.
+using OptSegment = kern::AdamWSegment;
 
 class AdamW {
  public:
@@ -45,8 +43,6 @@ class AdamW {
  private:
   Tensor m_, v_;  // same flat layout as the parameters
   std::vector<OptSegment> segments_;
-  std::vector<int64_t> seg_begin_, seg_length_;  // segments_ as the backend's table
-  std::vector<uint8_t> seg_decay_;
   double beta1_, beta2_, eps_, weight_decay_;
   int64_t t_ = 0;
 };

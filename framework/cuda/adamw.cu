@@ -16,16 +16,16 @@ void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const
 
 // One launch over the segments laid end to end: thread i finds its segment by binary search over
 // their starts (kern::segment_of), then updates element begin + (i - start) with the segment's decay.
-void adamw_update_segments(float* w, float* m, float* v, const float* g, const int64_t* begin, const int64_t* length,
-                           const uint8_t* decay, int64_t count, const kern::AdamWStep& s, cudaStream_t stream) {
+void adamw_update_segments(float* w, float* m, float* v, const float* g, const kern::AdamWSegment* segs,
+                           int64_t count, const kern::AdamWStep& s, cudaStream_t stream) {
   if (count <= 0) return;
   // [start[count + 1], begin[count], decay[count]] in one upload.
   std::vector<int64_t> table(size_t(3 * count + 1));
   int64_t* start = table.data();
   for (int64_t i = 0; i < count; ++i) {
-    start[i + 1] = start[i] + length[i];
-    table[size_t(count + 1 + i)] = begin[i];
-    table[size_t(2 * count + 1 + i)] = decay[i];
+    start[i + 1] = start[i] + segs[i].n;
+    table[size_t(count + 1 + i)] = segs[i].begin;
+    table[size_t(2 * count + 1 + i)] = segs[i].decay;
   }
   const int64_t total = start[count];
   if (total == 0) return;

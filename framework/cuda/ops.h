@@ -76,9 +76,9 @@ void moe_unpermute_backward(float* dw, float* dys, const float* dy, const float*
 // AdamW over n elements (kernels/adamw.h).
 void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const kern::AdamWStep& s,
                   cudaStream_t stream = nullptr);
-// All segments of the flat buffers in one launch (multi-tensor AdamW; begin, length, decay on the host).
-void adamw_update_segments(float* w, float* m, float* v, const float* g, const int64_t* begin, const int64_t* length,
-                           const uint8_t* decay, int64_t count, const kern::AdamWStep& s, cudaStream_t stream = nullptr);
+// All segments of the flat buffers in one launch (multi-tensor AdamW; segs on the host).
+void adamw_update_segments(float* w, float* m, float* v, const float* g, const kern::AdamWSegment* segs,
+                           int64_t count, const kern::AdamWStep& s, cudaStream_t stream = nullptr);
 
 // Row moves and the embedding's backward (kernels/moves.h); shapes as framework/backend_ops.inc.
 // embedding_backward runs one thread per column walking the tokens in order (no atomics): bit for

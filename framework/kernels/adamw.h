@@ -20,6 +20,13 @@ MOE_HD inline void adamw_update(float* w, float* m, float* v, float g, const Ada
   *w = *w * s.decay - s.step_size * *m / (sqrtf(*v / s.bc2) + s.eps);
 }
 
+// A run of trainable elements [begin, begin + n) of a flat buffer, all with or all without decay
+// (none on norms and biases): the optimizer's segments (framework/optimizer.h's OptSegment).
+struct AdamWSegment {
+  int64_t begin = 0, n = 0;
+  bool decay = true;
+};
+
 // Multi-tensor passes lay the segments end to end: start[s] is where segment s begins in that flat
 // index space (start[0] = 0, start[count] = the total). The segment of flat index i < total: the
 // last s with start[s] <= i (binary search; empty segments are skipped over).

@@ -481,11 +481,10 @@ TEST_F(GpuBackend, RoutingDispatchAndOptimizer) {
     // The router's losses on the device; multi-tensor AdamW over segments with a gap and an empty one.
     Buf<float> Lo(be, zeros(2)), Fb(be, zeros(N / T * E));
     be.router_loss_stats(Lo.get(), Fb.get(), S.get(), L.get(), I.get(), N / T, T, 0.01f, 0.002f, sp);
-    const std::vector<int64_t> seg_begin{0, 1200, 1200, 3000}, seg_length{1000, 0, 1700, 2000};
-    const std::vector<uint8_t> seg_decay{1, 0, 0, 1};
+    const std::vector<kern::AdamWSegment> segs{{0, 1000, true}, {1200, 0, false}, {1200, 1700, false},
+                                               {3000, 2000, true}};
     Buf<float> Ws(be, w0), Ms(be, m0), Vs(be, v0);
-    be.adamw_update_segments(Ws.get(), Ms.get(), Vs.get(), Gr.get(), seg_begin.data(), seg_length.data(),
-                             seg_decay.data(), 4, step);
+    be.adamw_update_segments(Ws.get(), Ms.get(), Vs.get(), Gr.get(), segs.data(), 4, step);
     *idx_out = I.host();
     auto o = Off.host();
     *off_out = o;

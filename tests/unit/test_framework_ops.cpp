@@ -135,20 +135,20 @@ TEST(Ops, RoPEForwardThenBackwardIsIdentity) {
 // same mapping, walked here over every i, must visit each segment element exactly once.
 TEST(Ops, AdamWOverSegmentsIsTheLoopOverSegments) {
   const int64_t n = 9000;
-  const std::vector<int64_t> begin{0, 1000, 1000, 4100, 8999}, length{900, 0, 3000, 4000, 1};
-  const std::vector<uint8_t> decay{1, 1, 0, 1, 0};
+  // Gaps between segments, an empty one, decay on some.
+  const std::vector<kern::AdamWSegment> segs{{0, 900, true}, {1000, 0, true}, {1000, 3000, false}, {4100, 4000, true},
+                                             {8999, 1, false}};
   auto w0 = randn(size_t(n), 9), g = randn(size_t(n), 10), m0 = randn(size_t(n), 11, 0.1f);
   std::vector<float> v0(static_cast<size_t>(n), 0.3f);
   kern::AdamWStep s;
   s.step_size = 1e-3f, s.decay = 0.99f, s.bc2 = 0.1f, s.grad_scale = 0.5f;
   std::vector<float> w = w0, m = m0, v = v0;
-  adamw_update_segments(w.data(), m.data(), v.data(), g.data(), begin.data(), length.data(), decay.data(),
-                        int64_t(begin.size()), s);
+  adamw_update_segments(w.data(), m.data(), v.data(), g.data(), segs.data(), int64_t(segs.size()), s);
   std::vector<float> we = w0, me = m0, ve = v0;
-  for (size_t i = 0; i < begin.size(); ++i) {
+  for (const kern::AdamWSegment& sg : segs) {
     kern::AdamWStep st = s;
-    st.decay = decay[i] ? s.decay : 1.f;
-    for (int64_t j = begin[i]; j < begin[i] + length[i]; ++j)
+    st.decay = sg.decay ? s.decay : 1.f;
+    for (int64_t j = sg.begin; j < sg.begin + sg.n; ++j)
       kern::adamw_update(&we[size_t(j)], &me[size_t(j)], &ve[size_t(j)], g[size_t(j)], st);
   }
   EXPECT_EQ(w, we);
@@ -157,15 +157,15 @@ TEST(Ops, AdamWOverSegmentsIsTheLoopOverSegments) {
   EXPECT_EQ(w[950], w0[950]) << "a gap between segments is untouched";
 
   std::vector<int64_t> start{0};
-  for (int64_t len : length) start.push_back(start.back() + len);
+  for (const kern::AdamWSegment& sg : segs) start.push_back(start.back() + sg.n);
   std::vector<int> visits(static_cast<size_t>(n), 0);
   for (int64_t i = 0; i < start.back(); ++i) {
-    const int64_t seg = kern::segment_of(start.data(), int64_t(length.size()), i);
-    ASSERT_LT(i - start[size_t(seg)], length[size_t(seg)]) << "flat index " << i << " in segment " << seg;
-    ++visits[size_t(begin[size_t(seg)] + i - start[size_t(seg)])];
+    const int64_t seg = kern::segment_of(start.data(), int64_t(segs.size()), i);
+    ASSERT_LT(i - start[size_t(seg)], segs[size_t(seg)].n) << "flat index " << i << " in segment " << seg;
+    ++visits[size_t(segs[size_t(seg)].begin + i - start[size_t(seg)])];
   }
-  for (size_t i = 0; i < begin.size(); ++i)
-    for (int64_t j = begin[i]; j < begin[i] + length[i]; ++j) EXPECT_EQ(visits[size_t(j)], 1) << j;
+  for (const kern::AdamWSegment& sg : segs)
+    for (int64_t j = sg.begin; j < sg.begin + sg.n; ++j) EXPECT_EQ(visits[size_t(j)], 1) << j;
 }
 
 TEST(Ops, AdamWAndCastsElementwise) {
