@@ -38,11 +38,12 @@ void router_backward(float* dlogits, const float* scores, const float* logits, c
 
 void router_loss_stats(float* losses, float* f_BE, const float* scores, const float* logits, const int32_t* idx,
                        int64_t B, int64_t T, float aux_coef, float z_coef, const kern::RouterSpec& sp) {
-  const int64_t N = B * T, E = sp.E, K = sp.K, BE = aux_coef > 0 ? B * E : 0;
-  std::vector<float> tot(static_cast<size_t>(N)), z(static_cast<size_t>(N));
+  const int64_t N = B * T, E = sp.E, K = sp.K, BE = aux_coef > 0 ? B * E : 0, NZ = z_coef > 0 ? N : 0;
+  std::vector<float> tot(static_cast<size_t>(BE > 0 ? N : 0)), z(static_cast<size_t>(NZ));
   std::vector<double> fP(static_cast<size_t>(BE));
   launch_rows(N, 32, [&](kern::SerialRow& r, int64_t n) {
-    kern::router_token_stats(r, &tot[size_t(n)], &z[size_t(n)], scores + n * E, logits + n * E, E);
+    kern::router_token_stats(r, BE > 0 ? &tot[size_t(n)] : nullptr, NZ > 0 ? &z[size_t(n)] : nullptr, scores + n * E,
+                             logits + n * E, E);
   });
   launch_rows(BE, 4, [&](kern::SerialRow& r, int64_t row) {
     const int64_t b = row / E, e = row % E, t0 = b * T;
@@ -50,7 +51,7 @@ void router_loss_stats(float* losses, float* f_BE, const float* scores, const fl
                              sp);
   });
   kern::SerialRow one;
-  kern::router_loss_totals(one, losses, fP.data(), BE, B, z.data(), N, aux_coef, z_coef);
+  kern::router_loss_totals(one, losses, fP.data(), BE, B, z.data(), NZ, aux_coef, z_coef);
 }
 
 void router_bias_update(float* bias, const float* load, int64_t E, float rate) {

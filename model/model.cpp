@@ -173,12 +173,12 @@ void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load, KVCache* cach
     units_.run(block_cu(l), Pass::Forward, [&] {
       blocks_[l].forward(ps_, resid_[l + 1].f32(), resid_[l].f32(), B, T, rope_, a, load, cache_rows);
     });
-    if (blocks_[l].is_moe) add_router_losses(a.moe.router);
+    if (blocks_[l].is_moe) add_router_losses(blocks_[l].moe.gate, a.moe.router);
   }
 }
 
-void DeepSeekV3::add_router_losses(const RouterActs& a) {
-  if (a.losses_2.numel() == 2) compute().add(router_losses_2_.f32(), router_losses_2_.f32(), a.losses_2.f32(), 2);
+void DeepSeekV3::add_router_losses(const Router& r, const RouterActs& a) {
+  if (r.has_losses()) compute().add(router_losses_2_.f32(), router_losses_2_.f32(), a.losses_2.f32(), 2);
 }
 
 void DeepSeekV3::router_losses(ForwardStats& s) const {

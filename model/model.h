@@ -243,7 +243,7 @@ class DeepSeekV3 {
   // The MoE layers' {aux, z} losses of this forward, summed on the compute device layer after
   // layer (MTP modules too) and read once by router_losses().
   Tensor router_losses_2_;
-  void add_router_losses(const RouterActs& a);
+  void add_router_losses(const Router& r, const RouterActs& a);
   void router_losses(ForwardStats& s) const;
 };
 

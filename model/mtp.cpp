@@ -81,7 +81,7 @@ double DeepSeekV3::mtp_forward(const int32_t* ids, const int32_t* targets, bool 
       m.shared_head_norm.forward(ps_, a.xf_ND.f32(), a.xf_rstd_N.f32(), a.out_ND.f32(), N);
       head_rows_loss(a.xf_ND.f32(), a.targets_N.data<int32_t>(), a.lse_N.f32(), a.losses_N.f32(), N, nullptr);
     });
-    if (m.block.is_moe) add_router_losses(a.block.moe.router);
+    if (m.block.is_moe) add_router_losses(m.block.moe.gate, a.block.moe.router);
     loss_sum += compute().sum(a.losses_N.f32(), N) / double(N);
   }
   mtp_ran_ = true;

@@ -45,21 +45,21 @@ void router_bias_update(float* bias, const float* load, int64_t E, float rate, c
 void router_loss_stats(float* losses, float* f_BE, const float* scores, const float* logits, const int32_t* idx,
                        int64_t B, int64_t T, float aux_coef, float z_coef, const kern::RouterSpec& sp,
                        cudaStream_t stream) {
-  const int64_t N = B * T, E = sp.E, K = sp.K, BE = aux_coef > 0 ? B * E : 0;
-  DeviceBuffer<float> tot(N > 0 ? N : 1), z(N > 0 ? N : 1);
+  const int64_t N = B * T, E = sp.E, K = sp.K, BE = aux_coef > 0 ? B * E : 0, NZ = z_coef > 0 ? N : 0;
+  DeviceBuffer<float> tot(BE > 0 && N > 0 ? N : 1), z(NZ > 0 ? NZ : 1);
   DeviceBuffer<double> fP(BE > 0 ? BE : 1);
-  float *tp = tot.get(), *zp = z.get();
+  float *tp = BE > 0 ? tot.get() : nullptr, *zp = NZ > 0 ? z.get() : nullptr;
   double* fPp = fP.get();
   const kern::RouterSpec spec = sp;
   launch_rows(N, row_threads(E), 0, [=] __device__(BlockRow & r, int64_t n) {
-    kern::router_token_stats(r, tp + n, zp + n, scores + n * E, logits + n * E, E);
+    kern::router_token_stats(r, tp ? tp + n : nullptr, zp ? zp + n : nullptr, scores + n * E, logits + n * E, E);
   }, stream);
   launch_rows(BE, row_threads(T), 0, [=] __device__(BlockRow & r, int64_t row) {
     const int64_t b = row / E, e = row % E, t0 = b * T;
     kern::router_balance_row(r, f_BE + row, fPp + row, scores + t0 * E, idx + t0 * K, tp + t0, T, e, spec);
   }, stream);
   launch_rows(1, 256, 0, [=] __device__(BlockRow & r, int64_t) {
-    kern::router_loss_totals(r, losses, fPp, BE, B, zp, N, aux_coef, z_coef);
+    kern::router_loss_totals(r, losses, fPp, BE, B, zp, NZ, aux_coef, z_coef);
   }, stream);
 }
 

@@ -127,16 +127,19 @@ MOE_HD inline void router_row_backward(float* dl, float* ds, const float* s, con
 //                   z[n] = logsumexp(logits_n)^2
 //   (sequence b, e): f_be = E/(K T) * #choices of e in b, fP[b*E+e] = f_be * (1/T) sum_t s_te / tot_t
 //   one row:        aux = aux_coef / B * sum fP, z = z_coef / N * sum z (f64, in index order per lane)
-// The sums over tokens run in f64 (the host loop they replace did).
+// The sums over tokens run in f64 (the host loop they replace did). A loss whose coefficient is 0
+// is skipped: router_token_stats takes a null tot (no balance loss) or z (no z-loss).
 template <class R>
 MOE_HD inline void router_token_stats(R& r, float* tot, float* z, const float* s, const float* l, int64_t E) {
-  float t = 0.f;
-  for (int64_t e = r.lane(); e < E; e += r.width()) t += s[e];
-  t = r.sum(t);
-  const float lse = logsumexp_row(r, l, E);
-  if (r.leader()) {
-    *tot = t;
-    *z = lse * lse;
+  if (tot) {
+    float t = 0.f;
+    for (int64_t e = r.lane(); e < E; e += r.width()) t += s[e];
+    t = r.sum(t);
+    if (r.leader()) *tot = t;
+  }
+  if (z) {
+    const float lse = logsumexp_row(r, l, E);
+    if (r.leader()) *z = lse * lse;
   }
 }
 
@@ -159,7 +162,7 @@ MOE_HD inline void router_balance_row(R& r, float* f, double* fP, const float* s
   }
 }
 
-// losses[0] = aux_coef / B * sum fP[B*E], losses[1] = z_coef / N * sum z[N].
+// losses[0] = aux_coef / B * sum fP[BE], losses[1] = z_coef / N * sum z[N]; a loss over 0 terms is 0.
 template <class R>
 MOE_HD inline void router_loss_totals(R& r, float* losses, const double* fP, int64_t BE, int64_t B, const float* z,
                                       int64_t N, float aux_coef, float z_coef) {

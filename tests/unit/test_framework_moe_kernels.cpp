@@ -348,6 +348,12 @@ TEST(MoEKernels, RouterLossStatsMatchThePlainLoop) {
     router_loss_stats(only_z.data(), nullptr, s.data(), logits.data(), idx.data(), B, T, 0.f, 0.002f, sp);
     EXPECT_EQ(only_z[0], 0.f);
     EXPECT_EQ(only_z[1], losses[1]);
+    // A zero z coefficient: z 0 (its logsumexp pass skipped), aux and f_BE unchanged.
+    std::vector<float> only_aux(2, -1.f), f_aux(size_t(B * E), -1.f);
+    router_loss_stats(only_aux.data(), f_aux.data(), s.data(), logits.data(), idx.data(), B, T, 0.01f, 0.f, sp);
+    EXPECT_EQ(only_aux[0], losses[0]);
+    EXPECT_EQ(only_aux[1], 0.f);
+    EXPECT_EQ(f_aux, f);
 
     // The three row functions under W lanes (the GPU's block shape) give the serial result to
     // f64 rounding (their sums run in another order); the frequencies are counts, exact.
