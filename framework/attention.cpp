@@ -1,6 +1,7 @@
 #include "framework/attention.h"
 
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 #include <vector>
 
@@ -60,6 +61,70 @@ void gemm_head(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   gemm_bf16_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+// The core's softmax rows. kern::softmax_span_* run each reduction (the row's max, its sum of
+// exponentials, backward's sum of P dP) as one serial chain on the CPU: a float sum may not be
+// reordered, so the compiler cannot vectorise it, and those chains were half of the core's time
+// outside its GEMMs. Here each reduction keeps kLanes partial results, lane j taking elements
+// j, j + kLanes, ... (the tail into lane 0), combined in one fixed order: vectorised, and the same
+// bits on every run and rank. Entries [lo, n) take part; [0, lo) and [n, n_total) are zero.
+constexpr int64_t kLanes = 16;
+
+float lanes_sum(const float* lane) {
+  float s = 0.f;
+  for (int64_t j = 0; j < kLanes; ++j) s += lane[j];
+  return s;
+}
+
+// Returns the row's log-sum-exp; p may alias x.
+float softmax_row(float* p, const float* x, int64_t lo, int64_t n, int64_t n_total) {
+  std::fill(p, p + lo, 0.f);
+  const int64_t full = lo + (n - lo) / kLanes * kLanes;
+  float m[kLanes], s[kLanes];
+  std::fill(m, m + kLanes, -INFINITY);
+  for (int64_t i = lo; i < full; i += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) m[j] = kern::running_max(m[j], x[i + j]);
+  for (int64_t i = full; i < n; ++i) m[0] = kern::running_max(m[0], x[i]);
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < kLanes; ++j) mx = kern::running_max(mx, m[j]);
+  std::fill(s, s + kLanes, 0.f);
+  for (int64_t i = lo; i < full; i += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) {
+      const float e = kern::fast_expf(x[i + j] - mx);
+      p[i + j] = e;
+      s[j] += e;
+    }
+  for (int64_t i = full; i < n; ++i) {
+    const float e = kern::fast_expf(x[i] - mx);
+    p[i] = e;
+    s[0] += e;
+  }
+  const float sum = lanes_sum(s), inv = 1.f / sum;
+  for (int64_t i = lo; i < n; ++i) p[i] *= inv;
+  std::fill(p + n, p + n_total, 0.f);
+  return mx + logf(sum);
+}
+
+// P again from the saved log-sum-exp (element-wise, as kern::softmax_span_recompute).
+void softmax_row_recompute(float* p, const float* x, float lse, int64_t lo, int64_t n, int64_t n_total) {
+  std::fill(p, p + lo, 0.f);
+  for (int64_t i = lo; i < n; ++i) p[i] = kern::fast_expf(x[i] - lse);
+  std::fill(p + n, p + n_total, 0.f);
+}
+
+// dS = P (dP - sum_j P_j dP_j), over dP in place.
+void softmax_row_backward(float* dp, const float* p, int64_t lo, int64_t n, int64_t n_total) {
+  const int64_t full = lo + (n - lo) / kLanes * kLanes;
+  float d[kLanes];
+  std::fill(d, d + kLanes, 0.f);
+  for (int64_t i = lo; i < full; i += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) d[j] += p[i + j] * dp[i + j];
+  for (int64_t i = full; i < n; ++i) d[0] += p[i] * dp[i];
+  const float dot = lanes_sum(d);
+  std::fill(dp, dp + lo, 0.f);
+  for (int64_t i = lo; i < n; ++i) dp[i] = p[i] * (dp[i] - dot);
+  std::fill(dp + n, dp + n_total, 0.f);
+}
+
 // n elements of T from the thread's scratch arena, or null when not rounding.
 template <class T>
 T* scratch_operand(int64_t n, bool round) {
@@ -75,7 +140,6 @@ void forward_heads(float* o, float* lse, const float* q, const float* k, const f
     float* S = scratch_floats(kBlock * T_);
     T *qbuf = scratch_operand<T>(T_ * d, round), *kbuf = scratch_operand<T>(T_ * d, round);
     T *vbuf = scratch_operand<T>(T_ * dv, round), *pbuf = scratch_operand<T>(kBlock * T_, round);
-    kern::SerialRow one;
     for (int64_t bh = i0; bh < i1; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       const Operand<T> qb = operand(q + l.q_at(b, h), l.q_ld, T_, d, qbuf);
@@ -89,8 +153,7 @@ void forward_heads(float* o, float* lse, const float* q, const float* k, const f
                   keys);
         for (int64_t r = 0; r < rows; ++r) {  // softmax of query t over keys first_key..t
           const int64_t t = r0 + r;
-          lse[bh * T_ + t] = kern::softmax_span_forward(one, S + r * keys, S + r * keys, l.first_key(b, t) - k0,
-                                                        t + 1 - k0, keys, /*fast=*/true);
+          lse[bh * T_ + t] = softmax_row(S + r * keys, S + r * keys, l.first_key(b, t) - k0, t + 1 - k0, keys);
         }
         const Operand<T> P = operand(S, keys, rows, keys, pbuf);
         gemm_head(false, false, rows, dv, keys, 1.f, P.p, P.ld, vb.p + k0 * vb.ld, vb.ld, 0.f, ob + r0 * l.o_ld,
@@ -110,7 +173,6 @@ void backward_heads(float* dq, float* dk, float* dv, const float* dout, const fl
     T *qbuf = scratch_operand<T>(T_ * d, round), *kbuf = scratch_operand<T>(T_ * d, round);
     T *vbuf = scratch_operand<T>(T_ * vd, round), *dobuf = scratch_operand<T>(T_ * vd, round);
     T *pbuf = scratch_operand<T>(kBlock * T_, round), *dsbuf = scratch_operand<T>(kBlock * T_, round);
-    kern::SerialRow one;
     for (int64_t bh = i0; bh < i1; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       const Operand<T> qb = operand(q + l.q_at(b, h), l.q_ld, T_, d, qbuf);
@@ -133,8 +195,8 @@ void backward_heads(float* dq, float* dk, float* dv, const float* dout, const fl
         gemm_head(false, true, rows, keys, d, l.scale, qblk, qb.ld, kblk, kb.ld, 0.f, P, keys);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t t = r0 + r;
-          kern::softmax_span_recompute(one, P + r * keys, P + r * keys, lse[bh * T_ + t], l.first_key(b, t) - k0,
-                                       t + 1 - k0, keys, /*fast=*/true);
+          softmax_row_recompute(P + r * keys, P + r * keys, lse[bh * T_ + t], l.first_key(b, t) - k0, t + 1 - k0,
+                                keys);
         }
         // dV += P^T dO ; dP = dO V^T
         const Operand<T> Pop = operand(P, keys, rows, keys, pbuf);
@@ -143,8 +205,7 @@ void backward_heads(float* dq, float* dk, float* dv, const float* dout, const fl
         // dS = P * (dP - rowsum(P * dP)), stored over dP
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t t = r0 + r;
-          kern::softmax_span_backward(one, dP + r * keys, P + r * keys, dP + r * keys, l.first_key(b, t) - k0,
-                                      t + 1 - k0, keys);
+          softmax_row_backward(dP + r * keys, P + r * keys, l.first_key(b, t) - k0, t + 1 - k0, keys);
         }
         // dQ = scale dS K ; dK += scale dS^T Q
         const Operand<T> dS = operand(dP, keys, rows, keys, dsbuf);
