@@ -209,7 +209,7 @@ void DeepSeekV3::head_rows_loss(const float* xf, const int32_t* targets, float* 
   const float* W = ps_.param(lm_head).f32();
   for (int64_t r0 = 0; r0 < N; r0 += kHeadChunk) {
     int64_t n = std::min(kHeadChunk, N - r0);
-    compute().linear_forward(logits.f32(), xf + r0 * D, W, n, D, V, false, Precision::FP32);
+    compute().linear_forward(logits.f32(), xf + r0 * D, W, n, D, V, false, head_precision());
     compute().cross_entropy_forward(losses + r0, lse + r0, logits.f32(), targets + r0, n, V);
     if (ranks) compute().target_ranks(ranks + r0, logits.f32(), targets + r0, n, V);
   }
@@ -277,9 +277,9 @@ void DeepSeekV3::head_rows_backward(float* dxf, const float* xf, const int32_t* 
   float* dW = ps_.grad(lm_head).f32();
   for (int64_t r0 = 0; r0 < N; r0 += kHeadChunk) {
     int64_t n = std::min(kHeadChunk, N - r0);
-    compute().linear_forward(logits.f32(), xf + r0 * D, W, n, D, V, false, Precision::FP32);
+    compute().linear_forward(logits.f32(), xf + r0 * D, W, n, D, V, false, head_precision());
     compute().cross_entropy_backward(logits.f32(), logits.f32(), lse + r0, targets + r0, scale, n, V);
-    compute().linear_backward(dxf + r0 * D, dW, logits.f32(), xf + r0 * D, W, n, D, V, false, Precision::FP32);
+    compute().linear_backward(dxf + r0 * D, dW, logits.f32(), xf + r0 * D, W, n, D, V, false, head_precision());
   }
 }
 
@@ -322,7 +322,7 @@ Tensor DeepSeekV3::head_logits(const float* x, int64_t B, int64_t T) {
   units_.run(head_cu_, Pass::Forward, [&] {
     compute().copy_rows(last.f32(), D, x + (T - 1) * D, T * D, B, D);
     norm_.forward(ps_, normed.f32(), rstd.f32(), last.f32(), B);
-    compute().linear_forward(logits.f32(), normed.f32(), ps_.param(lm_head).f32(), B, D, V, false, Precision::FP32);
+    compute().linear_forward(logits.f32(), normed.f32(), ps_.param(lm_head).f32(), B, D, V, false, head_precision());
   });
   // A host tensor of its own: on the CPU, to() would return the scratch buffer itself, which the
   // next forward reuses.

@@ -119,13 +119,17 @@ class DeepSeekV3 {
     for (int k : mtp_moe_) mtp_[k].block.moe.dispatcher.fp8_dispatch = on;
   }
   // GEMM precision of every Linear: attention projections, dense MLPs, shared and routed experts.
-  // Embedding, LM head, norms, router and the attention core stay f32, as in DeepSeek-V3.
+  // Embedding, norms and the router stay f32, as in DeepSeek-V3; the LM head follows head_precision().
   void set_precision(Precision p) {
     precision_ = p;
     for (Block& b : blocks_) b.set_precision(p);
     for (MTPModule& m : mtp_) m.set_precision(p);
   }
   Precision precision() const { return precision_; }
+  // The LM head's GEMMs: bf16 operands at bf16, as every other GEMM of the model then (and as
+  // PyTorch's autocast and Megatron's --bf16 run the output layer); f32 otherwise, so fp8 keeps
+  // DeepSeek-V3's higher-precision head. Logits, softmax and loss are f32 in every mode.
+  Precision head_precision() const { return precision_ == Precision::BF16 ? Precision::BF16 : Precision::FP32; }
 
   // ids, targets [B*T]. Returns the losses and the top-1 hits; keeps activations for backward.
   // Expert loads are counted for the bias update only when count_load (training, not evaluation).

@@ -181,7 +181,7 @@ Tensor DeepSeekV3::mtp_draft(KVCache& cache, int64_t slot, int64_t first_row, co
     mtp_input(ps_, m, embed_tokens, x.f32(), hidden_.f32() + first_row * D, tokens.data<int32_t>(), n, D);
     m.block.decode(ps_, y.f32(), x.f32(), step, cache.mtp_rows.f32(), cache.mtp_kv_b.f32(), decode_acts_);
     m.shared_head_norm.forward(ps_, xf.f32(), rstd.f32(), y.f32(), n);
-    compute().linear_forward(logits.f32(), xf.f32(), ps_.param(lm_head).f32(), n, D, V, false, Precision::FP32);
+    compute().linear_forward(logits.f32(), xf.f32(), ps_.param(lm_head).f32(), n, D, V, false, head_precision());
   });
   cache.mtp_length[size_t(slot)] += n;
   Tensor out = Tensor::empty({n, V});
