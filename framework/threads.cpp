@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -17,11 +18,48 @@ namespace {
 // then runs inline on this thread instead of waiting for workers that are all busy.
 thread_local bool t_in_parallel = false;
 
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 struct ParallelRegion {
   bool saved = t_in_parallel;
   ParallelRegion() { t_in_parallel = true; }
   ~ParallelRegion() { t_in_parallel = saved; }
 };
+
+// Waits until ready() holds: first by spinning for up to kSpin (a parallel_for is typically followed
+// by the next within microseconds, and a futex sleep and wake-up costs tens of microseconds on a
+// virtual machine, more than many of the ops take), then by sleeping on cv under mu. The waker
+// changes the state ready() reads, then calls wake(): it takes the mutex only when someone sleeps.
+// Both sides use sequentially consistent atomics (the state, and sleepers), so either the waker
+// sees the sleeper or the sleeper sees the new state: no wake-up is lost.
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+template <class Ready>
+void spin_then_wait(Ready ready, std::mutex& mu, std::condition_variable& cv, std::atomic<int>& sleepers) {
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (int i = 1; !ready(); ++i) {
+    cpu_relax();
+    if (i % 64 == 0 && std::chrono::steady_clock::now() > until) {
+      std::unique_lock<std::mutex> lk(mu);
+      sleepers.fetch_add(1);
+      cv.wait(lk, ready);
+      sleepers.fetch_sub(1);
+      return;
+    }
+  }
+}
+
+void wake(std::mutex& mu, std::condition_variable& cv, std::atomic<int>& sleepers) {
+  if (sleepers.load() == 0) return;
+  std::lock_guard<std::mutex> lk(mu);  // a sleeper between its check and its wait holds mu
+  cv.notify_all();
+}
 
 class Pool {
  public:
@@ -29,12 +67,9 @@ class Pool {
     for (int i = 1; i < n_; ++i) workers_.emplace_back([this, i] { loop(i); });
   }
   ~Pool() {
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      stop_ = true;
-      ++generation_;
-    }
-    cv_.notify_all();
+    stop_.store(true);
+    generation_.fetch_add(1);
+    wake(mu_, cv_, sleeping_workers_);
     for (auto& t : workers_) t.join();
   }
   int size() const { return n_; }
@@ -44,20 +79,18 @@ class Pool {
       task(0);
       return;
     }
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      task_ = &task;
-      chunks_ = chunks;
-      pending_ = chunks - 1;
-      ++generation_;
-    }
-    cv_.notify_all();
+    // Every worker acknowledges every generation (pending_ counts all of them, not only those
+    // with a chunk), so none still reads task_ or chunks_ when the next run writes them.
+    task_ = &task;
+    chunks_ = chunks;
+    pending_.store(n_ - 1);
+    generation_.fetch_add(1);
+    wake(mu_, cv_, sleeping_workers_);
     {
       ParallelRegion region;
       task(0);
     }
-    std::unique_lock<std::mutex> lk(mu_);
-    done_cv_.wait(lk, [&] { return pending_ == 0; });
+    spin_then_wait([&] { return pending_.load() == 0; }, mu_, done_cv_, sleeping_caller_);
     task_ = nullptr;
   }
 
@@ -65,22 +98,14 @@ class Pool {
   void loop(int id) {
     uint64_t seen = 0;
     for (;;) {
-      const FunctionRef<void(int)>* task;
-      int chunks;
-      {
-        std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return generation_ != seen; });
-        seen = generation_;
-        if (stop_) return;
-        task = task_;
-        chunks = chunks_;
-      }
-      if (id < chunks) {
+      spin_then_wait([&] { return generation_.load() != seen; }, mu_, cv_, sleeping_workers_);
+      seen = generation_.load();
+      if (stop_.load()) return;
+      if (id < chunks_) {
         ParallelRegion region;
-        (*task)(id);
-        std::lock_guard<std::mutex> lk(mu_);
-        if (--pending_ == 0) done_cv_.notify_one();
+        (*task_)(id);
       }
+      if (pending_.fetch_sub(1) == 1) wake(mu_, done_cv_, sleeping_caller_);
     }
   }
 
@@ -88,10 +113,12 @@ class Pool {
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
+  std::atomic<int> sleeping_workers_{0}, sleeping_caller_{0};
   const FunctionRef<void(int)>* task_ = nullptr;
-  int chunks_ = 0, pending_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  int chunks_ = 0;
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
 };
 
 int default_threads() {
