@@ -15,6 +15,8 @@
 // The copies live where W lives: bf16_weights keeps host copies of host weights, and a device
 // backend keeps device copies of device weights through bf16_weights_kept with its own maker
 // (framework/cuda/linear.cpp), in the same cache, under the same scope and forgetting rules.
+// fp8 GEMMs keep their forms of W the same way (WeightForm below: the 128x128-block quantised
+// values on the host, fp8_weights in precision.h; the E4M3 codes and scales on the device).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -38,9 +40,23 @@ using Bf16Copy = std::shared_ptr<uint16_t>;
 // The kept copy of W[n], made by make() on the first call for (W, n) inside an open scope; null
 // when no scope is open (make is not called).
 const uint16_t* bf16_weights_kept(const float* W, int64_t n, const std::function<Bf16Copy()>& make);
+
+// fp8 GEMMs read W in DeepSeek-V3's 128x128 blocks, quantised the same way every time: the same
+// cache keeps those forms too, one copy per (W, n, form), under the same scope and forgetting rules.
+enum class WeightForm : uint8_t {
+  Bf16,        // bf16 bits (bf16_weights, bf16_weights_kept)
+  Fp8Blocks,   // host: W fake-quantised in 128x128 blocks, as f32 (fp8_weights, precision.h)
+  Fp8Forward,  // device: W's E4M3 codes and block scales as the forward GEMM reads them
+  Fp8Dgrad,    // device: the same for W^T, as the dgrad GEMM reads them
+};
+using KeptCopy = std::shared_ptr<const void>;
+// The kept copy of W[n] in `form` (bytes: its size, for bf16_weights_bytes), made by make() on the
+// first call inside an open scope; null when no scope is open (make is not called).
+const void* weights_kept(const float* W, int64_t n, WeightForm form, int64_t bytes,
+                         const std::function<KeptCopy()>& make);
 // Drops the copies of every matrix that starts in [begin, begin + n).
 void bf16_weights_forget(const float* begin, int64_t n);
-// Bytes held by the copies (for tests and memory reports).
+// Bytes held by the copies of every form (for tests and memory reports).
 int64_t bf16_weights_bytes();
 
 }  // namespace moe

@@ -48,11 +48,10 @@ void linear_forward_fp8(float* y, const Fp8Rows& x, const float* W, int64_t out,
   const int64_t M = x.rows, in = x.cols;
   ScratchScope scope;
   float* xq = scratch_floats(M * in);
-  float* Wq = scratch_floats(out * in);
+  const float* Wq = fp8_weights(W, out, in);
   {
     MOE_LEAF_PHASE("quantize");
     dequantize_rows(xq, x);
-    fp8_quantize_128x128(Wq, W, out, in);
   }
   linear_forward(y, xq, Wq, M, in, out, accumulate);
 }

@@ -83,6 +83,23 @@ void fp8_quantize_128x128(float* xq, const float* x, int64_t R, int64_t C) {
   fp8_quantize(xq, nullptr, nullptr, x, R, C, kern::kFp8Tile, kern::kFp8Tile);
 }
 
+const float* fp8_weights(const float* W, int64_t out, int64_t in) {
+  const int64_t n = out * in;
+  auto quantise = [&](float* Wq) {
+    MOE_LEAF_PHASE("quantize");
+    fp8_quantize_128x128(Wq, W, out, in);
+  };
+  const void* kept = weights_kept(W, n, WeightForm::Fp8Blocks, n * int64_t(sizeof(float)), [&] {
+    std::shared_ptr<float> copy(new float[size_t(n)], std::default_delete<float[]>());
+    quantise(copy.get());
+    return KeptCopy(copy);
+  });
+  if (kept) return static_cast<const float*>(kept);
+  float* Wq = scratch_floats(n);
+  quantise(Wq);
+  return Wq;
+}
+
 void round_bf16(float* y, const float* x, int64_t n) {
   parallel_for(n, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) y[i] = round_bf16(x[i]);
@@ -141,16 +158,17 @@ void linear_forward(float* y, const float* x, const float* W, int64_t M, int64_t
   if (p == Precision::BF16 && bf16_gemm_native()) return linear_forward_bf16(y, x, W, M, in, out, accumulate);
   ScratchScope scope;
   float* xq = scratch_floats(M * in);
-  float* Wq = scratch_floats(out * in);
-  {
+  const float* Wq = nullptr;
+  if (p == Precision::BF16) {
     MOE_LEAF_PHASE("quantize");
-    if (p == Precision::BF16) {
-      round_bf16(xq, x, M * in);
-      round_bf16(Wq, W, out * in);
-    } else {
-      fp8_quantize_1x128(xq, x, M, in);
-      fp8_quantize_128x128(Wq, W, out, in);
-    }
+    float* Wb = scratch_floats(out * in);
+    round_bf16(xq, x, M * in);
+    round_bf16(Wb, W, out * in);
+    Wq = Wb;
+  } else {
+    Wq = fp8_weights(W, out, in);
+    MOE_LEAF_PHASE("quantize");
+    fp8_quantize_1x128(xq, x, M, in);
   }
   linear_forward(y, xq, Wq, M, in, out, accumulate);
 }
@@ -177,11 +195,10 @@ void linear_backward(float* dx, float* dW, const float* dy, const float* x, cons
   }
   // fp8: dgrad and wgrad reduce over different axes, so dy is quantised once for each.
   if (dx) {
-    float* Wq = scratch_floats(out * in);
+    const float* Wq = fp8_weights(W, out, in);
     {
       MOE_LEAF_PHASE("quantize");
       fp8_quantize_1x128(dyq, dy, M, out);
-      fp8_quantize_128x128(Wq, W, out, in);
     }
     linear_backward(dx, nullptr, dyq, nullptr, Wq, M, in, out, accumulate_dx);
   }

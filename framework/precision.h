@@ -35,6 +35,10 @@ void fp8_quantize(float* xq, uint8_t* codes, float* scales, const float* x, int6
 void fp8_quantize_1x128(float* xq, const float* x, int64_t R, int64_t C);    // activations, along rows
 void fp8_quantize_128x1(float* xq, const float* x, int64_t R, int64_t C);    // along columns (wgrad)
 void fp8_quantize_128x128(float* xq, const float* x, int64_t R, int64_t C);  // weights
+// W[out,in] fake-quantised in 128x128 blocks: the copy kept inside a Bf16WeightScope
+// (bf16_weights.h, WeightForm::Fp8Blocks: quantised once per step, not per GEMM), else quantised
+// into the caller's scratch scope.
+const float* fp8_weights(const float* W, int64_t out, int64_t in);
 // y[i] = round_bf16(x[i]); y may alias x.
 void round_bf16(float* y, const float* x, int64_t n);
 

@@ -52,6 +52,52 @@ DeviceBuffer<float> fp8_copy(const float* x, int64_t R, int64_t C, int64_t tr, i
   return q;
 }
 
+// W[out, in] at fp8 as a GEMM reads it: its E4M3 operand (plan.Y: W's 128x128 blocks, transposed
+// for dgrad) or its fake-quantised f32 values (the fallback GEMM's). Kept while the weights cannot
+// change, like the bf16 copies (WeightForm::Fp8Forward / Fp8Dgrad / Fp8Blocks, bf16_weights.h:
+// quantised once per step or per FSDP gather instead of once per GEMM), else owned here.
+struct Fp8WeightOperand {
+  Fp8OperandRef ref;
+  Fp8Operand owned;
+};
+
+Fp8WeightOperand fp8_weight_operand(const float* W, const Fp8LinearPlan& p, bool dgrad, int64_t in, int64_t out,
+                                    cudaStream_t s) {
+  auto make = [&] { return fp8_operand(W, p.Y.R, p.Y.C, p.Y.transpose, p.Y.blocks, s); };
+  const kern::Fp8OperandLayout L = fp8_layout(p.Y);
+  const int64_t bytes = L.code_count() + L.scale_count() * int64_t(sizeof(float));
+  Fp8WeightOperand w;
+  const void* kept = weights_kept(W, out * in, dgrad ? WeightForm::Fp8Dgrad : WeightForm::Fp8Forward, bytes,
+                                  [&] { return KeptCopy(std::make_shared<const Fp8Operand>(make())); });
+  if (kept) {
+    w.ref = *static_cast<const Fp8Operand*>(kept);
+  } else {
+    w.owned = make();
+    w.ref = w.owned;
+  }
+  return w;
+}
+
+struct Fp8WeightValues {
+  const float* p = nullptr;
+  DeviceBuffer<float> owned;
+};
+
+Fp8WeightValues fp8_weight_values(const float* W, int64_t in, int64_t out, cudaStream_t s) {
+  Fp8WeightValues w;
+  w.p = static_cast<const float*>(weights_kept(W, out * in, WeightForm::Fp8Blocks, out * in * int64_t(sizeof(float)),
+                                                [&] {
+                                                  auto q = std::make_shared<DeviceBuffer<float>>(
+                                                      fp8_copy(W, out, in, kTile, kTile, s));
+                                                  return KeptCopy(q, q->get());
+                                                }));
+  if (!w.p) {
+    w.owned = fp8_copy(W, out, in, kTile, kTile, s);
+    w.p = w.owned.get();
+  }
+  return w;
+}
+
 // The three GEMMs of a linear layer, operands of element type t (f32 or bf16 storage), f32 out.
 void forward_gemm(float* y, const void* x, const void* W, int64_t M, int64_t in, int64_t out, bool accumulate,
                   DType t, cudaStream_t s) {
@@ -122,18 +168,18 @@ void fp8_rows_times_w(float* C, const kern::Fp8Rows& X, const float* W, bool dgr
   const Fp8LinearPlan p = fp8_linear_plan(dgrad ? LinearGemm::Dgrad : LinearGemm::Forward, X.rows, in, out);
   int64_t done = 0;
   if (fp8_gemm_shape_ok(kFp8GemmMultiple, p.Nr)) {
-    const Fp8Operand Y = fp8_operand(W, p.Y.R, p.Y.C, p.Y.transpose, p.Y.blocks, s);
-    done = fp8_gemm_rows(C, X, Y, accumulate, s);
+    const Fp8WeightOperand Y = fp8_weight_operand(W, p, dgrad, in, out, s);
+    done = fp8_gemm_rows(C, X, Y.ref, accumulate, s);
   }
   if (done == X.rows) return;
   const kern::Fp8Rows rest = X.slice(done, X.rows - done);
   DeviceBuffer<float> xq(rest.rows * rest.cols);
   dequantize_rows(xq.get(), rest, s);
-  auto Wq = fp8_copy(W, out, in, kTile, kTile, s);
+  const Fp8WeightValues Wq = fp8_weight_values(W, in, out, s);
   if (dgrad)
-    dgrad_gemm(C + done * in, xq.get(), Wq.get(), rest.rows, in, out, accumulate, DType::F32, s);
+    dgrad_gemm(C + done * in, xq.get(), Wq.p, rest.rows, in, out, accumulate, DType::F32, s);
   else
-    forward_gemm(C + done * out, xq.get(), Wq.get(), rest.rows, in, out, accumulate, DType::F32, s);
+    forward_gemm(C + done * out, xq.get(), Wq.p, rest.rows, in, out, accumulate, DType::F32, s);
 }
 
 }  // namespace

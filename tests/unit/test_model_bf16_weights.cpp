@@ -111,3 +111,35 @@ TEST(Bf16Weights, BindForgetsWhatLivedInTheStorage) {
   ps.bind(1, pool.data(), nullptr);
   EXPECT_EQ(as_vector(bf16_weights(ps.param(wb).f32(), 128), 128), rounded_bits(b.data(), 128));
 }
+
+// fp8 GEMMs read W fake-quantised in 128x128 blocks: inside a scope that happens once per matrix
+// (WeightForm::Fp8Blocks), beside its bf16 copy if one is made, with the same bits as without it.
+TEST(Bf16Weights, Fp8LinearLayerQuantisesEachWeightOnce) {
+  const int64_t M = 37, in = 160, out = 96;
+  const auto x = test::randn(size_t(M * in), 9), dy = test::randn(size_t(M * out), 10);
+  auto W = test::randn(size_t(out * in), 11, 0.1f);
+  auto run = [&] {
+    std::vector<float> y(size_t(M * out)), dx(size_t(M * in)), dW(size_t(out * in), 0.f);
+    linear_forward(y.data(), x.data(), W.data(), M, in, out, false, Precision::FP8);
+    linear_backward(dx.data(), dW.data(), dy.data(), x.data(), W.data(), M, in, out, false, Precision::FP8);
+    y.insert(y.end(), dx.begin(), dx.end());
+    y.insert(y.end(), dW.begin(), dW.end());
+    return y;
+  };
+  const auto plain = run();
+  std::vector<float> quantised(W.size());
+  fp8_quantize_128x128(quantised.data(), W.data(), out, in);
+
+  Bf16WeightScope scope;
+  EXPECT_EQ(run(), plain);
+  EXPECT_EQ(bf16_weights_bytes(), out * in * 4) << "one f32 copy, shared by forward and dgrad";
+  const float* kept = fp8_weights(W.data(), out, in);
+  EXPECT_EQ(std::vector<float>(kept, kept + out * in), quantised);
+  W[3] = 100.f;  // not seen while the scope is open
+  EXPECT_EQ(fp8_weights(W.data(), out, in), kept);
+  EXPECT_EQ(kept[3], quantised[3]);
+  bf16_weights(W.data(), out * in);  // another form of the same matrix: kept beside it
+  EXPECT_EQ(bf16_weights_bytes(), out * in * 6);
+  bf16_weights_forget(W.data(), out * in);
+  EXPECT_EQ(bf16_weights_bytes(), 0) << "both forms forgotten with their storage";
+}
