@@ -44,6 +44,23 @@ void grouped_linear_backward(float* dx, float* const* dW, const float* dy, const
   });
 }
 
+void grouped_linear_forward_bf16(float* y, const uint16_t* x, const float* const* W, const int64_t* offsets,
+                                 int64_t G, int64_t in, int64_t out) {
+  for_each_group(offsets, G, [&](int64_t g, int64_t r0, int64_t n) {
+    linear_forward_bf16(y + r0 * out, x + r0 * in, W[g], n, in, out, false);
+  });
+}
+
+void grouped_linear_backward_bf16(float* dx, float* const* dW, const float* dy, const uint16_t* x,
+                                  const float* const* W, const int64_t* offsets, int64_t G, int64_t in, int64_t out,
+                                  bool accumulate_dx) {
+  for_each_group(offsets, G, [&](int64_t g, int64_t r0, int64_t n) {
+    if (!dx && !dW[g]) return;
+    linear_backward_bf16(dx ? dx + r0 * in : nullptr, dW[g], dy + r0 * out, x + r0 * in, W[g], n, in, out,
+                         accumulate_dx);
+  });
+}
+
 void grouped_linear_forward_fp8(float* y, const kern::Fp8Rows& x, const float* const* W, const int64_t* offsets,
                                 int64_t G, int64_t out) {
   for_each_group(offsets, G, [&](int64_t g, int64_t r0, int64_t n) {

@@ -148,14 +148,6 @@ void adamw_update_segments(float* w, float* m, float* v, const float* g, const k
   }
 }
 
-void cast_f32_to_bf16(uint16_t* out, const float* in, int64_t n) {
-  launch_elements(n, 1 << 14, [&](int64_t i) { out[i] = kern::f32_to_bf16_bits(in[i]); });
-}
-
-void cast_bf16_to_f32(float* out, const uint16_t* in, int64_t n) {
-  launch_elements(n, 1 << 14, [&](int64_t i) { out[i] = kern::bf16_bits_to_f32(in[i]); });
-}
-
 void axpy(float* y, const float* x, float a, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }

@@ -66,9 +66,6 @@ void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const
 void adamw_update_segments(float* w, float* m, float* v, const float* g, const kern::AdamWSegment* segs,
                            int64_t count, const kern::AdamWStep& s);
 
-// bf16 storage: out[n] = bf16(in[n]) (round to nearest even), and back.
-void cast_f32_to_bf16(uint16_t* out, const float* in, int64_t n);
-void cast_bf16_to_f32(float* out, const uint16_t* in, int64_t n);
 
 // y += a * x
 void axpy(float* y, const float* x, float a, int64_t n);

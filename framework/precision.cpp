@@ -122,32 +122,42 @@ const uint16_t* weights_bf16(const float* W, int64_t n) {
 }
 
 // bf16 on the CPU's bf16 instructions: the operands rounded once into bf16 storage (half the bytes
-// of the emulation's rounded f32 copies), the GEMMs accumulate in f32 (bf16_gemm.h).
-void linear_forward_bf16(float* y, const float* x, const float* W, int64_t M, int64_t in, int64_t out,
+// of the emulation's rounded f32 copies), the GEMMs accumulate in f32 (bf16_gemm.h). x arrives as
+// bf16 already (rounded by the caller, or once by its producer: linear_forward_bf16 below).
+void native_forward_bf16(float* y, const uint16_t* xb, const float* W, int64_t M, int64_t in, int64_t out,
                          bool accumulate) {
   ScratchScope scope;
   const uint16_t* Wb = weights_bf16(W, out * in);
-  uint16_t* xb = scratch_bf16(M * in);
-  {
-    MOE_LEAF_PHASE("quantize");
-    to_bf16(xb, x, M * in);
-  }
   gemm_bf16(false, true, M, out, in, 1.f, xb, in, Wb, in, accumulate ? 1.f : 0.f, y, out);
 }
 
-void linear_backward_bf16(float* dx, float* dW, const float* dy, const float* x, const float* W, int64_t M,
+void native_backward_bf16(float* dx, float* dW, const float* dy, const uint16_t* xb, const float* W, int64_t M,
                           int64_t in, int64_t out, bool accumulate_dx) {
   ScratchScope scope;
   uint16_t* dyb = scratch_bf16(M * out);
-  uint16_t* xb = dW ? scratch_bf16(M * in) : nullptr;
   const uint16_t* Wb = dx ? weights_bf16(W, out * in) : nullptr;
   {
     MOE_LEAF_PHASE("quantize");
     to_bf16(dyb, dy, M * out);
-    if (xb) to_bf16(xb, x, M * in);
   }
   if (dx) gemm_bf16(false, false, M, in, out, 1.f, dyb, out, Wb, in, accumulate_dx ? 1.f : 0.f, dx, in);
   if (dW) gemm_bf16(true, false, out, in, M, 1.f, dyb, out, xb, in, 1.f, dW, in);
+}
+
+// x[M, in] rounded to bf16 in the caller's scratch.
+const uint16_t* rounded_input(const float* x, int64_t n) {
+  uint16_t* xb = scratch_bf16(n);
+  MOE_LEAF_PHASE("quantize");
+  to_bf16(xb, x, n);
+  return xb;
+}
+
+// bf16 bits widened to f32 (exact) in the caller's scratch: the emulated path's input, which its
+// rounding then leaves as it is.
+const float* widened(const uint16_t* xb, int64_t n) {
+  float* x = scratch_floats(n);
+  for (int64_t i = 0; i < n; ++i) x[i] = kern::bf16_bits_to_f32(xb[i]);
+  return x;
 }
 
 }  // namespace
@@ -155,7 +165,10 @@ void linear_backward_bf16(float* dx, float* dW, const float* dy, const float* x,
 void linear_forward(float* y, const float* x, const float* W, int64_t M, int64_t in, int64_t out, bool accumulate,
                     Precision p) {
   if (p == Precision::FP32) return linear_forward(y, x, W, M, in, out, accumulate);
-  if (p == Precision::BF16 && bf16_gemm_native()) return linear_forward_bf16(y, x, W, M, in, out, accumulate);
+  if (p == Precision::BF16 && bf16_gemm_native()) {
+    ScratchScope scope;
+    return native_forward_bf16(y, rounded_input(x, M * in), W, M, in, out, accumulate);
+  }
   ScratchScope scope;
   float* xq = scratch_floats(M * in);
   const float* Wq = nullptr;
@@ -176,8 +189,10 @@ void linear_forward(float* y, const float* x, const float* W, int64_t M, int64_t
 void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W, int64_t M, int64_t in,
                      int64_t out, bool accumulate_dx, Precision p) {
   if (p == Precision::FP32) return linear_backward(dx, dW, dy, x, W, M, in, out, accumulate_dx);
-  if (p == Precision::BF16 && bf16_gemm_native())
-    return linear_backward_bf16(dx, dW, dy, x, W, M, in, out, accumulate_dx);
+  if (p == Precision::BF16 && bf16_gemm_native()) {
+    ScratchScope scope;
+    return native_backward_bf16(dx, dW, dy, dW ? rounded_input(x, M * in) : nullptr, W, M, in, out, accumulate_dx);
+  }
   ScratchScope scope;
   float* dyq = scratch_floats(M * out);
   if (p == Precision::BF16) {
@@ -211,6 +226,20 @@ void linear_backward(float* dx, float* dW, const float* dy, const float* x, cons
     }
     linear_backward(nullptr, dW, dyq, xq, nullptr, M, in, out, false);
   }
+}
+
+void linear_forward_bf16(float* y, const uint16_t* x, const float* W, int64_t M, int64_t in, int64_t out,
+                         bool accumulate) {
+  if (bf16_gemm_native()) return native_forward_bf16(y, x, W, M, in, out, accumulate);
+  ScratchScope scope;
+  linear_forward(y, widened(x, M * in), W, M, in, out, accumulate, Precision::BF16);
+}
+
+void linear_backward_bf16(float* dx, float* dW, const float* dy, const uint16_t* x, const float* W, int64_t M,
+                          int64_t in, int64_t out, bool accumulate_dx) {
+  if (bf16_gemm_native()) return native_backward_bf16(dx, dW, dy, dW ? x : nullptr, W, M, in, out, accumulate_dx);
+  ScratchScope scope;
+  linear_backward(dx, dW, dy, dW ? widened(x, M * in) : nullptr, W, M, in, out, accumulate_dx, Precision::BF16);
 }
 
 }  // namespace moe

@@ -49,5 +49,12 @@ void linear_forward(float* y, const float* x, const float* W, int64_t M, int64_t
                     Precision p);
 void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W, int64_t M, int64_t in,
                      int64_t out, bool accumulate_dx, Precision p);
+// The bf16 layer with x given as bf16 bits [M, in]: rounded once by the caller and read by the
+// forward GEMM and by backward's weight gradient (no rounding of x per GEMM). The same bits as the
+// two above at Precision::BF16 with x the f32 values.
+void linear_forward_bf16(float* y, const uint16_t* x, const float* W, int64_t M, int64_t in, int64_t out,
+                         bool accumulate);
+void linear_backward_bf16(float* dx, float* dW, const float* dy, const uint16_t* x, const float* W, int64_t M,
+                          int64_t in, int64_t out, bool accumulate_dx);
 
 }  // namespace moe

@@ -199,7 +199,7 @@ AttentionLayout MLA::attention_layout(int64_t B, int64_t T, const RopeTables& rt
   return l;
 }
 
-void MLA::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
+void MLA::backward(const ParamStore& ps, float* dx, const float* dy, Activation x, int64_t B, int64_t T,
                    const RopeTables& rt, MLAActs& a) const {
   const int64_t N = B * T, d = nope + rope, e = nope + vdim, C = kv_lora + rope;
   ScratchScope scope;

@@ -72,7 +72,8 @@ struct MLA {
   void decode(const ParamStore& ps, float* y, Activation x, const LatentStep& step, float* cache,
               const float* kv_b_eff, MLAActs& a) const;
   // dx[N,D] += d attn / dx (accumulated); parameter gradients accumulate.
-  void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
+  // x as in forward (its bf16 rounding, when given, serves both projections' weight gradients).
+  void backward(const ParamStore& ps, float* dx, const float* dy, Activation x, int64_t B, int64_t T,
                 const RopeTables& rt, MLAActs& a) const;
   // GEMM precision of the projections; at bf16 the attention core's GEMMs read bf16 operands too
   // (AttentionLayout::bf16).

@@ -14,12 +14,17 @@ void Linear::init(ParamStore& ps, const std::string& name, int64_t in_features, 
 void Linear::forward(const ParamStore& ps, float* y, Activation x, int64_t N, bool accumulate) const {
   if (x.e4m3 && prec == Precision::FP8)
     return compute().linear_forward_fp8(y, *x.e4m3, ps.param(w).f32(), out, accumulate);
+  if (x.bf16 && prec == Precision::BF16)
+    return compute().linear_forward_bf16(y, x.bf16, ps.param(w).f32(), N, in, out, accumulate);
   compute().linear_forward(y, x.f32, ps.param(w).f32(), N, in, out, accumulate, prec);
 }
 
-void Linear::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N,
+void Linear::backward(const ParamStore& ps, float* dx, const float* dy, Activation x, int64_t N,
                       bool accumulate_dx) const {
-  compute().linear_backward(dx, ps.grad(w).f32(), dy, x, ps.param(w).f32(), N, in, out, accumulate_dx, prec);
+  if (x.bf16 && prec == Precision::BF16)
+    return compute().linear_backward_bf16(dx, ps.grad(w).f32(), dy, x.bf16, ps.param(w).f32(), N, in, out,
+                                          accumulate_dx);
+  compute().linear_backward(dx, ps.grad(w).f32(), dy, x.f32, ps.param(w).f32(), N, in, out, accumulate_dx, prec);
 }
 
 void RMSNorm::init(ParamStore& ps, const std::string& name, int64_t d, float eps_) {
@@ -29,12 +34,13 @@ void RMSNorm::init(ParamStore& ps, const std::string& name, int64_t d, float eps
 }
 
 Activation RMSNorm::forward(const ParamStore& ps, float* y, float* rstd, const float* x, int64_t N,
-                            const Fp8Rows* yq) const {
+                            const Fp8Rows* yq, uint16_t* yb) const {
   if (yq)
     compute().rmsnorm_forward_fp8(y, rstd, *yq, x, ps.param(w).f32(), eps);
   else
     compute().rmsnorm_forward(y, rstd, x, ps.param(w).f32(), N, dim, eps);
-  return {y, yq};
+  if (yb) compute().cast_f32_to_bf16(yb, y, N * dim);
+  return {y, yq, yb};
 }
 
 void RMSNorm::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, const float* rstd,
@@ -66,7 +72,7 @@ void SwiGLUMLP::forward(const ParamStore& ps, float* y, Activation x, int64_t N,
   down_proj.forward(ps, y, {a.h_NI.f32(), hq.ptr()}, N, accumulate);
 }
 
-void SwiGLUMLP::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N, MLPActs& a,
+void SwiGLUMLP::backward(const ParamStore& ps, float* dx, const float* dy, Activation x, int64_t N, MLPActs& a,
                          bool accumulate_dx) const {
   int64_t I = gate_proj.out;
   ScratchScope scope;

@@ -21,7 +21,9 @@ using kern::Fp8Rows;
 struct Activation {
   const float* f32 = nullptr;
   const Fp8Rows* e4m3 = nullptr;
-  Activation(const float* x, const Fp8Rows* xq = nullptr) : f32(x), e4m3(xq) {}  // implicit: plain f32
+  const uint16_t* bf16 = nullptr;  // the same rounded to bf16 once, for bf16 layers (forward and wgrad)
+  Activation(const float* x, const Fp8Rows* xq = nullptr, const uint16_t* xb = nullptr)  // implicit: plain f32
+      : f32(x), e4m3(xq), bf16(xb) {}
 };
 
 struct Linear {
@@ -32,7 +34,7 @@ struct Linear {
   // y[N,out] = x[N,in] @ W^T  (y += ... when accumulate).
   void forward(const ParamStore& ps, float* y, Activation x, int64_t N, bool accumulate = false) const;
   // dx[N,in] = dy @ W (dx may be null; += when accumulate_dx); dW += dy^T @ x
-  void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N,
+  void backward(const ParamStore& ps, float* dx, const float* dy, Activation x, int64_t N,
                 bool accumulate_dx = false) const;
 };
 
@@ -41,10 +43,10 @@ struct RMSNorm {
   int64_t dim = 0;
   float eps = 1e-6f;
   void init(ParamStore& ps, const std::string& name, int64_t d, float eps_);
-  // yq (when given): y's E4M3 rows are written too, for fp8 layers that read y. Returns y as they
-  // read it (with yq).
+  // yq (when given): y's E4M3 rows are written too, for fp8 layers that read y; yb (when given):
+  // y rounded to bf16 [N, dim], for bf16 layers. Returns y as they read it (with yq or yb).
   Activation forward(const ParamStore& ps, float* y, float* rstd, const float* x, int64_t N,
-                     const Fp8Rows* yq = nullptr) const;
+                     const Fp8Rows* yq = nullptr, uint16_t* yb = nullptr) const;
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, const float* rstd, int64_t N,
                 bool accumulate_dx = false) const;
 };
@@ -52,6 +54,7 @@ struct RMSNorm {
 // What SwiGLU's backward needs: the two projections before the activation and the product.
 struct MLPActs {
   Tensor gate_NI, up_NI, h_NI;
+  Tensor x_bf16;  // the routed experts at bf16: their input rows rounded once (MoELayer::run_experts)
 };
 
 // down(silu(gate(x)) * up(x)); names <prefix>.{gate_proj, up_proj, down_proj}.weight
@@ -61,7 +64,7 @@ struct SwiGLUMLP {
   // y[N,D] (+)= mlp(x[N,D]); acts sized here.
   void forward(const ParamStore& ps, float* y, Activation x, int64_t N, MLPActs& a, bool accumulate = false) const;
   // dx[N,D] (+)= d mlp / dx; parameter gradients accumulate. Scratch reuses a's buffers' shapes.
-  void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t N, MLPActs& a,
+  void backward(const ParamStore& ps, float* dx, const float* dy, Activation x, int64_t N, MLPActs& a,
                 bool accumulate_dx = false) const;
   void set_precision(Precision p) { gate_proj.prec = up_proj.prec = down_proj.prec = p; }
 };

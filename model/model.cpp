@@ -37,7 +37,8 @@ void Block::forward(const ParamStore& ps, float* y, const float* x, int64_t B, i
   // uses (the router and the f32 activations kept for backward read the f32 outputs).
   ScratchScope scope;
   const ScratchFp8Rows q1 = prec == Precision::FP8 ? ScratchFp8Rows(N, D) : ScratchFp8Rows();
-  const Activation ln1 = input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, N, q1.ptr());
+  const Activation ln1 =
+      input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, N, q1.ptr(), bf16_copy(a.ln1_bf16_ND, N));
   self_attn.forward(ps, a.attn_out_ND.f32(), ln1, B, T, rt, a.attn, cache_rows);
   feed_forward(ps, y, x, B, T, a, load_E);
 }
@@ -51,6 +52,16 @@ void Block::decode(const ParamStore& ps, float* y, const float* x, const LatentS
   const Activation ln1 = input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, n, q1.ptr());
   self_attn.decode(ps, a.attn_out_ND.f32(), ln1, step, cache, kv_b_eff, a.attn);
   feed_forward(ps, y, x, n, 1, a, nullptr);  // every token is a sequence of its own to the MoE
+}
+
+uint16_t* Block::bf16_copy(Tensor& t, int64_t N) const {
+  if (prec != Precision::BF16) return nullptr;
+  t.ensure({N, input_layernorm.dim}, DType::BF16);
+  return t.data<uint16_t>();
+}
+
+const uint16_t* Block::kept_bf16(const Tensor& t) const {
+  return prec == Precision::BF16 ? t.data<uint16_t>() : nullptr;
 }
 
 void Block::ensure_acts(int64_t N, BlockActs& a) const {
@@ -68,7 +79,8 @@ void Block::feed_forward(const ParamStore& ps, float* y, const float* x, int64_t
   const ScratchFp8Rows q2 = prec == Precision::FP8 ? ScratchFp8Rows(N, D) : ScratchFp8Rows();
   float* h = a.h_ND.f32();
   compute().add(h, x, a.attn_out_ND.f32(), N * D);
-  const Activation ln2 = post_attention_layernorm.forward(ps, a.ln2_ND.f32(), a.ln2_rstd_N.f32(), h, N, q2.ptr());
+  const Activation ln2 = post_attention_layernorm.forward(ps, a.ln2_ND.f32(), a.ln2_rstd_N.f32(), h, N, q2.ptr(),
+                                                         bf16_copy(a.ln2_bf16_ND, N));
   if (is_moe)
     moe.forward(ps, y, ln2, B, T, a.moe, load_E);
   else
@@ -82,17 +94,18 @@ void Block::backward(const ParamStore& ps, float* dx, const float* dy, const flo
   // x_out = h + mlp(ln2(h)):  dh = dy + ln2^T mlp^T dy
   ScratchScope scope;
   Tensor dln2 = scratch({N, D}), dh = scratch({N, D});
+  const Activation ln2(a.ln2_ND.f32(), nullptr, kept_bf16(a.ln2_bf16_ND));
   if (is_moe)
-    moe.backward(ps, dln2.f32(), dy, a.ln2_ND.f32(), B, T, a.moe, loss_scale);
+    moe.backward(ps, dln2.f32(), dy, ln2, B, T, a.moe, loss_scale);
   else
-    mlp.backward(ps, dln2.f32(), dy, a.ln2_ND.f32(), N, a.mlp);
+    mlp.backward(ps, dln2.f32(), dy, ln2, N, a.mlp);
   post_attention_layernorm.backward(ps, dh.f32(), dln2.f32(), a.h_ND.f32(), a.ln2_rstd_N.f32(), N);
   float* pdh = dh.f32();
   compute().add(pdh, pdh, dy, N * D);
   // h = x + attn(ln1(x)):  dx = dh + ln1^T attn^T dh
   Tensor dln1 = scratch({N, D});
   dln1.zero_();
-  self_attn.backward(ps, dln1.f32(), pdh, a.ln1_ND.f32(), B, T, rt, a.attn);
+  self_attn.backward(ps, dln1.f32(), pdh, {a.ln1_ND.f32(), nullptr, kept_bf16(a.ln1_bf16_ND)}, B, T, rt, a.attn);
   input_layernorm.backward(ps, dx, dln1.f32(), x, a.ln1_rstd_N.f32(), N);
   compute().add(dx, dx, pdh, N * D);
 }

@@ -22,6 +22,9 @@ namespace moe {
 
 struct BlockActs {
   Tensor ln1_ND, ln1_rstd_N, attn_out_ND, h_ND, ln2_ND, ln2_rstd_N;
+  // At bf16: the norms' outputs rounded once, read by the projections after them in forward and
+  // by their weight gradients in backward (q_a and kv_a; the shared experts' or MLP's gate and up).
+  Tensor ln1_bf16_ND, ln2_bf16_ND;
   MLAActs attn;
   MoEActs moe;
   MLPActs mlp;
@@ -57,6 +60,10 @@ struct Block {
 
  private:
   void ensure_acts(int64_t N, BlockActs& a) const;
+  // At bf16: t sized [N, D] as bf16, for a norm to write its rounded output into; else null.
+  uint16_t* bf16_copy(Tensor& t, int64_t N) const;
+  // At bf16: the rounded output the forward kept in t; else null.
+  const uint16_t* kept_bf16(const Tensor& t) const;
   void feed_forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, BlockActs& a,
                     float* load_E) const;
 };

@@ -54,8 +54,18 @@ void MoELayer::run_experts(const ParamStore& ps, const ExpertRows& rows, const E
        Wd = expert_weights(ps, &SwiGLUMLP::down_proj, false);
   float *gate = a.gate_NI.f32(), *up = a.up_NI.f32(), *h = a.h_NI.f32();
   if (prec != Precision::FP8) {
-    c.grouped_linear_forward(gate, rows.x, Wg.data(), offsets, G, D, I, prec);
-    c.grouped_linear_forward(up, rows.x, Wu.data(), offsets, G, D, I, prec);
+    if (prec == Precision::BF16) {
+      // The rows rounded once and kept for backward: gate and up read them in forward and for
+      // their weight gradients (instead of rounding them in each of those four GEMMs).
+      a.x_bf16.ensure({R, D}, DType::BF16);
+      uint16_t* xb = a.x_bf16.data<uint16_t>();
+      c.cast_f32_to_bf16(xb, rows.x, R * D);
+      c.grouped_linear_forward_bf16(gate, xb, Wg.data(), offsets, G, D, I);
+      c.grouped_linear_forward_bf16(up, xb, Wu.data(), offsets, G, D, I);
+    } else {
+      c.grouped_linear_forward(gate, rows.x, Wg.data(), offsets, G, D, I, prec);
+      c.grouped_linear_forward(up, rows.x, Wu.data(), offsets, G, D, I, prec);
+    }
     c.swiglu_forward(h, gate, up, R * I);
     return c.grouped_linear_forward(rows.y, h, Wd.data(), offsets, G, I, D, prec);
   }
@@ -89,10 +99,11 @@ void MoELayer::run_experts_backward(const ParamStore& ps, const ExpertGradRows& 
        dWd = expert_weights(ps, &SwiGLUMLP::down_proj, true);
   ScratchScope scope;
   Tensor dh = scratch({R, I}), dg = scratch({R, I}), du = scratch({R, I});
-  projection_backward(groups, dh.f32(), dWd.data(), g.dy, a.h_NI.f32(), Wd.data(), I, D, false);
+  projection_backward(groups, dh.f32(), dWd.data(), g.dy, a.h_NI.f32(), nullptr, Wd.data(), I, D, false);
   c.swiglu_backward(dg.f32(), du.f32(), dh.f32(), a.gate_NI.f32(), a.up_NI.f32(), R * I);
-  projection_backward(groups, g.dx, dWg.data(), dg.f32(), g.x, Wg.data(), D, I, false);
-  projection_backward(groups, g.dx, dWu.data(), du.f32(), g.x, Wu.data(), D, I, true);
+  const uint16_t* xb = prec == Precision::BF16 ? a.x_bf16.data<uint16_t>() : nullptr;
+  projection_backward(groups, g.dx, dWg.data(), dg.f32(), g.x, xb, Wg.data(), D, I, false);
+  projection_backward(groups, g.dx, dWu.data(), du.f32(), g.x, xb, Wu.data(), D, I, true);
 }
 
 // One projection's backward over the local experts' rows: dx (assigned, or added when
@@ -104,15 +115,21 @@ void MoELayer::run_experts_backward(const ParamStore& ps, const ExpertGradRows& 
 // micro-batch: the same computation on any ep, where one GEMM over all sources would share tiles
 // across them.
 void MoELayer::projection_backward(const ExpertGroups& groups, float* dx, float* const* dW, const float* dy,
-                                   const float* x, const float* const* W, int64_t in, int64_t out,
-                                   bool accumulate_dx) const {
+                                   const float* x, const uint16_t* xb, const float* const* W, int64_t in,
+                                   int64_t out, bool accumulate_dx) const {
   Backend& c = compute();
   const int64_t G = local_count;
   const int S = groups.sources;
   const int64_t* offsets = groups.offsets.data();
-  if (S == 1) return c.grouped_linear_backward(dx, dW, dy, x, W, offsets, G, in, out, accumulate_dx, prec);
+  // One grouped backward: from x's bf16 rounding when the forward kept it, else from x.
+  auto grouped_backward = [&](float* dx_, float* const* dW_, const float* const* W_, const int64_t* off,
+                              int64_t groups_, bool accumulate) {
+    if (xb) return c.grouped_linear_backward_bf16(dx_, dW_, dy, xb, W_, off, groups_, in, out, accumulate);
+    c.grouped_linear_backward(dx_, dW_, dy, x, W_, off, groups_, in, out, accumulate, prec);
+  };
+  if (S == 1) return grouped_backward(dx, dW, W, offsets, G, accumulate_dx);
   const std::vector<float*> no_dW(size_t(G), nullptr);
-  c.grouped_linear_backward(dx, no_dW.data(), dy, x, W, offsets, G, in, out, accumulate_dx, prec);
+  grouped_backward(dx, no_dW.data(), W, offsets, G, accumulate_dx);
   std::vector<int64_t> off;
   std::vector<float*> dWs;
   std::vector<const float*> Ws;
@@ -127,8 +144,7 @@ void MoELayer::projection_backward(const ExpertGroups& groups, float* dx, float*
       }
       Ws.push_back(W[j]), dWs.push_back(dW[j]), off.push_back(end);
     }
-    c.grouped_linear_backward(nullptr, dWs.data(), dy, x, Ws.data(), off.data(), int64_t(Ws.size()), in, out, false,
-                              prec);
+    grouped_backward(nullptr, dWs.data(), Ws.data(), off.data(), int64_t(Ws.size()), false);
   }
 }
 
@@ -148,7 +164,7 @@ void MoELayer::forward(const ParamStore& ps, float* y, Activation x, int64_t B, 
   dispatcher.combine(y, rows, a.router.weights_NK.f32(), N, /*accumulate=*/has_shared, a.dispatch);
 }
 
-void MoELayer::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T,
+void MoELayer::backward(const ParamStore& ps, float* dx, const float* dy, Activation x, int64_t B, int64_t T,
                         MoEActs& a, float loss_scale) const {
   MOE_PHASE("moe_routing");
   const int64_t N = B * T;
@@ -164,7 +180,7 @@ void MoELayer::backward(const ParamStore& ps, float* dx, const float* dy, const 
     compute().zero(dx, size_t(N * D) * sizeof(float));
   }
   dispatcher.dispatch_backward(dx, g, N, a.dispatch);
-  gate.backward(ps, dx, dw.f32(), x, B, T, a.router, loss_scale);
+  gate.backward(ps, dx, dw.f32(), x.f32, B, T, a.router, loss_scale);
 }
 
 }  // namespace moe

@@ -43,7 +43,8 @@ struct MoELayer {
   // given) are read by the shared experts and, dispatched with x, by the routed experts.
   void forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64_t T, MoEActs& a, float* load_E) const;
   // dx[N,D] (assigned) ; loss_scale scales the router's auxiliary-loss gradients.
-  void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, int64_t B, int64_t T, MoEActs& a,
+  // x as in forward (the shared experts read its bf16 rounding when given).
+  void backward(const ParamStore& ps, float* dx, const float* dy, Activation x, int64_t B, int64_t T, MoEActs& a,
                 float loss_scale) const;
   // GEMM precision of the experts (the router stays f32).
   void set_precision(Precision p) {
@@ -58,8 +59,10 @@ struct MoELayer {
   void run_experts_backward(const ParamStore& ps, const ExpertGradRows& g, const ExpertGroups& groups,
                             const MLPActs& a) const;
   std::vector<float*> expert_weights(const ParamStore& ps, Linear SwiGLUMLP::*proj, bool grad) const;
+  // xb: x's bf16 rounding (bf16, kept by the forward), else null.
   void projection_backward(const ExpertGroups& groups, float* dx, float* const* dW, const float* dy, const float* x,
-                           const float* const* W, int64_t in, int64_t out, bool accumulate_dx) const;
+                           const uint16_t* xb, const float* const* W, int64_t in, int64_t out,
+                           bool accumulate_dx) const;
 };
 
 }  // namespace moe

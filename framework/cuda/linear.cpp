@@ -192,7 +192,7 @@ void linear_forward(float* y, const float* x, const float* W, int64_t M, int64_t
       return forward_gemm(y, x, W, M, in, out, accumulate, DType::F32, s);
     case Precision::BF16: {
       auto xb = to_bf16(x, M * in, s);
-      return forward_gemm(y, xb.get(), weights_bf16(W, out * in, s).p, M, in, out, accumulate, DType::BF16, s);
+      return linear_forward_bf16(y, xb.get(), W, M, in, out, accumulate, s);
     }
     case Precision::FP8: {
       // x's 1x128 tiles are the rows' tiles (kernels/fp8_rows.h): quantise, then the GEMM on rows.
@@ -212,10 +212,9 @@ void linear_backward(float* dx, float* dW, const float* dy, const float* x, cons
       if (dW) wgrad_gemm(dW, dy, x, M, in, out, DType::F32, s);
       return;
     case Precision::BF16: {
-      auto dyb = to_bf16(dy, M * out, s);  // one rounding of dy serves both GEMMs
-      if (dx) dgrad_gemm(dx, dyb.get(), weights_bf16(W, out * in, s).p, M, in, out, accumulate_dx, DType::BF16, s);
-      if (dW) wgrad_gemm(dW, dyb.get(), to_bf16(x, M * in, s).get(), M, in, out, DType::BF16, s);
-      return;
+      DeviceBuffer<uint16_t> xb;  // x is read by wgrad only
+      if (dW) xb = to_bf16(x, M * in, s);
+      return linear_backward_bf16(dx, dW, dy, xb.get(), W, M, in, out, accumulate_dx, s);
     }
     case Precision::FP8:
       // dgrad reduces over out (dy 1x128 along out: dy's rows, W's 128x128 blocks), wgrad over the
@@ -294,29 +293,28 @@ std::vector<Bf16Weights> bf16_group_weights(const float* const* W, const int64_t
 
 // bf16: one cuBLASLt GEMM per group on bf16 storage with f32 output, the dense layers' GEMMs
 // (cuBLAS's grouped GEMM takes bf16 inputs only with bf16 outputs, which would round y, dx and dW).
-void grouped_forward_bf16(float* y, const float* x, const float* const* W, const int64_t* offsets, int64_t G,
+// x: the groups' rows as bf16 (row offsets[0] first), cast here or by the caller.
+void grouped_forward_bf16(float* y, const uint16_t* x, const float* const* W, const int64_t* offsets, int64_t G,
                           int64_t in, int64_t out, cudaStream_t s) {
-  const Bf16GroupRows xb = bf16_group_rows(x, offsets, G, in, s);
   const std::vector<Bf16Weights> Wb = bf16_group_weights(W, offsets, G, out * in, s);
   for (int64_t g = 0; g < G; ++g) {
     const int64_t r0 = offsets[g], n = offsets[g + 1] - offsets[g];
-    if (n > 0) forward_gemm(y + r0 * out, xb.row(r0), Wb[size_t(g)].p, n, in, out, false, DType::BF16, s);
+    if (n > 0)
+      forward_gemm(y + r0 * out, x + (r0 - offsets[0]) * in, Wb[size_t(g)].p, n, in, out, false, DType::BF16, s);
   }
 }
 
-void grouped_backward_bf16(float* dx, float* const* dW, const float* dy, const float* x, const float* const* W,
+void grouped_backward_bf16(float* dx, float* const* dW, const float* dy, const uint16_t* x, const float* const* W,
                            const int64_t* offsets, int64_t G, int64_t in, int64_t out, bool accumulate_dx,
-                           bool any_dW, cudaStream_t s) {
+                           cudaStream_t s) {
   const Bf16GroupRows dyb = bf16_group_rows(dy, offsets, G, out, s);
-  Bf16GroupRows xb;  // x is read by wgrad only
-  if (any_dW) xb = bf16_group_rows(x, offsets, G, in, s);
   std::vector<Bf16Weights> Wb;
   if (dx) Wb = bf16_group_weights(W, offsets, G, out * in, s);
   for (int64_t g = 0; g < G; ++g) {
     const int64_t r0 = offsets[g], n = offsets[g + 1] - offsets[g];
     if (n == 0) continue;
     if (dx) dgrad_gemm(dx + r0 * in, dyb.row(r0), Wb[size_t(g)].p, n, in, out, accumulate_dx, DType::BF16, s);
-    if (dW[g]) wgrad_gemm(dW[g], dyb.row(r0), xb.row(r0), n, in, out, DType::BF16, s);
+    if (dW[g]) wgrad_gemm(dW[g], dyb.row(r0), x + (r0 - offsets[0]) * in, n, in, out, DType::BF16, s);
   }
 }
 
@@ -325,7 +323,10 @@ void grouped_backward_bf16(float* dx, float* const* dW, const float* dy, const f
 void grouped_linear_forward(float* y, const float* x, const float* const* W, const int64_t* offsets, int64_t G,
                             int64_t in, int64_t out, Precision p, cudaStream_t s) {
   if (p == Precision::FP8) return grouped_linear_forward_loop(y, x, W, offsets, G, in, out, p, s);
-  if (p == Precision::BF16) return grouped_forward_bf16(y, x, W, offsets, G, in, out, s);
+  if (p == Precision::BF16) {
+    const Bf16GroupRows xb = bf16_group_rows(x, offsets, G, in, s);
+    return grouped_forward_bf16(y, xb.row(offsets[0]), W, offsets, G, in, out, s);
+  }
   std::vector<GemmProblem> problems;
   for (int64_t g = 0; g < G; ++g) {
     const int64_t r0 = offsets[g], n = offsets[g + 1] - offsets[g];
@@ -343,8 +344,12 @@ void grouped_linear_backward(float* dx, float* const* dW, const float* dy, const
     return grouped_linear_backward_loop(dx, dW, dy, x, W, offsets, G, in, out, accumulate_dx, p, s);
   bool any_dW = false;
   for (int64_t g = 0; g < G; ++g) any_dW = any_dW || dW[g];
-  if (p == Precision::BF16)
-    return grouped_backward_bf16(dx, dW, dy, x, W, offsets, G, in, out, accumulate_dx, any_dW, s);
+  if (p == Precision::BF16) {
+    Bf16GroupRows xb;  // x is read by wgrad only
+    if (any_dW) xb = bf16_group_rows(x, offsets, G, in, s);
+    return grouped_backward_bf16(dx, dW, dy, any_dW ? xb.row(offsets[0]) : nullptr, W, offsets, G, in, out,
+                                 accumulate_dx, s);
+  }
   std::vector<GemmProblem> dgrad, wgrad;
   for (int64_t g = 0; g < G; ++g) {
     const int64_t r0 = offsets[g], n = offsets[g + 1] - offsets[g];
@@ -355,6 +360,31 @@ void grouped_linear_backward(float* dx, float* const* dW, const float* dy, const
   }
   gemm_grouped(dgrad, 1.f, accumulate_dx ? 1.f : 0.f, s);
   gemm_grouped(wgrad, 1.f, 1.f, s);
+}
+
+void linear_forward_bf16(float* y, const uint16_t* x, const float* W, int64_t M, int64_t in, int64_t out,
+                         bool accumulate, cudaStream_t s) {
+  if (M == 0) return;
+  forward_gemm(y, x, weights_bf16(W, out * in, s).p, M, in, out, accumulate, DType::BF16, s);
+}
+
+void linear_backward_bf16(float* dx, float* dW, const float* dy, const uint16_t* x, const float* W, int64_t M,
+                          int64_t in, int64_t out, bool accumulate_dx, cudaStream_t s) {
+  if (M == 0) return;
+  auto dyb = to_bf16(dy, M * out, s);  // one rounding of dy serves both GEMMs
+  if (dx) dgrad_gemm(dx, dyb.get(), weights_bf16(W, out * in, s).p, M, in, out, accumulate_dx, DType::BF16, s);
+  if (dW) wgrad_gemm(dW, dyb.get(), x, M, in, out, DType::BF16, s);
+}
+
+void grouped_linear_forward_bf16(float* y, const uint16_t* x, const float* const* W, const int64_t* offsets,
+                                 int64_t G, int64_t in, int64_t out, cudaStream_t s) {
+  grouped_forward_bf16(y, x + offsets[0] * in, W, offsets, G, in, out, s);
+}
+
+void grouped_linear_backward_bf16(float* dx, float* const* dW, const float* dy, const uint16_t* x,
+                                  const float* const* W, const int64_t* offsets, int64_t G, int64_t in, int64_t out,
+                                  bool accumulate_dx, cudaStream_t s) {
+  grouped_backward_bf16(dx, dW, dy, x + offsets[0] * in, W, offsets, G, in, out, accumulate_dx, s);
 }
 
 }  // namespace moe::cuda

@@ -30,6 +30,18 @@ void linear_forward(float* y, const float* x, const float* W, int64_t M, int64_t
 void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W, int64_t M, int64_t in,
                      int64_t out, bool accumulate_dx, Precision p, cudaStream_t stream = nullptr);
 
+// bf16 with x given as bf16 bits (framework/precision.h's linear_forward_bf16): read in place by
+// the forward GEMM and by backward's weight gradient.
+void linear_forward_bf16(float* y, const uint16_t* x, const float* W, int64_t M, int64_t in, int64_t out,
+                         bool accumulate, cudaStream_t stream = nullptr);
+void linear_backward_bf16(float* dx, float* dW, const float* dy, const uint16_t* x, const float* W, int64_t M,
+                          int64_t in, int64_t out, bool accumulate_dx, cudaStream_t stream = nullptr);
+void grouped_linear_forward_bf16(float* y, const uint16_t* x, const float* const* W, const int64_t* offsets,
+                                 int64_t G, int64_t in, int64_t out, cudaStream_t stream = nullptr);
+void grouped_linear_backward_bf16(float* dx, float* const* dW, const float* dy, const uint16_t* x,
+                                  const float* const* W, const int64_t* offsets, int64_t G, int64_t in, int64_t out,
+                                  bool accumulate_dx, cudaStream_t stream = nullptr);
+
 // fp32 and bf16: one grouped cuBLAS call per GEMM kind (grouped_gemm.h); fp8: the per-group loop
 // (each group's GEMMs real FP8 where its row count qualifies).
 void grouped_linear_forward(float* y, const float* x, const float* const* W, const int64_t* offsets, int64_t G,

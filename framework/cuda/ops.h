@@ -119,8 +119,5 @@ void moe_permute_fp8(float* xs, const kern::Fp8Rows& qs, const float* x, const k
                      const int32_t* slot_of, int64_t K, cudaStream_t stream = nullptr);
 void dequantize_rows(float* x, const kern::Fp8Rows& q, cudaStream_t stream = nullptr);
 
-// f32 <-> bf16 (kernels/cast.h).
-void cast_f32_to_bf16(uint16_t* out, const float* in, int64_t n, cudaStream_t stream = nullptr);
-void cast_bf16_to_f32(float* out, const uint16_t* in, int64_t n, cudaStream_t stream = nullptr);
 
 }  // namespace moe::cuda

@@ -222,6 +222,18 @@ TEST_F(GpuBackend, GemmAndLinearAtEveryPrecision) {
     expect_close(got[3], want[3], 1e-5, (tag + " dW").c_str());
     expect_close(got[4], want[4], 1e-5, "gemm");
   }
+  // bf16 with x cast once (linear_*_bf16) against the CPU's (the same bits as its f32-input layer).
+  auto run_bf16_input = [&](Backend& be) {
+    Buf<float> X(be, x), Wt(be, W), dY(be, dy), Y(be, y0), dX(be, dx0), dW(be, dW0);
+    Buf<uint16_t> Xb(be, std::vector<uint16_t>(size_t(M * in)));
+    be.cast_f32_to_bf16(Xb.get(), X.get(), M * in);
+    be.linear_forward_bf16(Y.get(), Xb.get(), Wt.get(), M, in, out, true);
+    be.linear_backward_bf16(dX.get(), dW.get(), dY.get(), Xb.get(), Wt.get(), M, in, out, /*accumulate_dx=*/true);
+    return std::vector<std::vector<float>>{Y.host(), dX.host(), dW.host()};
+  };
+  const auto want = run_bf16_input(cpu()), got = run_bf16_input(gpu());
+  for (size_t i = 0; i < want.size(); ++i)
+    expect_close(got[i], want[i], 1e-5, ("bf16 input, output " + std::to_string(i)).c_str());
 }
 
 TEST_F(GpuBackend, Fp8QuantisedValuesAreTheCpus) {
@@ -264,7 +276,8 @@ TEST_F(GpuBackend, GroupedLinearMatchesTheLoopAndTheCpu) {
   }
   for (Precision p : {Precision::FP32, Precision::BF16, Precision::FP8})
     for (bool accumulate_dx : {false, true}) {
-      // mode 0: the backend (grouped), 1: the per-group loop (GPU only), 2: dx null
+      // mode 0: the backend (grouped), 1: the per-group loop (GPU only), 2: dx null, 3: x cast to
+      // bf16 first and the grouped_linear_*_bf16 ops (bf16 only)
       auto run = [&](Backend& be, int mode) {
         Buf<float> X(be, x), dY(be, dy), Y(be, zeros(P * out)), dX(be, dx0);
         std::vector<std::unique_ptr<Buf<float>>> Wb, dWb;
@@ -278,7 +291,13 @@ TEST_F(GpuBackend, GroupedLinearMatchesTheLoopAndTheCpu) {
         }
         const int64_t* off = gr.offsets.data();
         float* dx = mode == 2 ? nullptr : dX.get();
-        if (mode == 1) {
+        if (mode == 3) {
+          Buf<uint16_t> Xb(be, std::vector<uint16_t>(size_t(P * in)));
+          be.cast_f32_to_bf16(Xb.get(), X.get(), P * in);
+          be.grouped_linear_forward_bf16(Y.get(), Xb.get(), Wp.data(), off, G, in, out);
+          be.grouped_linear_backward_bf16(dx, dWp.data(), dY.get(), Xb.get(), Wp.data(), off, G, in, out,
+                                          accumulate_dx);
+        } else if (mode == 1) {
           cuda::grouped_linear_forward_loop(Y.get(), X.get(), Wp.data(), off, G, in, out, p);
           cuda::grouped_linear_backward_loop(dx, dWp.data(), dY.get(), X.get(), Wp.data(), off, G, in, out,
                                              accumulate_dx, p);
@@ -299,6 +318,13 @@ TEST_F(GpuBackend, GroupedLinearMatchesTheLoopAndTheCpu) {
         if (i != 1) expect_close(no_dx[i], got[i], 1e-5, (what + " without dx").c_str());
       }
       EXPECT_TRUE(same_bits(no_dx[1], dx0)) << "dx null: nothing written";
+      if (p == Precision::BF16) {  // the same GEMMs on the same bf16 operands, cast once before
+        const auto cast_first = run(gpu(), 3), cast_first_cpu = run(cpu(), 3);
+        for (size_t i = 0; i < want.size(); ++i) {
+          expect_close(cast_first[i], got[i], 1e-6, (tag + " bf16 input vs f32 input").c_str());
+          EXPECT_TRUE(same_bits(cast_first_cpu[i], want[i])) << tag << " output " << i << ": cpu, bf16 input";
+        }
+      }
       EXPECT_TRUE(same_bits(got[2 + 1], dW0[1])) << "the empty group's dW is untouched";
     }
 }
