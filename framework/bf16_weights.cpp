@@ -65,18 +65,13 @@ const void* weights_kept(const float* W, int64_t n, WeightForm form, int64_t byt
   return it->second.copy.get();
 }
 
-const uint16_t* bf16_weights_kept(const float* W, int64_t n, const std::function<Bf16Copy()>& make) {
-  return static_cast<const uint16_t*>(
-      weights_kept(W, n, WeightForm::Bf16, n * int64_t(sizeof(uint16_t)), [&] { return KeptCopy(make()); }));
-}
-
 const uint16_t* bf16_weights(const float* W, int64_t n) {
-  return bf16_weights_kept(W, n, [&] {
+  return static_cast<const uint16_t*>(weights_kept(W, n, WeightForm::Bf16, n * int64_t(sizeof(uint16_t)), [&] {
     MOE_LEAF_PHASE("quantize");
-    Bf16Copy copy(new uint16_t[size_t(n)], std::default_delete<uint16_t[]>());
+    std::shared_ptr<uint16_t> copy(new uint16_t[size_t(n)], std::default_delete<uint16_t[]>());
     to_bf16(copy.get(), W, n);
-    return copy;
-  });
+    return KeptCopy(copy);
+  }));
 }
 
 void bf16_weights_forget(const float* begin, int64_t n) {

@@ -13,7 +13,7 @@
 // ParamStore::bind calls). The last scope to close frees every copy.
 //
 // The copies live where W lives: bf16_weights keeps host copies of host weights, and a device
-// backend keeps device copies of device weights through bf16_weights_kept with its own maker
+// backend keeps device copies of device weights through weights_kept with its own maker
 // (framework/cuda/linear.cpp), in the same cache, under the same scope and forgetting rules.
 // fp8 GEMMs keep their forms of W the same way (WeightForm below: the 128x128-block quantised
 // values on the host, fp8_weights in precision.h; the E4M3 codes and scales on the device).
@@ -35,16 +35,10 @@ class Bf16WeightScope {
 // W[n] as bf16 bits, rounded on the first call for (W, n) inside an open scope and kept until the
 // last scope closes; null when no scope is open (the caller rounds into scratch itself).
 const uint16_t* bf16_weights(const float* W, int64_t n);
-// Storage for n bf16 values wherever the weights live, filled by the maker; freed by its deleter.
-using Bf16Copy = std::shared_ptr<uint16_t>;
-// The kept copy of W[n], made by make() on the first call for (W, n) inside an open scope; null
-// when no scope is open (make is not called).
-const uint16_t* bf16_weights_kept(const float* W, int64_t n, const std::function<Bf16Copy()>& make);
-
 // fp8 GEMMs read W in DeepSeek-V3's 128x128 blocks, quantised the same way every time: the same
 // cache keeps those forms too, one copy per (W, n, form), under the same scope and forgetting rules.
 enum class WeightForm : uint8_t {
-  Bf16,        // bf16 bits (bf16_weights, bf16_weights_kept)
+  Bf16,        // bf16 bits (bf16_weights; the device's copies)
   Fp8Blocks,   // host: W fake-quantised in 128x128 blocks, as f32 (fp8_weights, precision.h)
   Fp8Forward,  // device: W's E4M3 codes and block scales as the forward GEMM reads them
   Fp8Dgrad,    // device: the same for W^T, as the dgrad GEMM reads them

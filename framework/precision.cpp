@@ -8,6 +8,7 @@
 #include "framework/error.h"
 #include "framework/gemm.h"
 #include "framework/kernels/fp8.h"
+#include "framework/ops.h"
 #include "framework/profiler.h"
 #include "framework/scratch.h"
 #include "framework/threads.h"
@@ -156,7 +157,7 @@ const uint16_t* rounded_input(const float* x, int64_t n) {
 // rounding then leaves as it is.
 const float* widened(const uint16_t* xb, int64_t n) {
   float* x = scratch_floats(n);
-  for (int64_t i = 0; i < n; ++i) x[i] = kern::bf16_bits_to_f32(xb[i]);
+  cast_bf16_to_f32(x, xb, n);
   return x;
 }
 

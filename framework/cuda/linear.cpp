@@ -24,32 +24,40 @@ DeviceBuffer<uint16_t> to_bf16(const float* x, int64_t n, cudaStream_t stream) {
   return b;
 }
 
-// W[n] as bf16 storage: the copy kept while the weights cannot change (an open Bf16WeightScope,
-// bf16_weights.h: made once per step, or per FSDP gather, instead of once per GEMM), else a copy
-// owned here for this GEMM.
-struct Bf16Weights {
-  const uint16_t* p = nullptr;
-  DeviceBuffer<uint16_t> owned;
-};
-
-Bf16Weights weights_bf16(const float* W, int64_t n, cudaStream_t stream) {
-  Bf16Weights w;
-  w.p = bf16_weights_kept(W, n, [&] {
-    auto copy = std::make_shared<DeviceBuffer<uint16_t>>(to_bf16(W, n, stream));
-    return Bf16Copy(copy, copy->get());  // shares the buffer's ownership
-  });
-  if (!w.p) {
-    w.owned = to_bf16(W, n, stream);
-    w.p = w.owned.get();
-  }
-  return w;
-}
-
 // A fake-quantised f32 copy of x[R,C] in tr x tc tiles.
 DeviceBuffer<float> fp8_copy(const float* x, int64_t R, int64_t C, int64_t tr, int64_t tc, cudaStream_t stream) {
   DeviceBuffer<float> q(R * C);
   fp8_quantize(q.get(), x, R, C, tr, tc, stream);
   return q;
+}
+
+// W[n] in one form of T values as a GEMM reads it, made by make() (a DeviceBuffer<T>): the copy
+// kept while the weights cannot change (an open Bf16WeightScope, bf16_weights.h: made once per
+// step, or per FSDP gather, instead of once per GEMM), else a copy owned here for this GEMM.
+template <class T>
+struct WeightBuffer {
+  const T* p = nullptr;
+  DeviceBuffer<T> owned;
+};
+
+template <class T, class Make>
+WeightBuffer<T> weight_buffer(const float* W, int64_t n, WeightForm form, Make make) {
+  WeightBuffer<T> w;
+  w.p = static_cast<const T*>(weights_kept(W, n, form, n * int64_t(sizeof(T)), [&] {
+    auto copy = std::make_shared<DeviceBuffer<T>>(make());
+    return KeptCopy(copy, copy->get());  // shares the buffer's ownership
+  }));
+  if (!w.p) {
+    w.owned = make();
+    w.p = w.owned.get();
+  }
+  return w;
+}
+
+using Bf16Weights = WeightBuffer<uint16_t>;
+
+Bf16Weights weights_bf16(const float* W, int64_t n, cudaStream_t s) {
+  return weight_buffer<uint16_t>(W, n, WeightForm::Bf16, [&] { return to_bf16(W, n, s); });
 }
 
 // W[out, in] at fp8 as a GEMM reads it: its E4M3 operand (plan.Y: W's 128x128 blocks, transposed
@@ -78,24 +86,8 @@ Fp8WeightOperand fp8_weight_operand(const float* W, const Fp8LinearPlan& p, bool
   return w;
 }
 
-struct Fp8WeightValues {
-  const float* p = nullptr;
-  DeviceBuffer<float> owned;
-};
-
-Fp8WeightValues fp8_weight_values(const float* W, int64_t in, int64_t out, cudaStream_t s) {
-  Fp8WeightValues w;
-  w.p = static_cast<const float*>(weights_kept(W, out * in, WeightForm::Fp8Blocks, out * in * int64_t(sizeof(float)),
-                                                [&] {
-                                                  auto q = std::make_shared<DeviceBuffer<float>>(
-                                                      fp8_copy(W, out, in, kTile, kTile, s));
-                                                  return KeptCopy(q, q->get());
-                                                }));
-  if (!w.p) {
-    w.owned = fp8_copy(W, out, in, kTile, kTile, s);
-    w.p = w.owned.get();
-  }
-  return w;
+WeightBuffer<float> fp8_weight_values(const float* W, int64_t in, int64_t out, cudaStream_t s) {
+  return weight_buffer<float>(W, out * in, WeightForm::Fp8Blocks, [&] { return fp8_copy(W, out, in, kTile, kTile, s); });
 }
 
 // The three GEMMs of a linear layer, operands of element type t (f32 or bf16 storage), f32 out.
@@ -175,7 +167,7 @@ void fp8_rows_times_w(float* C, const kern::Fp8Rows& X, const float* W, bool dgr
   const kern::Fp8Rows rest = X.slice(done, X.rows - done);
   DeviceBuffer<float> xq(rest.rows * rest.cols);
   dequantize_rows(xq.get(), rest, s);
-  const Fp8WeightValues Wq = fp8_weight_values(W, in, out, s);
+  const WeightBuffer<float> Wq = fp8_weight_values(W, in, out, s);
   if (dgrad)
     dgrad_gemm(C + done * in, xq.get(), Wq.p, rest.rows, in, out, accumulate, DType::F32, s);
   else
