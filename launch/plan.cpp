@@ -57,20 +57,42 @@ const std::vector<UnitShape>& cached_units(const ModelConfig& m, int ep) {
   return cache.back().units;
 }
 
-// Elements saved for backward per token by one block (model.h BlockActs), f32 unless noted; the
-// routed experts' rows at their mean (tokens x top-k, dropless).
-double block_activation_elements(const ModelConfig& m, bool moe_block, int ep) {
+// Bytes saved for backward per token by one block (model.h BlockActs; model/layers.h kept()): f32,
+// except at bf16 the inputs only bf16 GEMMs read, kept as bf16 alone (b below); the routed experts'
+// rows at their mean (tokens x top-k, dropless), dispatched as bf16 at bf16 when D is even. In
+// parts, because blocks sharing one BlockActs (recompute) hold the union of their parts.
+struct BlockBytes {
+  double common = 0;                // norms' statistics, ln1, h, attention
+  double ln2_f32 = 0, ln2_bf16 = 0;  // ln2 (BlockActs::ln2_ND, ln2_bf16_ND)
+  double dense = 0, moe = 0;        // the dense MLP's, or the router's, dispatch's and experts'
+  double total() const { return common + ln2_f32 + ln2_bf16 + dense + moe; }
+};
+
+BlockBytes block_activation_bytes(const ModelConfig& m, bool moe_block, int ep, Precision prec) {
   const double D = m.hidden, H = m.heads, Q = m.q_lora_rank, L = m.kv_lora_rank, dq = m.qk_nope_dim + m.qk_rope_dim,
                dv = m.v_head_dim, E = m.routed_experts, K = m.experts_per_token, I = m.expert_inter;
-  double n = 4 * D + 2;                                         // ln1, attn_out, h, ln2 and the rstds
-  if (Q > 0) n += 2 * Q + 1;                                    // q_a and its norm
-  n += H * dq + 2 * L + 1 + H * (m.qk_nope_dim + dv) + H * dq + H * dv + H;  // q, kv_c, kv_norm, kv_b, k, o, lse
-  if (!moe_block) return n + 3.0 * m.dense_inter;               // gate, up, h of the dense MLP
-  n += 2 * E + 2 * K;                                           // router logits, scores, indices, weights
-  n += 3.0 * I * m.shared_experts;                              // the shared experts' gate, up, h
-  n += 2 * K + 2 * K * D;                                       // dispatch plan, permuted inputs and outputs
-  if (ep > 1) n += K * D;                                       // the rows received from other ranks
-  n += 3.0 * K * I;                                             // the routed experts' gate, up, h
+  const bool bf16 = prec == Precision::BF16, odd = m.hidden % 2 != 0;
+  const double f = kF32, b = bf16 ? 2 : kF32;
+  BlockBytes n;
+  n.common = f * (D + 2) + b * D;                                           // h, the rstds; ln1
+  if (Q > 0) n.common += f * (Q + 1) + b * Q;                               // q_a, its rstd; its norm
+  n.common += f * (H * dq + L + 1 + H * (m.qk_nope_dim + dv) + H * dq + H);  // q, kv_c, its rstd, kv_b, k, lse
+  n.common += b * (L + H * dv);                                             // kv_norm, o
+  if (!moe_block) {
+    (bf16 ? n.ln2_bf16 : n.ln2_f32) = b * D;
+    n.dense = (2 * f + b) * m.dense_inter;                                  // the MLP's gate, up, h
+    return n;
+  }
+  n.ln2_f32 = f * D;                                                        // the router reads it
+  n.ln2_bf16 = bf16 ? 2 * D : 0;
+  n.moe = f * (2 * E + 2 * K);                                              // router logits, scores, indices, weights
+  n.moe += (2 * f + b) * I * m.shared_experts;                              // the shared experts' gate, up, h
+  // The routed input rows as moved (bf16 at bf16, f32 with odd D and then rounded by the experts),
+  // the experts' outputs, the dispatch plan, the rows received from other ranks.
+  const double moved = bf16 && !odd ? 2 : f, rounded = bf16 && odd ? 2 : 0;
+  n.moe += (moved + f + rounded) * K * D + f * 2 * K;
+  if (ep > 1) n.moe += moved * K * D;
+  n.moe += (2 * f + b) * I * K;                                             // the routed experts' gate, up, h
   return n;
 }
 
@@ -168,7 +190,9 @@ Plan make_plan(const Config& cfg, const PlanLayout& L, const DeviceSpec& dev) {
   double a2a_s = 0;
   if (L.ep > 1 && moe_layers > 0) {
     const bool fp8_rows = cfg.parallel.fp8_dispatch && prec == Precision::FP8;
-    const int64_t dispatch_width = fp8_rows ? fp8_packed_width(m.hidden) : m.hidden;
+    // Floats per dispatched row: packed E4M3 rows, bf16 pairs at bf16 (even D), or f32.
+    const bool bf16_rows = prec == Precision::BF16 && m.hidden % 2 == 0;
+    const int64_t dispatch_width = fp8_rows ? fp8_packed_width(m.hidden) : bf16_rows ? m.hidden / 2 : m.hidden;
     int64_t calls = 0, bytes_per_mb = 0;
     for (int l = 0; l < m.layers + m.mtp_depth; ++l) {
       if (!is_moe_layer(m, l)) continue;
@@ -212,19 +236,29 @@ Plan make_plan(const Config& cfg, const PlanLayout& L, const DeviceSpec& dev) {
   p.comm[int(CollectiveKind::AllToAllV)].seconds = a2a_s;
 
   // Activations saved for backward, per micro-batch (model.h: resid_ of every block, BlockActs of
-  // every block or of one when recomputing, the final norm and the losses).
-  double per_token_blocks = 0, largest_block = 0;
+  // every block or of one when recomputing, the final norm and the losses; an MTP module keeps its
+  // block's too, and its own inputs, norms, projection, output and head rows).
+  // With recompute the blocks share one BlockActs, which holds the union of their parts.
+  double per_token_blocks = 0, largest_block_f32 = 0, mtp_bytes = 0;
+  BlockBytes shared;
   for (int l = 0; l < m.layers + m.mtp_depth; ++l) {
-    const double n = block_activation_elements(m, is_moe_layer(m, l), L.ep) + (l >= m.layers ? 3.0 * m.hidden : 0);
-    per_token_blocks += n;
-    largest_block = std::max(largest_block, n);
+    const BlockBytes n = block_activation_bytes(m, is_moe_layer(m, l), L.ep, prec);
+    largest_block_f32 = std::max(largest_block_f32, block_activation_bytes(m, is_moe_layer(m, l), L.ep, Precision::FP32).total());
+    if (l >= m.layers) {
+      const double k = l - m.layers + 1;  // module k runs on T - k positions
+      mtp_bytes += (n.total() + kF32 * (9.0 * m.hidden + 7)) * (double(T) - k) / double(T);
+      continue;
+    }
+    per_token_blocks += n.total();
+    shared = {std::max(shared.common, n.common), std::max(shared.ln2_f32, n.ln2_f32),
+              std::max(shared.ln2_bf16, n.ln2_bf16), std::max(shared.dense, n.dense), std::max(shared.moe, n.moe)};
   }
-  const double resid = double(m.layers + 1 + m.mtp_depth) * m.hidden + m.hidden + 4;
-  p.activation_bytes_no_recompute = int64_t((per_token_blocks + resid) * kF32 * mb_tokens);
-  p.activation_bytes_recompute = int64_t((largest_block + resid) * kF32 * mb_tokens);
+  const double resid = kF32 * (double(m.layers + 1) * m.hidden + m.hidden + 3);
+  p.activation_bytes_no_recompute = int64_t((per_token_blocks + mtp_bytes + resid) * mb_tokens);
+  p.activation_bytes_recompute = int64_t((shared.total() + mtp_bytes + resid) * mb_tokens);
   p.activation_bytes = L.recompute ? p.activation_bytes_recompute : p.activation_bytes_no_recompute;
-  // Backward's temporaries of one block (gradients of its activations) and the head's logits chunk.
-  p.workspace_bytes = int64_t(largest_block * kF32 * mb_tokens + double(std::min<int64_t>(mb_tokens, 1024)) * m.vocab_size * kF32);
+  // Backward's temporaries of one block (f32 gradients of its activations) and the head's logits chunk.
+  p.workspace_bytes = int64_t(largest_block_f32 * mb_tokens + double(std::min<int64_t>(mb_tokens, 1024)) * m.vocab_size * kF32);
   if (L.ep > 1) p.comm_buffer_bytes = 2 * mb_tokens * m.experts_per_token * int64_t(m.hidden) * kF32;
   p.runtime_bytes = int64_t(dev.runtime_gib * 1073741824.0);
   p.peak_bytes = p.state_bytes + p.gathered_bytes + p.lowp_weight_bytes + p.activation_bytes + p.workspace_bytes +
@@ -257,7 +291,7 @@ Plan make_plan(const Config& cfg, const PlanLayout& L, const DeviceSpec& dev) {
   }
   const double memory_s = dev.cpu_other_s_per_token > 0
                               ? dev.cpu_other_s_per_token * rank_tokens + dev.cpu_adamw_s_per_element * double(shard_total)
-                              : (4.0 * per_token_blocks * kF32 * rank_tokens + 28.0 * double(shard_total)) / (dev.hbm_gbps * 1e9);
+                              : (4.0 * (per_token_blocks + mtp_bytes) * rank_tokens + 28.0 * double(shard_total)) / (dev.hbm_gbps * 1e9);
   p.gemm_s = gemm_s * recompute_factor + f32_gemm_s;  // the head and router are not recomputed
   p.attention_s = attn_s * recompute_factor;
   p.memory_s = memory_s;

@@ -77,29 +77,31 @@ void MLA::project_queries(const ParamStore& ps, Activation x, int64_t N, MLAActs
   a.q_NHd.ensure({N, H, d});
   if (q_lora > 0) {
     a.qa_NQ.ensure({N, q_lora});
-    a.qa_norm_NQ.ensure({N, q_lora});
     a.qa_rstd_N.ensure({N});
     q_a_proj.forward(ps, a.qa_NQ.f32(), x, N);
     const ScratchFp8Rows qaq = fp8 ? ScratchFp8Rows(N, q_lora) : ScratchFp8Rows();
-    const Activation qa = q_a_layernorm.forward(ps, a.qa_norm_NQ.f32(), a.qa_rstd_N.f32(), a.qa_NQ.f32(), N, qaq.ptr());
+    Tensor qa_f32;
+    const Activation qa = q_a_layernorm.forward_kept(ps, a.qa_norm_NQ, qa_f32, a.qa_rstd_N.f32(), a.qa_NQ.f32(), N,
+                                                     q_b_proj.prec == Precision::BF16, qaq.ptr());
     q_b_proj.forward(ps, a.q_NHd.f32(), qa, N);
   } else {
     q_proj.forward(ps, a.q_NHd.f32(), x, N);
   }
 }
 
-// ckv [N, C] = [kv_c | k_pe] (k_pe without RoPE) and the normalised kv_c; with `latent` ([N, kv_lora],
+// ckv [N, C] = [kv_c | k_pe] (k_pe without RoPE) and the normalised kv_c (kept in a; its f32 values
+// in kv_f32 at bf16, which the caller holds while kv_b_proj reads them); with `latent` ([N, kv_lora],
 // may be null) also the normalised kv_c as kv_b_proj's GEMM reads it at its precision: what the
 // latent KV cache keeps.
 Activation MLA::project_latent(const ParamStore& ps, float* ckv, Activation x, int64_t N, MLAActs& a,
-                               const ScratchFp8Rows& kvq, float* latent) const {
+                               const ScratchFp8Rows& kvq, Tensor& kv_f32, float* latent) const {
   const int64_t C = kv_lora + rope;
   kv_a_proj_with_mqa.forward(ps, ckv, x, N);
   a.kv_c_NL.ensure({N, kv_lora});
-  a.kv_norm_NL.ensure({N, kv_lora});
   a.kv_rstd_N.ensure({N});
   compute().copy_rows(a.kv_c_NL.f32(), kv_lora, ckv, C, N, kv_lora);
-  const Activation kv = kv_a_layernorm.forward(ps, a.kv_norm_NL.f32(), a.kv_rstd_N.f32(), a.kv_c_NL.f32(), N, kvq.ptr());
+  const Activation kv = kv_a_layernorm.forward_kept(ps, a.kv_norm_NL, kv_f32, a.kv_rstd_N.f32(), a.kv_c_NL.f32(), N,
+                                                    kv_b_proj.prec == Precision::BF16, kvq.ptr());
   if (latent) {
     if (kv.e4m3)
       compute().dequantize_rows(latent, *kv.e4m3);
@@ -120,9 +122,9 @@ void MLA::forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64
   rt.apply(a.q_NHd.f32() + nope, B, T, H, H * d, d, int(rope), false);
 
   // Compressed keys/values: [kv_c | k_pe].
-  Tensor ckv = scratch({N, C}), latent = cache_rows ? scratch({N, kv_lora}) : Tensor();
+  Tensor ckv = scratch({N, C}), latent = cache_rows ? scratch({N, kv_lora}) : Tensor(), kv_f32;
   const ScratchFp8Rows kvq = fp8 ? ScratchFp8Rows(N, kv_lora) : ScratchFp8Rows();
-  const Activation kv = project_latent(ps, ckv.f32(), x, N, a, kvq, cache_rows ? latent.f32() : nullptr);
+  const Activation kv = project_latent(ps, ckv.f32(), x, N, a, kvq, kv_f32, cache_rows ? latent.f32() : nullptr);
   const float* c = ckv.f32();
   rt.apply(ckv.f32() + kv_lora, B, T, 1, C, 0, int(rope), false);
   if (cache_rows) {
@@ -138,11 +140,16 @@ void MLA::forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64
   compute().copy_rows(k, d, a.kvb_NHe.f32(), e, N * H, nope);
   compute().copy_rows(k + nope, d, c + kv_lora, C, N * H, rope, /*src_repeat=*/H);
 
-  a.o_NHv.ensure({N, H, vdim});
+  // o: at bf16 o_proj alone reads it, so only its rounding is kept (its f32 values in scratch).
+  const bool bf16 = o_proj.prec == Precision::BF16;
+  ensure_kept(a.o_NHv, N, H * vdim, bf16);
+  Tensor o_f32 = bf16 ? scratch({N, H * vdim}) : Tensor();
+  float* o = bf16 ? o_f32.f32() : a.o_NHv.f32();
   a.lse_BHT.ensure({B, H, T});
-  compute().attention_forward(a.o_NHv.f32(), a.lse_BHT.f32(), a.q_NHd.f32(), k, a.kvb_NHe.f32() + nope,
+  compute().attention_forward(o, a.lse_BHT.f32(), a.q_NHd.f32(), k, a.kvb_NHe.f32() + nope,
                               attention_layout(B, T, rt));
-  o_proj.forward(ps, y, a.o_NHv.f32(), N);
+  if (bf16) compute().cast_f32_to_bf16(a.o_NHv.data<uint16_t>(), o, N * H * vdim);
+  o_proj.forward(ps, y, {o, nullptr, bf16 ? a.o_NHv.data<uint16_t>() : nullptr}, N);
 }
 
 // The absorbed form (model/kv_cache.h): per head h, kv_b's rows [h*e, h*e + nope) are W_uk [nope, L]
@@ -158,9 +165,9 @@ void MLA::decode(const ParamStore& ps, float* y, Activation x, const LatentStep&
   compute().rope_apply(q + nope, step.cos, step.sin, 1, n, H, H * d, d, int(rope), false);
 
   // The new tokens' cache rows: [latent kv_c | k_pe with RoPE].
-  Tensor ckv = scratch({n, C}), latent = scratch({n, L});
+  Tensor ckv = scratch({n, C}), latent = scratch({n, L}), kv_f32;
   const ScratchFp8Rows kvq = fp8 ? ScratchFp8Rows(n, L) : ScratchFp8Rows();
-  project_latent(ps, ckv.f32(), x, n, a, kvq, latent.f32());
+  project_latent(ps, ckv.f32(), x, n, a, kvq, kv_f32, latent.f32());
   compute().rope_apply(ckv.f32() + L, step.cos, step.sin, 1, n, 1, C, 0, int(rope), false);
   compute().copy_rows(ckv.f32(), C, latent.f32(), L, n, L);
   for (int64_t i = 0; i < n; ++i) compute().copy_rows(cache + step.write_offset[i], C, ckv.f32() + i * C, C, 1, C);
@@ -204,7 +211,7 @@ void MLA::backward(const ParamStore& ps, float* dx, const float* dy, Activation 
   const int64_t N = B * T, d = nope + rope, e = nope + vdim, C = kv_lora + rope;
   ScratchScope scope;
   Tensor dO = scratch({N, H, vdim});
-  o_proj.backward(ps, dO.f32(), dy, a.o_NHv.f32(), N);
+  o_proj.backward(ps, dO.f32(), dy, kept(a.o_NHv), N);
 
   Tensor dq = scratch({N, H, d}), dk = scratch({N, H, d}), dkvb = scratch({N, H, e});
   float *pdk = dk.f32(), *pdkvb = dkvb.f32();
@@ -220,7 +227,7 @@ void MLA::backward(const ParamStore& ps, float* dx, const float* dy, Activation 
 
   // kv path: kv_b_proj <- kv_a_layernorm <- kv_c part of kv_a_proj_with_mqa.
   Tensor dkv_norm = scratch({N, kv_lora}), dkv_c = scratch({N, kv_lora});
-  kv_b_proj.backward(ps, dkv_norm.f32(), pdkvb, a.kv_norm_NL.f32(), N);
+  kv_b_proj.backward(ps, dkv_norm.f32(), pdkvb, kept(a.kv_norm_NL), N);
   kv_a_layernorm.backward(ps, dkv_c.f32(), dkv_norm.f32(), a.kv_c_NL.f32(), a.kv_rstd_N.f32(), N);
   compute().copy_rows(pdc, C, dkv_c.f32(), kv_lora, N, kv_lora);
   kv_a_proj_with_mqa.backward(ps, dx, pdc, x, N, /*accumulate_dx=*/true);
@@ -229,7 +236,7 @@ void MLA::backward(const ParamStore& ps, float* dx, const float* dy, Activation 
   rt.apply(dq.f32() + nope, B, T, H, H * d, d, int(rope), true);
   if (q_lora > 0) {
     Tensor dqa_norm = scratch({N, q_lora}), dqa = scratch({N, q_lora});
-    q_b_proj.backward(ps, dqa_norm.f32(), dq.f32(), a.qa_norm_NQ.f32(), N);
+    q_b_proj.backward(ps, dqa_norm.f32(), dq.f32(), kept(a.qa_norm_NQ), N);
     q_a_layernorm.backward(ps, dqa.f32(), dqa_norm.f32(), a.qa_NQ.f32(), a.qa_rstd_N.f32(), N);
     q_a_proj.backward(ps, dx, dqa.f32(), x, N, /*accumulate_dx=*/true);
   } else {

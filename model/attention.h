@@ -23,13 +23,19 @@
 namespace moe {
 
 struct MLAActs {
+  // The norms' outputs and o are read only by the projections after them: bf16 at bf16 (kept(),
+  // model/layers.h), else f32.
   Tensor qa_NQ, qa_norm_NQ, qa_rstd_N;  // q low-rank path (empty when q_lora_rank == 0)
   Tensor q_NHd;                         // queries, RoPE applied
   Tensor kv_c_NL, kv_norm_NL, kv_rstd_N;
   Tensor kvb_NHe;  // kv_b_proj output: per head [k_nope | v]
   Tensor k_NHd;    // keys, RoPE applied to the shared rope part
-  Tensor o_NHv;    // attention output, o_proj's input
+  Tensor o_NHv;    // attention output, o_proj's input [N, H * vdim]
   Tensor lse_BHT;
+  int64_t bytes() const {
+    return Tensor::total_bytes(qa_NQ, qa_norm_NQ, qa_rstd_N, q_NHd, kv_c_NL, kv_norm_NL, kv_rstd_N, kvb_NHe, k_NHd,
+                               o_NHv, lse_BHT);
+  }
 };
 
 // The positions of a forward's tokens: RoPE tables of positions 0..T-1, and under a document mask
@@ -85,7 +91,7 @@ struct MLA {
   AttentionLayout attention_layout(int64_t B, int64_t T, const RopeTables& rt) const;
   void project_queries(const ParamStore& ps, Activation x, int64_t N, MLAActs& a) const;
   Activation project_latent(const ParamStore& ps, float* ckv, Activation x, int64_t N, MLAActs& a,
-                            const ScratchFp8Rows& kvq, float* latent) const;
+                            const ScratchFp8Rows& kvq, Tensor& kv_f32, float* latent) const;
 };
 
 }  // namespace moe

@@ -5,6 +5,15 @@
 
 namespace moe {
 
+Activation kept(const Tensor& t) {
+  if (t.dtype() == DType::BF16) return {nullptr, nullptr, t.data<uint16_t>()};
+  return t.f32();
+}
+
+void ensure_kept(Tensor& t, int64_t N, int64_t cols, bool bf16_only) {
+  t.ensure({N, cols}, bf16_only ? DType::BF16 : DType::F32);
+}
+
 void Linear::init(ParamStore& ps, const std::string& name, int64_t in_features, int64_t out_features, float std) {
   in = in_features;
   out = out_features;
@@ -16,6 +25,7 @@ void Linear::forward(const ParamStore& ps, float* y, Activation x, int64_t N, bo
     return compute().linear_forward_fp8(y, *x.e4m3, ps.param(w).f32(), out, accumulate);
   if (x.bf16 && prec == Precision::BF16)
     return compute().linear_forward_bf16(y, x.bf16, ps.param(w).f32(), N, in, out, accumulate);
+  MOE_CHECK(x.f32, "Linear: an input kept only in bf16 read at ", precision_name(prec));
   compute().linear_forward(y, x.f32, ps.param(w).f32(), N, in, out, accumulate, prec);
 }
 
@@ -24,6 +34,7 @@ void Linear::backward(const ParamStore& ps, float* dx, const float* dy, Activati
   if (x.bf16 && prec == Precision::BF16)
     return compute().linear_backward_bf16(dx, ps.grad(w).f32(), dy, x.bf16, ps.param(w).f32(), N, in, out,
                                           accumulate_dx);
+  MOE_CHECK(x.f32, "Linear: an input kept only in bf16 read at ", precision_name(prec));
   compute().linear_backward(dx, ps.grad(w).f32(), dy, x.f32, ps.param(w).f32(), N, in, out, accumulate_dx, prec);
 }
 
@@ -43,6 +54,14 @@ Activation RMSNorm::forward(const ParamStore& ps, float* y, float* rstd, const f
   return {y, yq, yb};
 }
 
+Activation RMSNorm::forward_kept(const ParamStore& ps, Tensor& y_kept, Tensor& y_scratch, float* rstd,
+                                 const float* x, int64_t N, bool bf16_only, const Fp8Rows* yq) const {
+  ensure_kept(y_kept, N, dim, bf16_only);
+  if (!bf16_only) return forward(ps, y_kept.f32(), rstd, x, N, yq);
+  y_scratch = scratch({N, dim});
+  return forward(ps, y_scratch.f32(), rstd, x, N, nullptr, y_kept.data<uint16_t>());
+}
+
 void RMSNorm::backward(const ParamStore& ps, float* dx, const float* dy, const float* x, const float* rstd,
                        int64_t N, bool accumulate_dx) const {
   compute().rmsnorm_backward(dx, ps.grad(w).f32(), dy, x, ps.param(w).f32(), rstd, N, dim, accumulate_dx);
@@ -56,11 +75,16 @@ void SwiGLUMLP::init(ParamStore& ps, const std::string& prefix, int64_t hidden, 
 
 void SwiGLUMLP::forward(const ParamStore& ps, float* y, Activation x, int64_t N, MLPActs& a, bool accumulate) const {
   int64_t I = gate_proj.out;
+  const bool bf16 = down_proj.prec == Precision::BF16;
   a.gate_NI.ensure({N, I});
   a.up_NI.ensure({N, I});
-  a.h_NI.ensure({N, I});
+  ensure_kept(a.h_NI, N, I, bf16);
   gate_proj.forward(ps, a.gate_NI.f32(), x, N);
   up_proj.forward(ps, a.up_NI.f32(), x, N);
+  if (bf16) {
+    compute().swiglu_forward_bf16(a.h_NI.data<uint16_t>(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
+    return down_proj.forward(ps, y, kept(a.h_NI), N, accumulate);
+  }
   if (down_proj.prec != Precision::FP8) {
     compute().swiglu_forward(a.h_NI.f32(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
     return down_proj.forward(ps, y, a.h_NI.f32(), N, accumulate);
@@ -77,7 +101,7 @@ void SwiGLUMLP::backward(const ParamStore& ps, float* dx, const float* dy, Activ
   int64_t I = gate_proj.out;
   ScratchScope scope;
   Tensor dh = scratch({N, I}), dg = scratch({N, I}), du = scratch({N, I});
-  down_proj.backward(ps, dh.f32(), dy, a.h_NI.f32(), N);
+  down_proj.backward(ps, dh.f32(), dy, kept(a.h_NI), N);
   compute().swiglu_backward(dg.f32(), du.f32(), dh.f32(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
   gate_proj.backward(ps, dx, dg.f32(), x, N, accumulate_dx);
   up_proj.backward(ps, dx, du.f32(), x, N, /*accumulate_dx=*/true);

@@ -26,6 +26,15 @@ struct Activation {
       : f32(x), e4m3(xq), bf16(xb) {}
 };
 
+// Activations kept for backward are stored as their backward readers take them: at bf16 an input
+// that only bf16 GEMMs read (a norm's output before projections, SwiGLU's output, the attention
+// output) is kept as its bf16 rounding alone, half the bytes and the same bits those GEMMs read;
+// everything else stays f32. kept(t) is t as an Activation: its bf16 values (f32 null) when t is a
+// bf16 tensor, else its f32 values.
+Activation kept(const Tensor& t);
+// The storage of such an activation, [N, cols]: bf16 when bf16_only, else f32.
+void ensure_kept(Tensor& t, int64_t N, int64_t cols, bool bf16_only);
+
 struct Linear {
   int w = -1;
   int64_t in = 0, out = 0;
@@ -47,14 +56,21 @@ struct RMSNorm {
   // y rounded to bf16 [N, dim], for bf16 layers. Returns y as they read it (with yq or yb).
   Activation forward(const ParamStore& ps, float* y, float* rstd, const float* x, int64_t N,
                      const Fp8Rows* yq = nullptr, uint16_t* yb = nullptr) const;
+  // forward with y kept for backward in `y_kept` (ensure_kept): with bf16_only its bf16 rounding
+  // alone, the f32 values going to `y_scratch` (scratch of the caller's scope, which must hold it
+  // while the forward reads y); else y in f32, with its E4M3 rows in yq when given.
+  Activation forward_kept(const ParamStore& ps, Tensor& y_kept, Tensor& y_scratch, float* rstd, const float* x,
+                          int64_t N, bool bf16_only, const Fp8Rows* yq = nullptr) const;
   void backward(const ParamStore& ps, float* dx, const float* dy, const float* x, const float* rstd, int64_t N,
                 bool accumulate_dx = false) const;
 };
 
 // What SwiGLU's backward needs: the two projections before the activation and the product.
 struct MLPActs {
-  Tensor gate_NI, up_NI, h_NI;
-  Tensor x_bf16;  // the routed experts at bf16: their input rows rounded once (MoELayer::run_experts)
+  Tensor gate_NI, up_NI;
+  Tensor h_NI;  // down_proj's input: bf16 at bf16 (kept), else f32
+  Tensor x_bf16;  // the routed experts at bf16 with odd D: their f32 input rows rounded once (MoELayer::run_experts)
+  int64_t bytes() const { return Tensor::total_bytes(gate_NI, up_NI, h_NI, x_bf16); }
 };
 
 // down(silu(gate(x)) * up(x)); names <prefix>.{gate_proj, up_proj, down_proj}.weight

@@ -37,10 +37,11 @@ void Block::forward(const ParamStore& ps, float* y, const float* x, int64_t B, i
   // uses (the router and the f32 activations kept for backward read the f32 outputs).
   ScratchScope scope;
   const ScratchFp8Rows q1 = prec == Precision::FP8 ? ScratchFp8Rows(N, D) : ScratchFp8Rows();
-  const Activation ln1 =
-      input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, N, q1.ptr(), bf16_copy(a.ln1_bf16_ND, N));
-  self_attn.forward(ps, a.attn_out_ND.f32(), ln1, B, T, rt, a.attn, cache_rows);
-  feed_forward(ps, y, x, B, T, a, load_E);
+  Tensor ln1_f32, attn_out = scratch({N, D});
+  const Activation ln1 = input_layernorm.forward_kept(ps, a.ln1_ND, ln1_f32, a.ln1_rstd_N.f32(), x, N,
+                                                      prec == Precision::BF16, q1.ptr());
+  self_attn.forward(ps, attn_out.f32(), ln1, B, T, rt, a.attn, cache_rows);
+  feed_forward(ps, y, x, attn_out.f32(), B, T, a, load_E);
 }
 
 void Block::decode(const ParamStore& ps, float* y, const float* x, const LatentStep& step, float* cache,
@@ -49,9 +50,10 @@ void Block::decode(const ParamStore& ps, float* y, const float* x, const LatentS
   ensure_acts(n, a);
   ScratchScope scope;
   const ScratchFp8Rows q1 = prec == Precision::FP8 ? ScratchFp8Rows(n, D) : ScratchFp8Rows();
-  const Activation ln1 = input_layernorm.forward(ps, a.ln1_ND.f32(), a.ln1_rstd_N.f32(), x, n, q1.ptr());
-  self_attn.decode(ps, a.attn_out_ND.f32(), ln1, step, cache, kv_b_eff, a.attn);
-  feed_forward(ps, y, x, n, 1, a, nullptr);  // every token is a sequence of its own to the MoE
+  Tensor ln1_f32 = scratch({n, D}), attn_out = scratch({n, D});
+  const Activation ln1 = input_layernorm.forward(ps, ln1_f32.f32(), a.ln1_rstd_N.f32(), x, n, q1.ptr());
+  self_attn.decode(ps, attn_out.f32(), ln1, step, cache, kv_b_eff, a.attn);
+  feed_forward(ps, y, x, attn_out.f32(), n, 1, a, nullptr);  // every token is a sequence of its own to the MoE
 }
 
 uint16_t* Block::bf16_copy(Tensor& t, int64_t N) const {
@@ -66,21 +68,30 @@ const uint16_t* Block::kept_bf16(const Tensor& t) const {
 
 void Block::ensure_acts(int64_t N, BlockActs& a) const {
   const int64_t D = input_layernorm.dim;
-  a.ln1_ND.ensure({N, D}); a.ln1_rstd_N.ensure({N});
-  a.attn_out_ND.ensure({N, D}); a.h_ND.ensure({N, D});
-  a.ln2_ND.ensure({N, D}); a.ln2_rstd_N.ensure({N});
+  a.ln1_rstd_N.ensure({N});
+  a.h_ND.ensure({N, D});
+  a.ln2_rstd_N.ensure({N});
 }
 
 // h = x + attn_out; y = h + mlp(ln2(h)).
-void Block::feed_forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, BlockActs& a,
-                         float* load_E) const {
+void Block::feed_forward(const ParamStore& ps, float* y, const float* x, const float* attn_out, int64_t B,
+                         int64_t T, BlockActs& a, float* load_E) const {
   const int64_t N = B * T, D = input_layernorm.dim;
   ScratchScope scope;
   const ScratchFp8Rows q2 = prec == Precision::FP8 ? ScratchFp8Rows(N, D) : ScratchFp8Rows();
   float* h = a.h_ND.f32();
-  compute().add(h, x, a.attn_out_ND.f32(), N * D);
-  const Activation ln2 = post_attention_layernorm.forward(ps, a.ln2_ND.f32(), a.ln2_rstd_N.f32(), h, N, q2.ptr(),
-                                                         bf16_copy(a.ln2_bf16_ND, N));
+  compute().add(h, x, attn_out, N * D);
+  Tensor ln2_f32;
+  const bool bf16 = prec == Precision::BF16;
+  auto norm = [&]() -> Activation {
+    if (!is_moe)
+      return post_attention_layernorm.forward_kept(ps, bf16 ? a.ln2_bf16_ND : a.ln2_ND, ln2_f32, a.ln2_rstd_N.f32(),
+                                                   h, N, bf16, q2.ptr());
+    a.ln2_ND.ensure({N, D});
+    return post_attention_layernorm.forward(ps, a.ln2_ND.f32(), a.ln2_rstd_N.f32(), h, N, q2.ptr(),
+                                            bf16_copy(a.ln2_bf16_ND, N));
+  };
+  const Activation ln2 = norm();
   if (is_moe)
     moe.forward(ps, y, ln2, B, T, a.moe, load_E);
   else
@@ -94,7 +105,9 @@ void Block::backward(const ParamStore& ps, float* dx, const float* dy, const flo
   // x_out = h + mlp(ln2(h)):  dh = dy + ln2^T mlp^T dy
   ScratchScope scope;
   Tensor dln2 = scratch({N, D}), dh = scratch({N, D});
-  const Activation ln2(a.ln2_ND.f32(), nullptr, kept_bf16(a.ln2_bf16_ND));
+  const Activation ln2 = is_moe                       ? Activation(a.ln2_ND.f32(), nullptr, kept_bf16(a.ln2_bf16_ND))
+                         : prec == Precision::BF16 ? kept(a.ln2_bf16_ND)
+                                                   : kept(a.ln2_ND);
   if (is_moe)
     moe.backward(ps, dln2.f32(), dy, ln2, B, T, a.moe, loss_scale);
   else
@@ -105,7 +118,7 @@ void Block::backward(const ParamStore& ps, float* dx, const float* dy, const flo
   // h = x + attn(ln1(x)):  dx = dh + ln1^T attn^T dh
   Tensor dln1 = scratch({N, D});
   dln1.zero_();
-  self_attn.backward(ps, dln1.f32(), pdh, {a.ln1_ND.f32(), nullptr, kept_bf16(a.ln1_bf16_ND)}, B, T, rt, a.attn);
+  self_attn.backward(ps, dln1.f32(), pdh, kept(a.ln1_ND), B, T, rt, a.attn);
   input_layernorm.backward(ps, dx, dln1.f32(), x, a.ln1_rstd_N.f32(), N);
   compute().add(dx, dx, pdh, N * D);
 }
@@ -188,6 +201,14 @@ void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load, KVCache* cach
     });
     if (blocks_[l].is_moe) add_router_losses(blocks_[l].moe.gate, a.moe.router);
   }
+}
+
+int64_t DeepSeekV3::activation_bytes() const {
+  int64_t n = Tensor::total_bytes(xf_ND, xf_rstd_N, lse_N, losses_N);
+  for (const Tensor& t : resid_) n += t.nbytes();
+  for (const BlockActs& a : acts_) n += a.bytes();
+  for (const MTPModule& m : mtp_) n += m.acts.bytes();
+  return n;
 }
 
 void DeepSeekV3::add_router_losses(const Router& r, const RouterActs& a) {

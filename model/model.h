@@ -21,13 +21,21 @@
 namespace moe {
 
 struct BlockActs {
-  Tensor ln1_ND, ln1_rstd_N, attn_out_ND, h_ND, ln2_ND, ln2_rstd_N;
-  // At bf16: the norms' outputs rounded once, read by the projections after them in forward and
-  // by their weight gradients in backward (q_a and kv_a; the shared experts' or MLP's gate and up).
-  Tensor ln1_bf16_ND, ln2_bf16_ND;
+  // The norms' outputs as their backward readers take them (kept(), model/layers.h): ln1 (read by
+  // q_a and kv_a) bf16 at bf16, else f32. ln2: f32 in ln2_ND, bf16 in ln2_bf16_ND (each tensor
+  // keeps its type, so blocks sharing one BlockActs under recompute do not reallocate it): a MoE
+  // block keeps the f32 (the router reads it) and at bf16 also the bf16 (the shared experts and the
+  // dispatch read it); a dense block at bf16 only the bf16 (the MLP's gate and up), else the f32.
+  // The attention's output is not kept: only h needs it.
+  Tensor ln1_ND, ln1_rstd_N, h_ND, ln2_ND, ln2_rstd_N;
+  Tensor ln2_bf16_ND;
   MLAActs attn;
   MoEActs moe;
   MLPActs mlp;
+  int64_t bytes() const {
+    return Tensor::total_bytes(ln1_ND, ln1_rstd_N, h_ND, ln2_ND, ln2_rstd_N, ln2_bf16_ND) + attn.bytes() +
+           moe.bytes() + mlp.bytes();
+  }
 };
 
 struct Block {
@@ -64,8 +72,8 @@ struct Block {
   uint16_t* bf16_copy(Tensor& t, int64_t N) const;
   // At bf16: the rounded output the forward kept in t; else null.
   const uint16_t* kept_bf16(const Tensor& t) const;
-  void feed_forward(const ParamStore& ps, float* y, const float* x, int64_t B, int64_t T, BlockActs& a,
-                    float* load_E) const;
+  void feed_forward(const ParamStore& ps, float* y, const float* x, const float* attn_out, int64_t B, int64_t T,
+                    BlockActs& a, float* load_E) const;
 };
 
 // A multi-token prediction module (DeepSeek-V3 report, section 2.2; model/mtp.cpp). Module k
@@ -80,6 +88,11 @@ struct MTPActs {
   Tensor hin_ND, emb_ND, e_ND, e_rstd_N, hn_ND, hn_rstd_N, cat_N2D, x_ND, out_ND;
   Tensor xf_ND, xf_rstd_N, lse_N, losses_N;
   BlockActs block;
+  int64_t bytes() const {
+    return Tensor::total_bytes(ids_N, targets_N, hin_ND, emb_ND, e_ND, e_rstd_N, hn_ND, hn_rstd_N, cat_N2D, x_ND,
+                               out_ND, xf_ND, xf_rstd_N, lse_N, losses_N) +
+           block.bytes();
+  }
 };
 
 struct MTPModule {
@@ -180,6 +193,10 @@ class DeepSeekV3 {
   // Cross-entropy of every position of the last forward(), [B*T] nats (-log p(targets[i] | ids[..i])
   // within its sequence), downloaded to the host: per-token log-likelihoods for scoring continuations.
   std::vector<float> token_losses() const;
+  // Bytes of the activations the last forward() kept for backward: the residual stream, every
+  // block's saved activations (one block's with recompute), the head's and the MTP modules'.
+  // Measured from the tensors held, for `moe bench train` and to check `moe plan`'s estimate.
+  int64_t activation_bytes() const;
 
   // Tokens routed to each expert since the last reset, [moe_layers, E], on the host (for logging,
   // the bias update and cross-rank reduction by the trainer). The MoE blocks of the MTP modules

@@ -48,24 +48,31 @@ void MoELayer::run_experts(const ParamStore& ps, const ExpertRows& rows, const E
   const int64_t* offsets = groups.offsets.data();
   a.gate_NI.ensure({R, I});
   a.up_NI.ensure({R, I});
-  a.h_NI.ensure({R, I});
+  ensure_kept(a.h_NI, R, I, prec == Precision::BF16);
   Backend& c = compute();
   auto Wg = expert_weights(ps, &SwiGLUMLP::gate_proj, false), Wu = expert_weights(ps, &SwiGLUMLP::up_proj, false),
        Wd = expert_weights(ps, &SwiGLUMLP::down_proj, false);
-  float *gate = a.gate_NI.f32(), *up = a.up_NI.f32(), *h = a.h_NI.f32();
-  if (prec != Precision::FP8) {
-    if (prec == Precision::BF16) {
-      // The rows rounded once and kept for backward: gate and up read them in forward and for
-      // their weight gradients (instead of rounding them in each of those four GEMMs).
+  float *gate = a.gate_NI.f32(), *up = a.up_NI.f32();
+  if (prec == Precision::BF16) {
+    // The GEMMs read the rows' bf16 rounding, kept for the weight gradients: as dispatched, or
+    // (odd D, f32 rows) rounded here once instead of in each of those four GEMMs. SwiGLU's
+    // output is kept as down_proj reads it, in bf16 only.
+    const uint16_t* xb = rows.xb;
+    if (!xb) {
       a.x_bf16.ensure({R, D}, DType::BF16);
-      uint16_t* xb = a.x_bf16.data<uint16_t>();
-      c.cast_f32_to_bf16(xb, rows.x, R * D);
-      c.grouped_linear_forward_bf16(gate, xb, Wg.data(), offsets, G, D, I);
-      c.grouped_linear_forward_bf16(up, xb, Wu.data(), offsets, G, D, I);
-    } else {
-      c.grouped_linear_forward(gate, rows.x, Wg.data(), offsets, G, D, I, prec);
-      c.grouped_linear_forward(up, rows.x, Wu.data(), offsets, G, D, I, prec);
+      c.cast_f32_to_bf16(a.x_bf16.data<uint16_t>(), rows.x, R * D);
+      xb = a.x_bf16.data<uint16_t>();
     }
+    c.grouped_linear_forward_bf16(gate, xb, Wg.data(), offsets, G, D, I);
+    c.grouped_linear_forward_bf16(up, xb, Wu.data(), offsets, G, D, I);
+    uint16_t* hb = a.h_NI.data<uint16_t>();
+    c.swiglu_forward_bf16(hb, gate, up, R * I);
+    return c.grouped_linear_forward_bf16(rows.y, hb, Wd.data(), offsets, G, I, D);
+  }
+  float* h = a.h_NI.f32();
+  if (prec != Precision::FP8) {
+    c.grouped_linear_forward(gate, rows.x, Wg.data(), offsets, G, D, I, prec);
+    c.grouped_linear_forward(up, rows.x, Wu.data(), offsets, G, D, I, prec);
     c.swiglu_forward(h, gate, up, R * I);
     return c.grouped_linear_forward(rows.y, h, Wd.data(), offsets, G, I, D, prec);
   }
@@ -99,9 +106,10 @@ void MoELayer::run_experts_backward(const ParamStore& ps, const ExpertGradRows& 
        dWd = expert_weights(ps, &SwiGLUMLP::down_proj, true);
   ScratchScope scope;
   Tensor dh = scratch({R, I}), dg = scratch({R, I}), du = scratch({R, I});
-  projection_backward(groups, dh.f32(), dWd.data(), g.dy, a.h_NI.f32(), nullptr, Wd.data(), I, D, false);
+  const Activation h = kept(a.h_NI);
+  projection_backward(groups, dh.f32(), dWd.data(), g.dy, h.f32, h.bf16, Wd.data(), I, D, false);
   c.swiglu_backward(dg.f32(), du.f32(), dh.f32(), a.gate_NI.f32(), a.up_NI.f32(), R * I);
-  const uint16_t* xb = prec == Precision::BF16 ? a.x_bf16.data<uint16_t>() : nullptr;
+  const uint16_t* xb = prec != Precision::BF16 ? nullptr : g.xb ? g.xb : a.x_bf16.data<uint16_t>();
   projection_backward(groups, g.dx, dWg.data(), dg.f32(), g.x, xb, Wg.data(), D, I, false);
   projection_backward(groups, g.dx, dWu.data(), du.f32(), g.x, xb, Wu.data(), D, I, true);
 }
@@ -155,7 +163,9 @@ void MoELayer::forward(const ParamStore& ps, float* y, Activation x, int64_t B, 
   const int64_t N = B * T;
   ScratchScope scope;  // the dispatched rows live until combine
   gate.forward(ps, x.f32, B, T, a.router);
-  const ExpertRows rows = dispatcher.dispatch(x, a.router.idx_NK, N, a.dispatch, load_E);
+  // x's bf16 rounding is dispatched (instead of x) only to bf16 experts.
+  const Activation xd(x.f32, x.e4m3, prec == Precision::BF16 ? x.bf16 : nullptr);
+  const ExpertRows rows = dispatcher.dispatch(xd, a.router.idx_NK, N, a.dispatch, load_E);
   run_experts(ps, rows, a.dispatch.groups, a.experts);
   if (has_shared) {
     MOE_PHASE("experts");

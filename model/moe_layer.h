@@ -22,6 +22,7 @@ struct MoEActs {
   MLPActs shared;
   DispatchActs dispatch;
   MLPActs experts;  // over the rows this rank's experts ran, in local expert order
+  int64_t bytes() const { return router.bytes() + shared.bytes() + dispatch.bytes() + experts.bytes(); }
 };
 
 struct MoELayer {

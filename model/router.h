@@ -27,6 +27,7 @@ struct RouterActs {
   // balance frequencies f_BE backward needs, both computed and kept on the compute device (the
   // model sums the layers' losses there and downloads the total once per forward).
   Tensor losses_2, f_BE;
+  int64_t bytes() const { return Tensor::total_bytes(logits_NE, scores_NE, idx_NK, weights_NK, losses_2, f_BE); }
 };
 
 struct Router {

@@ -39,9 +39,13 @@ ExpertRows TokenDispatcher::dispatch(Activation x, const Tensor& idx_NK, int64_t
   if (load_E)
     for (int64_t e = 0; e < E; ++e) load_E[e] += float(a.offsets[e + 1] - a.offsets[e]);
 
-  a.xs_PD.ensure({P, D});
+  // Rows move as floats: width per row, D of them or D / 2 holding bf16 pairs.
+  const bool send_bf16 = x.bf16 && D % 2 == 0;
+  const DType row_type = send_bf16 ? DType::BF16 : DType::F32;
+  const int64_t width = send_bf16 ? D / 2 : D;
+  a.xs_PD.ensure({P, D}, row_type);
   a.ys_PD.ensure({P, D});
-  float* xs = a.xs_PD.f32();
+  float* xs = static_cast<float*>(a.xs_PD.raw());
   // At fp8, x's E4M3 rows travel with x to local experts, and with fp8_dispatch to remote ones too
   // (1x128 tiles lie inside a row: moving rows moves their codes and scales unchanged). With
   // fp8_dispatch the experts' backward reads the rows de-quantised, on every ep alike.
@@ -55,15 +59,23 @@ ExpertRows TokenDispatcher::dispatch(Activation x, const Tensor& idx_NK, int64_t
     // The local experts' backward reads xs (remote experts read what they receive).
     if (send_fp8 && !exchange) compute().dequantize_rows(xs, xsq.get());
   } else {
-    compute().moe_permute(xs, x.f32, a.slot_of.data<int32_t>(), P, K, D);
+    const float* x_rows = send_bf16 ? reinterpret_cast<const float*>(x.bf16) : x.f32;
+    compute().moe_permute(xs, x_rows, a.slot_of.data<int32_t>(), P, K, width);
   }
+  // The rows the experts read, and their layout, from what was moved.
+  auto hand_over = [&](const Tensor& moved) {
+    if (send_bf16)
+      rows.xb = moved.data<uint16_t>();
+    else
+      rows.x = moved.f32();
+  };
 
   if (!exchange) {
     MOE_CHECK(local_experts == E, "experts split into parts but no expert exchange to reach them");
     a.groups.sources = 1;
     a.groups.offsets = a.offsets;
     a.groups.source_offsets = a.offsets;
-    rows.x = xs;
+    hand_over(a.xs_PD);
     rows.xq = xsq;
     rows.y = a.ys_PD.f32();
     return rows;
@@ -78,27 +90,27 @@ ExpertRows TokenDispatcher::dispatch(Activation x, const Tensor& idx_NK, int64_t
   const int64_t R = plan_blocks(a);
   rows.received = scratch({R, D});
   rows.outputs = scratch({R, D});
-  a.xl_RD.ensure({R, D});
+  a.xl_RD.ensure({R, D}, row_type);
   if (send_fp8) {
-    const int64_t width = fp8_packed_width(D);
-    Tensor send = scratch({P, width}), recv = scratch({R, width}), local = scratch({R, width});
+    const int64_t packed = fp8_packed_width(D);
+    Tensor send = scratch({P, packed}), recv = scratch({R, packed}), local = scratch({R, packed});
     pack_fp8_rows(send.f32(), xsq.get());
     {
       MOE_PHASE("expert_dispatch");
-      exchange->dispatch(a.plan, send.f32(), recv.f32(), width);
+      exchange->dispatch(a.plan, send.f32(), recv.f32(), packed);
     }
-    move_blocks(a, local.f32(), recv.f32(), /*to_local=*/true, width);
+    move_blocks(a, local.f32(), recv.f32(), /*to_local=*/true, packed);
     rows.xq = ScratchFp8Rows(R, D);
     unpack_fp8_rows(rows.xq.get(), local.f32());
     compute().dequantize_rows(a.xl_RD.f32(), rows.xq.get());
   } else {
     {
       MOE_PHASE("expert_dispatch");
-      exchange->dispatch(a.plan, xs, rows.received.f32(), D);
+      exchange->dispatch(a.plan, xs, rows.received.f32(), width);
     }
-    move_blocks(a, a.xl_RD.f32(), rows.received.f32(), /*to_local=*/true, D);
+    move_blocks(a, static_cast<float*>(a.xl_RD.raw()), rows.received.f32(), /*to_local=*/true, width);
   }
-  rows.x = a.xl_RD.f32();
+  hand_over(a.xl_RD);
   rows.y = rows.outputs.f32();
   return rows;
 }
@@ -123,8 +135,14 @@ ExpertGradRows TokenDispatcher::combine_backward(float* dw_NK, const float* dy, 
   compute().moe_unpermute_backward(dw_NK, g.dy_permuted.f32(), dy, a.ys_PD.f32(), a.pos_of.data<int32_t>(), w_NK,
                                    N, K, D);
   g.dx_permuted = scratch({P, D});
+  auto saved_rows = [&](const Tensor& t) {
+    if (t.dtype() == DType::BF16)
+      g.xb = t.data<uint16_t>();
+    else
+      g.x = t.f32();
+  };
   if (!exchange) {
-    g.x = a.xs_PD.f32();
+    saved_rows(a.xs_PD);
     g.dy = g.dy_permuted.f32();
     g.dx = g.dx_permuted.f32();
     return g;
@@ -138,7 +156,7 @@ ExpertGradRows TokenDispatcher::combine_backward(float* dw_NK, const float* dy, 
     exchange->dispatch(a.plan, g.dy_permuted.f32(), g.received.f32(), D);
   }
   move_blocks(a, g.dy_local.f32(), g.received.f32(), /*to_local=*/true, D);
-  g.x = a.xl_RD.f32();
+  saved_rows(a.xl_RD);
   g.dy = g.dy_local.f32();
   g.dx = g.dx_local.f32();
   return g;

@@ -37,7 +37,8 @@ struct ExpertGroups {
 // What dispatch hands the experts; scratch (framework/scratch.h) of the caller's ScratchScope,
 // valid until combine.
 struct ExpertRows {
-  const float* x = nullptr;  // [R, D] the experts' input rows, grouped by ExpertGroups
+  const float* x = nullptr;      // [R, D] the experts' input rows, grouped by ExpertGroups; or, at bf16,
+  const uint16_t* xb = nullptr;  // their bf16 rounding instead (x null): what bf16 experts read
   ScratchFp8Rows xq;         // their E4M3 rows at fp8 when they came with x (else none: quantise x)
   float* y = nullptr;        // [R, D] the experts write their outputs here
   Tensor outputs, received;  // the dispatcher's buffers behind y and combine's way back
@@ -46,7 +47,8 @@ struct ExpertRows {
 // Backward: the experts' output gradients on the same rows and where their input gradients go;
 // scratch of the caller's ScratchScope, valid until dispatch_backward.
 struct ExpertGradRows {
-  const float* x = nullptr;   // [R, D] the forward's input rows (saved in DispatchActs)
+  const float* x = nullptr;      // [R, D] the forward's input rows (saved in DispatchActs), or at
+  const uint16_t* xb = nullptr;  // bf16 their rounding instead (x null)
   const float* dy = nullptr;  // [R, D]
   float* dx = nullptr;        // [R, D] assigned by the experts
   Tensor dy_permuted, dx_permuted, received, dy_local, dx_local;  // the dispatcher's buffers
@@ -56,6 +58,7 @@ struct ExpertGradRows {
 // floats: each row's ld codes as ld / 4 32-bit words (ld is a multiple of 128), then its scales.
 // Copies move the bit patterns unchanged.
 int64_t fp8_packed_width(int64_t cols);
+// At bf16 the rows move as bf16 values, two to a float's 32 bits, when D is even (x.bf16 given).
 
 // Saved from forward for backward.
 struct DispatchActs {
@@ -64,7 +67,7 @@ struct DispatchActs {
   // e's copies (offsets_dev on the device, offsets its host copy).
   Tensor slot_of, pos_of, offsets_dev;
   std::vector<int64_t> offsets;
-  Tensor xs_PD;  // permuted inputs
+  Tensor xs_PD;  // permuted inputs (bf16 when they moved as bf16)
   Tensor ys_PD;  // the experts' outputs in expert order, before weighting
   ExpertGroups groups;
   // Expert parallelism: the exchange's counts, where each (source rank s, local expert j) block
@@ -72,7 +75,8 @@ struct DispatchActs {
   // local order.
   ExchangePlan plan;
   std::vector<int64_t> recv_block, local_block;
-  Tensor xl_RD;
+  Tensor xl_RD;  // (bf16 when the rows moved as bf16)
+  int64_t bytes() const { return Tensor::total_bytes(slot_of, pos_of, offsets_dev, xs_PD, ys_PD, xl_RD); }
 };
 
 struct TokenDispatcher {
@@ -82,6 +86,9 @@ struct TokenDispatcher {
   // At fp8: the experts' input is x's E4M3 rows, sent through the exchange as packed rows, and
   // their backward reads those rows de-quantised; the same on any ep, so the numbers do not depend
   // on it. Off: f32 rows cross the exchange and the backward reads x.
+  // At bf16 (x.bf16 given, D even) the rows are dispatched as x's bf16 rounding, the only form bf16
+  // experts read, in forward and for their weight gradients: the same bits as f32 rows rounded
+  // by the experts, half the bytes kept and exchanged.
   bool fp8_dispatch = false;
 
   // x[N,D] (with its E4M3 rows at fp8) and the router's choices idx_NK (i32 on the device) -> the

@@ -184,6 +184,11 @@ TEST_F(GpuBackend, Layers) {
     Buf<float> H1(be, zeros(N * D)), dG(be, zeros(N * D)), dU(be, zeros(N * D));
     be.swiglu_forward(H1.get(), X.get(), dY.get(), N * D);
     be.swiglu_backward(dG.get(), dU.get(), Y.get(), X.get(), dY.get(), N * D);
+    // The bf16-stored output (MLPs at bf16), widened back to compare.
+    Buf<uint16_t> Hb(be, std::vector<uint16_t>(size_t(N * D)));
+    Buf<float> H2(be, zeros(N * D));
+    be.swiglu_forward_bf16(Hb.get(), X.get(), dY.get(), N * D);
+    be.cast_bf16_to_f32(H2.get(), Hb.get(), N * D);
     Buf<float> C(be, cos), S(be, sin), Q(be, x);
     be.rope_apply(Q.get() + 32, C.get(), S.get(), B, T, H, 2 * 96, 96, 64, false);
     be.rope_apply(Q.get() + 32 + 96, C.get(), S.get(), B, T, 1, 2 * 96, 0, 64, true);
@@ -191,13 +196,13 @@ TEST_F(GpuBackend, Layers) {
     Buf<int32_t> tg(be, targets);
     be.cross_entropy_forward(loss.get(), lse.get(), L.get(), tg.get(), N, V);
     be.cross_entropy_backward(dL.get(), L.get(), lse.get(), tg.get(), 0.5f, N, V);
-    return std::vector<std::vector<float>>{Y.host(),  R.host(),  dX.host(),   dW.host(),  H1.host(), dG.host(),
-                                           dU.host(), Q.host(),  loss.host(), lse.host(), dL.host()};
+    return std::vector<std::vector<float>>{Y.host(), R.host(),    dX.host(),  dW.host(), H1.host(), dG.host(),
+                                           dU.host(), Q.host(), loss.host(), lse.host(), dL.host(), H2.host()};
   };
   const auto want = run(cpu()), got = run(gpu());
-  const char* names[] = {"rmsnorm y", "rstd", "rmsnorm dx", "rmsnorm dw", "swiglu h", "swiglu dg",
-                         "swiglu du", "rope", "ce losses", "ce lse",   "ce dlogits"};
-  const double tols[] = {1e-5, 1e-5, 1e-4, 1e-4, 1e-6, 1e-6, 1e-6, 1e-6, 1e-5, 1e-5, 1e-6};
+  const char* names[] = {"rmsnorm y", "rstd",      "rmsnorm dx", "rmsnorm dw", "swiglu h", "swiglu dg",
+                         "swiglu du", "rope",      "ce losses",  "ce lse",     "ce dlogits", "swiglu h bf16"};
+  const double tols[] = {1e-5, 1e-5, 1e-4, 1e-4, 1e-6, 1e-6, 1e-6, 1e-6, 1e-5, 1e-5, 1e-6, 1e-2};
   for (size_t i = 0; i < want.size(); ++i) expect_close(got[i], want[i], tols[i], names[i]);
 }
 

@@ -4,7 +4,9 @@
 # (parallel/comm_stats.h) exactly — rank 0's for every kind but the all-to-all, whose bytes vary by
 # rank with the routing, and the mean over ranks for all five — and the plan's state bytes per rank
 # equal the ShardedModel's. Layouts: np 2 and 4, plain FSDP and HSDP, ep 1, 2 and 4, with
-# grad_accum 2; then recompute, MTP (depth 2), fp8 with fp8_dispatch, and a tied embedding. Then
+# grad_accum 2; then recompute, MTP (depth 2), fp8 with fp8_dispatch, a tied embedding, and bf16
+# (its rows dispatched as bf16; odd D as f32). The plan's activation bytes against what rank 0 holds
+# (DeepSeekV3::activation_bytes) likewise. Then
 # the plan's memory against the peak RSS of the demo's model, and refused impossible layouts.
 # Usage: plan.sh <moe binary> <source dir>
 source "$(dirname "$0")/../tiny_data.sh" "$@"
@@ -33,11 +35,18 @@ for kind, p in plan["comm_per_step"].items():
 state = plan["memory_bytes"]["state"]
 if state != bench["state_bytes_per_rank"]:
     bad.append(f"state: plan {state} B, measured {bench['state_bytes_per_rank']} B")
+# Activations: rank 0's saved bytes of a micro-batch. The plan counts the routed rows at their mean
+# (tokens x top-k), so with ep > 1 rank 0's share of them differs by the routing; 0.5% otherwise
+# (per-sequence buffers the plan's per-token count leaves out).
+acts, held = plan["memory_bytes"]["activations"], bench["activation_bytes"]
+tolerance = 0.005 if plan["layout"]["ep"] == 1 else 0.1
+if abs(acts - held) > tolerance * held:
+    bad.append(f"activations: plan {acts} B, rank 0 held {held} B (more than {100 * tolerance:g}% apart)")
 # A test that cannot fail is a defect: the layouts here all communicate.
 if kinds < 3: bad.append(f"only {kinds} collective kinds used")
 print(f"{name}: " + ("; ".join(bad) if bad else
       "equal: " + ", ".join(f"{k} {p['calls']}x {p['bytes']} B" for k, p in plan["comm_per_step"].items() if p["calls"]) +
-      f"; state {state} B"))
+      f"; state {state} B; activations {acts} B planned, {held} B held"))
 sys.exit(1 if bad else 0)
 PY
 }
@@ -51,6 +60,9 @@ check 4 2 2
 check 4 2 2 --set train.recompute=true
 check 4 2 2 --set model.mtp_depth=2 --set train.recompute=true --set train.precision=fp8 --set parallel.fp8_dispatch=true
 check 4 4 1 --set model.tie_embeddings=true --set model.mtp_depth=1
+check 2 1 1 --set train.precision=bf16
+check 2 2 1 --set train.precision=bf16 --set model.mtp_depth=1
+check 2 2 1 --set train.precision=bf16 --set model.hidden=33
 # Memory on this machine (issue 20's check 2): the plan's expected peak within 15% of the measured
 # peak RSS of the demo's model (configs/shakespeare.yaml, one process). Not under the sanitizers,
 # whose shadow memory is no part of the plan.

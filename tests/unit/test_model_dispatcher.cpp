@@ -215,3 +215,40 @@ TEST(TokenDispatcher, ReceivedBlocksReorderedExpertMajor) {
   EXPECT_TRUE(empty);
   expect_forward_and_backward(d, f, kMe * G);
 }
+
+// At bf16 the rows are dispatched as x's bf16 rounding (pairs moved as one float's bits): the
+// experts get the f32 dispatch's rows rounded, bit for bit, in half the bytes, and their backward
+// the same rows. With an odd D (no whole pairs) the f32 rows go, and the experts round them.
+TEST(TokenDispatcher, Bf16RowsAreTheF32RowsRounded) {
+  Fixture f;
+  for (const int64_t width : {int64_t(4), D}) {
+    TokenDispatcher d = dispatcher(E, nullptr);
+    d.D = width;
+    std::vector<float> x(size_t(N * width));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = 0.3f + 1.7f * float(i) / 3.f;  // not bf16 values
+    std::vector<uint16_t> xb(x.size());
+    compute().cast_f32_to_bf16(xb.data(), x.data(), int64_t(x.size()));
+    ScratchScope scope;
+    DispatchActs a32, a16;
+    const ExpertRows rows32 = d.dispatch(x.data(), f.idx_NK, N, a32, nullptr);
+    const ExpertRows rows16 = d.dispatch(Activation(x.data(), nullptr, xb.data()), f.idx_NK, N, a16, nullptr);
+    const int64_t n = N * K * width;
+    EXPECT_EQ(a16.groups.offsets, a32.groups.offsets);
+    if (width % 2) {
+      EXPECT_EQ(rows16.xb, nullptr);
+      EXPECT_EQ(std::vector<float>(rows16.x, rows16.x + n), std::vector<float>(rows32.x, rows32.x + n));
+      continue;
+    }
+    ASSERT_NE(rows16.xb, nullptr);
+    EXPECT_EQ(rows16.x, nullptr);
+    std::vector<uint16_t> want(static_cast<size_t>(n));
+    compute().cast_f32_to_bf16(want.data(), rows32.x, n);
+    EXPECT_EQ(std::vector<uint16_t>(rows16.xb, rows16.xb + n), want);
+    EXPECT_EQ(a16.xs_PD.nbytes() * 2, a32.xs_PD.nbytes());
+    std::vector<float> dw(N * K), dy(size_t(N * width), 1.f);
+    a16.ys_PD.zero_();  // the experts' outputs, which combine's backward reads (no experts ran)
+    const ExpertGradRows g = d.combine_backward(dw.data(), dy.data(), f.w.data(), N, a16);
+    EXPECT_EQ(g.x, nullptr);
+    EXPECT_EQ(g.xb, rows16.xb);
+  }
+}

@@ -126,6 +126,68 @@ TEST(Precision, Fp32IsUnchangedBitForBit) {
   EXPECT_EQ(0, memcmp(plain.params().grads(), switched.params().grads(), plain.params().numel() * 4));
 }
 
+// At bf16 the MLP keeps SwiGLU's output only as its bf16 rounding, which is what down_proj's forward
+// and weight-gradient GEMMs read: the layer equals the ops composed on f32 storage at
+// Precision::BF16 bit for bit, in half h's bytes.
+TEST(Precision, Bf16MlpKeepsItsHiddenAsDownProjReadsIt) {
+  set_num_threads(2);
+  const int64_t N = 37, D = 64, I = 96;
+  ParamStore ps;
+  SwiGLUMLP mlp;
+  mlp.init(ps, "mlp", D, I, 0.1f);
+  mlp.set_precision(Precision::BF16);
+  ps.allocate();
+  ps.initialize(4);
+  std::vector<float> x(N * D), dy(N * D), y(N * D), dx(N * D);
+  for (int64_t i = 0; i < N * D; ++i) x[i] = rng_normal(2, 1, i), dy[i] = rng_normal(2, 2, i);
+  MLPActs acts;
+  mlp.forward(ps, y.data(), x.data(), N, acts);
+  EXPECT_EQ(acts.h_NI.dtype(), DType::BF16);
+  EXPECT_EQ(acts.h_NI.nbytes(), N * I * 2);
+  mlp.backward(ps, dx.data(), dy.data(), x.data(), N, acts);
+
+  const Precision p = Precision::BF16;
+  const float *Wg = ps.param(mlp.gate_proj.w).f32(), *Wu = ps.param(mlp.up_proj.w).f32(),
+              *Wd = ps.param(mlp.down_proj.w).f32();
+  std::vector<float> g(N * I), u(N * I), h(N * I), ry(N * D), rdx(N * D), dh(N * I), dg(N * I), du(N * I);
+  std::vector<float> dWg(I * D, 0.f), dWu(I * D, 0.f), dWd(D * I, 0.f);
+  linear_forward(g.data(), x.data(), Wg, N, D, I, false, p);
+  linear_forward(u.data(), x.data(), Wu, N, D, I, false, p);
+  swiglu_forward(h.data(), g.data(), u.data(), N * I);
+  linear_forward(ry.data(), h.data(), Wd, N, I, D, false, p);
+  linear_backward(dh.data(), dWd.data(), dy.data(), h.data(), Wd, N, I, D, false, p);
+  swiglu_backward(dg.data(), du.data(), dh.data(), g.data(), u.data(), N * I);
+  linear_backward(rdx.data(), dWg.data(), dg.data(), x.data(), Wg, N, D, I, false, p);
+  linear_backward(rdx.data(), dWu.data(), du.data(), x.data(), Wu, N, D, I, true, p);
+  EXPECT_EQ(0, memcmp(y.data(), ry.data(), y.size() * 4));
+  EXPECT_EQ(0, memcmp(dx.data(), rdx.data(), dx.size() * 4));
+  EXPECT_EQ(0, memcmp(ps.grad(mlp.gate_proj.w).f32(), dWg.data(), dWg.size() * 4));
+  EXPECT_EQ(0, memcmp(ps.grad(mlp.up_proj.w).f32(), dWu.data(), dWu.size() * 4));
+  EXPECT_EQ(0, memcmp(ps.grad(mlp.down_proj.w).f32(), dWd.data(), dWd.size() * 4));
+}
+
+// A bf16 model keeps fewer activation bytes than the same model at fp32 (the norms' outputs,
+// SwiGLU's, o and the routed rows in bf16; moe plan's count is checked against this in
+// tests/mpi/plan.sh), and computes the same loss from them as it does on the next forward.
+TEST(Precision, Bf16KeepsFewerActivationBytes) {
+  set_num_threads(2);
+  const ModelConfig c = small_model();
+  const int64_t B = 2, T = 24;
+  std::vector<int32_t> ids, tgt;
+  markov_batch(ids, tgt, B, T, c.vocab_size, 0);
+  DeepSeekV3 m32(c), m16(c);
+  m32.params().initialize(5);
+  m16.params().initialize(5);
+  m16.set_precision(Precision::BF16);
+  m32.forward(ids.data(), tgt.data(), B, T);
+  const ForwardStats first = m16.forward(ids.data(), tgt.data(), B, T);
+  m16.backward(1.f);
+  EXPECT_EQ(m16.forward(ids.data(), tgt.data(), B, T).loss, first.loss);
+  const double ratio = double(m16.activation_bytes()) / double(m32.activation_bytes());
+  EXPECT_LT(ratio, 0.9);
+  EXPECT_GT(ratio, 0.5);
+}
+
 // The same short training run (same init, same batches) at each precision: loss falls well below
 // ln 64 and the low-precision runs end close to fp32 (the recipe's promise, at toy scale).
 TEST(Precision, ShortTrainingRunsLearnAndTrackFp32) {
