@@ -76,23 +76,23 @@ BlockBytes block_activation_bytes(const ModelConfig& m, bool moe_block, int ep, 
   BlockBytes n;
   n.common = f * (D + 2) + b * D;                                           // h, the rstds; ln1
   if (Q > 0) n.common += f * (Q + 1) + b * Q;                               // q_a, its rstd; its norm
-  n.common += f * (H * dq + L + 1 + H * (m.qk_nope_dim + dv) + H * dq + H);  // q, kv_c, its rstd, kv_b, k, lse
+  n.common += f * (H * dq + L + 1 + H * dv + H * dq + H);                   // q, kv_c, its rstd, v, k, lse
   n.common += b * (L + H * dv);                                             // kv_norm, o
   if (!moe_block) {
     (bf16 ? n.ln2_bf16 : n.ln2_f32) = b * D;
-    n.dense = (2 * f + b) * m.dense_inter;                                  // the MLP's gate, up, h
+    n.dense = 3 * b * m.dense_inter;                                        // the MLP's gate, up, h
     return n;
   }
   n.ln2_f32 = f * D;                                                        // the router reads it
   n.ln2_bf16 = bf16 ? 2 * D : 0;
   n.moe = f * (2 * E + 2 * K);                                              // router logits, scores, indices, weights
-  n.moe += (2 * f + b) * I * m.shared_experts;                              // the shared experts' gate, up, h
-  // The routed input rows as moved (bf16 at bf16, f32 with odd D and then rounded by the experts),
-  // the experts' outputs, the dispatch plan, the rows received from other ranks.
+  n.moe += 3 * b * I * m.shared_experts;                                   // the shared experts' gate, up, h
+  // The routed input rows and the experts' outputs as moved (bf16 at bf16, f32 with odd D, the
+  // inputs then rounded by the experts), the dispatch plan, the rows received from other ranks.
   const double moved = bf16 && !odd ? 2 : f, rounded = bf16 && odd ? 2 : 0;
-  n.moe += (moved + f + rounded) * K * D + f * 2 * K;
+  n.moe += (2 * moved + rounded) * K * D + f * 2 * K;
   if (ep > 1) n.moe += moved * K * D;
-  n.moe += (2 * f + b) * I * K;                                             // the routed experts' gate, up, h
+  n.moe += 3 * b * I * K;                                                   // the routed experts' gate, up, h
   return n;
 }
 
@@ -190,19 +190,21 @@ Plan make_plan(const Config& cfg, const PlanLayout& L, const DeviceSpec& dev) {
   double a2a_s = 0;
   if (L.ep > 1 && moe_layers > 0) {
     const bool fp8_rows = cfg.parallel.fp8_dispatch && prec == Precision::FP8;
-    // Floats per dispatched row: packed E4M3 rows, bf16 pairs at bf16 (even D), or f32.
+    // Floats per dispatched row: packed E4M3 rows, bf16 pairs at bf16 (even D), or f32; the
+    // forward's combine brings the outputs back as bf16 pairs at bf16 too.
     const bool bf16_rows = prec == Precision::BF16 && m.hidden % 2 == 0;
     const int64_t dispatch_width = fp8_rows ? fp8_packed_width(m.hidden) : bf16_rows ? m.hidden / 2 : m.hidden;
+    const int64_t combine_width = bf16_rows ? m.hidden / 2 : m.hidden;
     int64_t calls = 0, bytes_per_mb = 0;
     for (int l = 0; l < m.layers + m.mtp_depth; ++l) {
       if (!is_moe_layer(m, l)) continue;
       const int64_t tokens = l < m.layers ? mb_tokens : int64_t(L.micro_batch) * (T - (l - m.layers + 1));
       const int64_t counts = int64_t(m.routed_experts) * 8, copies = tokens * m.experts_per_token;
       calls += 5;
-      bytes_per_mb += counts + copies * kF32 * (dispatch_width + 3 * int64_t(m.hidden));
+      bytes_per_mb += counts + copies * kF32 * (dispatch_width + combine_width + 2 * int64_t(m.hidden));
       if (L.recompute && l < m.layers) {  // MTP modules keep their activations
         calls += 3;
-        bytes_per_mb += counts + copies * kF32 * (dispatch_width + int64_t(m.hidden));
+        bytes_per_mb += counts + copies * kF32 * (dispatch_width + combine_width);
       }
     }
     add(CollectiveKind::AllToAllV, calls * A, bytes_per_mb * A);

@@ -131,14 +131,17 @@ void MLA::forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64
     compute().copy_rows(cache_rows, C, latent.f32(), kv_lora, N, kv_lora);
     compute().copy_rows(cache_rows + kv_lora, C, c + kv_lora, C, N, rope);
   }
-  a.kvb_NHe.ensure({N, H, e});
-  kv_b_proj.forward(ps, a.kvb_NHe.f32(), kv, N);
+  Tensor kvb = scratch({N, H, e});
+  kv_b_proj.forward(ps, kvb.f32(), kv, N);
 
-  // Keys: per head [k_nope | shared k_pe] (the one k_pe row of a token repeated for its H heads).
+  // Keys: per head [k_nope | shared k_pe] (the one k_pe row of a token repeated for its H heads);
+  // values: the rest of kv_b's output, kept on their own so the k_nope copies are not kept twice.
   a.k_NHd.ensure({N, H, d});
-  float* k = a.k_NHd.f32();
-  compute().copy_rows(k, d, a.kvb_NHe.f32(), e, N * H, nope);
+  a.v_NHv.ensure({N, H, vdim});
+  float *k = a.k_NHd.f32(), *v = a.v_NHv.f32();
+  compute().copy_rows(k, d, kvb.f32(), e, N * H, nope);
   compute().copy_rows(k + nope, d, c + kv_lora, C, N * H, rope, /*src_repeat=*/H);
+  compute().copy_rows(v, vdim, kvb.f32() + nope, e, N * H, vdim);
 
   // o: at bf16 o_proj alone reads it, so only its rounding is kept (its f32 values in scratch).
   const bool bf16 = o_proj.prec == Precision::BF16;
@@ -146,8 +149,7 @@ void MLA::forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64
   Tensor o_f32 = bf16 ? scratch({N, H * vdim}) : Tensor();
   float* o = bf16 ? o_f32.f32() : a.o_NHv.f32();
   a.lse_BHT.ensure({B, H, T});
-  compute().attention_forward(o, a.lse_BHT.f32(), a.q_NHd.f32(), k, a.kvb_NHe.f32() + nope,
-                              attention_layout(B, T, rt));
+  compute().attention_forward(o, a.lse_BHT.f32(), a.q_NHd.f32(), k, v, attention_layout(B, T, rt));
   if (bf16) compute().cast_f32_to_bf16(a.o_NHv.data<uint16_t>(), o, N * H * vdim);
   o_proj.forward(ps, y, {o, nullptr, bf16 ? a.o_NHv.data<uint16_t>() : nullptr}, N);
 }
@@ -187,17 +189,15 @@ void MLA::decode(const ParamStore& ps, float* y, Activation x, const LatentStep&
   o_proj.forward(ps, y, a.o_NHv.f32(), n);
 }
 
-// q and k [N, H, d]; v inside kv_b_proj's output [N, H, nope + vdim] after the nope part; o [N, H, vdim].
+// q and k [N, H, d]; v and o [N, H, vdim].
 AttentionLayout MLA::attention_layout(int64_t B, int64_t T, const RopeTables& rt) const {
-  const int64_t d = nope + rope, e = nope + vdim;
+  const int64_t d = nope + rope;
   AttentionLayout l;
   l.B = B; l.T = T; l.H = H; l.dqk = d; l.dv = vdim;
   l.q_ld = l.k_ld = H * d;
   l.q_hs = l.k_hs = d;
-  l.v_ld = H * e;
-  l.v_hs = e;
-  l.o_ld = H * vdim;
-  l.o_hs = vdim;
+  l.v_ld = l.o_ld = H * vdim;
+  l.v_hs = l.o_hs = vdim;
   l.scale = 1.0f / std::sqrt(float(d));
   l.doc_start = rt.doc_start();
   // At bf16 the core's GEMMs read bf16 operands too. At fp8 it stays f32: the fp8 emulation rounds
@@ -213,15 +213,17 @@ void MLA::backward(const ParamStore& ps, float* dx, const float* dy, Activation 
   Tensor dO = scratch({N, H, vdim});
   o_proj.backward(ps, dO.f32(), dy, kept(a.o_NHv), N);
 
-  Tensor dq = scratch({N, H, d}), dk = scratch({N, H, d}), dkvb = scratch({N, H, e});
+  Tensor dq = scratch({N, H, d}), dk = scratch({N, H, d}), dv = scratch({N, H, vdim}), dkvb = scratch({N, H, e});
   float *pdk = dk.f32(), *pdkvb = dkvb.f32();
-  compute().attention_backward(dq.f32(), pdk, pdkvb + nope, dO.f32(), a.q_NHd.f32(), a.k_NHd.f32(),
-                               a.kvb_NHe.f32() + nope, a.lse_BHT.f32(), attention_layout(B, T, rt));
+  compute().attention_backward(dq.f32(), pdk, dv.f32(), dO.f32(), a.q_NHd.f32(), a.k_NHd.f32(), a.v_NHv.f32(),
+                               a.lse_BHT.f32(), attention_layout(B, T, rt));
 
-  // Keys: nope part goes to kv_b's output, the rope part is summed over heads (shared k_pe).
+  // kv_b's output gradient per head [dk_nope | dv]; the keys' rope part is summed over heads
+  // (shared k_pe).
   Tensor dckv = scratch({N, C});
   float* pdc = dckv.f32();
   compute().copy_rows(pdkvb, e, pdk, d, N * H, nope);
+  compute().copy_rows(pdkvb + nope, e, dv.f32(), vdim, N * H, vdim);
   compute().sum_row_groups(pdc + kv_lora, C, pdk + nope, d, N, rope, /*group=*/H);
   rt.apply(pdc + kv_lora, B, T, 1, C, 0, int(rope), true);
 

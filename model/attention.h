@@ -28,12 +28,12 @@ struct MLAActs {
   Tensor qa_NQ, qa_norm_NQ, qa_rstd_N;  // q low-rank path (empty when q_lora_rank == 0)
   Tensor q_NHd;                         // queries, RoPE applied
   Tensor kv_c_NL, kv_norm_NL, kv_rstd_N;
-  Tensor kvb_NHe;  // kv_b_proj output: per head [k_nope | v]
+  Tensor v_NHv;    // values: kv_b_proj's output per head is [k_nope | v]; k_nope lives on in k
   Tensor k_NHd;    // keys, RoPE applied to the shared rope part
   Tensor o_NHv;    // attention output, o_proj's input [N, H * vdim]
   Tensor lse_BHT;
   int64_t bytes() const {
-    return Tensor::total_bytes(qa_NQ, qa_norm_NQ, qa_rstd_N, q_NHd, kv_c_NL, kv_norm_NL, kv_rstd_N, kvb_NHe, k_NHd,
+    return Tensor::total_bytes(qa_NQ, qa_norm_NQ, qa_rstd_N, q_NHd, kv_c_NL, kv_norm_NL, kv_rstd_N, v_NHv, k_NHd,
                                o_NHv, lse_BHT);
   }
 };

@@ -5,6 +5,12 @@
 
 namespace moe {
 
+void swiglu_backward_kept(float* dg, float* du, const float* dh, const MLPActs& a, int64_t n) {
+  if (a.gate_NI.dtype() == DType::BF16)
+    return compute().swiglu_backward_bf16(dg, du, dh, a.gate_NI.data<uint16_t>(), a.up_NI.data<uint16_t>(), n);
+  compute().swiglu_backward(dg, du, dh, a.gate_NI.f32(), a.up_NI.f32(), n);
+}
+
 Activation kept(const Tensor& t) {
   if (t.dtype() == DType::BF16) return {nullptr, nullptr, t.data<uint16_t>()};
   return t.f32();
@@ -76,15 +82,21 @@ void SwiGLUMLP::init(ParamStore& ps, const std::string& prefix, int64_t hidden, 
 void SwiGLUMLP::forward(const ParamStore& ps, float* y, Activation x, int64_t N, MLPActs& a, bool accumulate) const {
   int64_t I = gate_proj.out;
   const bool bf16 = down_proj.prec == Precision::BF16;
-  a.gate_NI.ensure({N, I});
-  a.up_NI.ensure({N, I});
+  ensure_kept(a.gate_NI, N, I, bf16);
+  ensure_kept(a.up_NI, N, I, bf16);
   ensure_kept(a.h_NI, N, I, bf16);
-  gate_proj.forward(ps, a.gate_NI.f32(), x, N);
-  up_proj.forward(ps, a.up_NI.f32(), x, N);
   if (bf16) {
-    compute().swiglu_forward_bf16(a.h_NI.data<uint16_t>(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
+    ScratchScope scope;
+    Tensor g = scratch({N, I}), u = scratch({N, I});
+    gate_proj.forward(ps, g.f32(), x, N);
+    up_proj.forward(ps, u.f32(), x, N);
+    compute().cast_f32_to_bf16(a.gate_NI.data<uint16_t>(), g.f32(), N * I);
+    compute().cast_f32_to_bf16(a.up_NI.data<uint16_t>(), u.f32(), N * I);
+    compute().swiglu_forward_bf16(a.h_NI.data<uint16_t>(), a.gate_NI.data<uint16_t>(), a.up_NI.data<uint16_t>(), N * I);
     return down_proj.forward(ps, y, kept(a.h_NI), N, accumulate);
   }
+  gate_proj.forward(ps, a.gate_NI.f32(), x, N);
+  up_proj.forward(ps, a.up_NI.f32(), x, N);
   if (down_proj.prec != Precision::FP8) {
     compute().swiglu_forward(a.h_NI.f32(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
     return down_proj.forward(ps, y, a.h_NI.f32(), N, accumulate);
@@ -102,7 +114,7 @@ void SwiGLUMLP::backward(const ParamStore& ps, float* dx, const float* dy, Activ
   ScratchScope scope;
   Tensor dh = scratch({N, I}), dg = scratch({N, I}), du = scratch({N, I});
   down_proj.backward(ps, dh.f32(), dy, kept(a.h_NI), N);
-  compute().swiglu_backward(dg.f32(), du.f32(), dh.f32(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
+  swiglu_backward_kept(dg.f32(), du.f32(), dh.f32(), a, N * I);
   gate_proj.backward(ps, dx, dg.f32(), x, N, accumulate_dx);
   up_proj.backward(ps, dx, du.f32(), x, N, /*accumulate_dx=*/true);
 }

@@ -67,11 +67,15 @@ struct RMSNorm {
 
 // What SwiGLU's backward needs: the two projections before the activation and the product.
 struct MLPActs {
-  Tensor gate_NI, up_NI;
-  Tensor h_NI;  // down_proj's input: bf16 at bf16 (kept), else f32
+  // The gate and up outputs and SwiGLU's output h: bf16 at bf16 (as autocast keeps every linear
+  // output; SwiGLU runs on the rounded g and u), else f32.
+  Tensor gate_NI, up_NI, h_NI;
   Tensor x_bf16;  // the routed experts at bf16 with odd D: their f32 input rows rounded once (MoELayer::run_experts)
   int64_t bytes() const { return Tensor::total_bytes(gate_NI, up_NI, h_NI, x_bf16); }
 };
+
+// SwiGLU's backward from the gate and up outputs as a kept them (f32, or bf16 at bf16).
+void swiglu_backward_kept(float* dg, float* du, const float* dh, const MLPActs& a, int64_t n);
 
 // down(silu(gate(x)) * up(x)); names <prefix>.{gate_proj, up_proj, down_proj}.weight
 struct SwiGLUMLP {

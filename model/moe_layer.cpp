@@ -46,30 +46,34 @@ void MoELayer::run_experts(const ParamStore& ps, const ExpertRows& rows, const E
   MOE_PHASE("experts");
   const int64_t R = groups.rows(), G = local_count;
   const int64_t* offsets = groups.offsets.data();
-  a.gate_NI.ensure({R, I});
-  a.up_NI.ensure({R, I});
-  ensure_kept(a.h_NI, R, I, prec == Precision::BF16);
+  const bool bf16 = prec == Precision::BF16;
+  ensure_kept(a.gate_NI, R, I, bf16);
+  ensure_kept(a.up_NI, R, I, bf16);
+  ensure_kept(a.h_NI, R, I, bf16);
   Backend& c = compute();
   auto Wg = expert_weights(ps, &SwiGLUMLP::gate_proj, false), Wu = expert_weights(ps, &SwiGLUMLP::up_proj, false),
        Wd = expert_weights(ps, &SwiGLUMLP::down_proj, false);
-  float *gate = a.gate_NI.f32(), *up = a.up_NI.f32();
-  if (prec == Precision::BF16) {
+  if (bf16) {
     // The GEMMs read the rows' bf16 rounding, kept for the weight gradients: as dispatched, or
-    // (odd D, f32 rows) rounded here once instead of in each of those four GEMMs. SwiGLU's
-    // output is kept as down_proj reads it, in bf16 only.
+    // (odd D, f32 rows) rounded here once instead of in each of those four GEMMs. gate, up and
+    // h are kept in bf16 as SwiGLUMLP keeps them.
     const uint16_t* xb = rows.xb;
     if (!xb) {
       a.x_bf16.ensure({R, D}, DType::BF16);
       c.cast_f32_to_bf16(a.x_bf16.data<uint16_t>(), rows.x, R * D);
       xb = a.x_bf16.data<uint16_t>();
     }
-    c.grouped_linear_forward_bf16(gate, xb, Wg.data(), offsets, G, D, I);
-    c.grouped_linear_forward_bf16(up, xb, Wu.data(), offsets, G, D, I);
-    uint16_t* hb = a.h_NI.data<uint16_t>();
-    c.swiglu_forward_bf16(hb, gate, up, R * I);
+    ScratchScope scope;
+    Tensor g = scratch({R, I}), u = scratch({R, I});
+    c.grouped_linear_forward_bf16(g.f32(), xb, Wg.data(), offsets, G, D, I);
+    c.grouped_linear_forward_bf16(u.f32(), xb, Wu.data(), offsets, G, D, I);
+    uint16_t *gb = a.gate_NI.data<uint16_t>(), *ub = a.up_NI.data<uint16_t>(), *hb = a.h_NI.data<uint16_t>();
+    c.cast_f32_to_bf16(gb, g.f32(), R * I);
+    c.cast_f32_to_bf16(ub, u.f32(), R * I);
+    c.swiglu_forward_bf16(hb, gb, ub, R * I);
     return c.grouped_linear_forward_bf16(rows.y, hb, Wd.data(), offsets, G, I, D);
   }
-  float* h = a.h_NI.f32();
+  float *gate = a.gate_NI.f32(), *up = a.up_NI.f32(), *h = a.h_NI.f32();
   if (prec != Precision::FP8) {
     c.grouped_linear_forward(gate, rows.x, Wg.data(), offsets, G, D, I, prec);
     c.grouped_linear_forward(up, rows.x, Wu.data(), offsets, G, D, I, prec);
@@ -99,7 +103,6 @@ void MoELayer::run_experts_backward(const ParamStore& ps, const ExpertGradRows& 
                                     const MLPActs& a) const {
   MOE_PHASE("experts");
   const int64_t R = groups.rows();
-  Backend& c = compute();
   auto Wg = expert_weights(ps, &SwiGLUMLP::gate_proj, false), Wu = expert_weights(ps, &SwiGLUMLP::up_proj, false),
        Wd = expert_weights(ps, &SwiGLUMLP::down_proj, false);
   auto dWg = expert_weights(ps, &SwiGLUMLP::gate_proj, true), dWu = expert_weights(ps, &SwiGLUMLP::up_proj, true),
@@ -108,7 +111,7 @@ void MoELayer::run_experts_backward(const ParamStore& ps, const ExpertGradRows& 
   Tensor dh = scratch({R, I}), dg = scratch({R, I}), du = scratch({R, I});
   const Activation h = kept(a.h_NI);
   projection_backward(groups, dh.f32(), dWd.data(), g.dy, h.f32, h.bf16, Wd.data(), I, D, false);
-  c.swiglu_backward(dg.f32(), du.f32(), dh.f32(), a.gate_NI.f32(), a.up_NI.f32(), R * I);
+  swiglu_backward_kept(dg.f32(), du.f32(), dh.f32(), a, R * I);
   const uint16_t* xb = prec != Precision::BF16 ? nullptr : g.xb ? g.xb : a.x_bf16.data<uint16_t>();
   projection_backward(groups, g.dx, dWg.data(), dg.f32(), g.x, xb, Wg.data(), D, I, false);
   projection_backward(groups, g.dx, dWu.data(), du.f32(), g.x, xb, Wu.data(), D, I, true);

@@ -44,7 +44,7 @@ ExpertRows TokenDispatcher::dispatch(Activation x, const Tensor& idx_NK, int64_t
   const DType row_type = send_bf16 ? DType::BF16 : DType::F32;
   const int64_t width = send_bf16 ? D / 2 : D;
   a.xs_PD.ensure({P, D}, row_type);
-  a.ys_PD.ensure({P, D});
+  a.ys_PD.ensure({P, D}, row_type);
   float* xs = static_cast<float*>(a.xs_PD.raw());
   // At fp8, x's E4M3 rows travel with x to local experts, and with fp8_dispatch to remote ones too
   // (1x128 tiles lie inside a row: moving rows moves their codes and scales unchanged). With
@@ -77,7 +77,12 @@ ExpertRows TokenDispatcher::dispatch(Activation x, const Tensor& idx_NK, int64_t
     a.groups.source_offsets = a.offsets;
     hand_over(a.xs_PD);
     rows.xq = xsq;
-    rows.y = a.ys_PD.f32();
+    if (send_bf16) {  // the outputs are rounded into ys by combine
+      rows.outputs = scratch({P, D});
+      rows.y = rows.outputs.f32();
+    } else {
+      rows.y = a.ys_PD.f32();
+    }
     return rows;
   }
 
@@ -117,6 +122,25 @@ ExpertRows TokenDispatcher::dispatch(Activation x, const Tensor& idx_NK, int64_t
 
 void TokenDispatcher::combine(float* y, const ExpertRows& rows, const float* w_NK, int64_t N, bool accumulate,
                               DispatchActs& a) const {
+  const int64_t P = N * K;
+  if (a.ys_PD.dtype() == DType::BF16) {
+    // At bf16 the outputs come back as their bf16 rounding (DeepSeek-V3 combines in bf16), kept so
+    // for backward: half the bytes kept and exchanged. The weighted sum is f32.
+    uint16_t* ysb = a.ys_PD.data<uint16_t>();
+    if (exchange) {
+      const int64_t R = a.xl_RD.dim(0);
+      Tensor out = scratch({R, D}, DType::BF16);
+      compute().cast_f32_to_bf16(out.data<uint16_t>(), rows.y, R * D);
+      move_blocks(a, rows.received.f32(), static_cast<const float*>(out.raw()), /*to_local=*/false, D / 2);
+      MOE_PHASE("expert_dispatch");
+      exchange->combine(a.plan, rows.received.f32(), reinterpret_cast<float*>(ysb), D / 2);
+    } else {
+      compute().cast_f32_to_bf16(ysb, rows.y, P * D);
+    }
+    Tensor ys = scratch({P, D});
+    compute().cast_bf16_to_f32(ys.f32(), ysb, P * D);
+    return compute().moe_unpermute(y, ys.f32(), a.pos_of.data<int32_t>(), w_NK, N, K, D, accumulate);
+  }
   if (exchange) {
     // The received buffer is free again: the outputs go back through it.
     move_blocks(a, rows.received.f32(), rows.y, /*to_local=*/false, D);
@@ -132,8 +156,13 @@ ExpertGradRows TokenDispatcher::combine_backward(float* dw_NK, const float* dy, 
   // dw[n,k] = dy[n] . ys[p];  dys[p] = w[n,k] * dy[n].
   ExpertGradRows g;
   g.dy_permuted = scratch({P, D});
-  compute().moe_unpermute_backward(dw_NK, g.dy_permuted.f32(), dy, a.ys_PD.f32(), a.pos_of.data<int32_t>(), w_NK,
-                                   N, K, D);
+  Tensor ys_f32;  // the outputs as combine summed them: widened from bf16 at bf16
+  if (a.ys_PD.dtype() == DType::BF16) {
+    ys_f32 = scratch({P, D});
+    compute().cast_bf16_to_f32(ys_f32.f32(), a.ys_PD.data<uint16_t>(), P * D);
+  }
+  const float* ys = a.ys_PD.dtype() == DType::BF16 ? ys_f32.f32() : a.ys_PD.f32();
+  compute().moe_unpermute_backward(dw_NK, g.dy_permuted.f32(), dy, ys, a.pos_of.data<int32_t>(), w_NK, N, K, D);
   g.dx_permuted = scratch({P, D});
   auto saved_rows = [&](const Tensor& t) {
     if (t.dtype() == DType::BF16)

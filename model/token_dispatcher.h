@@ -68,7 +68,7 @@ struct DispatchActs {
   Tensor slot_of, pos_of, offsets_dev;
   std::vector<int64_t> offsets;
   Tensor xs_PD;  // permuted inputs (bf16 when they moved as bf16)
-  Tensor ys_PD;  // the experts' outputs in expert order, before weighting
+  Tensor ys_PD;  // the experts' outputs in expert order, before weighting (bf16 as xs_PD)
   ExpertGroups groups;
   // Expert parallelism: the exchange's counts, where each (source rank s, local expert j) block
   // sits in received order ([s][j]) and in local order ([j][s]), and the R rows received, in
@@ -88,7 +88,8 @@ struct TokenDispatcher {
   // on it. Off: f32 rows cross the exchange and the backward reads x.
   // At bf16 (x.bf16 given, D even) the rows are dispatched as x's bf16 rounding, the only form bf16
   // experts read, in forward and for their weight gradients: the same bits as f32 rows rounded
-  // by the experts, half the bytes kept and exchanged.
+  // by the experts, half the bytes kept and exchanged. Their outputs come back rounded to bf16
+  // too (as DeepSeek-V3 combines), kept so for combine's backward.
   bool fp8_dispatch = false;
 
   // x[N,D] (with its E4M3 rows at fp8) and the router's choices idx_NK (i32 on the device) -> the

@@ -184,11 +184,15 @@ TEST_F(GpuBackend, Layers) {
     Buf<float> H1(be, zeros(N * D)), dG(be, zeros(N * D)), dU(be, zeros(N * D));
     be.swiglu_forward(H1.get(), X.get(), dY.get(), N * D);
     be.swiglu_backward(dG.get(), dU.get(), Y.get(), X.get(), dY.get(), N * D);
-    // The bf16-stored output (MLPs at bf16), widened back to compare.
-    Buf<uint16_t> Hb(be, std::vector<uint16_t>(size_t(N * D)));
-    Buf<float> H2(be, zeros(N * D));
-    be.swiglu_forward_bf16(Hb.get(), X.get(), dY.get(), N * D);
+    // SwiGLU at bf16 (MLPs at bf16 keep g, u and h in bf16): h widened back to compare.
+    Buf<uint16_t> Gb(be, std::vector<uint16_t>(size_t(N * D))), Ub(be, std::vector<uint16_t>(size_t(N * D))),
+        Hb(be, std::vector<uint16_t>(size_t(N * D)));
+    Buf<float> H2(be, zeros(N * D)), dG2(be, zeros(N * D)), dU2(be, zeros(N * D));
+    be.cast_f32_to_bf16(Gb.get(), X.get(), N * D);
+    be.cast_f32_to_bf16(Ub.get(), dY.get(), N * D);
+    be.swiglu_forward_bf16(Hb.get(), Gb.get(), Ub.get(), N * D);
     be.cast_bf16_to_f32(H2.get(), Hb.get(), N * D);
+    be.swiglu_backward_bf16(dG2.get(), dU2.get(), Y.get(), Gb.get(), Ub.get(), N * D);
     Buf<float> C(be, cos), S(be, sin), Q(be, x);
     be.rope_apply(Q.get() + 32, C.get(), S.get(), B, T, H, 2 * 96, 96, 64, false);
     be.rope_apply(Q.get() + 32 + 96, C.get(), S.get(), B, T, 1, 2 * 96, 0, 64, true);
@@ -197,12 +201,14 @@ TEST_F(GpuBackend, Layers) {
     be.cross_entropy_forward(loss.get(), lse.get(), L.get(), tg.get(), N, V);
     be.cross_entropy_backward(dL.get(), L.get(), lse.get(), tg.get(), 0.5f, N, V);
     return std::vector<std::vector<float>>{Y.host(), R.host(),    dX.host(),  dW.host(), H1.host(), dG.host(),
-                                           dU.host(), Q.host(), loss.host(), lse.host(), dL.host(), H2.host()};
+                                           dU.host(), Q.host(), loss.host(), lse.host(), dL.host(), H2.host(),
+                                           dG2.host(), dU2.host()};
   };
   const auto want = run(cpu()), got = run(gpu());
   const char* names[] = {"rmsnorm y", "rstd",      "rmsnorm dx", "rmsnorm dw", "swiglu h", "swiglu dg",
-                         "swiglu du", "rope",      "ce losses",  "ce lse",     "ce dlogits", "swiglu h bf16"};
-  const double tols[] = {1e-5, 1e-5, 1e-4, 1e-4, 1e-6, 1e-6, 1e-6, 1e-6, 1e-5, 1e-5, 1e-6, 1e-2};
+                         "swiglu du", "rope",      "ce losses",  "ce lse",     "ce dlogits", "swiglu h bf16",
+                         "swiglu dg bf16", "swiglu du bf16"};
+  const double tols[] = {1e-5, 1e-5, 1e-4, 1e-4, 1e-6, 1e-6, 1e-6, 1e-6, 1e-5, 1e-5, 1e-6, 1e-2, 1e-6, 1e-6};
   for (size_t i = 0; i < want.size(); ++i) expect_close(got[i], want[i], tols[i], names[i]);
 }
 

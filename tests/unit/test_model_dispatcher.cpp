@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "framework/backend.h"
+#include "framework/ops.h"
 #include "framework/threads.h"
 #include "model/token_dispatcher.h"
 
@@ -218,7 +219,9 @@ TEST(TokenDispatcher, ReceivedBlocksReorderedExpertMajor) {
 
 // At bf16 the rows are dispatched as x's bf16 rounding (pairs moved as one float's bits): the
 // experts get the f32 dispatch's rows rounded, bit for bit, in half the bytes, and their backward
-// the same rows. With an odd D (no whole pairs) the f32 rows go, and the experts round them.
+// the same rows; their outputs come back rounded to bf16 (the combine of the rounded outputs, bit
+// for bit), kept so for combine's backward. With an odd D (no whole pairs) f32 rows go both ways,
+// and the experts round their inputs.
 TEST(TokenDispatcher, Bf16RowsAreTheF32RowsRounded) {
   Fixture f;
   for (const int64_t width : {int64_t(4), D}) {
@@ -245,9 +248,20 @@ TEST(TokenDispatcher, Bf16RowsAreTheF32RowsRounded) {
     compute().cast_f32_to_bf16(want.data(), rows32.x, n);
     EXPECT_EQ(std::vector<uint16_t>(rows16.xb, rows16.xb + n), want);
     EXPECT_EQ(a16.xs_PD.nbytes() * 2, a32.xs_PD.nbytes());
-    std::vector<float> dw(N * K), dy(size_t(N * width), 1.f);
-    a16.ys_PD.zero_();  // the experts' outputs, which combine's backward reads (no experts ran)
-    const ExpertGradRows g = d.combine_backward(dw.data(), dy.data(), f.w.data(), N, a16);
+    // The experts' outputs: values bf16 cannot hold at bf16, their roundings in the f32 run.
+    for (int64_t i = 0; i < n; ++i) rows16.y[i] = 0.1f + float(i) / 7.f;
+    bf16_round(rows32.y, rows16.y, n);
+    std::vector<float> y16(size_t(N * width)), y32(y16.size());
+    d.combine(y16.data(), rows16, f.w.data(), N, false, a16);
+    d.combine(y32.data(), rows32, f.w.data(), N, false, a32);
+    EXPECT_EQ(y16, y32);
+    EXPECT_EQ(a16.ys_PD.dtype(), DType::BF16);
+    EXPECT_EQ(a16.ys_PD.nbytes() * 2, a32.ys_PD.nbytes());
+    std::vector<float> dw16(N * K), dw32(N * K), dy(size_t(N * width));
+    for (size_t i = 0; i < dy.size(); ++i) dy[i] = 1.f - 0.03f * float(i);
+    const ExpertGradRows g = d.combine_backward(dw16.data(), dy.data(), f.w.data(), N, a16);
+    d.combine_backward(dw32.data(), dy.data(), f.w.data(), N, a32);
+    EXPECT_EQ(dw16, dw32) << "the routing weights' gradient from the outputs as combined";
     EXPECT_EQ(g.x, nullptr);
     EXPECT_EQ(g.xb, rows16.xb);
   }

@@ -126,10 +126,10 @@ TEST(Precision, Fp32IsUnchangedBitForBit) {
   EXPECT_EQ(0, memcmp(plain.params().grads(), switched.params().grads(), plain.params().numel() * 4));
 }
 
-// At bf16 the MLP keeps SwiGLU's output only as its bf16 rounding, which is what down_proj's forward
-// and weight-gradient GEMMs read: the layer equals the ops composed on f32 storage at
-// Precision::BF16 bit for bit, in half h's bytes.
-TEST(Precision, Bf16MlpKeepsItsHiddenAsDownProjReadsIt) {
+// At bf16 the MLP keeps gate's and up's outputs and SwiGLU's output h as their bf16 roundings (h is
+// what down_proj's forward and weight-gradient GEMMs read): the layer equals the ops composed on
+// f32 storage at Precision::BF16 with g and u rounded, bit for bit, in half the bytes.
+TEST(Precision, Bf16MlpKeepsItsActivationsInBf16) {
   set_num_threads(2);
   const int64_t N = 37, D = 64, I = 96;
   ParamStore ps;
@@ -142,8 +142,10 @@ TEST(Precision, Bf16MlpKeepsItsHiddenAsDownProjReadsIt) {
   for (int64_t i = 0; i < N * D; ++i) x[i] = rng_normal(2, 1, i), dy[i] = rng_normal(2, 2, i);
   MLPActs acts;
   mlp.forward(ps, y.data(), x.data(), N, acts);
-  EXPECT_EQ(acts.h_NI.dtype(), DType::BF16);
-  EXPECT_EQ(acts.h_NI.nbytes(), N * I * 2);
+  for (const Tensor* t : {&acts.gate_NI, &acts.up_NI, &acts.h_NI}) {
+    EXPECT_EQ(t->dtype(), DType::BF16);
+    EXPECT_EQ(t->nbytes(), N * I * 2);
+  }
   mlp.backward(ps, dx.data(), dy.data(), x.data(), N, acts);
 
   const Precision p = Precision::BF16;
@@ -153,6 +155,8 @@ TEST(Precision, Bf16MlpKeepsItsHiddenAsDownProjReadsIt) {
   std::vector<float> dWg(I * D, 0.f), dWu(I * D, 0.f), dWd(D * I, 0.f);
   linear_forward(g.data(), x.data(), Wg, N, D, I, false, p);
   linear_forward(u.data(), x.data(), Wu, N, D, I, false, p);
+  bf16_round(g.data(), g.data(), N * I);
+  bf16_round(u.data(), u.data(), N * I);
   swiglu_forward(h.data(), g.data(), u.data(), N * I);
   linear_forward(ry.data(), h.data(), Wd, N, I, D, false, p);
   linear_backward(dh.data(), dWd.data(), dy.data(), h.data(), Wd, N, I, D, false, p);
