@@ -43,6 +43,36 @@ void markov_batch(std::vector<int32_t>& ids, std::vector<int32_t>& tgt, int64_t 
   }
 }
 
+// The MLP's forward y and backward dx (from x, dy) and the weight gradients it accumulated into ps
+// (zero before) against the same computed from the linear ops at precision p on f32 storage, with
+// g and u rounded to bf16 when round_gu: bit for bit.
+void expect_mlp_is_its_ops(const ParamStore& ps, const SwiGLUMLP& mlp, const std::vector<float>& x,
+                           const std::vector<float>& dy, const std::vector<float>& y, const std::vector<float>& dx,
+                           int64_t N, Precision p, bool round_gu) {
+  const int64_t D = mlp.gate_proj.in, I = mlp.gate_proj.out;
+  const float *Wg = ps.param(mlp.gate_proj.w).f32(), *Wu = ps.param(mlp.up_proj.w).f32(),
+              *Wd = ps.param(mlp.down_proj.w).f32();
+  std::vector<float> g(N * I), u(N * I), h(N * I), ry(N * D), rdx(N * D), dh(N * I), dg(N * I), du(N * I);
+  std::vector<float> dWg(I * D, 0.f), dWu(I * D, 0.f), dWd(D * I, 0.f);
+  linear_forward(g.data(), x.data(), Wg, N, D, I, false, p);
+  linear_forward(u.data(), x.data(), Wu, N, D, I, false, p);
+  if (round_gu) {
+    bf16_round(g.data(), g.data(), N * I);
+    bf16_round(u.data(), u.data(), N * I);
+  }
+  swiglu_forward(h.data(), g.data(), u.data(), N * I);
+  linear_forward(ry.data(), h.data(), Wd, N, I, D, false, p);
+  linear_backward(dh.data(), dWd.data(), dy.data(), h.data(), Wd, N, I, D, false, p);
+  swiglu_backward(dg.data(), du.data(), dh.data(), g.data(), u.data(), N * I);
+  linear_backward(rdx.data(), dWg.data(), dg.data(), x.data(), Wg, N, D, I, false, p);
+  linear_backward(rdx.data(), dWu.data(), du.data(), x.data(), Wu, N, D, I, true, p);
+  EXPECT_EQ(0, memcmp(y.data(), ry.data(), y.size() * 4));
+  EXPECT_EQ(0, memcmp(dx.data(), rdx.data(), dx.size() * 4));
+  EXPECT_EQ(0, memcmp(ps.grad(mlp.gate_proj.w).f32(), dWg.data(), dWg.size() * 4));
+  EXPECT_EQ(0, memcmp(ps.grad(mlp.up_proj.w).f32(), dWu.data(), dWu.size() * 4));
+  EXPECT_EQ(0, memcmp(ps.grad(mlp.down_proj.w).f32(), dWd.data(), dWd.size() * 4));
+}
+
 }  // namespace
 
 TEST(Precision, BlockSetsEveryLinear) {
@@ -68,7 +98,7 @@ TEST(Precision, BlockSetsEveryLinear) {
   }
 }
 
-// fp32 is the f32 path as it was: the MLP equals its composition from gemm.h's plain linear calls,
+// fp32 is the f32 path as it was: the MLP equals its composition from the fp32 linear ops (gemm.h),
 // bit for bit, and a model switched to fp8 and back gives the same loss and gradients, bit for bit,
 // as one that never left fp32 (no state such as cached quantised weights survives the switch).
 TEST(Precision, Fp32IsUnchangedBitForBit) {
@@ -85,25 +115,7 @@ TEST(Precision, Fp32IsUnchangedBitForBit) {
   MLPActs acts;
   mlp.forward(ps, y.data(), x.data(), N, acts);
   mlp.backward(ps, dx.data(), dy.data(), x.data(), N, acts);
-  std::vector<float> grads(ps.grads(), ps.grads() + ps.numel());
-
-  const float *Wg = ps.param(mlp.gate_proj.w).f32(), *Wu = ps.param(mlp.up_proj.w).f32(),
-              *Wd = ps.param(mlp.down_proj.w).f32();
-  std::vector<float> g(N * I), u(N * I), h(N * I), ry(N * D), rdx(N * D), dh(N * I), dg(N * I), du(N * I);
-  std::vector<float> dWg(I * D, 0.f), dWu(I * D, 0.f), dWd(D * I, 0.f);
-  linear_forward(g.data(), x.data(), Wg, N, D, I);
-  linear_forward(u.data(), x.data(), Wu, N, D, I);
-  swiglu_forward(h.data(), g.data(), u.data(), N * I);
-  linear_forward(ry.data(), h.data(), Wd, N, I, D);
-  linear_backward(dh.data(), dWd.data(), dy.data(), h.data(), Wd, N, I, D);
-  swiglu_backward(dg.data(), du.data(), dh.data(), g.data(), u.data(), N * I);
-  linear_backward(rdx.data(), dWg.data(), dg.data(), x.data(), Wg, N, D, I);
-  linear_backward(rdx.data(), dWu.data(), du.data(), x.data(), Wu, N, D, I, true);
-  EXPECT_EQ(0, memcmp(y.data(), ry.data(), y.size() * 4));
-  EXPECT_EQ(0, memcmp(dx.data(), rdx.data(), dx.size() * 4));
-  EXPECT_EQ(0, memcmp(ps.grad(mlp.gate_proj.w).f32(), dWg.data(), dWg.size() * 4));
-  EXPECT_EQ(0, memcmp(ps.grad(mlp.up_proj.w).f32(), dWu.data(), dWu.size() * 4));
-  EXPECT_EQ(0, memcmp(ps.grad(mlp.down_proj.w).f32(), dWd.data(), dWd.size() * 4));
+  expect_mlp_is_its_ops(ps, mlp, x, dy, y, dx, N, Precision::FP32, /*round_gu=*/false);
 
   const int64_t B = 2, T = 24;
   std::vector<int32_t> ids, tgt;
@@ -147,27 +159,7 @@ TEST(Precision, Bf16MlpKeepsItsActivationsInBf16) {
     EXPECT_EQ(t->nbytes(), N * I * 2);
   }
   mlp.backward(ps, dx.data(), dy.data(), x.data(), N, acts);
-
-  const Precision p = Precision::BF16;
-  const float *Wg = ps.param(mlp.gate_proj.w).f32(), *Wu = ps.param(mlp.up_proj.w).f32(),
-              *Wd = ps.param(mlp.down_proj.w).f32();
-  std::vector<float> g(N * I), u(N * I), h(N * I), ry(N * D), rdx(N * D), dh(N * I), dg(N * I), du(N * I);
-  std::vector<float> dWg(I * D, 0.f), dWu(I * D, 0.f), dWd(D * I, 0.f);
-  linear_forward(g.data(), x.data(), Wg, N, D, I, false, p);
-  linear_forward(u.data(), x.data(), Wu, N, D, I, false, p);
-  bf16_round(g.data(), g.data(), N * I);
-  bf16_round(u.data(), u.data(), N * I);
-  swiglu_forward(h.data(), g.data(), u.data(), N * I);
-  linear_forward(ry.data(), h.data(), Wd, N, I, D, false, p);
-  linear_backward(dh.data(), dWd.data(), dy.data(), h.data(), Wd, N, I, D, false, p);
-  swiglu_backward(dg.data(), du.data(), dh.data(), g.data(), u.data(), N * I);
-  linear_backward(rdx.data(), dWg.data(), dg.data(), x.data(), Wg, N, D, I, false, p);
-  linear_backward(rdx.data(), dWu.data(), du.data(), x.data(), Wu, N, D, I, true, p);
-  EXPECT_EQ(0, memcmp(y.data(), ry.data(), y.size() * 4));
-  EXPECT_EQ(0, memcmp(dx.data(), rdx.data(), dx.size() * 4));
-  EXPECT_EQ(0, memcmp(ps.grad(mlp.gate_proj.w).f32(), dWg.data(), dWg.size() * 4));
-  EXPECT_EQ(0, memcmp(ps.grad(mlp.up_proj.w).f32(), dWu.data(), dWu.size() * 4));
-  EXPECT_EQ(0, memcmp(ps.grad(mlp.down_proj.w).f32(), dWd.data(), dWd.size() * 4));
+  expect_mlp_is_its_ops(ps, mlp, x, dy, y, dx, N, Precision::BF16, /*round_gu=*/true);
 }
 
 // A bf16 model keeps fewer activation bytes than the same model at fp32 (the norms' outputs,
