@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "framework/bf16_gemm.h"
+#include "framework/error.h"
 #include "framework/gemm.h"
 #include "framework/kernels/cast.h"
 #include "framework/kernels/softmax.h"
@@ -42,13 +43,25 @@ T to_operand(float x) {
 }
 
 // rows x cols of src (row stride ld) as the GEMMs read them: in place when not rounding, else
-// rounded into buf (packed, row stride cols).
+// rounded into buf (packed, row stride cols). A bf16 source (q, k, v kept as bf16) is already
+// rounded: its bits are copied, or widened for the emulated GEMM, into the same packed buffer.
 template <class T>
 Operand<T> operand(const float* src, int64_t ld, int64_t rows, int64_t cols, T* buf) {
   if constexpr (std::is_same_v<T, float>)
     if (!buf) return {src, ld};
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) buf[r * cols + c] = to_operand<T>(src[r * ld + c]);
+  return {buf, cols};
+}
+template <class T>
+Operand<T> operand(const uint16_t* src, int64_t ld, int64_t rows, int64_t cols, T* buf) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      if constexpr (std::is_same_v<T, uint16_t>)
+        buf[r * cols + c] = src[r * ld + c];
+      else
+        buf[r * cols + c] = kern::bf16_bits_to_f32(src[r * ld + c]);
+    }
   return {buf, cols};
 }
 
@@ -131,9 +144,9 @@ T* scratch_operand(int64_t n, bool round) {
   return round ? reinterpret_cast<T*>(scratch_floats((n * int64_t(sizeof(T)) + 3) / 4)) : nullptr;
 }
 
-template <class T>
-void forward_heads(float* o, float* lse, const float* q, const float* k, const float* v, const AttentionLayout& l,
-                   bool round) {
+// S: the element type of q, k and v (float, or uint16_t bf16 bits, which needs round).
+template <class T, class S>
+void forward_heads(float* o, float* lse, const S* q, const S* k, const S* v, const AttentionLayout& l, bool round) {
   const int64_t T_ = l.T, H = l.H, d = l.dqk, dv = l.dv;
   parallel_for(l.B * H, [&](int64_t i0, int64_t i1) {
     ScratchScope scope;
@@ -163,9 +176,9 @@ void forward_heads(float* o, float* lse, const float* q, const float* k, const f
   });
 }
 
-template <class T>
-void backward_heads(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                    const float* v, const float* lse, const AttentionLayout& l, bool round) {
+template <class T, class S>
+void backward_heads(float* dq, float* dk, float* dv, const float* dout, const S* q, const S* k, const S* v,
+                    const float* lse, const AttentionLayout& l, bool round) {
   const int64_t T_ = l.T, H = l.H, d = l.dqk, vd = l.dv;
   parallel_for(l.B * H, [&](int64_t i0, int64_t i1) {
     ScratchScope scope;
@@ -228,12 +241,32 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
     forward_heads<float>(o, lse, q, k, v, l, true);
 }
 
+void attention_forward_bf16(float* o, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                            const AttentionLayout& l) {
+  MOE_PHASE("attention");
+  MOE_CHECK(l.bf16, "attention_forward_bf16: bf16 q, k, v need the layout's bf16 GEMMs");
+  if (bf16_gemm_native())
+    forward_heads<uint16_t>(o, lse, q, k, v, l, true);
+  else
+    forward_heads<float>(o, lse, q, k, v, l, true);
+}
+
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* lse, const AttentionLayout& l) {
   MOE_PHASE("attention");
   if (!l.bf16)
     backward_heads<float>(dq, dk, dv, dout, q, k, v, lse, l, false);
   else if (bf16_gemm_native())
+    backward_heads<uint16_t>(dq, dk, dv, dout, q, k, v, lse, l, true);
+  else
+    backward_heads<float>(dq, dk, dv, dout, q, k, v, lse, l, true);
+}
+
+void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout, const uint16_t* q, const uint16_t* k,
+                             const uint16_t* v, const float* lse, const AttentionLayout& l) {
+  MOE_PHASE("attention");
+  MOE_CHECK(l.bf16, "attention_backward_bf16: bf16 q, k, v need the layout's bf16 GEMMs");
+  if (bf16_gemm_native())
     backward_heads<uint16_t>(dq, dk, dv, dout, q, k, v, lse, l, true);
   else
     backward_heads<float>(dq, dk, dv, dout, q, k, v, lse, l, true);

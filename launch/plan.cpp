@@ -76,8 +76,8 @@ BlockBytes block_activation_bytes(const ModelConfig& m, bool moe_block, int ep, 
   BlockBytes n;
   n.common = f * (D + 2) + b * D;                                           // h, the rstds; ln1
   if (Q > 0) n.common += f * (Q + 1) + b * Q;                               // q_a, its rstd; its norm
-  n.common += f * (H * dq + L + 1 + H * dv + H * dq + H);                   // q, kv_c, its rstd, v, k, lse
-  n.common += b * (L + H * dv);                                             // kv_norm, o
+  n.common += f * (L + 1 + H);                                              // kv_c, its rstd, lse
+  n.common += b * (L + H * dv + 2 * H * dq + H * dv);                       // kv_norm, o, q, k, v
   if (!moe_block) {
     (bf16 ? n.ln2_bf16 : n.ln2_f32) = b * D;
     n.dense = 3 * b * m.dense_inter;                                        // the MLP's gate, up, h

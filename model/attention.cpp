@@ -70,11 +70,9 @@ void MLA::init(ParamStore& ps, const std::string& prefix, const ModelConfig& c) 
 }
 
 // q [N, H, d] (RoPE not yet applied) from x.
-void MLA::project_queries(const ParamStore& ps, Activation x, int64_t N, MLAActs& a) const {
-  const int64_t d = nope + rope;
+void MLA::project_queries(const ParamStore& ps, Activation x, int64_t N, MLAActs& a, float* q) const {
   const bool fp8 = q_b_proj.prec == Precision::FP8;
   ScratchScope scope;
-  a.q_NHd.ensure({N, H, d});
   if (q_lora > 0) {
     a.qa_NQ.ensure({N, q_lora});
     a.qa_rstd_N.ensure({N});
@@ -83,9 +81,9 @@ void MLA::project_queries(const ParamStore& ps, Activation x, int64_t N, MLAActs
     Tensor qa_f32;
     const Activation qa = q_a_layernorm.forward_kept(ps, a.qa_norm_NQ, qa_f32, a.qa_rstd_N.f32(), a.qa_NQ.f32(), N,
                                                      q_b_proj.prec == Precision::BF16, qaq.ptr());
-    q_b_proj.forward(ps, a.q_NHd.f32(), qa, N);
+    q_b_proj.forward(ps, q, qa, N);
   } else {
-    q_proj.forward(ps, a.q_NHd.f32(), x, N);
+    q_proj.forward(ps, q, x, N);
   }
 }
 
@@ -118,8 +116,18 @@ void MLA::forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64
   const int64_t N = B * T, d = nope + rope, e = nope + vdim, C = kv_lora + rope;
   const bool fp8 = kv_b_proj.prec == Precision::FP8;
   ScratchScope scope;
-  project_queries(ps, x, N, a);
-  rt.apply(a.q_NHd.f32() + nope, B, T, H, H * d, d, int(rope), false);
+  // q, k and v are read by the attention core alone, which at bf16 rounds them for its GEMMs: kept
+  // as bf16 then (their f32 values in scratch), the same bits.
+  const bool bf16 = o_proj.prec == Precision::BF16;
+  ensure_kept(a.q_NHd, N, H * d, bf16);
+  ensure_kept(a.k_NHd, N, H * d, bf16);
+  ensure_kept(a.v_NHv, N, H * vdim, bf16);
+  Tensor q32 = bf16 ? scratch({N, H * d}) : Tensor(), k32 = bf16 ? scratch({N, H * d}) : Tensor(),
+         v32 = bf16 ? scratch({N, H * vdim}) : Tensor();
+  float *q = bf16 ? q32.f32() : a.q_NHd.f32(), *k = bf16 ? k32.f32() : a.k_NHd.f32(),
+        *v = bf16 ? v32.f32() : a.v_NHv.f32();
+  project_queries(ps, x, N, a, q);
+  rt.apply(q + nope, B, T, H, H * d, d, int(rope), false);
 
   // Compressed keys/values: [kv_c | k_pe].
   Tensor ckv = scratch({N, C}), latent = cache_rows ? scratch({N, kv_lora}) : Tensor(), kv_f32;
@@ -136,21 +144,25 @@ void MLA::forward(const ParamStore& ps, float* y, Activation x, int64_t B, int64
 
   // Keys: per head [k_nope | shared k_pe] (the one k_pe row of a token repeated for its H heads);
   // values: the rest of kv_b's output, kept on their own so the k_nope copies are not kept twice.
-  a.k_NHd.ensure({N, H, d});
-  a.v_NHv.ensure({N, H, vdim});
-  float *k = a.k_NHd.f32(), *v = a.v_NHv.f32();
   compute().copy_rows(k, d, kvb.f32(), e, N * H, nope);
   compute().copy_rows(k + nope, d, c + kv_lora, C, N * H, rope, /*src_repeat=*/H);
   compute().copy_rows(v, vdim, kvb.f32() + nope, e, N * H, vdim);
 
   // o: at bf16 o_proj alone reads it, so only its rounding is kept (its f32 values in scratch).
-  const bool bf16 = o_proj.prec == Precision::BF16;
   ensure_kept(a.o_NHv, N, H * vdim, bf16);
   Tensor o_f32 = bf16 ? scratch({N, H * vdim}) : Tensor();
   float* o = bf16 ? o_f32.f32() : a.o_NHv.f32();
   a.lse_BHT.ensure({B, H, T});
-  compute().attention_forward(o, a.lse_BHT.f32(), a.q_NHd.f32(), k, v, attention_layout(B, T, rt));
-  if (bf16) compute().cast_f32_to_bf16(a.o_NHv.data<uint16_t>(), o, N * H * vdim);
+  if (bf16) {
+    compute().cast_f32_to_bf16(a.q_NHd.data<uint16_t>(), q, N * H * d);
+    compute().cast_f32_to_bf16(a.k_NHd.data<uint16_t>(), k, N * H * d);
+    compute().cast_f32_to_bf16(a.v_NHv.data<uint16_t>(), v, N * H * vdim);
+    compute().attention_forward_bf16(o, a.lse_BHT.f32(), a.q_NHd.data<uint16_t>(), a.k_NHd.data<uint16_t>(),
+                                     a.v_NHv.data<uint16_t>(), attention_layout(B, T, rt));
+    compute().cast_f32_to_bf16(a.o_NHv.data<uint16_t>(), o, N * H * vdim);
+  } else {
+    compute().attention_forward(o, a.lse_BHT.f32(), q, k, v, attention_layout(B, T, rt));
+  }
   o_proj.forward(ps, y, {o, nullptr, bf16 ? a.o_NHv.data<uint16_t>() : nullptr}, N);
 }
 
@@ -162,8 +174,9 @@ void MLA::decode(const ParamStore& ps, float* y, Activation x, const LatentStep&
   const int64_t n = step.n, d = nope + rope, e = nope + vdim, C = kv_lora + rope, L = kv_lora;
   const bool fp8 = kv_b_proj.prec == Precision::FP8;
   ScratchScope scope;
-  project_queries(ps, x, n, a);
+  a.q_NHd.ensure({n, H, d});
   float* q = a.q_NHd.f32();
+  project_queries(ps, x, n, a, q);
   compute().rope_apply(q + nope, step.cos, step.sin, 1, n, H, H * d, d, int(rope), false);
 
   // The new tokens' cache rows: [latent kv_c | k_pe with RoPE].
@@ -215,8 +228,13 @@ void MLA::backward(const ParamStore& ps, float* dx, const float* dy, Activation 
 
   Tensor dq = scratch({N, H, d}), dk = scratch({N, H, d}), dv = scratch({N, H, vdim}), dkvb = scratch({N, H, e});
   float *pdk = dk.f32(), *pdkvb = dkvb.f32();
-  compute().attention_backward(dq.f32(), pdk, dv.f32(), dO.f32(), a.q_NHd.f32(), a.k_NHd.f32(), a.v_NHv.f32(),
-                               a.lse_BHT.f32(), attention_layout(B, T, rt));
+  const AttentionLayout layout = attention_layout(B, T, rt);
+  if (a.q_NHd.dtype() == DType::BF16)
+    compute().attention_backward_bf16(dq.f32(), pdk, dv.f32(), dO.f32(), a.q_NHd.data<uint16_t>(),
+                                      a.k_NHd.data<uint16_t>(), a.v_NHv.data<uint16_t>(), a.lse_BHT.f32(), layout);
+  else
+    compute().attention_backward(dq.f32(), pdk, dv.f32(), dO.f32(), a.q_NHd.f32(), a.k_NHd.f32(), a.v_NHv.f32(),
+                                 a.lse_BHT.f32(), layout);
 
   // kv_b's output gradient per head [dk_nope | dv]; the keys' rope part is summed over heads
   // (shared k_pe).

@@ -23,8 +23,8 @@
 namespace moe {
 
 struct MLAActs {
-  // The norms' outputs and o are read only by the projections after them: bf16 at bf16 (kept(),
-  // model/layers.h), else f32.
+  // The norms' outputs and o are read only by the projections after them, q, k and v only by the
+  // attention core (which rounds them at bf16): bf16 at bf16 (kept(), model/layers.h), else f32.
   Tensor qa_NQ, qa_norm_NQ, qa_rstd_N;  // q low-rank path (empty when q_lora_rank == 0)
   Tensor q_NHd;                         // queries, RoPE applied
   Tensor kv_c_NL, kv_norm_NL, kv_rstd_N;
@@ -89,7 +89,7 @@ struct MLA {
 
  private:
   AttentionLayout attention_layout(int64_t B, int64_t T, const RopeTables& rt) const;
-  void project_queries(const ParamStore& ps, Activation x, int64_t N, MLAActs& a) const;
+  void project_queries(const ParamStore& ps, Activation x, int64_t N, MLAActs& a, float* q) const;
   Activation project_latent(const ParamStore& ps, float* ckv, Activation x, int64_t N, MLAActs& a,
                             const ScratchFp8Rows& kvq, Tensor& kv_f32, float* latent) const;
 };

@@ -2,6 +2,7 @@
 // sit in S[hc, T, T]; row n of S is head h0 + n / T, query t = n % T, which sees keys 0..t (under
 // a document mask keys doc_start[b*T + t]..t; the softmax rows zero the rest).
 #include "framework/cuda/allocator.h"
+#include "framework/error.h"
 #include "framework/cuda/attention.h"
 #include "framework/cuda/gemm.h"
 #include "framework/cuda/launch.cuh"
@@ -27,22 +28,35 @@ int64_t extent(const AttentionLayout& l, int64_t ld, int64_t hs, int64_t width) 
   return (l.B * l.T - 1) * ld + (l.H - 1) * hs + width;
 }
 
+// A bf16 copy of x's n elements (in its layout) in b.
+const uint16_t* cast_copy(DeviceBuffer<uint16_t>& b, const float* x, int64_t n, cudaStream_t s) {
+  b = DeviceBuffer<uint16_t>(n);
+  cast_f32_to_bf16(b.get(), x, n, s);
+  return b.get();
+}
+
 // o_read: o is dO (backward, read by the GEMMs), not forward's output (written, never cast).
 Operands operands(const float* q, const float* k, const float* v, const float* o, bool o_read,
                   const AttentionLayout& l, cudaStream_t s) {
   Operands ops;
   ops.q = q, ops.k = k, ops.v = v, ops.o = o;
   if (!l.bf16) return ops;
-  auto cast = [&](DeviceBuffer<uint16_t>& b, const float* x, int64_t n) {
-    b = DeviceBuffer<uint16_t>(n);
-    cast_f32_to_bf16(b.get(), x, n, s);
-    return b.get();
-  };
   ops.type = DType::BF16;
-  ops.q = cast(ops.qb, q, extent(l, l.q_ld, l.q_hs, l.dqk));
-  ops.k = cast(ops.kb, k, extent(l, l.k_ld, l.k_hs, l.dqk));
-  ops.v = cast(ops.vb, v, extent(l, l.v_ld, l.v_hs, l.dv));
-  ops.o = o_read ? cast(ops.ob, o, extent(l, l.o_ld, l.o_hs, l.dv)) : nullptr;
+  ops.q = cast_copy(ops.qb, q, extent(l, l.q_ld, l.q_hs, l.dqk), s);
+  ops.k = cast_copy(ops.kb, k, extent(l, l.k_ld, l.k_hs, l.dqk), s);
+  ops.v = cast_copy(ops.vb, v, extent(l, l.v_ld, l.v_hs, l.dv), s);
+  ops.o = o_read ? cast_copy(ops.ob, o, extent(l, l.o_ld, l.o_hs, l.dv), s) : nullptr;
+  return ops;
+}
+
+// q, k and v kept as bf16 are read in place: the copies above, made by the caller.
+Operands bf16_operands(const uint16_t* q, const uint16_t* k, const uint16_t* v, const float* dout,
+                       const AttentionLayout& l, cudaStream_t s) {
+  MOE_CHECK(l.bf16, "attention on bf16 q, k, v needs the layout's bf16 GEMMs");
+  Operands ops;
+  ops.type = DType::BF16;
+  ops.q = q, ops.k = k, ops.v = v;
+  ops.o = dout ? cast_copy(ops.ob, dout, extent(l, l.o_ld, l.o_hs, l.dv), s) : nullptr;
   return ops;
 }
 
@@ -87,12 +101,11 @@ int64_t attention_heads_per_chunk(int64_t H, int64_t T) {
   return fit < 1 ? 1 : (fit < H ? fit : H);
 }
 
-void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const AttentionLayout& l,
-                       cudaStream_t s) {
+namespace {
+
+void forward_on(float* o, float* lse, const Operands& ops, const AttentionLayout& l, cudaStream_t s) {
   const int64_t T = l.T, H = l.H;
-  if (l.B == 0 || T == 0 || H == 0) return;
   const int64_t chunk = attention_heads_per_chunk(H, T);
-  const Operands ops = operands(q, k, v, o, /*o_read=*/false, l, s);
   DeviceBuffer<float> S_buf(chunk * T * T);
   float* S = S_buf.get();
   Probabilities Pb;
@@ -115,12 +128,11 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
     }
 }
 
-void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                        const float* v, const float* lse, const AttentionLayout& l, cudaStream_t s) {
+// ops.o is dout (the layout of o).
+void backward_on(float* dq, float* dk, float* dv, const Operands& ops, const float* lse, const AttentionLayout& l,
+                 cudaStream_t s) {
   const int64_t T = l.T, H = l.H;
-  if (l.B == 0 || T == 0 || H == 0) return;
   const int64_t chunk = attention_heads_per_chunk(H, T);
-  const Operands ops = operands(q, k, v, dout, /*o_read=*/true, l, s);  // ops.o is dout (the layout of o)
   DeviceBuffer<float> P_buf(chunk * T * T), dP_buf(chunk * T * T);
   float *P = P_buf.get(), *dP = dP_buf.get();
   Probabilities Pb, dSb;
@@ -157,6 +169,30 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       gemm_strided_batched(true, false, T, l.dqk, T, l.scale, dS, T, T * T, h.q, l.q_ld, l.q_hs, 0.f, dk_b, l.k_ld,
                            l.k_hs, hc, h.type, DType::F32, s);
     }
+}
+
+bool empty(const AttentionLayout& l) { return l.B == 0 || l.T == 0 || l.H == 0; }
+
+}  // namespace
+
+void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const AttentionLayout& l,
+                       cudaStream_t s) {
+  if (!empty(l)) forward_on(o, lse, operands(q, k, v, o, /*o_read=*/false, l, s), l, s);
+}
+
+void attention_forward_bf16(float* o, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                            const AttentionLayout& l, cudaStream_t s) {
+  if (!empty(l)) forward_on(o, lse, bf16_operands(q, k, v, nullptr, l, s), l, s);
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* lse, const AttentionLayout& l, cudaStream_t s) {
+  if (!empty(l)) backward_on(dq, dk, dv, operands(q, k, v, dout, /*o_read=*/true, l, s), lse, l, s);
+}
+
+void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout, const uint16_t* q, const uint16_t* k,
+                             const uint16_t* v, const float* lse, const AttentionLayout& l, cudaStream_t s) {
+  if (!empty(l)) backward_on(dq, dk, dv, bf16_operands(q, k, v, dout, l, s), lse, l, s);
 }
 
 void latent_attention(float* o, const float* q, const float* cache, const int64_t* row_offset, const int64_t* length,

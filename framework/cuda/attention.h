@@ -25,6 +25,12 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
 // dq, dk, dv assigned (in the layouts of q, k, v).
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* lse, const AttentionLayout& l, cudaStream_t stream = nullptr);
+// On q, k, v kept as bf16 (l.bf16): the GEMMs read them in place of the copies cast above.
+void attention_forward_bf16(float* o, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                            const AttentionLayout& l, cudaStream_t stream = nullptr);
+void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout, const uint16_t* q, const uint16_t* k,
+                             const uint16_t* v, const float* lse, const AttentionLayout& l,
+                             cudaStream_t stream = nullptr);
 
 // MLA decoding over the latent KV cache: one block per (token, head), kern::latent_attention_row.
 void latent_attention(float* o, const float* q, const float* cache, const int64_t* row_offset, const int64_t* length,

@@ -433,6 +433,38 @@ TEST_F(GpuBackend, AttentionForwardAndBackward) {
   }
 }
 
+// The core on q, k, v kept as bf16 (the model at bf16) reads them in place of the copies the f32
+// op casts: the same cuBLASLt calls on the same operands, so the same bits, forward and backward.
+TEST_F(GpuBackend, AttentionOnBf16InputsIsTheAttentionOnTheirValues) {
+  AttentionLayout l;
+  l.B = 2, l.T = 70, l.H = 3, l.dqk = 24, l.dv = 16, l.scale = 0.2f, l.bf16 = true;
+  const int64_t N = l.B * l.T;
+  l.q_ld = l.k_ld = l.H * l.dqk, l.q_hs = l.k_hs = l.dqk, l.v_ld = l.o_ld = l.H * l.dv, l.v_hs = l.o_hs = l.dv;
+  auto q = randn(size_t(N * l.q_ld), 60), k = randn(size_t(N * l.k_ld), 61), v = randn(size_t(N * l.v_ld), 62);
+  auto dout = randn(size_t(N * l.o_ld), 63);
+  Backend& be = gpu();
+  auto run = [&](bool bf16_inputs) {
+    Buf<float> Q(be, q), K(be, k), V(be, v), O(be, zeros(N * l.o_ld)), lse(be, zeros(l.B * l.H * l.T));
+    Buf<float> dO(be, dout), dQ(be, zeros(N * l.q_ld)), dK(be, zeros(N * l.k_ld)), dV(be, zeros(N * l.v_ld));
+    Buf<uint16_t> Qb(be, std::vector<uint16_t>(q.size())), Kb(be, std::vector<uint16_t>(k.size())),
+        Vb(be, std::vector<uint16_t>(v.size()));
+    be.cast_f32_to_bf16(Qb.get(), Q.get(), int64_t(q.size()));
+    be.cast_f32_to_bf16(Kb.get(), K.get(), int64_t(k.size()));
+    be.cast_f32_to_bf16(Vb.get(), V.get(), int64_t(v.size()));
+    if (bf16_inputs) {
+      be.attention_forward_bf16(O.get(), lse.get(), Qb.get(), Kb.get(), Vb.get(), l);
+      be.attention_backward_bf16(dQ.get(), dK.get(), dV.get(), dO.get(), Qb.get(), Kb.get(), Vb.get(), lse.get(), l);
+    } else {
+      be.attention_forward(O.get(), lse.get(), Q.get(), K.get(), V.get(), l);
+      be.attention_backward(dQ.get(), dK.get(), dV.get(), dO.get(), Q.get(), K.get(), V.get(), lse.get(), l);
+    }
+    return std::vector<std::vector<float>>{O.host(), lse.host(), dQ.host(), dK.host(), dV.host()};
+  };
+  const auto want = run(false), got = run(true);
+  const char* names[] = {"o", "lse", "dq", "dk", "dv"};
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(same_bits(got[i], want[i])) << names[i];
+}
+
 // Inside a Bf16WeightScope the bf16 GEMMs read one device copy of each weight matrix, and the fp8
 // GEMMs its E4M3 operands (forward and dgrad) or its fake-quantised values: made on first use,
 // counted by bf16_weights_bytes, dropped when the scope closes or the storage is forgotten; the

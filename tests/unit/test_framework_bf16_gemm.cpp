@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/attention.h"
 #include "framework/bf16_gemm.h"
 #include "framework/dtype.h"
 #include "framework/gemm.h"
@@ -185,4 +186,39 @@ TEST(Bf16Gemm, LayersOnBf16InputsAreTheLayersOnTheirF32Inputs) {
   EXPECT_EQ(dx, dx_ref);
   EXPECT_EQ(gW, gW_ref);
   EXPECT_NE(gW[0], gW[2]) << "the groups got their own rows";
+}
+
+// The attention core on q, k, v kept as bf16 (attention_*_bf16: the model at bf16) is the core on
+// their f32 values at l.bf16, bit for bit: it rounds them to exactly these bits. MLA's layout (q
+// and k heads of 24, v heads of 16), two sequences of 70 positions (two query blocks), with a
+// document mask; native here, emulated in the ctest entry test_framework_bf16_gemm_emulated.
+TEST(Bf16Gemm, AttentionOnBf16InputsIsTheAttentionOnTheirValues) {
+  const int64_t B = 2, T = 70, H = 2, d = 24, dv = 16, N = B * T;
+  AttentionLayout l;
+  l.B = B, l.T = T, l.H = H, l.dqk = d, l.dv = dv;
+  l.q_ld = l.k_ld = H * d, l.q_hs = l.k_hs = d;
+  l.v_ld = l.o_ld = H * dv, l.v_hs = l.o_hs = dv;
+  l.scale = 1.f / std::sqrt(float(d));
+  l.bf16 = true;
+  std::vector<int32_t> doc_start(size_t(N));
+  for (int64_t i = 0; i < N; ++i) doc_start[size_t(i)] = int32_t(i % T < 30 ? 0 : 30);
+  l.doc_start = doc_start.data();
+  const auto q = test::randn(size_t(N * H * d), 31), k = test::randn(size_t(N * H * d), 32),
+             v = test::randn(size_t(N * H * dv), 33), dout = test::randn(size_t(N * H * dv), 34);
+  const auto qb = bf16_bits(q), kb = bf16_bits(k), vb = bf16_bits(v);
+  std::vector<float> o(size_t(N * H * dv)), o_ref(o.size()), lse(size_t(B * H * T)), lse_ref(lse.size());
+  attention_forward(o_ref.data(), lse_ref.data(), q.data(), k.data(), v.data(), l);
+  attention_forward_bf16(o.data(), lse.data(), qb.data(), kb.data(), vb.data(), l);
+  EXPECT_EQ(o, o_ref);
+  EXPECT_EQ(lse, lse_ref);
+  std::vector<float> dq(q.size()), dk(k.size()), dvv(v.size()), dq_ref(q.size()), dk_ref(k.size()), dv_ref(v.size());
+  attention_backward(dq_ref.data(), dk_ref.data(), dv_ref.data(), dout.data(), q.data(), k.data(), v.data(),
+                     lse_ref.data(), l);
+  attention_backward_bf16(dq.data(), dk.data(), dvv.data(), dout.data(), qb.data(), kb.data(), vb.data(), lse.data(),
+                          l);
+  EXPECT_EQ(dq, dq_ref);
+  EXPECT_EQ(dk, dk_ref);
+  EXPECT_EQ(dvv, dv_ref);
+  l.bf16 = false;
+  EXPECT_ANY_THROW(attention_forward_bf16(o.data(), lse.data(), qb.data(), kb.data(), vb.data(), l));
 }
