@@ -80,19 +80,19 @@ BlockBytes block_activation_bytes(const ModelConfig& m, bool moe_block, int ep, 
   n.common += b * (L + H * dv + 2 * H * dq + H * dv);                       // kv_norm, o, q, k, v
   if (!moe_block) {
     (bf16 ? n.ln2_bf16 : n.ln2_f32) = b * D;
-    n.dense = 3 * b * m.dense_inter;                                        // the MLP's gate, up, h
+    n.dense = 2 * b * m.dense_inter;                                        // the MLP's gate, up
     return n;
   }
   n.ln2_f32 = f * D;                                                        // the router reads it
   n.ln2_bf16 = bf16 ? 2 * D : 0;
   n.moe = f * (2 * E + 2 * K);                                              // router logits, scores, indices, weights
-  n.moe += 3 * b * I * m.shared_experts;                                   // the shared experts' gate, up, h
+  n.moe += 2 * b * I * m.shared_experts;                                   // the shared experts' gate, up
   // The routed input rows and the experts' outputs as moved (bf16 at bf16, f32 with odd D, the
   // inputs then rounded by the experts), the dispatch plan, the rows received from other ranks.
   const double moved = bf16 && !odd ? 2 : f, rounded = bf16 && odd ? 2 : 0;
   n.moe += (2 * moved + rounded) * K * D + f * 2 * K;
   if (ep > 1) n.moe += moved * K * D;
-  n.moe += 3 * b * I * K;                                                   // the routed experts' gate, up, h
+  n.moe += 2 * b * I * K;                                                   // the routed experts' gate, up
   return n;
 }
 

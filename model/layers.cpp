@@ -11,6 +11,17 @@ void swiglu_backward_kept(float* dg, float* du, const float* dh, const MLPActs& 
   compute().swiglu_backward(dg, du, dh, a.gate_NI.f32(), a.up_NI.f32(), n);
 }
 
+Activation swiglu_again(const MLPActs& a, int64_t n, Tensor& h) {
+  if (a.gate_NI.dtype() == DType::BF16) {
+    h = scratch({n}, DType::BF16);
+    compute().swiglu_forward_bf16(h.data<uint16_t>(), a.gate_NI.data<uint16_t>(), a.up_NI.data<uint16_t>(), n);
+    return kept(h);
+  }
+  h = scratch({n});
+  compute().swiglu_forward(h.f32(), a.gate_NI.f32(), a.up_NI.f32(), n);
+  return h.f32();
+}
+
 Activation kept(const Tensor& t) {
   if (t.dtype() == DType::BF16) return {nullptr, nullptr, t.data<uint16_t>()};
   return t.f32();
@@ -84,36 +95,35 @@ void SwiGLUMLP::forward(const ParamStore& ps, float* y, Activation x, int64_t N,
   const bool bf16 = down_proj.prec == Precision::BF16;
   ensure_kept(a.gate_NI, N, I, bf16);
   ensure_kept(a.up_NI, N, I, bf16);
-  ensure_kept(a.h_NI, N, I, bf16);
+  ScratchScope scope;  // h lives for the forward only
   if (bf16) {
-    ScratchScope scope;
-    Tensor g = scratch({N, I}), u = scratch({N, I});
+    Tensor g = scratch({N, I}), u = scratch({N, I}), h = scratch({N, I}, DType::BF16);
     gate_proj.forward(ps, g.f32(), x, N);
     up_proj.forward(ps, u.f32(), x, N);
     compute().cast_f32_to_bf16(a.gate_NI.data<uint16_t>(), g.f32(), N * I);
     compute().cast_f32_to_bf16(a.up_NI.data<uint16_t>(), u.f32(), N * I);
-    compute().swiglu_forward_bf16(a.h_NI.data<uint16_t>(), a.gate_NI.data<uint16_t>(), a.up_NI.data<uint16_t>(), N * I);
-    return down_proj.forward(ps, y, kept(a.h_NI), N, accumulate);
+    compute().swiglu_forward_bf16(h.data<uint16_t>(), a.gate_NI.data<uint16_t>(), a.up_NI.data<uint16_t>(), N * I);
+    return down_proj.forward(ps, y, kept(h), N, accumulate);
   }
   gate_proj.forward(ps, a.gate_NI.f32(), x, N);
   up_proj.forward(ps, a.up_NI.f32(), x, N);
+  Tensor h = scratch({N, I});
   if (down_proj.prec != Precision::FP8) {
-    compute().swiglu_forward(a.h_NI.f32(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
-    return down_proj.forward(ps, y, a.h_NI.f32(), N, accumulate);
+    compute().swiglu_forward(h.f32(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
+    return down_proj.forward(ps, y, h.f32(), N, accumulate);
   }
   // fp8: SwiGLU writes h's E4M3 rows for down_proj as well.
-  ScratchScope scope;
   const ScratchFp8Rows hq(N, I);
-  compute().swiglu_forward_fp8(a.h_NI.f32(), hq.get(), a.gate_NI.f32(), a.up_NI.f32());
-  down_proj.forward(ps, y, {a.h_NI.f32(), hq.ptr()}, N, accumulate);
+  compute().swiglu_forward_fp8(h.f32(), hq.get(), a.gate_NI.f32(), a.up_NI.f32());
+  down_proj.forward(ps, y, {h.f32(), hq.ptr()}, N, accumulate);
 }
 
 void SwiGLUMLP::backward(const ParamStore& ps, float* dx, const float* dy, Activation x, int64_t N, MLPActs& a,
                          bool accumulate_dx) const {
   int64_t I = gate_proj.out;
   ScratchScope scope;
-  Tensor dh = scratch({N, I}), dg = scratch({N, I}), du = scratch({N, I});
-  down_proj.backward(ps, dh.f32(), dy, kept(a.h_NI), N);
+  Tensor dh = scratch({N, I}), dg = scratch({N, I}), du = scratch({N, I}), h;
+  down_proj.backward(ps, dh.f32(), dy, swiglu_again(a, N * I, h), N);
   swiglu_backward_kept(dg.f32(), du.f32(), dh.f32(), a, N * I);
   gate_proj.backward(ps, dx, dg.f32(), x, N, accumulate_dx);
   up_proj.backward(ps, dx, du.f32(), x, N, /*accumulate_dx=*/true);

@@ -67,15 +67,19 @@ struct RMSNorm {
 
 // What SwiGLU's backward needs: the two projections before the activation and the product.
 struct MLPActs {
-  // The gate and up outputs and SwiGLU's output h: bf16 at bf16 (as autocast keeps every linear
-  // output; SwiGLU runs on the rounded g and u), else f32.
-  Tensor gate_NI, up_NI, h_NI;
+  // The gate and up outputs: bf16 at bf16 (as autocast keeps every linear output; SwiGLU runs on
+  // the rounded values), else f32. SwiGLU's output h is not kept: backward computes it again from
+  // them (swiglu_again), one element-wise pass for I values per row kept fewer.
+  Tensor gate_NI, up_NI;
   Tensor x_bf16;  // the routed experts at bf16 with odd D: their f32 input rows rounded once (MoELayer::run_experts)
-  int64_t bytes() const { return Tensor::total_bytes(gate_NI, up_NI, h_NI, x_bf16); }
+  int64_t bytes() const { return Tensor::total_bytes(gate_NI, up_NI, x_bf16); }
 };
 
 // SwiGLU's backward from the gate and up outputs as a kept them (f32, or bf16 at bf16).
 void swiglu_backward_kept(float* dg, float* du, const float* dh, const MLPActs& a, int64_t n);
+// SwiGLU's output again from a's kept gate and up outputs, as the forward computed it (the same
+// bits), into h (scratch of the caller's scope, held while the result is read): bf16 when they are.
+Activation swiglu_again(const MLPActs& a, int64_t n, Tensor& h);
 
 // down(silu(gate(x)) * up(x)); names <prefix>.{gate_proj, up_proj, down_proj}.weight
 struct SwiGLUMLP {

@@ -49,31 +49,31 @@ void MoELayer::run_experts(const ParamStore& ps, const ExpertRows& rows, const E
   const bool bf16 = prec == Precision::BF16;
   ensure_kept(a.gate_NI, R, I, bf16);
   ensure_kept(a.up_NI, R, I, bf16);
-  ensure_kept(a.h_NI, R, I, bf16);
   Backend& c = compute();
+  ScratchScope scope;  // h lives for the forward only (backward computes it again: swiglu_again)
   auto Wg = expert_weights(ps, &SwiGLUMLP::gate_proj, false), Wu = expert_weights(ps, &SwiGLUMLP::up_proj, false),
        Wd = expert_weights(ps, &SwiGLUMLP::down_proj, false);
   if (bf16) {
     // The GEMMs read the rows' bf16 rounding, kept for the weight gradients: as dispatched, or
-    // (odd D, f32 rows) rounded here once instead of in each of those four GEMMs. gate, up and
-    // h are kept in bf16 as SwiGLUMLP keeps them.
+    // (odd D, f32 rows) rounded here once instead of in each of those four GEMMs. gate and up are
+    // kept in bf16 as SwiGLUMLP keeps them.
     const uint16_t* xb = rows.xb;
     if (!xb) {
       a.x_bf16.ensure({R, D}, DType::BF16);
       c.cast_f32_to_bf16(a.x_bf16.data<uint16_t>(), rows.x, R * D);
       xb = a.x_bf16.data<uint16_t>();
     }
-    ScratchScope scope;
-    Tensor g = scratch({R, I}), u = scratch({R, I});
+    Tensor g = scratch({R, I}), u = scratch({R, I}), h = scratch({R, I}, DType::BF16);
     c.grouped_linear_forward_bf16(g.f32(), xb, Wg.data(), offsets, G, D, I);
     c.grouped_linear_forward_bf16(u.f32(), xb, Wu.data(), offsets, G, D, I);
-    uint16_t *gb = a.gate_NI.data<uint16_t>(), *ub = a.up_NI.data<uint16_t>(), *hb = a.h_NI.data<uint16_t>();
+    uint16_t *gb = a.gate_NI.data<uint16_t>(), *ub = a.up_NI.data<uint16_t>(), *hb = h.data<uint16_t>();
     c.cast_f32_to_bf16(gb, g.f32(), R * I);
     c.cast_f32_to_bf16(ub, u.f32(), R * I);
     c.swiglu_forward_bf16(hb, gb, ub, R * I);
     return c.grouped_linear_forward_bf16(rows.y, hb, Wd.data(), offsets, G, I, D);
   }
-  float *gate = a.gate_NI.f32(), *up = a.up_NI.f32(), *h = a.h_NI.f32();
+  Tensor h_f32 = scratch({R, I});
+  float *gate = a.gate_NI.f32(), *up = a.up_NI.f32(), *h = h_f32.f32();
   if (prec != Precision::FP8) {
     c.grouped_linear_forward(gate, rows.x, Wg.data(), offsets, G, D, I, prec);
     c.grouped_linear_forward(up, rows.x, Wu.data(), offsets, G, D, I, prec);
@@ -82,7 +82,6 @@ void MoELayer::run_experts(const ParamStore& ps, const ExpertRows& rows, const E
   }
   // fp8: the GEMMs read E4M3 rows: x's from the dispatcher (or, without them, quantised here: f32
   // rows that came through the expert exchange) and h's from SwiGLU.
-  ScratchScope scope;
   ScratchFp8Rows own;
   const Fp8Rows* xq = rows.xq.ptr();
   if (!xq) {
@@ -108,8 +107,8 @@ void MoELayer::run_experts_backward(const ParamStore& ps, const ExpertGradRows& 
   auto dWg = expert_weights(ps, &SwiGLUMLP::gate_proj, true), dWu = expert_weights(ps, &SwiGLUMLP::up_proj, true),
        dWd = expert_weights(ps, &SwiGLUMLP::down_proj, true);
   ScratchScope scope;
-  Tensor dh = scratch({R, I}), dg = scratch({R, I}), du = scratch({R, I});
-  const Activation h = kept(a.h_NI);
+  Tensor dh = scratch({R, I}), dg = scratch({R, I}), du = scratch({R, I}), h_again;
+  const Activation h = swiglu_again(a, R * I, h_again);
   projection_backward(groups, dh.f32(), dWd.data(), g.dy, h.f32, h.bf16, Wd.data(), I, D, false);
   swiglu_backward_kept(dg.f32(), du.f32(), dh.f32(), a, R * I);
   const uint16_t* xb = prec != Precision::BF16 ? nullptr : g.xb ? g.xb : a.x_bf16.data<uint16_t>();
