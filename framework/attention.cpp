@@ -144,9 +144,10 @@ T* scratch_operand(int64_t n, bool round) {
   return round ? reinterpret_cast<T*>(scratch_floats((n * int64_t(sizeof(T)) + 3) / 4)) : nullptr;
 }
 
-// S: the element type of q, k and v (float, or uint16_t bf16 bits, which needs round).
-template <class T, class S>
-void forward_heads(float* o, float* lse, const S* q, const S* k, const S* v, const AttentionLayout& l, bool round) {
+// Src: the element type of q, k and v (float, or uint16_t bf16 bits, which needs round).
+template <class T, class Src>
+void forward_heads(float* o, float* lse, const Src* q, const Src* k, const Src* v, const AttentionLayout& l,
+                   bool round) {
   const int64_t T_ = l.T, H = l.H, d = l.dqk, dv = l.dv;
   parallel_for(l.B * H, [&](int64_t i0, int64_t i1) {
     ScratchScope scope;
@@ -176,8 +177,8 @@ void forward_heads(float* o, float* lse, const S* q, const S* k, const S* v, con
   });
 }
 
-template <class T, class S>
-void backward_heads(float* dq, float* dk, float* dv, const float* dout, const S* q, const S* k, const S* v,
+template <class T, class Src>
+void backward_heads(float* dq, float* dk, float* dv, const float* dout, const Src* q, const Src* k, const Src* v,
                     const float* lse, const AttentionLayout& l, bool round) {
   const int64_t T_ = l.T, H = l.H, d = l.dqk, vd = l.dv;
   parallel_for(l.B * H, [&](int64_t i0, int64_t i1) {

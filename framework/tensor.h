@@ -37,10 +37,10 @@ class Tensor {
   int ndim() const { return int(shape_.size()); }
   int64_t numel() const { return shape_numel(shape_); }
   int64_t nbytes() const { return numel() * dtype_size(dtype_); }
-  // Bytes of several tensors together (what a struct of activations holds).
+  // Bytes several tensors hold together (what a struct of activations holds; an empty one, none).
   template <class... Ts>
   static int64_t total_bytes(const Ts&... t) {
-    return (int64_t(0) + ... + t.nbytes());
+    return (int64_t(0) + ... + (t.raw() ? t.nbytes() : 0));
   }
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }

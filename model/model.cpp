@@ -205,7 +205,7 @@ void DeepSeekV3::run_blocks(int64_t B, int64_t T, bool count_load, KVCache* cach
 
 int64_t DeepSeekV3::activation_bytes() const {
   int64_t n = Tensor::total_bytes(xf_ND, xf_rstd_N, lse_N, losses_N);
-  for (const Tensor& t : resid_) n += t.nbytes();
+  for (const Tensor& t : resid_) n += Tensor::total_bytes(t);
   for (const BlockActs& a : acts_) n += a.bytes();
   for (const MTPModule& m : mtp_) n += m.acts.bytes();
   return n;

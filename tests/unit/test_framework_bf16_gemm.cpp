@@ -200,7 +200,7 @@ TEST(Bf16Gemm, AttentionOnBf16InputsIsTheAttentionOnTheirValues) {
   l.v_ld = l.o_ld = H * dv, l.v_hs = l.o_hs = dv;
   l.scale = 1.f / std::sqrt(float(d));
   l.bf16 = true;
-  std::vector<int32_t> doc_start(size_t(N));
+  std::vector<int32_t> doc_start(static_cast<size_t>(N));
   for (int64_t i = 0; i < N; ++i) doc_start[size_t(i)] = int32_t(i % T < 30 ? 0 : 30);
   l.doc_start = doc_start.data();
   const auto q = test::randn(size_t(N * H * d), 31), k = test::randn(size_t(N * H * d), 32),
