@@ -27,9 +27,9 @@ struct Activation {
 };
 
 // Activations kept for backward are stored as their backward readers take them: at bf16 an input
-// that only bf16 GEMMs read (a norm's output before projections, SwiGLU's output, the attention
-// output) is kept as its bf16 rounding alone, half the bytes and the same bits those GEMMs read;
-// everything else stays f32. kept(t) is t as an Activation: its bf16 values (f32 null) when t is a
+// that only bf16 GEMMs read (a norm's output before projections, q, k and v, the attention output)
+// is kept as its bf16 rounding alone, half the bytes and the same bits those GEMMs read; so are the
+// gate and up outputs (MLPActs); everything else stays f32. kept(t) is t as an Activation: its bf16 values (f32 null) when t is a
 // bf16 tensor, else its f32 values.
 Activation kept(const Tensor& t);
 // The storage of such an activation, [N, cols]: bf16 when bf16_only, else f32.
@@ -65,7 +65,7 @@ struct RMSNorm {
                 bool accumulate_dx = false) const;
 };
 
-// What SwiGLU's backward needs: the two projections before the activation and the product.
+// What SwiGLU's backward needs: the two projections before the activation.
 struct MLPActs {
   // The gate and up outputs: bf16 at bf16 (as autocast keeps every linear output; SwiGLU runs on
   // the rounded values), else f32. SwiGLU's output h is not kept: backward computes it again from
