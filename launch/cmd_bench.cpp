@@ -42,7 +42,8 @@ int bench_train(int argc, char** argv) {
          "the step of `moe train` (train.grad_accum micro-batches of [train.micro_batch, data.seq_len] per\n"
          "rank, grad-norm clipping, the lr schedule, AdamW, the router bias update). Prints one JSON line:\n"
          "tokens_per_s (all ranks), step_ms, peak_rss_mib (peak_device_mib and mfu_vs_989 on a GPU),\n"
-         "activation_mib (what one micro-batch keeps for backward), gflops and the per-phase time split. --device overrides the config's device key.\n"
+         "activation_mib (what one micro-batch keeps for backward), gflops and the per-phase time split.\n"
+         "--device overrides the config's device key.\n"
          "Under mpirun it trains as `moe train` does (FSDP, parallel.ep experts per group), so the cost of\n"
          "sharding and dispatch shows next to a single-process run.");
     return 0;
@@ -111,6 +112,8 @@ int bench_train(int argc, char** argv) {
   nlohmann::json phases;
   for (auto& [name, s] : Profiler::seconds()) phases[name] = std::round(1000.0 * s / secs) / 1000.0;
   const double flops = tps * flops_per_token(cfg.model, T);
+  // rank 0's saved activations of one micro-batch (DeepSeekV3::activation_bytes)
+  const int64_t activation_bytes = dm.model.activation_bytes();
   nlohmann::json out = {{"bench", "train"},
                         {"config", cfg.source},
                         {"device", device.description},
@@ -133,9 +136,8 @@ int bench_train(int argc, char** argv) {
                         {"state_bytes_per_rank", dm.fsdp.memory().shard_bytes},
                         {"gathered_peak_bytes", dm.fsdp.memory().peak_gathered_bytes},
                         {"peak_rss_mib", std::round(peak_rss_mib())},
-                        // rank 0's saved activations of one micro-batch (DeepSeekV3::activation_bytes)
-                        {"activation_mib", std::round(dm.model.activation_bytes() / 1048576.0 * 10) / 10},
-                        {"activation_bytes", dm.model.activation_bytes()},
+                        {"activation_mib", std::round(activation_bytes / 1048576.0 * 10) / 10},
+                        {"activation_bytes", activation_bytes},
                         {"peak_device_mib", std::round(device_peak_mib(device))},
                         {"loss", last.loss},
                         {"grad_norm", last.grad_norm},

@@ -244,8 +244,9 @@ Plan make_plan(const Config& cfg, const PlanLayout& L, const DeviceSpec& dev) {
   double per_token_blocks = 0, largest_block_f32 = 0, mtp_bytes = 0;
   BlockBytes shared;
   for (int l = 0; l < m.layers + m.mtp_depth; ++l) {
-    const BlockBytes n = block_activation_bytes(m, is_moe_layer(m, l), L.ep, prec);
-    largest_block_f32 = std::max(largest_block_f32, block_activation_bytes(m, is_moe_layer(m, l), L.ep, Precision::FP32).total());
+    const BlockBytes n = block_activation_bytes(m, is_moe_layer(m, l), L.ep, prec),
+                     n_f32 = block_activation_bytes(m, is_moe_layer(m, l), L.ep, Precision::FP32);
+    largest_block_f32 = std::max(largest_block_f32, n_f32.total());
     if (l >= m.layers) {
       const double k = l - m.layers + 1;  // module k runs on T - k positions
       mtp_bytes += (n.total() + kF32 * (9.0 * m.hidden + 7)) * (double(T) - k) / double(T);

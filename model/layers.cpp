@@ -11,7 +11,12 @@ void swiglu_backward_kept(float* dg, float* du, const float* dh, const MLPActs& 
   compute().swiglu_backward(dg, du, dh, a.gate_NI.f32(), a.up_NI.f32(), n);
 }
 
-Activation swiglu_again(const MLPActs& a, int64_t n, Tensor& h) {
+void keep_rounded(MLPActs& a, const float* g, const float* u, int64_t n) {
+  compute().cast_f32_to_bf16(a.gate_NI.data<uint16_t>(), g, n);
+  compute().cast_f32_to_bf16(a.up_NI.data<uint16_t>(), u, n);
+}
+
+Activation swiglu_of(const MLPActs& a, int64_t n, Tensor& h) {
   if (a.gate_NI.dtype() == DType::BF16) {
     h = scratch({n}, DType::BF16);
     compute().swiglu_forward_bf16(h.data<uint16_t>(), a.gate_NI.data<uint16_t>(), a.up_NI.data<uint16_t>(), n);
@@ -96,23 +101,19 @@ void SwiGLUMLP::forward(const ParamStore& ps, float* y, Activation x, int64_t N,
   ensure_kept(a.gate_NI, N, I, bf16);
   ensure_kept(a.up_NI, N, I, bf16);
   ScratchScope scope;  // h lives for the forward only
+  Tensor h;
   if (bf16) {
-    Tensor g = scratch({N, I}), u = scratch({N, I}), h = scratch({N, I}, DType::BF16);
+    Tensor g = scratch({N, I}), u = scratch({N, I});
     gate_proj.forward(ps, g.f32(), x, N);
     up_proj.forward(ps, u.f32(), x, N);
-    compute().cast_f32_to_bf16(a.gate_NI.data<uint16_t>(), g.f32(), N * I);
-    compute().cast_f32_to_bf16(a.up_NI.data<uint16_t>(), u.f32(), N * I);
-    compute().swiglu_forward_bf16(h.data<uint16_t>(), a.gate_NI.data<uint16_t>(), a.up_NI.data<uint16_t>(), N * I);
-    return down_proj.forward(ps, y, kept(h), N, accumulate);
+    keep_rounded(a, g.f32(), u.f32(), N * I);
+    return down_proj.forward(ps, y, swiglu_of(a, N * I, h), N, accumulate);
   }
   gate_proj.forward(ps, a.gate_NI.f32(), x, N);
   up_proj.forward(ps, a.up_NI.f32(), x, N);
-  Tensor h = scratch({N, I});
-  if (down_proj.prec != Precision::FP8) {
-    compute().swiglu_forward(h.f32(), a.gate_NI.f32(), a.up_NI.f32(), N * I);
-    return down_proj.forward(ps, y, h.f32(), N, accumulate);
-  }
+  if (down_proj.prec != Precision::FP8) return down_proj.forward(ps, y, swiglu_of(a, N * I, h), N, accumulate);
   // fp8: SwiGLU writes h's E4M3 rows for down_proj as well.
+  h = scratch({N, I});
   const ScratchFp8Rows hq(N, I);
   compute().swiglu_forward_fp8(h.f32(), hq.get(), a.gate_NI.f32(), a.up_NI.f32());
   down_proj.forward(ps, y, {h.f32(), hq.ptr()}, N, accumulate);
@@ -123,7 +124,7 @@ void SwiGLUMLP::backward(const ParamStore& ps, float* dx, const float* dy, Activ
   int64_t I = gate_proj.out;
   ScratchScope scope;
   Tensor dh = scratch({N, I}), dg = scratch({N, I}), du = scratch({N, I}), h;
-  down_proj.backward(ps, dh.f32(), dy, swiglu_again(a, N * I, h), N);
+  down_proj.backward(ps, dh.f32(), dy, swiglu_of(a, N * I, h), N);
   swiglu_backward_kept(dg.f32(), du.f32(), dh.f32(), a, N * I);
   gate_proj.backward(ps, dx, dg.f32(), x, N, accumulate_dx);
   up_proj.backward(ps, dx, du.f32(), x, N, /*accumulate_dx=*/true);

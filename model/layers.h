@@ -29,8 +29,8 @@ struct Activation {
 // Activations kept for backward are stored as their backward readers take them: at bf16 an input
 // that only bf16 GEMMs read (a norm's output before projections, q, k and v, the attention output)
 // is kept as its bf16 rounding alone, half the bytes and the same bits those GEMMs read; so are the
-// gate and up outputs (MLPActs); everything else stays f32. kept(t) is t as an Activation: its bf16 values (f32 null) when t is a
-// bf16 tensor, else its f32 values.
+// gate and up outputs (MLPActs); everything else stays f32. kept(t) is t as an Activation: its
+// bf16 values (f32 null) when t is a bf16 tensor, else its f32 values.
 Activation kept(const Tensor& t);
 // The storage of such an activation, [N, cols]: bf16 when bf16_only, else f32.
 void ensure_kept(Tensor& t, int64_t N, int64_t cols, bool bf16_only);
@@ -69,7 +69,7 @@ struct RMSNorm {
 struct MLPActs {
   // The gate and up outputs: bf16 at bf16 (as autocast keeps every linear output; SwiGLU runs on
   // the rounded values), else f32. SwiGLU's output h is not kept: backward computes it again from
-  // them (swiglu_again), one element-wise pass for I values per row kept fewer.
+  // them (swiglu_of), one element-wise pass for I values per row kept fewer.
   Tensor gate_NI, up_NI;
   Tensor x_bf16;  // the routed experts at bf16 with odd D: their f32 input rows rounded once (MoELayer::run_experts)
   int64_t bytes() const { return Tensor::total_bytes(gate_NI, up_NI, x_bf16); }
@@ -77,9 +77,12 @@ struct MLPActs {
 
 // SwiGLU's backward from the gate and up outputs as a kept them (f32, or bf16 at bf16).
 void swiglu_backward_kept(float* dg, float* du, const float* dh, const MLPActs& a, int64_t n);
-// SwiGLU's output again from a's kept gate and up outputs, as the forward computed it (the same
-// bits), into h (scratch of the caller's scope, held while the result is read): bf16 when they are.
-Activation swiglu_again(const MLPActs& a, int64_t n, Tensor& h);
+// At bf16: the gate and up GEMMs' f32 outputs g, u [n] rounded into a's kept gate and up.
+void keep_rounded(MLPActs& a, const float* g, const float* u, int64_t n);
+// SwiGLU's output from a's kept gate and up outputs, into h (scratch of the caller's scope, held
+// while the result is read): bf16 when they are. The forward and, computing it again because h is
+// not kept, the backward both take it from here, so the two see the same bits.
+Activation swiglu_of(const MLPActs& a, int64_t n, Tensor& h);
 
 // down(silu(gate(x)) * up(x)); names <prefix>.{gate_proj, up_proj, down_proj}.weight
 struct SwiGLUMLP {

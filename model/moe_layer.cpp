@@ -50,7 +50,8 @@ void MoELayer::run_experts(const ParamStore& ps, const ExpertRows& rows, const E
   ensure_kept(a.gate_NI, R, I, bf16);
   ensure_kept(a.up_NI, R, I, bf16);
   Backend& c = compute();
-  ScratchScope scope;  // h lives for the forward only (backward computes it again: swiglu_again)
+  ScratchScope scope;  // h lives for the forward only (backward computes it again: swiglu_of)
+  Tensor h;
   auto Wg = expert_weights(ps, &SwiGLUMLP::gate_proj, false), Wu = expert_weights(ps, &SwiGLUMLP::up_proj, false),
        Wd = expert_weights(ps, &SwiGLUMLP::down_proj, false);
   if (bf16) {
@@ -63,22 +64,17 @@ void MoELayer::run_experts(const ParamStore& ps, const ExpertRows& rows, const E
       c.cast_f32_to_bf16(a.x_bf16.data<uint16_t>(), rows.x, R * D);
       xb = a.x_bf16.data<uint16_t>();
     }
-    Tensor g = scratch({R, I}), u = scratch({R, I}), h = scratch({R, I}, DType::BF16);
+    Tensor g = scratch({R, I}), u = scratch({R, I});
     c.grouped_linear_forward_bf16(g.f32(), xb, Wg.data(), offsets, G, D, I);
     c.grouped_linear_forward_bf16(u.f32(), xb, Wu.data(), offsets, G, D, I);
-    uint16_t *gb = a.gate_NI.data<uint16_t>(), *ub = a.up_NI.data<uint16_t>(), *hb = h.data<uint16_t>();
-    c.cast_f32_to_bf16(gb, g.f32(), R * I);
-    c.cast_f32_to_bf16(ub, u.f32(), R * I);
-    c.swiglu_forward_bf16(hb, gb, ub, R * I);
-    return c.grouped_linear_forward_bf16(rows.y, hb, Wd.data(), offsets, G, I, D);
+    keep_rounded(a, g.f32(), u.f32(), R * I);
+    return c.grouped_linear_forward_bf16(rows.y, swiglu_of(a, R * I, h).bf16, Wd.data(), offsets, G, I, D);
   }
-  Tensor h_f32 = scratch({R, I});
-  float *gate = a.gate_NI.f32(), *up = a.up_NI.f32(), *h = h_f32.f32();
+  float *gate = a.gate_NI.f32(), *up = a.up_NI.f32();
   if (prec != Precision::FP8) {
     c.grouped_linear_forward(gate, rows.x, Wg.data(), offsets, G, D, I, prec);
     c.grouped_linear_forward(up, rows.x, Wu.data(), offsets, G, D, I, prec);
-    c.swiglu_forward(h, gate, up, R * I);
-    return c.grouped_linear_forward(rows.y, h, Wd.data(), offsets, G, I, D, prec);
+    return c.grouped_linear_forward(rows.y, swiglu_of(a, R * I, h).f32, Wd.data(), offsets, G, I, D, prec);
   }
   // fp8: the GEMMs read E4M3 rows: x's from the dispatcher (or, without them, quantised here: f32
   // rows that came through the expert exchange) and h's from SwiGLU.
@@ -91,8 +87,9 @@ void MoELayer::run_experts(const ParamStore& ps, const ExpertRows& rows, const E
   }
   c.grouped_linear_forward_fp8(gate, *xq, Wg.data(), offsets, G, I);
   c.grouped_linear_forward_fp8(up, *xq, Wu.data(), offsets, G, I);
+  h = scratch({R, I});
   const ScratchFp8Rows hq(R, I);
-  c.swiglu_forward_fp8(h, hq.get(), gate, up);
+  c.swiglu_forward_fp8(h.f32(), hq.get(), gate, up);
   c.grouped_linear_forward_fp8(rows.y, hq.get(), Wd.data(), offsets, G, D);
 }
 
@@ -108,7 +105,7 @@ void MoELayer::run_experts_backward(const ParamStore& ps, const ExpertGradRows& 
        dWd = expert_weights(ps, &SwiGLUMLP::down_proj, true);
   ScratchScope scope;
   Tensor dh = scratch({R, I}), dg = scratch({R, I}), du = scratch({R, I}), h_again;
-  const Activation h = swiglu_again(a, R * I, h_again);
+  const Activation h = swiglu_of(a, R * I, h_again);
   projection_backward(groups, dh.f32(), dWd.data(), g.dy, h.f32, h.bf16, Wd.data(), I, D, false);
   swiglu_backward_kept(dg.f32(), du.f32(), dh.f32(), a, R * I);
   const uint16_t* xb = prec != Precision::BF16 ? nullptr : g.xb ? g.xb : a.x_bf16.data<uint16_t>();

@@ -22,6 +22,22 @@ void unpack_fp8_rows(const Fp8Rows& q, const float* packed) {
   compute().copy_rows(q.scales, q.tiles(), packed + words, width, q.rows, q.tiles());
 }
 
+// The rows saved in t (DispatchActs::xs_PD or xl_RD) as the experts read them: their bf16 values
+// when they moved as bf16 (f32 null), else their f32 values.
+void rows_of(const Tensor& t, const float*& x, const uint16_t*& xb) {
+  const Activation r = kept(t);
+  x = r.f32, xb = r.bf16;
+}
+
+// The experts' outputs as combine summed them, [P, D] f32: ys_PD itself, or its bf16 values widened
+// into buf (scratch of the caller's scope).
+const float* outputs_f32(const DispatchActs& a, int64_t P, int64_t D, Tensor& buf) {
+  if (a.ys_PD.dtype() != DType::BF16) return a.ys_PD.f32();
+  buf = scratch({P, D});
+  compute().cast_bf16_to_f32(buf.f32(), a.ys_PD.data<uint16_t>(), P * D);
+  return buf.f32();
+}
+
 }  // namespace
 
 ExpertRows TokenDispatcher::dispatch(Activation x, const Tensor& idx_NK, int64_t N, DispatchActs& a,
@@ -62,20 +78,13 @@ ExpertRows TokenDispatcher::dispatch(Activation x, const Tensor& idx_NK, int64_t
     const float* x_rows = send_bf16 ? reinterpret_cast<const float*>(x.bf16) : x.f32;
     compute().moe_permute(xs, x_rows, a.slot_of.data<int32_t>(), P, K, width);
   }
-  // The rows the experts read, and their layout, from what was moved.
-  auto hand_over = [&](const Tensor& moved) {
-    if (send_bf16)
-      rows.xb = moved.data<uint16_t>();
-    else
-      rows.x = moved.f32();
-  };
 
   if (!exchange) {
     MOE_CHECK(local_experts == E, "experts split into parts but no expert exchange to reach them");
     a.groups.sources = 1;
     a.groups.offsets = a.offsets;
     a.groups.source_offsets = a.offsets;
-    hand_over(a.xs_PD);
+    rows_of(a.xs_PD, rows.x, rows.xb);
     rows.xq = xsq;
     if (send_bf16) {  // the outputs are rounded into ys by combine
       rows.outputs = scratch({P, D});
@@ -115,7 +124,7 @@ ExpertRows TokenDispatcher::dispatch(Activation x, const Tensor& idx_NK, int64_t
     }
     move_blocks(a, static_cast<float*>(a.xl_RD.raw()), rows.received.f32(), /*to_local=*/true, width);
   }
-  hand_over(a.xl_RD);
+  rows_of(a.xl_RD, rows.x, rows.xb);
   rows.y = rows.outputs.f32();
   return rows;
 }
@@ -137,9 +146,9 @@ void TokenDispatcher::combine(float* y, const ExpertRows& rows, const float* w_N
     } else {
       compute().cast_f32_to_bf16(ysb, rows.y, P * D);
     }
-    Tensor ys = scratch({P, D});
-    compute().cast_bf16_to_f32(ys.f32(), ysb, P * D);
-    return compute().moe_unpermute(y, ys.f32(), a.pos_of.data<int32_t>(), w_NK, N, K, D, accumulate);
+    Tensor ys;
+    return compute().moe_unpermute(y, outputs_f32(a, P, D, ys), a.pos_of.data<int32_t>(), w_NK, N, K, D,
+                                   accumulate);
   }
   if (exchange) {
     // The received buffer is free again: the outputs go back through it.
@@ -156,22 +165,12 @@ ExpertGradRows TokenDispatcher::combine_backward(float* dw_NK, const float* dy, 
   // dw[n,k] = dy[n] . ys[p];  dys[p] = w[n,k] * dy[n].
   ExpertGradRows g;
   g.dy_permuted = scratch({P, D});
-  Tensor ys_f32;  // the outputs as combine summed them: widened from bf16 at bf16
-  if (a.ys_PD.dtype() == DType::BF16) {
-    ys_f32 = scratch({P, D});
-    compute().cast_bf16_to_f32(ys_f32.f32(), a.ys_PD.data<uint16_t>(), P * D);
-  }
-  const float* ys = a.ys_PD.dtype() == DType::BF16 ? ys_f32.f32() : a.ys_PD.f32();
-  compute().moe_unpermute_backward(dw_NK, g.dy_permuted.f32(), dy, ys, a.pos_of.data<int32_t>(), w_NK, N, K, D);
+  Tensor ys;
+  compute().moe_unpermute_backward(dw_NK, g.dy_permuted.f32(), dy, outputs_f32(a, P, D, ys),
+                                   a.pos_of.data<int32_t>(), w_NK, N, K, D);
   g.dx_permuted = scratch({P, D});
-  auto saved_rows = [&](const Tensor& t) {
-    if (t.dtype() == DType::BF16)
-      g.xb = t.data<uint16_t>();
-    else
-      g.x = t.f32();
-  };
   if (!exchange) {
-    saved_rows(a.xs_PD);
+    rows_of(a.xs_PD, g.x, g.xb);
     g.dy = g.dy_permuted.f32();
     g.dx = g.dx_permuted.f32();
     return g;
@@ -185,7 +184,7 @@ ExpertGradRows TokenDispatcher::combine_backward(float* dw_NK, const float* dy, 
     exchange->dispatch(a.plan, g.dy_permuted.f32(), g.received.f32(), D);
   }
   move_blocks(a, g.dy_local.f32(), g.received.f32(), /*to_local=*/true, D);
-  saved_rows(a.xl_RD);
+  rows_of(a.xl_RD, g.x, g.xb);
   g.dy = g.dy_local.f32();
   g.dx = g.dx_local.f32();
   return g;

@@ -58,7 +58,6 @@ struct ExpertGradRows {
 // floats: each row's ld codes as ld / 4 32-bit words (ld is a multiple of 128), then its scales.
 // Copies move the bit patterns unchanged.
 int64_t fp8_packed_width(int64_t cols);
-// At bf16 the rows move as bf16 values, two to a float's 32 bits, when D is even (x.bf16 given).
 
 // Saved from forward for backward.
 struct DispatchActs {

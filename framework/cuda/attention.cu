@@ -2,11 +2,11 @@
 // sit in S[hc, T, T]; row n of S is head h0 + n / T, query t = n % T, which sees keys 0..t (under
 // a document mask keys doc_start[b*T + t]..t; the softmax rows zero the rest).
 #include "framework/cuda/allocator.h"
-#include "framework/error.h"
 #include "framework/cuda/attention.h"
 #include "framework/cuda/gemm.h"
 #include "framework/cuda/launch.cuh"
 #include "framework/cuda/ops.h"
+#include "framework/error.h"
 #include "framework/kernels/latent_attention.h"
 #include "framework/kernels/softmax.h"
 

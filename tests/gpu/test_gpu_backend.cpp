@@ -184,7 +184,7 @@ TEST_F(GpuBackend, Layers) {
     Buf<float> H1(be, zeros(N * D)), dG(be, zeros(N * D)), dU(be, zeros(N * D));
     be.swiglu_forward(H1.get(), X.get(), dY.get(), N * D);
     be.swiglu_backward(dG.get(), dU.get(), Y.get(), X.get(), dY.get(), N * D);
-    // SwiGLU at bf16 (MLPs at bf16 keep g, u and h in bf16): h widened back to compare.
+    // SwiGLU at bf16 (MLPs at bf16 keep g and u in bf16): h widened back to compare.
     Buf<uint16_t> Gb(be, std::vector<uint16_t>(size_t(N * D))), Ub(be, std::vector<uint16_t>(size_t(N * D))),
         Hb(be, std::vector<uint16_t>(size_t(N * D)));
     Buf<float> H2(be, zeros(N * D)), dG2(be, zeros(N * D)), dU2(be, zeros(N * D));

@@ -160,9 +160,9 @@ TEST(Precision, Bf16MlpKeepsItsActivationsInBf16) {
   expect_mlp_is_its_ops(ps, mlp, x, dy, y, dx, N, Precision::BF16, /*round_gu=*/true);
 }
 
-// A bf16 model keeps fewer activation bytes than the same model at fp32 (the norms' outputs,
-// SwiGLU's, o and the routed rows in bf16; moe plan's count is checked against this in
-// tests/mpi/plan.sh), and computes the same loss from them as it does on the next forward.
+// A bf16 model keeps fewer activation bytes than the same model at fp32 (the norms' outputs, q, k,
+// v, o, gate, up and the routed rows and outputs in bf16; moe plan's count is checked against this
+// in tests/mpi/plan.sh), and computes the same loss from them as it does on the next forward.
 TEST(Precision, Bf16KeepsFewerActivationBytes) {
   set_num_threads(2);
   const ModelConfig c = small_model();
