@@ -55,6 +55,9 @@ case "$stage" in
     done
     run bench-moe-1b-bf16-recompute "$MOE" bench train --config configs/moe-1b.yaml --device cuda --steps 20 \
       --warmup 3 --set train.precision=bf16 --set train.recompute=true
+    # The same bf16 run on the GEMM path's attention: what cuDNN's fused attention gains.
+    MOE_CUDNN_ATTENTION=0 run bench-moe-1b-bf16-gemm-attention "$MOE" bench train --config configs/moe-1b.yaml \
+      --device cuda --steps 20 --warmup 3 --set train.precision=bf16
     if [ -f .device/torch_ref.py ]; then
       run torch-compile python3 .device/torch_ref.py --config moe-1b seed-135m --compile --steps 20
       run torch-eager python3 .device/torch_ref.py --config moe-1b --steps 20

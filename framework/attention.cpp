@@ -263,8 +263,9 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     backward_heads<float>(dq, dk, dv, dout, q, k, v, lse, l, true);
 }
 
-void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout, const uint16_t* q, const uint16_t* k,
-                             const uint16_t* v, const float* lse, const AttentionLayout& l) {
+void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout, const uint16_t* /*o*/,
+                             const uint16_t* q, const uint16_t* k, const uint16_t* v, const float* lse,
+                             const AttentionLayout& l) {
   MOE_PHASE("attention");
   MOE_CHECK(l.bf16, "attention_backward_bf16: bf16 q, k, v need the layout's bf16 GEMMs");
   if (bf16_gemm_native())

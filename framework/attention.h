@@ -36,11 +36,12 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
 // dq, dk, dv assigned, from dout and the saved lse.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* lse, const AttentionLayout& l);
-// The same on q, k, v kept as bf16 bits (needs l.bf16): the f32 ops' bits on their values.
+// The same on q, k, v kept as bf16 bits (needs l.bf16): the f32 ops' bits on their values. o, the
+// forward's output in bf16, is for fused backward kernels (backend_ops.inc); this core ignores it.
 void attention_forward_bf16(float* o, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v,
                             const AttentionLayout& l);
-void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout, const uint16_t* q, const uint16_t* k,
-                             const uint16_t* v, const float* lse, const AttentionLayout& l);
+void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout, const uint16_t* o, const uint16_t* q,
+                             const uint16_t* k, const uint16_t* v, const float* lse, const AttentionLayout& l);
 
 // MLA decoding over the latent KV cache (framework/backend_ops.inc documents it).
 void latent_attention(float* o, const float* q, const float* cache, const int64_t* row_offset, const int64_t* length,

@@ -230,8 +230,9 @@ void MLA::backward(const ParamStore& ps, float* dx, const float* dy, Activation 
   float *pdk = dk.f32(), *pdkvb = dkvb.f32();
   const AttentionLayout layout = attention_layout(B, T, rt);
   if (a.q_NHd.dtype() == DType::BF16)
-    compute().attention_backward_bf16(dq.f32(), pdk, dv.f32(), dO.f32(), a.q_NHd.data<uint16_t>(),
-                                      a.k_NHd.data<uint16_t>(), a.v_NHv.data<uint16_t>(), a.lse_BHT.f32(), layout);
+    compute().attention_backward_bf16(dq.f32(), pdk, dv.f32(), dO.f32(), a.o_NHv.data<uint16_t>(),
+                                      a.q_NHd.data<uint16_t>(), a.k_NHd.data<uint16_t>(), a.v_NHv.data<uint16_t>(),
+                                      a.lse_BHT.f32(), layout);
   else
     compute().attention_backward(dq.f32(), pdk, dv.f32(), dO.f32(), a.q_NHd.f32(), a.k_NHd.f32(), a.v_NHv.f32(),
                                  a.lse_BHT.f32(), layout);

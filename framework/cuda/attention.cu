@@ -1,14 +1,26 @@
 // The causal attention core on the GPU (attention.h). Scores of one chunk of heads of sequence b
 // sit in S[hc, T, T]; row n of S is head h0 + n / T, query t = n % T, which sees keys 0..t (under
 // a document mask keys doc_start[b*T + t]..t; the softmax rows zero the rest).
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
 #include "framework/cuda/allocator.h"
 #include "framework/cuda/attention.h"
+#include "framework/cuda/check.h"
+#include "framework/cuda/cudnn_attention.h"
 #include "framework/cuda/gemm.h"
 #include "framework/cuda/launch.cuh"
 #include "framework/cuda/ops.h"
 #include "framework/error.h"
 #include "framework/kernels/latent_attention.h"
 #include "framework/kernels/softmax.h"
+#include "framework/sdpa_graph.h"
 
 namespace moe::cuda {
 namespace {
@@ -173,6 +185,97 @@ void backward_on(float* dq, float* dk, float* dv, const Operands& ops, const flo
 
 bool empty(const AttentionLayout& l) { return l.B == 0 || l.T == 0 || l.H == 0; }
 
+// ---- cuDNN's fused attention at bf16, checked once per shape and pass against the GEMM path ----
+//
+// The fused path rounds o, dq, dk and dv to bf16 (flash attention's outputs; the model keeps o in
+// bf16 anyway) and accumulates in its own order, so it agrees with the GEMM path to bf16 rounding
+// (~4e-3 relative), not bit for bit. A graph that computed something else (a wrong mask, scale or
+// transpose) would be off by far more: the first call of each shape runs both paths and keeps the
+// fused one only if every output is within kFusedTolerance (normalised max error), else it notes the
+// disagreement and uses the GEMM path for that shape from then on.
+constexpr double kFusedTolerance = 3e-2;
+
+enum class Trust { Unchecked, Agrees, Disagrees };
+
+Trust& trust(bool backward, const AttentionLayout& l) {
+  static std::mutex mutex;
+  static auto* verdicts = new std::map<std::pair<bool, std::string>, Trust>;
+  std::lock_guard<std::mutex> lock(mutex);
+  return (*verdicts)[{backward, cudnn_attention_shape(l)}];
+}
+
+// max |a - b| / max |b| over n device floats (synchronises).
+double deviation(const float* a, const float* b, int64_t n, cudaStream_t s) {
+  std::vector<float> ha(static_cast<size_t>(n)), hb(static_cast<size_t>(n));
+  MOE_CUDA_CHECK(cudaStreamSynchronize(s));
+  MOE_CUDA_CHECK(cudaMemcpy(ha.data(), a, size_t(n) * sizeof(float), cudaMemcpyDeviceToHost));
+  MOE_CUDA_CHECK(cudaMemcpy(hb.data(), b, size_t(n) * sizeof(float), cudaMemcpyDeviceToHost));
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < ha.size(); ++i) {
+    const double d = std::fabs(double(ha[i]) - double(hb[i]));
+    diff = std::isnan(d) || d > diff ? d : diff;
+    scale = std::fmax(scale, std::fabs(double(hb[i])));
+  }
+  return diff / (scale > 0 ? scale : 1);
+}
+
+// Records the first comparison of a shape; true when the fused results may stand.
+bool judge(Trust& t, bool backward, const AttentionLayout& l, double worst) {
+  const bool agrees = worst <= kFusedTolerance;  // false for NaN too
+  t = agrees ? Trust::Agrees : Trust::Disagrees;
+  std::fprintf(stderr, "moe: cuDNN fused attention %s for %s %s the GEMM path (max deviation %.2e)%s\n",
+               backward ? "backward" : "forward", cudnn_attention_shape(l).c_str(),
+               agrees ? "agrees with" : "DISAGREES with", worst, agrees ? "" : "; using the GEMM path");
+  return agrees;
+}
+
+// The f32 rows of n bf16 values (the fused outputs are dense, sdpa::supported).
+void widen(float* out, const uint16_t* in, int64_t n, cudaStream_t s) { cast_bf16_to_f32(out, in, n, s); }
+
+bool fused_forward(float* o, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                   const AttentionLayout& l, cudaStream_t s) {
+  if (!cudnn_attention_enabled() || !sdpa::supported(l)) return false;
+  Trust& t = trust(false, l);
+  if (t == Trust::Disagrees) return false;
+  const int64_t n = l.B * l.T * l.H * l.dv, n_lse = l.B * l.H * l.T;
+  DeviceBuffer<uint16_t> ob(n);
+  if (!cudnn_attention_forward(ob.get(), lse, q, k, v, l, s)) return false;
+  widen(o, ob.get(), n, s);
+  if (t != Trust::Unchecked) return true;
+  DeviceBuffer<float> o_ref(n), lse_ref(n_lse);
+  forward_on(o_ref.get(), lse_ref.get(), bf16_operands(q, k, v, nullptr, l, s), l, s);
+  const double worst = std::fmax(deviation(o, o_ref.get(), n, s), deviation(lse, lse_ref.get(), n_lse, s));
+  if (judge(t, false, l, worst)) return true;
+  MOE_CUDA_CHECK(cudaMemcpyAsync(o, o_ref.get(), size_t(n) * sizeof(float), cudaMemcpyDeviceToDevice, s));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(lse, lse_ref.get(), size_t(n_lse) * sizeof(float), cudaMemcpyDeviceToDevice, s));
+  return true;
+}
+
+bool fused_backward(float* dq, float* dk, float* dv, const float* dout, const uint16_t* o, const uint16_t* q,
+                    const uint16_t* k, const uint16_t* v, const float* lse, const AttentionLayout& l, cudaStream_t s) {
+  if (!o || !cudnn_attention_enabled() || !sdpa::supported(l)) return false;
+  Trust& t = trust(true, l);
+  if (t == Trust::Disagrees) return false;
+  const int64_t nq = l.B * l.T * l.H * l.dqk, nv = l.B * l.T * l.H * l.dv;
+  DeviceBuffer<uint16_t> dob, dqb(nq), dkb(nq), dvb(nv);
+  cast_copy(dob, dout, nv, s);
+  if (!cudnn_attention_backward(dqb.get(), dkb.get(), dvb.get(), dob.get(), o, q, k, v, lse, l, s)) return false;
+  widen(dq, dqb.get(), nq, s);
+  widen(dk, dkb.get(), nq, s);
+  widen(dv, dvb.get(), nv, s);
+  if (t != Trust::Unchecked) return true;
+  DeviceBuffer<float> dq_ref(nq), dk_ref(nq), dv_ref(nv);
+  backward_on(dq_ref.get(), dk_ref.get(), dv_ref.get(), bf16_operands(q, k, v, dout, l, s), lse, l, s);
+  const double worst = std::fmax(std::fmax(deviation(dq, dq_ref.get(), nq, s), deviation(dk, dk_ref.get(), nq, s)),
+                                 deviation(dv, dv_ref.get(), nv, s));
+  if (judge(t, true, l, worst)) return true;
+  const std::tuple<float*, const float*, int64_t> copies[] = {
+      {dq, dq_ref.get(), nq}, {dk, dk_ref.get(), nq}, {dv, dv_ref.get(), nv}};
+  for (const auto& [to, from, n] : copies)
+    MOE_CUDA_CHECK(cudaMemcpyAsync(to, from, size_t(n) * sizeof(float), cudaMemcpyDeviceToDevice, s));
+  return true;
+}
+
 }  // namespace
 
 void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const AttentionLayout& l,
@@ -182,7 +285,8 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
 
 void attention_forward_bf16(float* o, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v,
                             const AttentionLayout& l, cudaStream_t s) {
-  if (!empty(l)) forward_on(o, lse, bf16_operands(q, k, v, nullptr, l, s), l, s);
+  if (!empty(l) && !fused_forward(o, lse, q, k, v, l, s))
+    forward_on(o, lse, bf16_operands(q, k, v, nullptr, l, s), l, s);
 }
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
@@ -190,9 +294,11 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   if (!empty(l)) backward_on(dq, dk, dv, operands(q, k, v, dout, /*o_read=*/true, l, s), lse, l, s);
 }
 
-void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout, const uint16_t* q, const uint16_t* k,
-                             const uint16_t* v, const float* lse, const AttentionLayout& l, cudaStream_t s) {
-  if (!empty(l)) backward_on(dq, dk, dv, bf16_operands(q, k, v, dout, l, s), lse, l, s);
+void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout, const uint16_t* o, const uint16_t* q,
+                             const uint16_t* k, const uint16_t* v, const float* lse, const AttentionLayout& l,
+                             cudaStream_t s) {
+  if (!empty(l) && !fused_backward(dq, dk, dv, dout, o, q, k, v, lse, l, s))
+    backward_on(dq, dk, dv, bf16_operands(q, k, v, dout, l, s), lse, l, s);
 }
 
 void latent_attention(float* o, const float* q, const float* cache, const int64_t* row_offset, const int64_t* length,

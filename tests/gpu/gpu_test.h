@@ -13,6 +13,7 @@
 
 #include "framework/cuda/allocator.h"
 #include "framework/cuda/check.h"
+#include "framework/cuda/cudnn_attention.h"
 #include "framework/cuda/device.h"
 #include "tests/unit/test_random.h"
 
@@ -27,6 +28,20 @@ class GpuTest : public ::testing::Test {
   void TearDown() override {
     if (cuda::available()) cuda::synchronize();  // a fault inside a kernel fails this test, not the next
   }
+};
+
+// cuDNN's fused attention switched off while it lives: for tests that compare the GEMM path's
+// attention with the CPU bit for bit or to f32 round-off (test_gpu_fused_attention compares the two
+// paths).
+class FusedAttentionOff {
+ public:
+  FusedAttentionOff() : was_(cuda::cudnn_attention_enabled()) { cuda::set_cudnn_attention(false); }
+  ~FusedAttentionOff() { cuda::set_cudnn_attention(was_); }
+  FusedAttentionOff(const FusedAttentionOff&) = delete;
+  FusedAttentionOff& operator=(const FusedAttentionOff&) = delete;
+
+ private:
+  bool was_;
 };
 
 template <class T>

@@ -443,6 +443,7 @@ TEST_F(GpuBackend, AttentionOnBf16InputsIsTheAttentionOnTheirValues) {
   auto q = randn(size_t(N * l.q_ld), 60), k = randn(size_t(N * l.k_ld), 61), v = randn(size_t(N * l.v_ld), 62);
   auto dout = randn(size_t(N * l.o_ld), 63);
   Backend& be = gpu();
+  const FusedAttentionOff gemm_path;  // the same bits as the f32-input op: the GEMM path
   auto run = [&](bool bf16_inputs) {
     Buf<float> Q(be, q), K(be, k), V(be, v), O(be, zeros(N * l.o_ld)), lse(be, zeros(l.B * l.H * l.T));
     Buf<float> dO(be, dout), dQ(be, zeros(N * l.q_ld)), dK(be, zeros(N * l.k_ld)), dV(be, zeros(N * l.v_ld));
@@ -453,7 +454,8 @@ TEST_F(GpuBackend, AttentionOnBf16InputsIsTheAttentionOnTheirValues) {
     be.cast_f32_to_bf16(Vb.get(), V.get(), int64_t(v.size()));
     if (bf16_inputs) {
       be.attention_forward_bf16(O.get(), lse.get(), Qb.get(), Kb.get(), Vb.get(), l);
-      be.attention_backward_bf16(dQ.get(), dK.get(), dV.get(), dO.get(), Qb.get(), Kb.get(), Vb.get(), lse.get(), l);
+      be.attention_backward_bf16(dQ.get(), dK.get(), dV.get(), dO.get(), nullptr, Qb.get(), Kb.get(), Vb.get(),
+                                 lse.get(), l);
     } else {
       be.attention_forward(O.get(), lse.get(), Q.get(), K.get(), V.get(), l);
       be.attention_backward(dQ.get(), dK.get(), dV.get(), dO.get(), Q.get(), K.get(), V.get(), lse.get(), l);

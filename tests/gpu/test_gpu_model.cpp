@@ -85,7 +85,10 @@ Result train(Backend& b, const ModelConfig& c, int steps) {
   return r;
 }
 
-class GpuModel : public GpuTest {};
+// The GEMM path's attention, whose math is the CPU's (test_gpu_fused_attention covers cuDNN's).
+class GpuModel : public GpuTest {
+  FusedAttentionOff gemm_attention_;
+};
 
 }  // namespace
 

@@ -214,8 +214,8 @@ TEST(Bf16Gemm, AttentionOnBf16InputsIsTheAttentionOnTheirValues) {
   std::vector<float> dq(q.size()), dk(k.size()), dvv(v.size()), dq_ref(q.size()), dk_ref(k.size()), dv_ref(v.size());
   attention_backward(dq_ref.data(), dk_ref.data(), dv_ref.data(), dout.data(), q.data(), k.data(), v.data(),
                      lse_ref.data(), l);
-  attention_backward_bf16(dq.data(), dk.data(), dvv.data(), dout.data(), qb.data(), kb.data(), vb.data(), lse.data(),
-                          l);
+  attention_backward_bf16(dq.data(), dk.data(), dvv.data(), dout.data(), nullptr, qb.data(), kb.data(), vb.data(),
+                          lse.data(), l);
   EXPECT_EQ(dq, dq_ref);
   EXPECT_EQ(dk, dk_ref);
   EXPECT_EQ(dvv, dv_ref);
