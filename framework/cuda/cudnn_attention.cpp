@@ -58,6 +58,7 @@ bool cudnn_attention_forward(uint16_t*, float*, const uint16_t*, const uint16_t*
                              const AttentionLayout&, cudaStream_t) {
   return false;
 }
+GraphCheck cudnn_check_graph(const sdpa::Graph&) { return {false, "built without cuDNN"}; }
 bool cudnn_attention_backward(uint16_t*, uint16_t*, uint16_t*, const uint16_t*, const uint16_t*, const uint16_t*,
                               const uint16_t*, const uint16_t*, const float*, const AttentionLayout&, cudaStream_t) {
   return false;
@@ -157,7 +158,8 @@ Descriptor tensor(const sdpa::Tensor& t) {
   set(d, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, t.stride.data(), 4);
   set(d, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, &t.uid);
   set(d, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, &alignment);
-  set(d, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, &is_virtual);
+  // Only the flags that are set, as cudnn-frontend does.
+  if (is_virtual) set(d, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, &is_virtual);
   if (by_value) set(d, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, &by_value);
   finalize(d);
   return d;
@@ -267,20 +269,27 @@ bool plan_from_heuristics(Plan& p, cudnnHandle_t handle, cudnnBackendHeurMode_t 
   return false;
 }
 
+// Every tensor, node and the operation graph of p->graph as finalised descriptors. This needs no
+// GPU (cuDNN validates each descriptor on the host); the handle, when there is one, tells the
+// graph its device.
+void describe(Plan& p, cudnnHandle_t handle) {
+  for (const sdpa::Tensor& t : p.graph.tensors) p.tensors.push_back(tensor(t));
+  std::vector<cudnnBackendDescriptor_t> raw;
+  for (const sdpa::Node& n : p.graph.nodes) {
+    p.ops.push_back(operation(n, p.tensors, p.inner));
+    raw.push_back(p.ops.back().get());
+  }
+  p.op_graph = create(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+  if (handle) set(p.op_graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, &handle);
+  set(p.op_graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, raw.data(), int64_t(raw.size()));
+  finalize(p.op_graph);
+}
+
 std::unique_ptr<Plan> build(sdpa::Graph graph, cudnnHandle_t handle, std::string& why) {
   auto p = std::make_unique<Plan>();
   p->graph = std::move(graph);
   try {
-    for (const sdpa::Tensor& t : p->graph.tensors) p->tensors.push_back(tensor(t));
-    std::vector<cudnnBackendDescriptor_t> raw;
-    for (const sdpa::Node& n : p->graph.nodes) {
-      p->ops.push_back(operation(n, p->tensors, p->inner));
-      raw.push_back(p->ops.back().get());
-    }
-    p->op_graph = create(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-    set(p->op_graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, &handle);
-    set(p->op_graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, raw.data(), int64_t(raw.size()));
-    finalize(p->op_graph);
+    describe(*p, handle);
     if (plan_from_heuristics(*p, handle, CUDNN_HEUR_MODE_A, why) ||
         plan_from_heuristics(*p, handle, CUDNN_HEUR_MODE_FALLBACK, why))
       return p;
@@ -294,6 +303,7 @@ std::unique_ptr<Plan> build(sdpa::Graph graph, cudnnHandle_t handle, std::string
 struct Cache {
   std::mutex mutex;
   cudnnHandle_t handle = nullptr;
+  bool unavailable = false;  // cudnnCreate failed (noted once): every shape takes the GEMM path
   std::map<std::tuple<bool, std::string>, std::unique_ptr<Plan>> plans;
 };
 Cache& cache() {
@@ -305,7 +315,16 @@ Cache& cache() {
 Plan* plan_for(bool backward, const AttentionLayout& l, cudaStream_t stream) {
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mutex);
-  if (!c.handle) MOE_CUDNN_CHECK(cudnnCreate(&c.handle));
+  if (c.unavailable) return nullptr;
+  if (!c.handle) {
+    const cudnnStatus_t status = cudnnCreate(&c.handle);
+    if (status != CUDNN_STATUS_SUCCESS) {
+      c.unavailable = true, c.handle = nullptr;
+      std::fprintf(stderr, "moe: cuDNN is not usable (cudnnCreate: %s); attention takes the GEMM path\n",
+                   cudnnGetErrorString(status));
+      return nullptr;
+    }
+  }
   MOE_CUDNN_CHECK(cudnnSetStream(c.handle, stream));
   const auto key = std::make_tuple(backward, cudnn_attention_shape(l));
   auto it = c.plans.find(key);
@@ -350,6 +369,19 @@ void execute(Plan& p, const std::map<int64_t, const void*>& bound) {
 }
 
 }  // namespace
+
+GraphCheck cudnn_check_graph(const sdpa::Graph& graph) {
+  GraphCheck r;
+  Plan p;
+  p.graph = graph;
+  try {
+    describe(p, nullptr);
+    r.described = true;
+  } catch (const BuildError& e) {
+    r.error = e.what;
+  }
+  return r;
+}
 
 bool cudnn_attention_forward(uint16_t* o, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v,
                              const AttentionLayout& l, cudaStream_t stream) {

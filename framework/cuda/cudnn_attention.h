@@ -11,6 +11,7 @@
 #include <cuda_runtime_api.h>
 
 #include "framework/attention.h"
+#include "framework/sdpa_graph.h"
 
 namespace moe::cuda {
 
@@ -29,6 +30,15 @@ void set_cudnn_attention(bool on);
 
 // How many fused passes (forward or backward) have run in this process: tests check the path ran.
 int64_t cudnn_attention_runs();
+
+// What cuDNN says of a graph without a GPU: whether every tensor, node and the operation graph
+// finalise as backend descriptors (else the first error, with cuDNN's message). Whether an engine
+// runs the graph needs the device (heuristics and execution plans are per GPU).
+struct GraphCheck {
+  bool described = false;
+  std::string error;
+};
+GraphCheck cudnn_check_graph(const sdpa::Graph& graph);
 
 // The shape a plan is built for, as notes name it.
 std::string cudnn_attention_shape(const AttentionLayout& l);
