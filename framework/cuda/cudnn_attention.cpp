@@ -6,6 +6,7 @@
 #include "framework/cuda/cudnn_attention.h"
 
 #include <atomic>
+#include <bit>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -48,8 +49,11 @@ std::atomic<int64_t> runs{0};
 int64_t cudnn_attention_runs() { return runs.load(); }
 
 std::string cudnn_attention_shape(const AttentionLayout& l) {
+  // The scale to the bit: a plan carries its scale as a by-value scalar, so two scales are two plans.
+  char bits[16];
+  std::snprintf(bits, sizeof bits, "%08x", std::bit_cast<uint32_t>(l.scale));
   return detail::concat(l.B, "x", l.T, " heads ", l.H, " dqk ", l.dqk, " dv ", l.dv, " ld ", l.q_ld, "/", l.k_ld,
-                        "/", l.v_ld, "/", l.o_ld, " scale ", l.scale);
+                        "/", l.v_ld, "/", l.o_ld, " scale ", l.scale, " (0x", bits, ")");
 }
 
 #if !defined(MOE_HAVE_CUDNN)

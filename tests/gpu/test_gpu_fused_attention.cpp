@@ -1,5 +1,5 @@
 // cuDNN's fused attention (framework/cuda/cudnn_attention.h) against the GEMM path it replaces at
-// bf16, which test_gpu_backend proves against the CPU core: the op on small heads, on MLA's
+// bf16 (which test_gpu_backend proves against the CPU core) and against the CPU core itself: the op on small heads, on MLA's
 // DeepSeek-V3 head widths (qk 192, v 128) and on a length that is no multiple of 64, then the whole
 // tiny model's gradients and a 100-step loss curve. The fused path rounds o, dq, dk and dv to bf16
 // and sums in its own order, so the tolerance is bf16's (3e-2 normalised, the one the runtime check
@@ -17,6 +17,7 @@
 #include "framework/cuda/backend.h"
 #include "framework/cuda/cudnn_attention.h"
 #include "framework/cuda/ops.h"
+#include "framework/dtype.h"
 #include "framework/optimizer.h"
 #include "model/model.h"
 #include "tests/gpu/gpu_test.h"
@@ -36,12 +37,40 @@ AttentionLayout dense_layout(int64_t B, int64_t T, int64_t H, int64_t dqk, int64
   return l;
 }
 
+struct Inputs {
+  std::vector<float> q, k, v, dout;
+  Inputs(const AttentionLayout& l, uint64_t seed) {
+    const int64_t N = l.B * l.T;
+    q = randn(size_t(N * l.q_ld), seed), k = randn(size_t(N * l.k_ld), seed + 1);
+    v = randn(size_t(N * l.v_ld), seed + 2), dout = randn(size_t(N * l.o_ld), seed + 3);
+  }
+};
+
+std::vector<uint16_t> bf16_bits(const std::vector<float>& x) {
+  std::vector<uint16_t> b(x.size());
+  for (size_t i = 0; i < x.size(); ++i) b[i] = f32_to_bf16_bits(x[i]);
+  return b;
+}
+
+// The same on the CPU core (framework/attention.h), on the same bf16 inputs.
+std::vector<std::vector<float>> cpu_attention(const AttentionLayout& l, uint64_t seed) {
+  const Inputs in(l, seed);
+  const auto qb = bf16_bits(in.q), kb = bf16_bits(in.k), vb = bf16_bits(in.v);
+  std::vector<float> o(in.dout.size()), lse(size_t(l.B * l.H * l.T)), dq(in.q.size()), dk(in.k.size()),
+      dv(in.v.size());
+  attention_forward_bf16(o.data(), lse.data(), qb.data(), kb.data(), vb.data(), l);
+  const auto ob = bf16_bits(o);
+  attention_backward_bf16(dq.data(), dk.data(), dv.data(), in.dout.data(), ob.data(), qb.data(), kb.data(), vb.data(),
+                          lse.data(), l);
+  return {o, lse, dq, dk, dv};
+}
+
 // o, lse, dq, dk, dv of one forward and backward on bf16 q, k, v (with the chosen path).
 std::vector<std::vector<float>> attention(const AttentionLayout& l, bool fused, uint64_t seed) {
   const int64_t N = l.B * l.T;
   cuda::set_cudnn_attention(fused);
-  const auto q = randn(size_t(N * l.q_ld), seed), k = randn(size_t(N * l.k_ld), seed + 1),
-             v = randn(size_t(N * l.v_ld), seed + 2), dout = randn(size_t(N * l.o_ld), seed + 3);
+  const Inputs in(l, seed);
+  const auto &q = in.q, &k = in.k, &v = in.v, &dout = in.dout;
   auto Q = to_device(q), K = to_device(k), V = to_device(v), dO = to_device(dout);
   cuda::DeviceBuffer<uint16_t> Qb(int64_t(q.size())), Kb(int64_t(k.size())), Vb(int64_t(v.size())),
       Ob(N * l.o_ld);
@@ -69,10 +98,13 @@ TEST_F(GpuFusedAttention, MatchesTheGemmPath) {
   for (const AttentionLayout& l : cases) {
     const std::string shape = cuda::cudnn_attention_shape(l);
     const int64_t runs = cuda::cudnn_attention_runs();
-    const auto want = attention(l, false, 70), got = attention(l, true, 70);
+    const auto want = attention(l, false, 70), got = attention(l, true, 70), cpu = cpu_attention(l, 70);
     EXPECT_EQ(cuda::cudnn_attention_runs() - runs, 2) << "the fused forward and backward did not both run for "
                                                       << shape << " (cuDNN's reason is on stderr)";
-    for (size_t i = 0; i < want.size(); ++i) expect_close(got[i], want[i], kTolerance, (shape + " " + names[i]).c_str());
+    for (size_t i = 0; i < want.size(); ++i) {
+      expect_close(got[i], want[i], kTolerance, (shape + " " + names[i] + " vs the GEMM path").c_str());
+      expect_close(got[i], cpu[i], kTolerance, (shape + " " + names[i] + " vs the CPU core").c_str());
+    }
   }
 }
 
