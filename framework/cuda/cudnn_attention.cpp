@@ -233,7 +233,7 @@ Descriptor operation(const sdpa::Node& n, const std::vector<Descriptor>& tensors
 struct Plan {
   sdpa::Graph graph;
   std::vector<Descriptor> tensors, inner, ops;
-  Descriptor op_graph, plan;
+  Descriptor op_graph, config, plan;  // the plan's engine configuration lives as long as the plan
   int64_t workspace_bytes = 0;
 };
 
@@ -264,6 +264,7 @@ bool plan_from_heuristics(Plan& p, cudnnHandle_t handle, cudnnBackendHeurMode_t 
       MOE_CUDNN_BUILD(cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
                                                CUDNN_TYPE_INT64, 1, nullptr, &p.workspace_bytes));
       p.plan = std::move(plan);
+      p.config = std::move(configs[size_t(i)]);
       return true;
     } catch (const BuildError& e) {
       why = e.what;  // the last engine's reason
