@@ -88,18 +88,45 @@ void moe_permute_backward(float* dx, const float* dxs, const int32_t* pos_of, in
   });
 }
 
-void moe_unpermute(float* y, const float* ys, const int32_t* pos_of, const float* w, int64_t N, int64_t K, int64_t D,
-                   bool accumulate) {
+namespace {
+
+// The combine and its backward over outputs of element type Y (f32, or bf16 bits).
+template <class Y>
+void unpermute_rows(float* y, const Y* ys, const int32_t* pos_of, const float* w, int64_t N, int64_t K, int64_t D,
+                    bool accumulate) {
   launch_rows(N, 64, [&](kern::SerialRow& r, int64_t n) {
     kern::unpermute_row(r, y + n * D, ys, pos_of + n * K, w + n * K, K, D, accumulate);
   });
 }
 
-void moe_unpermute_backward(float* dw, float* dys, const float* dy, const float* ys, const int32_t* pos_of,
-                            const float* w, int64_t N, int64_t K, int64_t D) {
+template <class Y>
+void unpermute_rows_backward(float* dw, float* dys, const float* dy, const Y* ys, const int32_t* pos_of,
+                             const float* w, int64_t N, int64_t K, int64_t D) {
   launch_rows(N, 64, [&](kern::SerialRow& r, int64_t n) {
     kern::unpermute_row_backward(r, dw + n * K, dys, dy + n * D, ys, pos_of + n * K, w + n * K, K, D);
   });
+}
+
+}  // namespace
+
+void moe_unpermute(float* y, const float* ys, const int32_t* pos_of, const float* w, int64_t N, int64_t K, int64_t D,
+                   bool accumulate) {
+  unpermute_rows(y, ys, pos_of, w, N, K, D, accumulate);
+}
+
+void moe_unpermute_backward(float* dw, float* dys, const float* dy, const float* ys, const int32_t* pos_of,
+                            const float* w, int64_t N, int64_t K, int64_t D) {
+  unpermute_rows_backward(dw, dys, dy, ys, pos_of, w, N, K, D);
+}
+
+void moe_unpermute_bf16(float* y, const uint16_t* ys, const int32_t* pos_of, const float* w, int64_t N, int64_t K,
+                        int64_t D, bool accumulate) {
+  unpermute_rows(y, ys, pos_of, w, N, K, D, accumulate);
+}
+
+void moe_unpermute_backward_bf16(float* dw, float* dys, const float* dy, const uint16_t* ys, const int32_t* pos_of,
+                                 const float* w, int64_t N, int64_t K, int64_t D) {
+  unpermute_rows_backward(dw, dys, dy, ys, pos_of, w, N, K, D);
 }
 
 }  // namespace moe

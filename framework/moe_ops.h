@@ -36,5 +36,10 @@ void moe_unpermute(float* y, const float* ys, const int32_t* pos_of, const float
 // The combine's backward: dw[N,K] = dy[n] . ys[p], dys[P,D] = w[n,k] * dy[n] at p = pos_of[n*K + k].
 void moe_unpermute_backward(float* dw, float* dys, const float* dy, const float* ys, const int32_t* pos_of,
                             const float* w, int64_t N, int64_t K, int64_t D);
+// Both on outputs kept as bf16 bits: the f32 ops' bits on their values.
+void moe_unpermute_bf16(float* y, const uint16_t* ys, const int32_t* pos_of, const float* w, int64_t N, int64_t K,
+                        int64_t D, bool accumulate);
+void moe_unpermute_backward_bf16(float* dw, float* dys, const float* dy, const uint16_t* ys, const int32_t* pos_of,
+                                 const float* w, int64_t N, int64_t K, int64_t D);
 
 }  // namespace moe

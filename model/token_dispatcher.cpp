@@ -29,15 +29,6 @@ void rows_of(const Tensor& t, const float*& x, const uint16_t*& xb) {
   x = r.f32, xb = r.bf16;
 }
 
-// The experts' outputs as combine summed them, [P, D] f32: ys_PD itself, or its bf16 values widened
-// into buf (scratch of the caller's scope).
-const float* outputs_f32(const DispatchActs& a, int64_t P, int64_t D, Tensor& buf) {
-  if (a.ys_PD.dtype() != DType::BF16) return a.ys_PD.f32();
-  buf = scratch({P, D});
-  compute().cast_bf16_to_f32(buf.f32(), a.ys_PD.data<uint16_t>(), P * D);
-  return buf.f32();
-}
-
 }  // namespace
 
 ExpertRows TokenDispatcher::dispatch(Activation x, const Tensor& idx_NK, int64_t N, DispatchActs& a,
@@ -146,9 +137,7 @@ void TokenDispatcher::combine(float* y, const ExpertRows& rows, const float* w_N
     } else {
       compute().cast_f32_to_bf16(ysb, rows.y, P * D);
     }
-    Tensor ys;
-    return compute().moe_unpermute(y, outputs_f32(a, P, D, ys), a.pos_of.data<int32_t>(), w_NK, N, K, D,
-                                   accumulate);
+    return compute().moe_unpermute_bf16(y, ysb, a.pos_of.data<int32_t>(), w_NK, N, K, D, accumulate);
   }
   if (exchange) {
     // The received buffer is free again: the outputs go back through it.
@@ -165,9 +154,12 @@ ExpertGradRows TokenDispatcher::combine_backward(float* dw_NK, const float* dy, 
   // dw[n,k] = dy[n] . ys[p];  dys[p] = w[n,k] * dy[n].
   ExpertGradRows g;
   g.dy_permuted = scratch({P, D});
-  Tensor ys;
-  compute().moe_unpermute_backward(dw_NK, g.dy_permuted.f32(), dy, outputs_f32(a, P, D, ys),
-                                   a.pos_of.data<int32_t>(), w_NK, N, K, D);
+  if (a.ys_PD.dtype() == DType::BF16)
+    compute().moe_unpermute_backward_bf16(dw_NK, g.dy_permuted.f32(), dy, a.ys_PD.data<uint16_t>(),
+                                          a.pos_of.data<int32_t>(), w_NK, N, K, D);
+  else
+    compute().moe_unpermute_backward(dw_NK, g.dy_permuted.f32(), dy, a.ys_PD.f32(), a.pos_of.data<int32_t>(), w_NK,
+                                     N, K, D);
   g.dx_permuted = scratch({P, D});
   if (!exchange) {
     rows_of(a.xs_PD, g.x, g.xb);

@@ -72,6 +72,10 @@ void moe_unpermute(float* y, const float* ys, const int32_t* pos_of, const float
                    bool accumulate, cudaStream_t stream = nullptr);
 void moe_unpermute_backward(float* dw, float* dys, const float* dy, const float* ys, const int32_t* pos_of,
                             const float* w, int64_t N, int64_t K, int64_t D, cudaStream_t stream = nullptr);
+void moe_unpermute_bf16(float* y, const uint16_t* ys, const int32_t* pos_of, const float* w, int64_t N, int64_t K,
+                        int64_t D, bool accumulate, cudaStream_t stream = nullptr);
+void moe_unpermute_backward_bf16(float* dw, float* dys, const float* dy, const uint16_t* ys, const int32_t* pos_of,
+                                 const float* w, int64_t N, int64_t K, int64_t D, cudaStream_t stream = nullptr);
 
 // AdamW over n elements (kernels/adamw.h).
 void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const kern::AdamWStep& s,

@@ -7,6 +7,7 @@
 #pragma once
 #include <stdint.h>
 
+#include "framework/kernels/cast.h"
 #include "framework/kernels/hd.h"
 #include "framework/kernels/row.h"
 
@@ -53,25 +54,29 @@ MOE_HD inline void copy_row(R& r, float* dst, const float* src, int64_t D) {
 }
 
 // Token n's combine: y[n] (=, or += when accumulate) sum_k w[k] * ys[pos[k]], k in order.
-template <class R>
-MOE_HD inline void unpermute_row(R& r, float* y, const float* ys, const int32_t* pos, const float* w, int64_t K,
+// Element i of the experts' outputs: f32, or bf16 bits (kept so at bf16), read as their f32 value.
+MOE_HD inline float output_value(const float* ys, int64_t i) { return ys[i]; }
+MOE_HD inline float output_value(const uint16_t* ys, int64_t i) { return bf16_bits_to_f32(ys[i]); }
+
+template <class R, class Y>
+MOE_HD inline void unpermute_row(R& r, float* y, const Y* ys, const int32_t* pos, const float* w, int64_t K,
                                  int64_t D, bool accumulate) {
   for (int64_t i = r.lane(); i < D; i += r.width()) {
     float acc = accumulate ? y[i] : 0.f;
-    for (int64_t k = 0; k < K; ++k) acc += w[k] * ys[int64_t(pos[k]) * D + i];
+    for (int64_t k = 0; k < K; ++k) acc += w[k] * output_value(ys, int64_t(pos[k]) * D + i);
     y[i] = acc;
   }
 }
 
 // Backward of unpermute_row for token n: dw[k] = dy . ys[pos[k]] (assigned), dys[pos[k]] = w[k] * dy.
-template <class R>
-MOE_HD inline void unpermute_row_backward(R& r, float* dw, float* dys, const float* dy, const float* ys,
+template <class R, class Y>
+MOE_HD inline void unpermute_row_backward(R& r, float* dw, float* dys, const float* dy, const Y* ys,
                                           const int32_t* pos, const float* w, int64_t K, int64_t D) {
   for (int64_t k = 0; k < K; ++k) {
     const int64_t p = pos[k];
     float dot = 0.f;
     for (int64_t i = r.lane(); i < D; i += r.width()) {
-      dot += dy[i] * ys[p * D + i];
+      dot += dy[i] * output_value(ys, p * D + i);
       dys[p * D + i] = w[k] * dy[i];
     }
     dot = r.sum(dot);

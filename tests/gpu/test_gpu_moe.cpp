@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "framework/cuda/ops.h"
+#include "framework/dtype.h"
 #include "framework/moe_ops.h"
 #include "tests/gpu/gpu_test.h"
 
@@ -122,4 +123,17 @@ TEST_F(GpuMoE, DispatchPlanPermuteAndCombine) {
   expect_close(to_host(dw_d), dw, 1e-5, "combine backward: dw");
   expect_close(to_host(dys_d), dys, 1e-6, "combine backward: dys");
   expect_close(to_host(dx_d), dx, 1e-6, "gather backward");
+
+  // The combine on outputs kept as bf16 bits (the model at bf16) against the CPU's.
+  std::vector<uint16_t> ys_bits(ys.size());
+  for (size_t i = 0; i < ys.size(); ++i) ys_bits[i] = f32_to_bf16_bits(ys[i]);
+  moe_unpermute_bf16(y.data(), ys_bits.data(), pos.data(), w.data(), N, K, D, false);
+  moe_unpermute_backward_bf16(dw.data(), dys.data(), dy.data(), ys_bits.data(), pos.data(), w.data(), N, K, D);
+  auto ysb_d = to_device(ys_bits);
+  cuda::moe_unpermute_bf16(y_d.get(), ysb_d.get(), pos_cpu_d.get(), w_d.get(), N, K, D, false);
+  cuda::moe_unpermute_backward_bf16(dw_d.get(), dys_d.get(), dy_d.get(), ysb_d.get(), pos_cpu_d.get(), w_d.get(), N, K,
+                                    D);
+  expect_close(to_host(y_d), y, 1e-6, "combine on bf16 outputs");
+  expect_close(to_host(dw_d), dw, 1e-5, "combine backward on bf16 outputs: dw");
+  expect_close(to_host(dys_d), dys, 1e-6, "combine backward on bf16 outputs: dys");
 }

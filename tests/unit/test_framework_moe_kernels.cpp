@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "framework/dtype.h"
 #include "framework/kernels/permute.h"
 #include "framework/kernels/router.h"
 #include "framework/moe_ops.h"
@@ -234,6 +235,24 @@ TEST(MoEKernels, PermuteAndCombineForwardBackward) {
         }
         EXPECT_NEAR(dw[n * K + k], dot, 1e-5);
       }
+
+    // On outputs kept as bf16 bits: the f32 ops' bits on their values.
+    std::vector<uint16_t> ys_bits(ys.size());
+    std::vector<float> ys_values(ys.size());
+    for (size_t i = 0; i < ys.size(); ++i)
+      ys_bits[i] = f32_to_bf16_bits(ys[i]), ys_values[i] = bf16_bits_to_f32(ys_bits[i]);
+    for (bool accumulate : {false, true}) {
+      std::vector<float> yb(size_t(N * D), 1.f), yf(size_t(N * D), 1.f);
+      moe_unpermute_bf16(yb.data(), ys_bits.data(), pos.data(), w.data(), N, K, D, accumulate);
+      moe_unpermute(yf.data(), ys_values.data(), pos.data(), w.data(), N, K, D, accumulate);
+      EXPECT_EQ(yb, yf) << "accumulate " << accumulate;
+    }
+    std::vector<float> dwb(static_cast<size_t>(P)), dysb(size_t(P * D)), dwf(dwb.size()), dysf(dysb.size());
+    moe_unpermute_backward_bf16(dwb.data(), dysb.data(), dy.data(), ys_bits.data(), pos.data(), w.data(), N, K, D);
+    moe_unpermute_backward(dwf.data(), dysf.data(), dy.data(), ys_values.data(), pos.data(), w.data(), N, K, D);
+    EXPECT_EQ(dwb, dwf);
+    EXPECT_EQ(dysb, dysf);
+    EXPECT_NE(dwb, dw);  // the rounding is seen: these are not the f32 outputs' results
 
     std::vector<float> dx(size_t(N * D), 0.5f);
     moe_permute_backward(dx.data(), dxs.data(), pos.data(), N, K, D);
