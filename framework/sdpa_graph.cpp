@@ -95,8 +95,9 @@ struct Builder {
     n.kind = Kind::Reshape, n.a = a, n.y = add(t);
     return node(n);
   }
-  // Scores above the diagonal (key index > query index) replaced by -inf.
-  int causal_mask(int s) {
+  // Scores above the diagonal (key index > query index) replaced by -inf, and with a document mask
+  // those before the query's document too.
+  int mask(int s, const AttentionLayout& l) {
     Node row, col;
     row.mode = col.mode = Mode::GenIndex;
     row.a = col.a = s;
@@ -108,9 +109,21 @@ struct Builder {
     keep.mode = Mode::CmpGe, keep.a = row.y, keep.b = col.y, keep.compute = Type::Bool;
     keep.y = virtual_tensor(Type::Bool, dim(s));
     node(keep);
+    int keep_all = keep.y;
+    if (l.doc_start) {
+      Node in_doc;
+      in_doc.mode = Mode::CmpGe, in_doc.a = col.y, in_doc.compute = Type::Bool;
+      in_doc.b = bound(kDocStart, Type::I32, {l.B, 1, l.T, 1}, {l.T, l.T, 1, 1});
+      in_doc.y = virtual_tensor(Type::Bool, dim(s));
+      node(in_doc);
+      Node both;
+      both.mode = Mode::LogicalAnd, both.a = keep.y, both.b = in_doc.y, both.compute = Type::Bool;
+      both.y = keep_all = virtual_tensor(Type::Bool, dim(s));
+      node(both);
+    }
     Node select;
     select.mode = Mode::BinarySelect, select.a = s, select.b = scalar(kNegInf, -std::numeric_limits<float>::infinity());
-    select.t = keep.y, select.y = virtual_tensor(Type::F32, dim(s));
+    select.t = keep_all, select.y = virtual_tensor(Type::F32, dim(s));
     return node(select);
   }
 
@@ -140,7 +153,7 @@ bool dense(int64_t ld, int64_t hs, int64_t H, int64_t width) { return hs == widt
 }  // namespace
 
 bool supported(const AttentionLayout& l) {
-  return l.bf16 && !l.doc_start && l.B > 0 && l.T > 0 && l.H > 0 && l.dqk % 8 == 0 && l.dv % 8 == 0 &&
+  return l.bf16 && l.B > 0 && l.T > 0 && l.H > 0 && l.dqk % 8 == 0 && l.dv % 8 == 0 &&
          dense(l.q_ld, l.q_hs, l.H, l.dqk) && dense(l.k_ld, l.k_hs, l.H, l.dqk) && dense(l.v_ld, l.v_hs, l.H, l.dv) &&
          dense(l.o_ld, l.o_hs, l.H, l.dv);
 }
@@ -148,7 +161,7 @@ bool supported(const AttentionLayout& l) {
 Graph forward_graph(const AttentionLayout& l) {
   Builder b;
   const int q = b.q(l), kt = b.k_transposed(l), v = b.v(l);
-  const int s = b.causal_mask(b.scores(l, q, kt));
+  const int s = b.mask(b.scores(l, q, kt), l);
   // Softmax with its statistics: Stats = max + log(sum exp(s - max)).
   const int max = b.reduce(Mode::Max, s);
   const int e = b.pointwise(Mode::Exp, b.pointwise(Mode::Sub, s, max));
@@ -169,7 +182,7 @@ Graph backward_graph(const AttentionLayout& l) {
   const int d = b.pointwise(Mode::Mul, b.reduce(Mode::Sum, b.pointwise(Mode::Mul, dO, o)), b.scalar(kOne, 1.f),
                             b.stats(l, kSoftmaxSum));
   // P again from the statistics.
-  const int p = b.pointwise(Mode::Exp, b.causal_mask(b.pointwise(Mode::Sub, b.scores(l, q, kt), stats)));
+  const int p = b.pointwise(Mode::Exp, b.mask(b.pointwise(Mode::Sub, b.scores(l, q, kt), stats), l));
   b.matmul(b.reshape_transposed(p, Type::BF16), dO, b.bound(kDV, Type::BF16, b.heads(l, l.dv),
                                                                Builder::strides(l, l.v_ld, l.v_hs)));
   const int dp = b.matmul(dO, vt);

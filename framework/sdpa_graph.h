@@ -14,6 +14,10 @@
 //   dS = P (dP - D) scale, dK = dS^T q, dQ = dS k (accumulated in f32, then rounded).
 // All tensors are 4-D [B, H, rows, cols] over the caller's strides; Stats is [B, H, T, 1], which
 // is the attention core's lse[B, H, T] (natural log, as kern::softmax_row_forward returns).
+// With a document mask (data.document_mask) the causal condition row >= col is and-ed with
+// col >= DocStart[b, t], the first key of query t's document (int32 [B, 1, T, 1], the layout's
+// doc_start): the frontend's padding mask in the same nodes (gen-index, compare with a bound int32
+// tensor, logical and, select), with a per-query bound instead of a per-sequence length.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -28,7 +32,7 @@ enum class Type { F32, BF16, I32, Bool };
 enum class Kind { Matmul, Reduction, Reshape, Pointwise };
 
 // Pointwise modes (cudnnPointwiseMode_t) and reduction operators (cudnnReduceTensorOp_t) used.
-enum class Mode { None, Mul, Sub, Add, Div, Exp, Log, GenIndex, CmpGe, BinarySelect, Identity, Max, Sum };
+enum class Mode { None, Mul, Sub, Add, Div, Exp, Log, GenIndex, CmpGe, LogicalAnd, BinarySelect, Identity, Max, Sum };
 
 // The tensors the caller binds (their unique ids); virtual tensors get ids from kFirstVirtual.
 enum Uid : int64_t {
@@ -36,6 +40,7 @@ enum Uid : int64_t {
   kSoftmaxSum,  // backward: rowsum(dO * O), f32 [B, H, T, 1], bound to caller memory
   kDQAccum,     // backward: dQ in f32 [B, H, T, dqk] before rounding, bound to caller memory
   kScale, kNegInf, kOne,  // by-value scalars
+  kDocStart,              // the layout's doc_start, int32 [B, 1, T, 1], with a document mask
   kFirstVirtual = 100,
 };
 
@@ -68,12 +73,12 @@ struct Graph {
   int index(int64_t uid) const;
 };
 
-// Whether the graphs describe this attention: bf16 operands, no document mask, o, dq, dk, dv in
-// dense [N, H, width] rows (the outputs are written densely), head widths of whole 8-element
-// (16-byte) groups.
+// Whether the graphs describe this attention: bf16 operands, o, dq, dk, dv in dense [N, H, width]
+// rows (the outputs are written densely), head widths of whole 8-element (16-byte) groups.
 bool supported(const AttentionLayout& l);
 
-// q, k, v (bf16, their layouts), O (bf16, o's layout), Stats (f32 [B, H, T, 1]).
+// q, k, v (bf16, their layouts), O (bf16, o's layout), Stats (f32 [B, H, T, 1]); DocStart in too
+// when l.doc_start is set.
 Graph forward_graph(const AttentionLayout& l);
 // q, k, v, O, dO (bf16), Stats, SoftmaxSum and DQAccum (f32) in; dQ, dK, dV (bf16, the layouts of
 // q, k, v) out.

@@ -53,7 +53,8 @@ std::string cudnn_attention_shape(const AttentionLayout& l) {
   char bits[16];
   std::snprintf(bits, sizeof bits, "%08x", std::bit_cast<uint32_t>(l.scale));
   return detail::concat(l.B, "x", l.T, " heads ", l.H, " dqk ", l.dqk, " dv ", l.dv, " ld ", l.q_ld, "/", l.k_ld,
-                        "/", l.v_ld, "/", l.o_ld, " scale ", l.scale, " (0x", bits, ")");
+                        "/", l.v_ld, "/", l.o_ld, " scale ", l.scale, " (0x", bits, ")",
+                        l.doc_start ? " documents" : "");
 }
 
 #if !defined(MOE_HAVE_CUDNN)
@@ -146,6 +147,7 @@ cudnnPointwiseMode_t pointwise_mode(sdpa::Mode m) {
     case sdpa::Mode::Log: return CUDNN_POINTWISE_LOG;
     case sdpa::Mode::GenIndex: return CUDNN_POINTWISE_GEN_INDEX;
     case sdpa::Mode::CmpGe: return CUDNN_POINTWISE_CMP_GE;
+    case sdpa::Mode::LogicalAnd: return CUDNN_POINTWISE_LOGICAL_AND;
     case sdpa::Mode::BinarySelect: return CUDNN_POINTWISE_BINARY_SELECT;
     case sdpa::Mode::Identity: return CUDNN_POINTWISE_IDENTITY;
     default: throw BuildError{"not a pointwise mode"};
@@ -393,7 +395,8 @@ bool cudnn_attention_forward(uint16_t* o, float* lse, const uint16_t* q, const u
   if (!cudnn_attention_enabled() || !sdpa::supported(l)) return false;
   Plan* p = plan_for(false, l, stream);
   if (!p) return false;
-  execute(*p, {{sdpa::kQ, q}, {sdpa::kK, k}, {sdpa::kV, v}, {sdpa::kO, o}, {sdpa::kStats, lse}});
+  execute(*p, {{sdpa::kQ, q}, {sdpa::kK, k}, {sdpa::kV, v}, {sdpa::kO, o}, {sdpa::kStats, lse},
+               {sdpa::kDocStart, l.doc_start}});
   return true;
 }
 
@@ -417,7 +420,8 @@ bool cudnn_attention_backward(uint16_t* dq, uint16_t* dk, uint16_t* dv, const ui
                {sdpa::kDQAccum, dq_accum.get()},
                {sdpa::kDQ, dq},
                {sdpa::kDK, dk},
-               {sdpa::kDV, dv}});
+               {sdpa::kDV, dv},
+               {sdpa::kDocStart, l.doc_start}});
   return true;
 }
 

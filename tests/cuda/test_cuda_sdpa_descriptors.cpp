@@ -44,6 +44,12 @@ TEST(CudnnSdpaDescriptors, ModelLayoutsAreValidGraphs) {
     expect_described(sdpa::forward_graph(l), ("forward " + shape).c_str());
     expect_described(sdpa::backward_graph(l), ("backward " + shape).c_str());
   }
+  // With a document mask (data.document_mask): DocStart is a bound int32 tensor, never read here.
+  AttentionLayout l = dense_layout(2, 100, 3, 32, 32);
+  const int32_t any = 0;
+  l.doc_start = &any;
+  expect_described(sdpa::forward_graph(l), "forward with documents");
+  expect_described(sdpa::backward_graph(l), "backward with documents");
 }
 
 // The check can fail: a matmul whose operands do not chain is refused by cuDNN's own validation.

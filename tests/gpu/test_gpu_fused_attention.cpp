@@ -1,6 +1,7 @@
 // cuDNN's fused attention (framework/cuda/cudnn_attention.h) against the GEMM path it replaces at
 // bf16 (which test_gpu_backend proves against the CPU core) and against the CPU core itself: the op on small heads, on MLA's
-// DeepSeek-V3 head widths (qk 192, v 128) and on a length that is no multiple of 64, then the whole
+// DeepSeek-V3 head widths (qk 192, v 128), on a length that is no multiple of 64 and with packed
+// documents (data.document_mask), then the whole
 // tiny model's gradients and a 100-step loss curve. The fused path rounds o, dq, dk and dv to bf16
 // and sums in its own order, so the tolerance is bf16's (3e-2 normalised, the one the runtime check
 // in attention.cu uses); a wrong mask, scale or transpose is off by O(1). Each case also requires
@@ -10,6 +11,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -93,12 +95,20 @@ class GpuFusedAttention : public GpuTest {};
 TEST_F(GpuFusedAttention, MatchesTheGemmPath) {
   if (!cuda::cudnn_attention_enabled()) GTEST_SKIP() << "built without cuDNN, or MOE_CUDNN_ATTENTION=0";
   const char* names[] = {"o", "lse", "dq", "dk", "dv"};
+  // The last case packs documents (data.document_mask): sequence b's documents start every 30 + b
+  // positions.
   const AttentionLayout cases[] = {dense_layout(2, 64, 2, 16, 8), dense_layout(1, 256, 4, 192, 128),
-                                   dense_layout(2, 100, 3, 32, 32)};
-  for (const AttentionLayout& l : cases) {
+                                   dense_layout(2, 100, 3, 32, 32), dense_layout(2, 100, 3, 32, 32)};
+  std::vector<int32_t> doc_start;
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t t = 0; t < 100; ++t) doc_start.push_back(int32_t(t - t % (30 + b)));
+  const auto doc_start_d = to_device(doc_start);
+  for (size_t c = 0; c < std::size(cases); ++c) {
+    AttentionLayout l = cases[c], l_cpu = cases[c];
+    if (c == 3) l.doc_start = doc_start_d.get(), l_cpu.doc_start = doc_start.data();
     const std::string shape = cuda::cudnn_attention_shape(l);
     const int64_t runs = cuda::cudnn_attention_runs();
-    const auto want = attention(l, false, 70), got = attention(l, true, 70), cpu = cpu_attention(l, 70);
+    const auto want = attention(l, false, 70), got = attention(l, true, 70), cpu = cpu_attention(l_cpu, 70);
     EXPECT_EQ(cuda::cudnn_attention_runs() - runs, 2) << "the fused forward and backward did not both run for "
                                                       << shape << " (cuDNN's reason is on stderr)";
     for (size_t i = 0; i < want.size(); ++i) {

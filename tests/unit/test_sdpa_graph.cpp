@@ -3,7 +3,8 @@
 // graphs' own dims and strides, and their outputs are compared with the CPU attention core
 // (attention_forward_bf16 / attention_backward_bf16) on the same bf16 inputs. A graph with a wrong
 // node, operand, stride, scalar or mask lands far outside the tolerances; the mutation tests break
-// the mask and the scale on purpose and check that the comparison then fails by a wide margin.
+// the causal mask, the document mask and the scale on purpose and check that the comparison then
+// fails by a wide margin.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -61,6 +62,7 @@ struct Storage {
   double load(int64_t at) const {
     if (!bound.data) return own[size_t(at)];
     if (bound.type == Type::BF16) return bf16_bits_to_f32(static_cast<const uint16_t*>(bound.data)[at]);
+    if (bound.type == Type::I32) return static_cast<const int32_t*>(bound.data)[at];
     return static_cast<const float*>(bound.data)[at];
   }
   void store(int64_t at, double x) {  // x is already of the writing tensor's type
@@ -198,6 +200,7 @@ class Interpreter {
         case Mode::Identity: r = a; break;
         case Mode::GenIndex: r = double(i[size_t(n.axis)]); break;
         case Mode::CmpGe: r = a >= b ? 1 : 0; break;
+        case Mode::LogicalAnd: r = a != 0 && b != 0 ? 1 : 0; break;
         case Mode::BinarySelect: r = get(n.t, i) != 0 ? a : b; break;
         default: fail("pointwise mode");
       }
@@ -222,16 +225,23 @@ std::vector<float> to_f32(const std::vector<uint16_t>& bits) {
   return x;
 }
 
-// B sequences of T tokens, H heads, dense q/k [N, H, dqk], v/o/dO [N, H, dv], as bf16 bits.
+// B sequences of T tokens, H heads, dense q/k [N, H, dqk], v/o/dO [N, H, dv], as bf16 bits. With
+// documents, sequence 0 holds documents starting at 0, T/3 and 2T/3 and sequence 1 at 0 and 1
+// (data.document_mask: doc_start[b*T + t] is the first key query t sees).
 struct Problem {
   int64_t B, T, H, dqk = 24, dv = 16;
   std::vector<uint16_t> q, k, v, dout;
-  Problem(int64_t B_, int64_t T_, int64_t H_) : B(B_), T(T_), H(H_) {
+  std::vector<int32_t> doc_start;  // empty: no document mask
+  Problem(int64_t B_, int64_t T_, int64_t H_, bool documents = false) : B(B_), T(T_), H(H_) {
     const size_t N = size_t(B * T * H);
     q = to_bf16_bits(test::randn(N * size_t(dqk), 11));
     k = to_bf16_bits(test::randn(N * size_t(dqk), 12));
     v = to_bf16_bits(test::randn(N * size_t(dv), 13));
     dout = to_bf16_bits(test::randn(N * size_t(dv), 14));
+    if (!documents) return;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t)
+        doc_start.push_back(int32_t(b % 2 == 0 ? (t >= 2 * T / 3 ? 2 * T / 3 : t >= T / 3 ? T / 3 : 0) : (t >= 1)));
   }
   AttentionLayout layout() const {
     AttentionLayout l;
@@ -240,6 +250,7 @@ struct Problem {
     l.v_ld = l.o_ld = H * dv, l.v_hs = l.o_hs = dv;
     l.scale = 1.f / std::sqrt(float(dqk));
     l.bf16 = true;
+    l.doc_start = doc_start.empty() ? nullptr : doc_start.data();
     return l;
   }
   size_t rows() const { return size_t(B * H * T); }  // Stats, SoftmaxSum: [B, H, T, 1]
@@ -273,11 +284,19 @@ struct Forward {
 
 Binding bind(std::vector<uint16_t>& x) { return {x.data(), Type::BF16, x.size()}; }
 Binding bind(std::vector<float>& x) { return {x.data(), Type::F32, x.size()}; }
+Binding bind(std::vector<int32_t>& x) { return {x.data(), Type::I32, x.size()}; }
+
+// The problem's document starts, when it has documents, bound as DocStart.
+Bindings with_documents(Bindings b, Problem& p) {
+  if (!p.doc_start.empty()) b[sdpa::kDocStart] = bind(p.doc_start);
+  return b;
+}
 
 Forward run_forward(const Graph& g, Problem p) {
   Forward f{std::vector<uint16_t>(p.v.size(), kBf16NaN), std::vector<float>(p.rows(), NAN)};
-  Interpreter(g, {{sdpa::kQ, bind(p.q)}, {sdpa::kK, bind(p.k)}, {sdpa::kV, bind(p.v)}, {sdpa::kO, bind(f.o)},
-                  {sdpa::kStats, bind(f.stats)}})
+  Interpreter(g, with_documents({{sdpa::kQ, bind(p.q)}, {sdpa::kK, bind(p.k)}, {sdpa::kV, bind(p.v)},
+                                 {sdpa::kO, bind(f.o)}, {sdpa::kStats, bind(f.stats)}},
+                                p))
       .run();
   return f;
 }
@@ -291,10 +310,11 @@ Backward run_backward(const Graph& g, Problem p, Forward f) {
   Backward r{std::vector<uint16_t>(p.q.size(), kBf16NaN), std::vector<uint16_t>(p.k.size(), kBf16NaN),
              std::vector<uint16_t>(p.v.size(), kBf16NaN), std::vector<float>(p.rows(), NAN),
              std::vector<float>(p.q.size(), NAN)};
-  Interpreter(g, {{sdpa::kQ, bind(p.q)}, {sdpa::kK, bind(p.k)}, {sdpa::kV, bind(p.v)}, {sdpa::kO, bind(f.o)},
-                  {sdpa::kDO, bind(p.dout)}, {sdpa::kStats, bind(f.stats)}, {sdpa::kDQ, bind(r.dq)},
-                  {sdpa::kDK, bind(r.dk)}, {sdpa::kDV, bind(r.dv)}, {sdpa::kSoftmaxSum, bind(r.softmax_sum)},
-                  {sdpa::kDQAccum, bind(r.dq_accum)}})
+  Interpreter(g, with_documents({{sdpa::kQ, bind(p.q)}, {sdpa::kK, bind(p.k)}, {sdpa::kV, bind(p.v)},
+                                 {sdpa::kO, bind(f.o)}, {sdpa::kDO, bind(p.dout)}, {sdpa::kStats, bind(f.stats)},
+                                 {sdpa::kDQ, bind(r.dq)}, {sdpa::kDK, bind(r.dk)}, {sdpa::kDV, bind(r.dv)},
+                                 {sdpa::kSoftmaxSum, bind(r.softmax_sum)}, {sdpa::kDQAccum, bind(r.dq_accum)}},
+                                p))
       .run();
   return r;
 }
@@ -340,8 +360,8 @@ ForwardErrors forward_errors(const Graph& g, const Problem& p, const Core& core)
 
 void expect_forward_matches(const Problem& p) {
   const ForwardErrors e = forward_errors(sdpa::forward_graph(p.layout()), p, run_core(p));
-  std::printf("forward T=%lld: O %.2e (tolerance %.0e), Stats %.2e (tolerance %.0e)\n", (long long)p.T, e.o,
-              kOTolerance, e.stats, kStatsTolerance);
+  std::printf("forward T=%lld%s: O %.2e (tolerance %.0e), Stats %.2e (tolerance %.0e)\n", (long long)p.T,
+              p.doc_start.empty() ? "" : " with documents", e.o, kOTolerance, e.stats, kStatsTolerance);
   EXPECT_LE(e.o, kOTolerance);
   EXPECT_LE(e.stats, kStatsTolerance);
 }
@@ -371,8 +391,10 @@ void expect_backward_matches(const Problem& p) {
       }
   const double softmax_sum = stats_error(b.softmax_sum, row_sum);
   const double dq_accum = normalised_error(dq_accum_rounded, to_f32(b.dq));
-  std::printf("backward T=%lld: dQ %.2e dK %.2e dV %.2e (tolerance %.0e), SoftmaxSum %.2e, dQ vs bf16(DQAccum) %.2e\n",
-              (long long)p.T, dq, dk, dv, kGradTolerance, softmax_sum, dq_accum);
+  std::printf("backward T=%lld%s: dQ %.2e dK %.2e dV %.2e (tolerance %.0e), SoftmaxSum %.2e, dQ vs bf16(DQAccum) "
+              "%.2e\n",
+              (long long)p.T, p.doc_start.empty() ? "" : " with documents", dq, dk, dv, kGradTolerance, softmax_sum,
+              dq_accum);
   EXPECT_LE(dq, kGradTolerance);
   EXPECT_LE(dk, kGradTolerance);
   EXPECT_LE(dv, kGradTolerance);
@@ -395,6 +417,8 @@ TEST(SdpaGraph, ForwardMatchesAttentionCore) { expect_forward_matches(Problem(2,
 TEST(SdpaGraph, ForwardMatchesAttentionCoreOnOneToken) { expect_forward_matches(Problem(2, 1, 3)); }
 TEST(SdpaGraph, BackwardMatchesAttentionCore) { expect_backward_matches(Problem(2, 37, 3)); }
 TEST(SdpaGraph, BackwardMatchesAttentionCoreOnOneToken) { expect_backward_matches(Problem(2, 1, 3)); }
+TEST(SdpaGraph, ForwardMatchesAttentionCoreWithDocuments) { expect_forward_matches(Problem(2, 37, 3, true)); }
+TEST(SdpaGraph, BackwardMatchesAttentionCoreWithDocuments) { expect_backward_matches(Problem(2, 37, 3, true)); }
 
 // The comparisons above can fail: a forward graph without the mask, or with the wrong scale, lands
 // far outside the tolerances, and so does a backward graph without the mask.
@@ -414,6 +438,21 @@ TEST(SdpaGraph, ComparisonFailsWithoutTheCausalMask) {
   EXPECT_GT(std::min({dq, dk, dv}), 10 * kGradTolerance);
 }
 
+// ... and so does a graph that drops the document condition (keeping only the causal one).
+TEST(SdpaGraph, ComparisonFailsWithoutTheDocumentMask) {
+  Problem p(2, 37, 3, true);
+  const Core core = run_core(p);
+  Graph g = sdpa::forward_graph(p.layout());
+  int changed = 0;
+  for (Node& n : g.nodes)
+    if (n.mode == Mode::LogicalAnd) n.b = n.a, ++changed;  // keep && keep: the causal mask alone
+  EXPECT_EQ(changed, 1);
+  const ForwardErrors e = forward_errors(g, p, core);
+  std::printf("forward without the document mask: O %.2e, Stats %.2e\n", e.o, e.stats);
+  EXPECT_GT(e.o, 10 * kOTolerance);
+  EXPECT_GT(e.stats, 100 * kStatsTolerance);
+}
+
 TEST(SdpaGraph, ComparisonFailsWithTheWrongScale) {
   const Problem p(2, 37, 3);
   Graph g = sdpa::forward_graph(p.layout());
@@ -424,7 +463,7 @@ TEST(SdpaGraph, ComparisonFailsWithTheWrongScale) {
   EXPECT_GT(e.stats, 100 * kStatsTolerance);
 }
 
-TEST(SdpaGraph, SupportedOnlyForDenseBf16LayoutsWithoutDocuments) {
+TEST(SdpaGraph, SupportedOnlyForDenseBf16Layouts) {
   const AttentionLayout dense = Problem(2, 5, 3).layout();
   EXPECT_TRUE(sdpa::supported(dense));
 
@@ -435,7 +474,7 @@ TEST(SdpaGraph, SupportedOnlyForDenseBf16LayoutsWithoutDocuments) {
   const std::vector<int32_t> doc_start(size_t(dense.B * dense.T), 0);
   l = dense;
   l.doc_start = doc_start.data();
-  EXPECT_FALSE(sdpa::supported(l));
+  EXPECT_TRUE(sdpa::supported(l));  // documents: the mask is in the graph
 
   l = dense;  // dqk = 20: not whole 16-byte groups of bf16
   l.dqk = 20, l.q_ld = l.k_ld = l.H * 20, l.q_hs = l.k_hs = 20;
