@@ -21,6 +21,15 @@ struct AttentionLayout {
   // query sees keys 0..t.
   const int32_t* doc_start = nullptr;
 
+  // Packed rows, as the model keeps them: q and k [B*T, H, dqk], v and o [B*T, H, dv].
+  static AttentionLayout dense(int64_t B, int64_t T, int64_t H, int64_t dqk, int64_t dv, float scale) {
+    AttentionLayout l;
+    l.B = B, l.T = T, l.H = H, l.dqk = dqk, l.dv = dv, l.scale = scale;
+    l.q_ld = l.k_ld = H * dqk, l.q_hs = l.k_hs = dqk;
+    l.v_ld = l.o_ld = H * dv, l.v_hs = l.o_hs = dv;
+    return l;
+  }
+
   // The first key query t of sequence b sees.
   int64_t first_key(int64_t b, int64_t t) const { return doc_start ? doc_start[b * T + t] : 0; }
 

@@ -205,13 +205,7 @@ void MLA::decode(const ParamStore& ps, float* y, Activation x, const LatentStep&
 // q and k [N, H, d]; v and o [N, H, vdim].
 AttentionLayout MLA::attention_layout(int64_t B, int64_t T, const RopeTables& rt) const {
   const int64_t d = nope + rope;
-  AttentionLayout l;
-  l.B = B; l.T = T; l.H = H; l.dqk = d; l.dv = vdim;
-  l.q_ld = l.k_ld = H * d;
-  l.q_hs = l.k_hs = d;
-  l.v_ld = l.o_ld = H * vdim;
-  l.v_hs = l.o_hs = vdim;
-  l.scale = 1.0f / std::sqrt(float(d));
+  AttentionLayout l = AttentionLayout::dense(B, T, H, d, vdim, 1.0f / std::sqrt(float(d)));
   l.doc_start = rt.doc_start();
   // At bf16 the core's GEMMs read bf16 operands too. At fp8 it stays f32: the fp8 emulation rounds
   // the linear layers' inputs only (docs/performance.md has its precision study).

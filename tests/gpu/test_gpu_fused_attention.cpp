@@ -31,11 +31,10 @@ namespace {
 
 constexpr double kTolerance = 3e-2;
 
+// The model's packed layout at bf16.
 AttentionLayout dense_layout(int64_t B, int64_t T, int64_t H, int64_t dqk, int64_t dv) {
-  AttentionLayout l;
-  l.B = B, l.T = T, l.H = H, l.dqk = dqk, l.dv = dv, l.bf16 = true;
-  l.q_ld = l.k_ld = H * dqk, l.q_hs = l.k_hs = dqk, l.v_ld = l.o_ld = H * dv, l.v_hs = l.o_hs = dv;
-  l.scale = 1.f / std::sqrt(float(dqk));
+  AttentionLayout l = AttentionLayout::dense(B, T, H, dqk, dv, 1.f / std::sqrt(float(dqk)));
+  l.bf16 = true;
   return l;
 }
 

@@ -37,11 +37,7 @@ struct Problem {
       for (int64_t t = 0; t < T; ++t) doc.push_back(b == 1 && t >= 70 ? 70 : 0);
   }
   AttentionLayout layout(bool bf16) const {
-    AttentionLayout l;
-    l.B = B; l.T = T; l.H = H; l.dqk = d; l.dv = dv;
-    l.q_ld = l.k_ld = H * d; l.q_hs = l.k_hs = d;
-    l.v_ld = l.o_ld = H * dv; l.v_hs = l.o_hs = dv;
-    l.scale = 1.f / std::sqrt(float(d));
+    AttentionLayout l = AttentionLayout::dense(B, T, H, d, dv, 1.f / std::sqrt(float(d)));
     l.doc_start = doc.data();
     l.bf16 = bf16;
     return l;

@@ -194,11 +194,7 @@ TEST(Bf16Gemm, LayersOnBf16InputsAreTheLayersOnTheirF32Inputs) {
 // document mask; native here, emulated in the ctest entry test_framework_bf16_gemm_emulated.
 TEST(Bf16Gemm, AttentionOnBf16InputsIsTheAttentionOnTheirValues) {
   const int64_t B = 2, T = 70, H = 2, d = 24, dv = 16, N = B * T;
-  AttentionLayout l;
-  l.B = B, l.T = T, l.H = H, l.dqk = d, l.dv = dv;
-  l.q_ld = l.k_ld = H * d, l.q_hs = l.k_hs = d;
-  l.v_ld = l.o_ld = H * dv, l.v_hs = l.o_hs = dv;
-  l.scale = 1.f / std::sqrt(float(d));
+  AttentionLayout l = AttentionLayout::dense(B, T, H, d, dv, 1.f / std::sqrt(float(d)));
   l.bf16 = true;
   std::vector<int32_t> doc_start(static_cast<size_t>(N));
   for (int64_t i = 0; i < N; ++i) doc_start[size_t(i)] = int32_t(i % T < 30 ? 0 : 30);

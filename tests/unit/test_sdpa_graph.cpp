@@ -244,11 +244,7 @@ struct Problem {
         doc_start.push_back(int32_t(b % 2 == 0 ? (t >= 2 * T / 3 ? 2 * T / 3 : t >= T / 3 ? T / 3 : 0) : (t >= 1)));
   }
   AttentionLayout layout() const {
-    AttentionLayout l;
-    l.B = B, l.T = T, l.H = H, l.dqk = dqk, l.dv = dv;
-    l.q_ld = l.k_ld = H * dqk, l.q_hs = l.k_hs = dqk;
-    l.v_ld = l.o_ld = H * dv, l.v_hs = l.o_hs = dv;
-    l.scale = 1.f / std::sqrt(float(dqk));
+    AttentionLayout l = AttentionLayout::dense(B, T, H, dqk, dv, 1.f / std::sqrt(float(dqk)));
     l.bf16 = true;
     l.doc_start = doc_start.empty() ? nullptr : doc_start.data();
     return l;
