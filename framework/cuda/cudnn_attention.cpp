@@ -171,7 +171,7 @@ Descriptor tensor(const sdpa::Tensor& t) {
   return d;
 }
 
-// One operation node; `ops` keeps the inner (pointwise / reduction / matmul) descriptors alive.
+// One operation node; `inner` keeps its pointwise / reduction / matmul descriptor alive.
 Descriptor operation(const sdpa::Node& n, const std::vector<Descriptor>& tensors, std::vector<Descriptor>& inner) {
   const auto T = [&](int i) -> const Descriptor& { return tensors[size_t(i)]; };
   const cudnnDataType_t compute = data_type(n.compute);
