@@ -42,7 +42,8 @@ int bench_train(int argc, char** argv) {
          "the step of `moe train` (train.grad_accum micro-batches of [train.micro_batch, data.seq_len] per\n"
          "rank, grad-norm clipping, the lr schedule, AdamW, the router bias update). Prints one JSON line:\n"
          "tokens_per_s (all ranks), step_ms, peak_rss_mib (peak_device_mib and mfu_vs_989 on a GPU),\n"
-         "activation_mib (what one micro-batch keeps for backward), gflops and the per-phase time split.\n"
+         "activation_mib (what one micro-batch keeps for backward), gflops, the per-phase time split and\n"
+         "attention (the attention core that ran: cpu core, cudnn fused or gemm on a GPU).\n"
          "--device overrides the config's device key.\n"
          "Under mpirun it trains as `moe train` does (FSDP, parallel.ep experts per group), so the cost of\n"
          "sharding and dispatch shows next to a single-process run.");
@@ -119,6 +120,7 @@ int bench_train(int argc, char** argv) {
                         {"device", device.description},
                         {"precision", precision_name(dm.model.precision())},
                         {"precision_detail", precision_label(dm.model.precision(), device)},
+                        {"attention", attention_label(device)},
                         {"ranks", W},
                         {"ep", dm.mesh.ep()},
                         {"threads", num_threads()},

@@ -7,6 +7,7 @@
 #ifdef MOE_HAVE_CUDA
 #include "framework/cuda/allocator.h"
 #include "framework/cuda/backend.h"
+#include "framework/cuda/cudnn_attention.h"
 #include "framework/cuda/device.h"
 #endif
 #ifdef MOE_HAVE_NCCL
@@ -82,6 +83,22 @@ double device_peak_mib(const DeviceChoice& d) {
 #endif
   (void)d;
   return 0;
+}
+
+std::string attention_label(const DeviceChoice& d) {
+#ifdef MOE_HAVE_CUDA
+  if (d.backend->device() == Device::CUDA) {
+    if (const int64_t runs = cuda::cudnn_attention_runs(); runs > 0)
+      return "cudnn fused (" + std::to_string(runs) + " passes)";
+#ifdef MOE_HAVE_CUDNN
+    return cuda::cudnn_attention_enabled() ? "gemm (fused attention not taken)" : "gemm (MOE_CUDNN_ATTENTION=0)";
+#else
+    return "gemm (built without cuDNN)";
+#endif
+  }
+#endif
+  (void)d;
+  return "cpu core";
 }
 
 std::string precision_label(Precision p, const DeviceChoice& d) {

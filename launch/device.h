@@ -32,6 +32,12 @@ DeviceChoice choose_device(const std::string& device, const std::string& where, 
 // "bf16 (onednn 2.6.3 avx512_core_bf16)" or "bf16 (emulated (this CPU has no AVX512-BF16))".
 std::string precision_label(Precision p, const DeviceChoice& d);
 
+// Which attention core has run, for benchmarks: "cpu core" on the CPU; on a GPU "cudnn fused (N
+// passes)" once cuDNN's fused attention ran (docs/cuda.md, "Fused attention (cuDNN)"), else "gemm"
+// with why (switched off, built without cuDNN, or not taken: not bf16, declined, or disagreeing;
+// the reason is on stderr).
+std::string attention_label(const DeviceChoice& d);
+
 // Peak device memory (MiB) the backend's allocator has reserved; 0 on the CPU (see peak_rss_mib).
 double device_peak_mib(const DeviceChoice& d);
 
