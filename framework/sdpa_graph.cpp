@@ -127,18 +127,15 @@ struct Builder {
     return node(select);
   }
 
-  // The attention core's operands as 4-D [B, H, T, width] views of their layouts.
-  Dims heads(const AttentionLayout& l, int64_t width) const { return {l.B, l.H, l.T, width}; }
-  static Dims strides(const AttentionLayout& l, int64_t ld, int64_t hs) { return {l.T * ld, hs, ld, 1}; }
-  int q(const AttentionLayout& l) { return bound(kQ, Type::BF16, heads(l, l.dqk), strides(l, l.q_ld, l.q_hs)); }
-  int k_transposed(const AttentionLayout& l) {
-    const int k = bound(kK, Type::BF16, heads(l, l.dqk), strides(l, l.k_ld, l.k_hs));
-    g.tensors[size_t(k)] = transposed(g.tensors[size_t(k)]);
-    return k;
+  // An attention operand (bf16) as the 4-D [B, H, T, width] view of its layout: row stride ld,
+  // head stride hs.
+  int operand(const AttentionLayout& l, int64_t uid, int64_t width, int64_t ld, int64_t hs) {
+    return bound(uid, Type::BF16, {l.B, l.H, l.T, width}, {l.T * ld, hs, ld, 1});
   }
-  int v(const AttentionLayout& l) { return bound(kV, Type::BF16, heads(l, l.dv), strides(l, l.v_ld, l.v_hs)); }
-  int o(const AttentionLayout& l, int64_t uid) {
-    return bound(uid, Type::BF16, heads(l, l.dv), strides(l, l.o_ld, l.o_hs));
+  // Tensor i seen with its last two dims swapped, the same memory (k^T, v^T).
+  int transpose(int i) {
+    g.tensors[size_t(i)] = transposed(g.tensors[size_t(i)]);
+    return i;
   }
   int stats(const AttentionLayout& l, int64_t uid) {
     return bound(uid, Type::F32, {l.B, l.H, l.T, 1}, {l.H * l.T, l.T, 1, 1});
@@ -160,7 +157,9 @@ bool supported(const AttentionLayout& l) {
 
 Graph forward_graph(const AttentionLayout& l) {
   Builder b;
-  const int q = b.q(l), kt = b.k_transposed(l), v = b.v(l);
+  const int q = b.operand(l, kQ, l.dqk, l.q_ld, l.q_hs);
+  const int kt = b.transpose(b.operand(l, kK, l.dqk, l.k_ld, l.k_hs));
+  const int v = b.operand(l, kV, l.dv, l.v_ld, l.v_hs);
   const int s = b.mask(b.scores(l, q, kt), l);
   // Softmax with its statistics: Stats = max + log(sum exp(s - max)).
   const int max = b.reduce(Mode::Max, s);
@@ -168,33 +167,31 @@ Graph forward_graph(const AttentionLayout& l) {
   const int sum = b.reduce(Mode::Sum, e);
   b.pointwise(Mode::Add, max, b.pointwise(Mode::Log, sum), b.stats(l, kStats));
   const int p = b.pointwise(Mode::Div, e, sum, -1, Type::BF16);
-  b.matmul(p, v, b.o(l, kO));
+  b.matmul(p, v, b.operand(l, kO, l.dv, l.o_ld, l.o_hs));
   return b.g;
 }
 
 Graph backward_graph(const AttentionLayout& l) {
   Builder b;
-  const int q = b.q(l), kt = b.k_transposed(l);
-  int vt = b.v(l);
-  b.g.tensors[size_t(vt)] = transposed(b.g.tensors[size_t(vt)]);
-  const int o = b.o(l, kO), dO = b.o(l, kDO), stats = b.stats(l, kStats);
+  const int q = b.operand(l, kQ, l.dqk, l.q_ld, l.q_hs);
+  const int kt = b.transpose(b.operand(l, kK, l.dqk, l.k_ld, l.k_hs));
+  const int vt = b.transpose(b.operand(l, kV, l.dv, l.v_ld, l.v_hs));
+  const int o = b.operand(l, kO, l.dv, l.o_ld, l.o_hs), dO = b.operand(l, kDO, l.dv, l.o_ld, l.o_hs);
+  const int stats = b.stats(l, kStats);
   // D = rowsum(dO * O), bound to caller memory as the engine expects.
   const int d = b.pointwise(Mode::Mul, b.reduce(Mode::Sum, b.pointwise(Mode::Mul, dO, o)), b.scalar(kOne, 1.f),
                             b.stats(l, kSoftmaxSum));
   // P again from the statistics.
   const int p = b.pointwise(Mode::Exp, b.mask(b.pointwise(Mode::Sub, b.scores(l, q, kt), stats), l));
-  b.matmul(b.reshape_transposed(p, Type::BF16), dO, b.bound(kDV, Type::BF16, b.heads(l, l.dv),
-                                                               Builder::strides(l, l.v_ld, l.v_hs)));
+  b.matmul(b.reshape_transposed(p, Type::BF16), dO, b.operand(l, kDV, l.dv, l.v_ld, l.v_hs));
   const int dp = b.matmul(dO, vt);
   const int ds =
       b.pointwise(Mode::Mul, b.pointwise(Mode::Mul, b.pointwise(Mode::Sub, dp, d), p), b.g.index(kScale));
-  b.matmul(b.reshape_transposed(ds, Type::BF16), q,
-           b.bound(kDK, Type::BF16, b.heads(l, l.dqk), Builder::strides(l, l.k_ld, l.k_hs)));
+  b.matmul(b.reshape_transposed(ds, Type::BF16), q, b.operand(l, kDK, l.dqk, l.k_ld, l.k_hs));
   const int k = b.reshape_transposed(kt, Type::F32);
-  const Dims acc = b.heads(l, l.dqk);
-  const int dq_acc = b.matmul(ds, k, b.bound(kDQAccum, Type::F32, acc, {l.H * l.T * l.dqk, l.T * l.dqk, l.dqk, 1}));
-  b.pointwise(Mode::Identity, dq_acc, -1,
-              b.bound(kDQ, Type::BF16, b.heads(l, l.dqk), Builder::strides(l, l.q_ld, l.q_hs)));
+  const Dims acc = {l.B, l.H, l.T, l.dqk};  // [B, H, T, dqk] contiguous
+  const int dq_acc = b.matmul(ds, k, b.bound(kDQAccum, Type::F32, acc, contiguous(acc)));
+  b.pointwise(Mode::Identity, dq_acc, -1, b.operand(l, kDQ, l.dqk, l.q_ld, l.q_hs));
   return b.g;
 }
 

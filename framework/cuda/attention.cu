@@ -229,9 +229,6 @@ bool judge(Trust& t, bool backward, const AttentionLayout& l, double worst) {
   return agrees;
 }
 
-// The f32 rows of n bf16 values (the fused outputs are dense, sdpa::supported).
-void widen(float* out, const uint16_t* in, int64_t n, cudaStream_t s) { cast_bf16_to_f32(out, in, n, s); }
-
 bool fused_forward(float* o, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v,
                    const AttentionLayout& l, cudaStream_t s) {
   if (!cudnn_attention_enabled() || !sdpa::supported(l)) return false;
@@ -240,7 +237,7 @@ bool fused_forward(float* o, float* lse, const uint16_t* q, const uint16_t* k, c
   const int64_t n = l.B * l.T * l.H * l.dv, n_lse = l.B * l.H * l.T;
   DeviceBuffer<uint16_t> ob(n);
   if (!cudnn_attention_forward(ob.get(), lse, q, k, v, l, s)) return false;
-  widen(o, ob.get(), n, s);
+  cast_bf16_to_f32(o, ob.get(), n, s);  // dense o (sdpa::supported): one cast of the whole buffer
   if (t != Trust::Unchecked) return true;
   DeviceBuffer<float> o_ref(n), lse_ref(n_lse);
   forward_on(o_ref.get(), lse_ref.get(), bf16_operands(q, k, v, nullptr, l, s), l, s);
@@ -260,9 +257,9 @@ bool fused_backward(float* dq, float* dk, float* dv, const float* dout, const ui
   DeviceBuffer<uint16_t> dob, dqb(nq), dkb(nq), dvb(nv);
   cast_copy(dob, dout, nv, s);
   if (!cudnn_attention_backward(dqb.get(), dkb.get(), dvb.get(), dob.get(), o, q, k, v, lse, l, s)) return false;
-  widen(dq, dqb.get(), nq, s);
-  widen(dk, dkb.get(), nq, s);
-  widen(dv, dvb.get(), nv, s);
+  cast_bf16_to_f32(dq, dqb.get(), nq, s);  // dense, as o
+  cast_bf16_to_f32(dk, dkb.get(), nq, s);
+  cast_bf16_to_f32(dv, dvb.get(), nv, s);
   if (t != Trust::Unchecked) return true;
   DeviceBuffer<float> dq_ref(nq), dk_ref(nq), dv_ref(nv);
   backward_on(dq_ref.get(), dk_ref.get(), dv_ref.get(), bf16_operands(q, k, v, dout, l, s), lse, l, s);

@@ -53,11 +53,11 @@ MOE_HD inline void copy_row(R& r, float* dst, const float* src, int64_t D) {
   for (int64_t i = r.lane(); i < D; i += r.width()) dst[i] = src[i];
 }
 
-// Token n's combine: y[n] (=, or += when accumulate) sum_k w[k] * ys[pos[k]], k in order.
 // Element i of the experts' outputs: f32, or bf16 bits (kept so at bf16), read as their f32 value.
 MOE_HD inline float output_value(const float* ys, int64_t i) { return ys[i]; }
 MOE_HD inline float output_value(const uint16_t* ys, int64_t i) { return bf16_bits_to_f32(ys[i]); }
 
+// Token n's combine: y[n] (=, or += when accumulate) sum_k w[k] * ys[pos[k]], k in order.
 template <class R, class Y>
 MOE_HD inline void unpermute_row(R& r, float* y, const Y* ys, const int32_t* pos, const float* w, int64_t K,
                                  int64_t D, bool accumulate) {

@@ -19,7 +19,6 @@
 #include "framework/cuda/backend.h"
 #include "framework/cuda/cudnn_attention.h"
 #include "framework/cuda/ops.h"
-#include "framework/dtype.h"
 #include "framework/optimizer.h"
 #include "model/model.h"
 #include "tests/gpu/gpu_test.h"
@@ -47,20 +46,14 @@ struct Inputs {
   }
 };
 
-std::vector<uint16_t> bf16_bits(const std::vector<float>& x) {
-  std::vector<uint16_t> b(x.size());
-  for (size_t i = 0; i < x.size(); ++i) b[i] = f32_to_bf16_bits(x[i]);
-  return b;
-}
-
 // The same on the CPU core (framework/attention.h), on the same bf16 inputs.
 std::vector<std::vector<float>> cpu_attention(const AttentionLayout& l, uint64_t seed) {
   const Inputs in(l, seed);
-  const auto qb = bf16_bits(in.q), kb = bf16_bits(in.k), vb = bf16_bits(in.v);
+  const auto qb = test::bf16_bits(in.q), kb = test::bf16_bits(in.k), vb = test::bf16_bits(in.v);
   std::vector<float> o(in.dout.size()), lse(size_t(l.B * l.H * l.T)), dq(in.q.size()), dk(in.k.size()),
       dv(in.v.size());
   attention_forward_bf16(o.data(), lse.data(), qb.data(), kb.data(), vb.data(), l);
-  const auto ob = bf16_bits(o);
+  const auto ob = test::bf16_bits(o);
   attention_backward_bf16(dq.data(), dk.data(), dv.data(), in.dout.data(), ob.data(), qb.data(), kb.data(), vb.data(),
                           lse.data(), l);
   return {o, lse, dq, dk, dv};

@@ -7,7 +7,6 @@
 #include <numeric>
 
 #include "framework/cuda/ops.h"
-#include "framework/dtype.h"
 #include "framework/moe_ops.h"
 #include "tests/gpu/gpu_test.h"
 
@@ -125,8 +124,7 @@ TEST_F(GpuMoE, DispatchPlanPermuteAndCombine) {
   expect_close(to_host(dx_d), dx, 1e-6, "gather backward");
 
   // The combine on outputs kept as bf16 bits (the model at bf16) against the CPU's.
-  std::vector<uint16_t> ys_bits(ys.size());
-  for (size_t i = 0; i < ys.size(); ++i) ys_bits[i] = f32_to_bf16_bits(ys[i]);
+  const std::vector<uint16_t> ys_bits = test::bf16_bits(ys);
   moe_unpermute_bf16(y.data(), ys_bits.data(), pos.data(), w.data(), N, K, D, false);
   moe_unpermute_backward_bf16(dw.data(), dys.data(), dy.data(), ys_bits.data(), pos.data(), w.data(), N, K, D);
   auto ysb_d = to_device(ys_bits);

@@ -30,19 +30,13 @@ struct Case {
   float alpha, beta;
 };
 
-std::vector<uint16_t> bf16_bits(const std::vector<float>& v) {
-  std::vector<uint16_t> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = f32_to_bf16_bits(v[i]);
-  return out;
-}
-
 void check(const Case& c) {
   SCOPED_TRACE(::testing::Message() << "ta " << c.ta << " tb " << c.tb << " M " << c.M << " N " << c.N << " K "
                                     << c.K << " alpha " << c.alpha << " beta " << c.beta);
   // Row strides wider than the rows, so an op that ignores them reads the wrong numbers.
   const int64_t lda = (c.ta ? c.M : c.K) + 3, ldb = (c.tb ? c.K : c.N) + 5, ldc = c.N + 2;
-  const auto A = bf16_bits(test::randn(size_t((c.ta ? c.K : c.M) * lda), 1));
-  const auto B = bf16_bits(test::randn(size_t((c.tb ? c.N : c.K) * ldb), 2));
+  const auto A = test::bf16_bits(test::randn(size_t((c.ta ? c.K : c.M) * lda), 1));
+  const auto B = test::bf16_bits(test::randn(size_t((c.tb ? c.N : c.K) * ldb), 2));
   auto C = test::randn(size_t(c.M * ldc), 3);
   if (c.beta == 0.f)  // beta 0 must not read C: NaN there must not leak into the result
     for (int64_t i = 0; i < c.M; ++i) C[size_t(i * ldc)] = NAN;
@@ -107,7 +101,7 @@ TEST(Bf16Gemm, OnePrimitiveServesManyRowCounts) {
 
 TEST(Bf16Gemm, SameCallSameBits) {
   const int64_t M = 300, N = 96, K = 160;
-  const auto A = bf16_bits(test::randn(size_t(M * K), 4)), B = bf16_bits(test::randn(size_t(N * K), 5));
+  const auto A = test::bf16_bits(test::randn(size_t(M * K), 4)), B = test::bf16_bits(test::randn(size_t(N * K), 5));
   std::vector<float> c1(size_t(M * N)), c2(size_t(M * N));
   gemm_bf16(false, true, M, N, K, 1.f, A.data(), K, B.data(), K, 0.f, c1.data(), N);
   gemm_bf16(false, true, M, N, K, 1.f, A.data(), K, B.data(), K, 0.f, c2.data(), N);
@@ -151,7 +145,7 @@ TEST(Bf16Gemm, LinearLayerMatchesTheEmulation) {
 TEST(Bf16Gemm, LayersOnBf16InputsAreTheLayersOnTheirF32Inputs) {
   const int64_t M = 203, in = 160, out = 96, G = 4;
   const auto x = test::randn(size_t(M * in), 11), dy = test::randn(size_t(M * out), 12);
-  const auto xb = bf16_bits(x);
+  const auto xb = test::bf16_bits(x);
   std::vector<std::vector<float>> W;
   for (int64_t g = 0; g < G; ++g) W.push_back(test::randn(size_t(out * in), 13 + uint64_t(g), 0.1f));
   std::vector<const float*> Wp;
@@ -201,7 +195,7 @@ TEST(Bf16Gemm, AttentionOnBf16InputsIsTheAttentionOnTheirValues) {
   l.doc_start = doc_start.data();
   const auto q = test::randn(size_t(N * H * d), 31), k = test::randn(size_t(N * H * d), 32),
              v = test::randn(size_t(N * H * dv), 33), dout = test::randn(size_t(N * H * dv), 34);
-  const auto qb = bf16_bits(q), kb = bf16_bits(k), vb = bf16_bits(v);
+  const auto qb = test::bf16_bits(q), kb = test::bf16_bits(k), vb = test::bf16_bits(v);
   std::vector<float> o(size_t(N * H * dv)), o_ref(o.size()), lse(size_t(B * H * T)), lse_ref(lse.size());
   attention_forward(o_ref.data(), lse_ref.data(), q.data(), k.data(), v.data(), l);
   attention_forward_bf16(o.data(), lse.data(), qb.data(), kb.data(), vb.data(), l);

@@ -237,10 +237,9 @@ TEST(MoEKernels, PermuteAndCombineForwardBackward) {
       }
 
     // On outputs kept as bf16 bits: the f32 ops' bits on their values.
-    std::vector<uint16_t> ys_bits(ys.size());
+    const std::vector<uint16_t> ys_bits = test::bf16_bits(ys);
     std::vector<float> ys_values(ys.size());
-    for (size_t i = 0; i < ys.size(); ++i)
-      ys_bits[i] = f32_to_bf16_bits(ys[i]), ys_values[i] = bf16_bits_to_f32(ys_bits[i]);
+    for (size_t i = 0; i < ys.size(); ++i) ys_values[i] = bf16_bits_to_f32(ys_bits[i]);
     for (bool accumulate : {false, true}) {
       std::vector<float> yb(size_t(N * D), 1.f), yf(size_t(N * D), 1.f);
       moe_unpermute_bf16(yb.data(), ys_bits.data(), pos.data(), w.data(), N, K, D, accumulate);

@@ -6,6 +6,8 @@
 #include <random>
 #include <vector>
 
+#include "framework/kernels/cast.h"
+
 namespace moe::test {
 
 // n normal values with standard deviation `scale`, the same for the same seed.
@@ -15,6 +17,13 @@ inline std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
   std::vector<float> v(n);
   for (float& x : v) x = d(rng);
   return v;
+}
+
+// x rounded to bf16 (nearest even), as bits: the inputs of the ops on bf16 operands.
+inline std::vector<uint16_t> bf16_bits(const std::vector<float>& x) {
+  std::vector<uint16_t> b(x.size());
+  for (size_t i = 0; i < x.size(); ++i) b[i] = kern::f32_to_bf16_bits(x[i]);
+  return b;
 }
 
 // Runs f(i) for i in [0, n) in a shuffled order (the same for the same seed): a kernel must not

@@ -214,11 +214,6 @@ class Interpreter {
 
 // ---- The problem, the attention core, and the graphs on it ----
 
-std::vector<uint16_t> to_bf16_bits(const std::vector<float>& x) {
-  std::vector<uint16_t> bits(x.size());
-  for (size_t i = 0; i < x.size(); ++i) bits[i] = f32_to_bf16_bits(x[i]);
-  return bits;
-}
 std::vector<float> to_f32(const std::vector<uint16_t>& bits) {
   std::vector<float> x(bits.size());
   for (size_t i = 0; i < bits.size(); ++i) x[i] = bf16_bits_to_f32(bits[i]);
@@ -234,10 +229,10 @@ struct Problem {
   std::vector<int32_t> doc_start;  // empty: no document mask
   Problem(int64_t B_, int64_t T_, int64_t H_, bool documents = false) : B(B_), T(T_), H(H_) {
     const size_t N = size_t(B * T * H);
-    q = to_bf16_bits(test::randn(N * size_t(dqk), 11));
-    k = to_bf16_bits(test::randn(N * size_t(dqk), 12));
-    v = to_bf16_bits(test::randn(N * size_t(dv), 13));
-    dout = to_bf16_bits(test::randn(N * size_t(dv), 14));
+    q = test::bf16_bits(test::randn(N * size_t(dqk), 11));
+    k = test::bf16_bits(test::randn(N * size_t(dqk), 12));
+    v = test::bf16_bits(test::randn(N * size_t(dv), 13));
+    dout = test::bf16_bits(test::randn(N * size_t(dv), 14));
     if (!documents) return;
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t)
@@ -264,7 +259,7 @@ Core run_core(const Problem& p) {
   // The core reads dO in f32: the bf16 values the graph reads, so both see the same dO.
   // o in bf16 is for fused kernels (the CPU core ignores it): the core's own forward output.
   const std::vector<float> dout = to_f32(p.dout);
-  const std::vector<uint16_t> o = to_bf16_bits(c.o);
+  const std::vector<uint16_t> o = test::bf16_bits(c.o);
   attention_backward_bf16(c.dq.data(), c.dk.data(), c.dv.data(), dout.data(), o.data(), p.q.data(), p.k.data(),
                           p.v.data(), c.lse.data(), l);
   return c;
